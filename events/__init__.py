@@ -1,0 +1,106 @@
+"""The public event contract: every event type, its subject, and the codecs (built once).
+
+``AnyEvent`` is a msgspec tagged union (tag field ``type`` = class name). Stored events are
+decoded in one pass through ``STORED_DECODER``; inbound CloudEvent data is decoded per type with
+``DATA_DECODERS`` so errors name the type and the field.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+from events.common import Event
+from events.envelope import CloudEventIn, EventRef, Receipt, Reply, StoredEvent
+from events.milestone import (
+    MILESTONE_EVENTS,
+    MilestoneAchieved,
+    MilestoneCancelled,
+    MilestonePlanned,
+    MilestoneRescheduled,
+    TaskAdded,
+    TaskCompleted,
+    TaskReopened,
+)
+from events.project import (
+    PROJECT_EVENTS,
+    BaselineSet,
+    DependencyAdded,
+    DependencyRemoved,
+    ProjectCreated,
+    StakeholderSubscribed,
+    StatusReported,
+)
+
+EVENTS_PREFIX = "milestones.events"
+RECEIPTS_PREFIX = "milestones.ids"
+
+AnyEvent = Union[MILESTONE_EVENTS + PROJECT_EVENTS]  # type: ignore[valid-type]
+
+EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in MILESTONE_EVENTS + PROJECT_EVENTS}
+# What other systems may publish (the contract's "types in"); derived events are not here.
+INBOUND_TYPES: frozenset[str] = frozenset(EVENT_TYPES)
+_MILESTONE_TYPES = frozenset(cls.__name__ for cls in MILESTONE_EVENTS)
+
+DATA_DECODERS: dict[str, msgspec.json.Decoder] = {
+    name: msgspec.json.Decoder(cls) for name, cls in EVENT_TYPES.items()
+}
+ENCODER = msgspec.json.Encoder()
+
+
+class _StoredTyped(StoredEvent, frozen=True, kw_only=True, omit_defaults=True):
+    data: AnyEvent  # type: ignore[valid-type]
+
+
+STORED_DECODER = msgspec.json.Decoder(_StoredTyped)
+RECEIPT_DECODER = msgspec.json.Decoder(Receipt)
+CLOUDEVENT_DECODER = msgspec.json.Decoder(CloudEventIn)
+CLOUDEVENT_BATCH_DECODER = msgspec.json.Decoder(list[CloudEventIn])
+REPLY_DECODER = msgspec.json.Decoder(Reply)
+
+
+def stream_subject(event: Event) -> str:
+    """The aggregate subject an event belongs to (its consistency boundary)."""
+    project_id = event.project_id  # type: ignore[attr-defined]
+    if type(event).__name__ in _MILESTONE_TYPES:
+        return f"{EVENTS_PREFIX}.{project_id}.{event.milestone_id}"  # type: ignore[attr-defined]
+    return f"{EVENTS_PREFIX}.{project_id}"
+
+
+def project_subject(project_id: str) -> str:
+    return f"{EVENTS_PREFIX}.{project_id}"
+
+
+def milestone_subject(project_id: str, milestone_id: str) -> str:
+    return f"{EVENTS_PREFIX}.{project_id}.{milestone_id}"
+
+
+def decode_stored(body: bytes) -> StoredEvent:
+    return STORED_DECODER.decode(body)
+
+
+__all__ = [
+    "AnyEvent",
+    "BaselineSet",
+    "CloudEventIn",
+    "DependencyAdded",
+    "DependencyRemoved",
+    "Event",
+    "EventRef",
+    "EVENT_TYPES",
+    "INBOUND_TYPES",
+    "MilestoneAchieved",
+    "MilestoneCancelled",
+    "MilestonePlanned",
+    "MilestoneRescheduled",
+    "ProjectCreated",
+    "Receipt",
+    "Reply",
+    "StakeholderSubscribed",
+    "StatusReported",
+    "StoredEvent",
+    "TaskAdded",
+    "TaskCompleted",
+    "TaskReopened",
+]

@@ -1,0 +1,83 @@
+"""Events of the milestone aggregate, stored on ``milestones.events.<project_id>.<milestone_id>``."""
+
+from __future__ import annotations
+
+from events.common import (
+    CheckResult,
+    Date,
+    Event,
+    Id,
+    MilestoneKind,
+    Name,
+    Reason,
+    Text,
+    Timestamp,
+)
+
+
+class MilestonePlanned(Event, frozen=True, kw_only=True):
+    project_id: Id
+    milestone_id: Id
+    name: Name
+    kind: MilestoneKind
+    due: Date
+    phase: Name | None = None
+    order: int = 0
+    success_criteria: Text | None = None
+
+
+class TaskAdded(Event, frozen=True, kw_only=True):
+    project_id: Id
+    milestone_id: Id
+    task_id: Id
+    title: Name
+    start: Date | None = None
+    due: Date | None = None
+    check: Text | None = None  # technical milestones: the check that must pass
+
+
+class TaskCompleted(Event, frozen=True, kw_only=True):
+    project_id: Id
+    milestone_id: Id
+    task_id: Id
+    completed_at: Timestamp | None = None  # the CloudEvent time when absent
+    result: CheckResult | None = None  # a "failed" check keeps the task open
+
+
+class TaskReopened(Event, frozen=True, kw_only=True):
+    project_id: Id
+    milestone_id: Id
+    task_id: Id
+    reason: Text | None = None
+
+
+class MilestoneRescheduled(Event, frozen=True, kw_only=True):
+    project_id: Id
+    milestone_id: Id
+    new_due: Date
+    reason: Reason
+    old_due: Date | None = None  # filled in by the service from the milestone's state
+
+
+class MilestoneAchieved(Event, frozen=True, kw_only=True):
+    project_id: Id
+    milestone_id: Id
+    achieved_at: Timestamp | None = None  # the CloudEvent time when absent
+    evidence: Text | None = None
+
+
+class MilestoneCancelled(Event, frozen=True, kw_only=True):
+    project_id: Id
+    milestone_id: Id
+    reason: Reason
+
+
+MILESTONE_EVENTS = (
+    MilestonePlanned,
+    TaskAdded,
+    TaskCompleted,
+    TaskReopened,
+    MilestoneRescheduled,
+    MilestoneAchieved,
+    MilestoneCancelled,
+)

@@ -1,0 +1,38 @@
+"""Settings: the only place that reads the environment (``Settings.from_env``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import msgspec
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    nats_url: str = "nats://127.0.0.1:4222"
+    database_url: str | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    max_message_bytes: int = 64 * 1024
+    max_batch_events: int = 100
+    stream_replicas: int = 1
+    append_attempts: int = 6
+    command_workers: int = 512
+    inbox_batch: int = 200
+    log_format: str = "auto"  # auto | json | console
+    log_level: str = "info"
+    data_dir: str = ".milestones"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for name, field_type in cls.__annotations__.items():
+            raw = env.get(f"MILESTONES_{name.upper()}")
+            if raw is None:
+                continue
+            values[name] = int(raw) if field_type == "int" else raw
+        if "database_url" not in values and env.get("DATABASE_URL"):
+            values["database_url"] = env["DATABASE_URL"]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return msgspec.convert(values, cls)

@@ -1,0 +1,94 @@
+"""The pure core of the write side: which aggregates a message touches, and what it decides.
+
+``plan(msg)`` names the subjects to load; ``decide(msg, states)`` returns the events. The
+shell (``services.intake``) loads states, calls ``decide`` and appends with OCC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import msgspec
+
+from events import (
+    BaselineSet,
+    DependencyAdded,
+    DependencyRemoved,
+    MilestoneAchieved,
+    MilestonePlanned,
+    StakeholderSubscribed,
+    StatusReported,
+    TaskCompleted,
+    milestone_subject,
+    project_subject,
+    stream_subject,
+)
+from events.common import Event
+from services.domain import milestone, project
+from services.domain.errors import Rejected
+from services.domain.milestone import Milestone
+from services.domain.project import Project
+
+State = Milestone | Project
+
+
+class Plan(NamedTuple):
+    target: str  # the subject the message's own events go to
+    reads: tuple[str, ...]  # further subjects the decision needs (read, not written)
+    all_milestones_of: str | None = None  # load every milestone of this project (baselines)
+
+
+def plan(msg: Event) -> Plan:
+    target = stream_subject(msg)
+    p = msg.project_id  # type: ignore[attr-defined]
+    match msg:
+        case MilestonePlanned():
+            return Plan(target, (project_subject(p),))
+        case DependencyAdded(milestone_id=m, depends_on=d) | DependencyRemoved(milestone_id=m, depends_on=d):
+            return Plan(target, (milestone_subject(p, m), milestone_subject(p, d)))
+        case StakeholderSubscribed(milestone_id=m) | StatusReported(milestone_id=m) if m:
+            return Plan(target, (milestone_subject(p, m),))
+        case BaselineSet():
+            return Plan(target, (), all_milestones_of=p)
+    return Plan(target, ())
+
+
+def initial_state(subject: str) -> State:
+    tokens = subject.split(".")[2:]
+    if len(tokens) == 1:
+        return project.initial_state(tokens[0])
+    return milestone.initial_state(tokens[0], tokens[1])
+
+
+def evolve(state: State, event: Event) -> State:
+    if isinstance(state, Milestone):
+        return milestone.evolve(state, event)
+    return project.evolve(state, event)
+
+
+def stamp(msg: Event, time: dt.datetime) -> Event:
+    """Fill times a publisher may omit with the CloudEvent's own ``time`` (time comes in messages)."""
+    match msg:
+        case TaskCompleted(completed_at=None):
+            return msgspec.structs.replace(msg, completed_at=time)
+        case MilestoneAchieved(achieved_at=None):
+            return msgspec.structs.replace(msg, achieved_at=time)
+    return msg
+
+
+def decide(msg: Event, states: Mapping[str, State]) -> list[Event]:
+    """``states`` maps each subject from ``plan(msg)`` (target and reads) to its current state."""
+    target = states[stream_subject(msg)]
+    if isinstance(target, Milestone):
+        exists = True
+        if isinstance(msg, MilestonePlanned):
+            owner = states[project_subject(msg.project_id)]
+            exists = isinstance(owner, Project) and owner.created
+        return milestone.decide(msg, target, project_exists=exists)
+    milestones = {s.milestone_id: s for s in states.values() if isinstance(s, Milestone)}
+    return project.decide(msg, target, milestones)
+
+
+__all__ = ["Plan", "Rejected", "State", "decide", "evolve", "initial_state", "plan", "stamp"]

@@ -1,0 +1,208 @@
+"""The milestone aggregate: state, ``evolve`` and ``decide``. Pure: no I/O, no clock.
+
+Achievement rules by kind (documented in the README):
+- ``event``: achieved by a reported ``MilestoneAchieved`` or when its last open task completes.
+- ``technical``: achieved when every task is complete and every task that carries a check
+  has reported ``result: passed``; a ``failed`` result is recorded and keeps the task open.
+- ``time``: judged when its date arrives (``DeadlineReached``, issue 4); completing tasks
+  does not achieve it early, but a reported ``MilestoneAchieved`` does.
+
+An achieved milestone still records late ``TaskCompleted`` reports (bookkeeping), and refuses
+every other change. A cancelled milestone refuses everything; repeats change nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import msgspec
+
+from events import (
+    MilestoneAchieved,
+    MilestoneCancelled,
+    MilestonePlanned,
+    MilestoneRescheduled,
+    TaskAdded,
+    TaskCompleted,
+    TaskReopened,
+)
+from events.common import Event
+from services.domain.errors import Rejected
+
+
+class Task(msgspec.Struct, frozen=True, kw_only=True):
+    title: str
+    check: str | None = None
+    done: bool = False
+    last_result: str | None = None
+
+
+class Milestone(msgspec.Struct, frozen=True, kw_only=True):
+    project_id: str
+    milestone_id: str
+    planned: bool = False
+    name: str = ""
+    kind: str = "event"
+    due: dt.date | None = None
+    tasks: dict[str, Task] = {}
+    achieved_at: dt.datetime | None = None
+    cancelled: bool = False
+
+    @property
+    def open_tasks(self) -> list[str]:
+        return [task_id for task_id, task in self.tasks.items() if not task.done]
+
+
+def initial_state(project_id: str, milestone_id: str) -> Milestone:
+    return Milestone(project_id=project_id, milestone_id=milestone_id)
+
+
+def _with_task(state: Milestone, task_id: str, task: Task) -> Milestone:
+    return msgspec.structs.replace(state, tasks={**state.tasks, task_id: task})
+
+
+def evolve(state: Milestone, event: Event) -> Milestone:
+    replace = msgspec.structs.replace
+    match event:
+        case MilestonePlanned(name=name, kind=kind, due=due):
+            return replace(state, planned=True, name=name, kind=kind, due=due)
+        case TaskAdded(task_id=t, title=title, check=check):
+            return _with_task(state, t, Task(title=title, check=check))
+        case TaskCompleted(task_id=t, result=result) if t in state.tasks:
+            task = state.tasks[t]
+            return _with_task(state, t, replace(task, done=result != "failed", last_result=result))
+        case TaskReopened(task_id=t) if t in state.tasks:
+            return _with_task(state, t, replace(state.tasks[t], done=False))
+        case MilestoneRescheduled(new_due=new_due):
+            return replace(state, due=new_due)
+        case MilestoneAchieved(achieved_at=at):
+            return replace(state, achieved_at=at)
+        case MilestoneCancelled():
+            return replace(state, cancelled=True)
+    return state
+
+
+def _not_planned(state: Milestone) -> Rejected:
+    return Rejected(
+        "not_found",
+        f"milestone {state.milestone_id} of project {state.project_id} is not planned: "
+        "send MilestonePlanned first",
+    )
+
+
+def _closed(state: Milestone, what: str) -> Rejected:
+    how = "cancelled" if state.cancelled else "achieved"
+    return Rejected("rejected", f"milestone {state.milestone_id} is {how}: it cannot {what}")
+
+
+def _unknown_task(state: Milestone, task_id: str) -> Rejected:
+    return Rejected(
+        "not_found",
+        f"task {task_id} is not part of milestone {state.milestone_id}: send TaskAdded first",
+    )
+
+
+def _criteria_met(tasks: dict[str, Task]) -> bool:
+    return bool(tasks) and all(t.done and (t.check is None or t.last_result == "passed") for t in tasks.values())
+
+
+def decide(msg: Event, state: Milestone, *, project_exists: bool = True) -> list[Event]:
+    """Decide what a message means for this milestone. Raises ``Rejected``."""
+    closed = state.cancelled or state.achieved_at is not None
+    match msg:
+        case MilestonePlanned():
+            if not project_exists:
+                raise Rejected(
+                    "not_found", f"project {msg.project_id} does not exist: send ProjectCreated first"
+                )
+            if state.planned:
+                raise Rejected(
+                    "conflict",
+                    f"milestone {state.milestone_id} is already planned: "
+                    "use MilestoneRescheduled to change its due date",
+                )
+            return [msg]
+        case _ if not state.planned:
+            raise _not_planned(state)
+
+        case TaskAdded(task_id=t, title=title):
+            if closed:
+                raise _closed(state, "take new tasks")
+            if t in state.tasks:
+                if state.tasks[t].title == title:
+                    return []
+                raise Rejected("conflict", f"task {t} already exists with another title")
+            return [msg]
+
+        case TaskCompleted(task_id=t) if t not in state.tasks:
+            raise _unknown_task(state, t)
+        case TaskCompleted() if state.cancelled:
+            raise _closed(state, "complete tasks")
+        case TaskCompleted(task_id=t) if state.tasks[t].done:
+            return []  # a repeat changes nothing
+        case TaskCompleted(task_id=t, result=None) if state.tasks[t].check is not None:
+            raise Rejected(
+                "invalid",
+                f"task {t} carries a check ({state.tasks[t].check}): "
+                "report result 'passed' or 'failed'",
+            )
+        case TaskCompleted(task_id=t, result=result, completed_at=at):
+            after = evolve(state, msg)
+            auto = (
+                not closed
+                and result != "failed"
+                and (
+                    (state.kind == "event" and not after.open_tasks)
+                    or (state.kind == "technical" and _criteria_met(after.tasks))
+                )
+            )
+            if not auto:
+                return [msg]
+            evidence = "all tasks completed" if state.kind == "event" else "all checks passed"
+            return [
+                msg,
+                MilestoneAchieved(
+                    project_id=state.project_id,
+                    milestone_id=state.milestone_id,
+                    achieved_at=at,
+                    evidence=evidence,
+                ),
+            ]
+
+        case TaskReopened(task_id=t) if t not in state.tasks:
+            raise _unknown_task(state, t)
+        case TaskReopened() if closed:
+            raise _closed(state, "reopen tasks")
+        case TaskReopened(task_id=t):
+            return [msg] if state.tasks[t].done else []
+
+        case MilestoneRescheduled() if closed:
+            raise _closed(state, "be rescheduled")
+        case MilestoneRescheduled(new_due=new_due, reason=reason):
+            if not reason.strip():
+                raise Rejected("invalid", "reason must say why the milestone moves")
+            if new_due == state.due:
+                return []
+            return [msgspec.structs.replace(msg, old_due=state.due)]
+
+        case MilestoneAchieved() if state.cancelled:
+            raise _closed(state, "be achieved")
+        case MilestoneAchieved() if state.achieved_at is not None:
+            return []
+        case MilestoneAchieved() if state.kind == "technical" and not _criteria_met(state.tasks):
+            pending = ", ".join(state.open_tasks) or "checks not passed"
+            raise Rejected(
+                "rejected",
+                f"technical milestone {state.milestone_id} has unmet criteria ({pending}): "
+                "complete its tasks with passing checks",
+            )
+        case MilestoneAchieved():
+            return [msg]
+
+        case MilestoneCancelled() if state.cancelled:
+            return []
+        case MilestoneCancelled() if state.achieved_at is not None:
+            raise _closed(state, "be cancelled")
+        case MilestoneCancelled():
+            return [msg]
+    raise Rejected("unknown_type", f"{type(msg).__name__} is not a milestone message")

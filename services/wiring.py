@@ -34,7 +34,7 @@ log = structlog.get_logger("milestones")
 
 async def connect_nats(url: str, name: str = "milestones") -> NATS:
     try:
-        nc = await nats.connect(url, name=name, connect_timeout=5, max_reconnect_attempts=-1,
+        nc = await nats.connect(url.split(","), name=name, connect_timeout=5, max_reconnect_attempts=-1,
                                 allow_reconnect=True)
     except Exception as exc:
         raise StartupError(f"cannot reach NATS at {url}: {exc!r} (is nats-server running?)") from exc
@@ -76,7 +76,7 @@ async def intake(settings: Settings) -> AsyncIterator[Intake]:
         committer = Committer(EventLog(nc), max_attempts=settings.append_attempts)
         await committer.start()
         service = IntakeService(nc, committer, Limits(settings.max_message_bytes, settings.max_batch_events))
-        broker = NatsBroker(settings.nats_url, logger=None, graceful_timeout=10)
+        broker = NatsBroker(settings.nats_url.split(","), logger=None, graceful_timeout=10)
         register_intake(broker, service, workers=settings.command_workers, inbox_batch=settings.inbox_batch)
         await broker.start()
         log.info("intake listening", commands="milestones.commands.<Type>", inbox="milestones.inbox.<Type>")

@@ -1,0 +1,247 @@
+"""The deciders as specifications: given past events, when a message, then new events (or a refusal)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from events import (
+    BaselineSet,
+    DependencyAdded,
+    DependencyRemoved,
+    MilestoneAchieved,
+    MilestoneCancelled,
+    MilestonePlanned,
+    MilestoneRescheduled,
+    ProjectCreated,
+    StatusReported,
+    TaskAdded,
+    TaskCompleted,
+    TaskReopened,
+    milestone_subject,
+    project_subject,
+    stream_subject,
+)
+from events.common import Event
+from services import domain
+from services.domain import Rejected
+
+P = "apollo"
+T0 = dt.datetime(2026, 11, 1, 9, 0, tzinfo=dt.UTC)
+
+
+class Spec:
+    """given([...]).when(msg).then([...]) / .rejects(code, text)."""
+
+    def __init__(self, history: list[Event]) -> None:
+        self.history = history
+
+    def when(self, msg: Event) -> Spec:
+        self.msg = domain.stamp(msg, T0)
+        return self
+
+    def _decide(self) -> list[Event]:
+        p = domain.plan(self.msg)
+        subjects = {p.target, *p.reads}
+        subjects |= {stream_subject(e) for e in self.history if p.all_milestones_of}
+        states = {s: domain.initial_state(s) for s in subjects}
+        for event in self.history:
+            s = stream_subject(event)
+            if s in states:
+                states[s] = domain.evolve(states[s], event)
+        return domain.decide(self.msg, states)
+
+    def then(self, expected: list[Event]) -> None:
+        assert self._decide() == expected
+
+    def rejects(self, code: str, text: str) -> None:
+        with pytest.raises(Rejected) as info:
+            self._decide()
+        assert info.value.code == code
+        assert text in info.value.message
+
+
+def given(*history: Event) -> Spec:
+    return Spec(list(history))
+
+
+created = ProjectCreated(project_id=P, name="Apollo")
+
+
+def planned(m: str = "m1", kind: str = "event", due: dt.date = dt.date(2026, 12, 1)) -> MilestonePlanned:
+    return MilestonePlanned(project_id=P, milestone_id=m, name=m.upper(), kind=kind, due=due)  # type: ignore[arg-type]
+
+
+def task(t: str, m: str = "m1", check: str | None = None) -> TaskAdded:
+    return TaskAdded(project_id=P, milestone_id=m, task_id=t, title=f"task {t}", check=check)
+
+
+def done(t: str, m: str = "m1", result: str | None = None) -> TaskCompleted:
+    return TaskCompleted(project_id=P, milestone_id=m, task_id=t, result=result)  # type: ignore[arg-type]
+
+
+def done_at(t: str, m: str = "m1", result: str | None = None) -> TaskCompleted:
+    return TaskCompleted(project_id=P, milestone_id=m, task_id=t, completed_at=T0, result=result)  # type: ignore[arg-type]
+
+
+def achieved(m: str = "m1", evidence: str | None = None) -> MilestoneAchieved:
+    return MilestoneAchieved(project_id=P, milestone_id=m, achieved_at=T0, evidence=evidence)
+
+
+# -- planning -------------------------------------------------------------------------------------
+def test_a_milestone_needs_its_project():
+    given().when(planned()).rejects("not_found", "send ProjectCreated first")
+
+
+def test_planning_a_milestone():
+    given(created).when(planned()).then([planned()])
+
+
+def test_planning_twice_is_a_conflict():
+    given(created, planned()).when(planned()).rejects("conflict", "use MilestoneRescheduled")
+
+
+def test_creating_a_project_twice_is_a_conflict():
+    given(created).when(created).rejects("conflict", "already exists")
+
+
+def test_tasks_need_a_planned_milestone():
+    given(created).when(task("t1")).rejects("not_found", "send MilestonePlanned first")
+
+
+def test_adding_the_same_task_again_changes_nothing_but_another_title_conflicts():
+    given(created, planned(), task("t1")).when(task("t1")).then([])
+    other = TaskAdded(project_id=P, milestone_id="m1", task_id="t1", title="else")
+    given(created, planned(), task("t1")).when(other).rejects("conflict", "another title")
+
+
+# -- tracking ---------------------------------------------------------------------------------------
+def test_completing_an_unknown_task():
+    given(created, planned(), task("t1")).when(done("t9")).rejects("not_found", "task t9 is not part of milestone m1")
+
+
+def test_completing_a_completed_task_changes_nothing():
+    given(created, planned(), task("t1"), task("t2"), done_at("t1")).when(done("t1")).then([])
+
+
+def test_completion_time_defaults_to_the_message_time():
+    given(created, planned(), task("t1"), task("t2")).when(done("t1")).then([done_at("t1")])
+
+
+def test_last_task_of_an_event_milestone_achieves_it():
+    given(created, planned(), task("t1"), task("t2"), done_at("t1")).when(done("t2")).then(
+        [done_at("t2"), achieved(evidence="all tasks completed")]
+    )
+
+
+def test_last_task_of_a_time_milestone_does_not_achieve_it_early():
+    given(created, planned(kind="time"), task("t1")).when(done("t1")).then([done_at("t1")])
+
+
+def test_technical_milestone_needs_passing_checks():
+    history = [created, planned(kind="technical"), task("t1", check="pytest"), task("t2")]
+    given(*history).when(done("t1")).rejects("invalid", "report result 'passed' or 'failed'")
+    given(*history, done_at("t2")).when(done("t1", result="failed")).then([done_at("t1", result="failed")])
+    given(*history, done_at("t2"), done_at("t1", result="failed")).when(done("t1", result="passed")).then(
+        [done_at("t1", result="passed"), achieved(evidence="all checks passed")]
+    )
+
+
+def test_technical_milestone_refuses_a_reported_achievement_with_unmet_criteria():
+    given(created, planned(kind="technical"), task("t1", check="ci")).when(achieved()).rejects(
+        "rejected", "unmet criteria (t1)"
+    )
+
+
+def test_reopening():
+    history = [created, planned(), task("t1"), task("t2"), done_at("t1")]
+    reopen = TaskReopened(project_id=P, milestone_id="m1", task_id="t1", reason="bug")
+    given(*history).when(reopen).then([reopen])
+    given(created, planned(), task("t1"), task("t2")).when(reopen).then([])
+
+
+# -- rescheduling -------------------------------------------------------------------------------------
+def test_rescheduling_records_the_old_date():
+    move = MilestoneRescheduled(project_id=P, milestone_id="m1", new_due=dt.date(2027, 1, 15), reason="vendor late")
+    given(created, planned()).when(move).then(
+        [MilestoneRescheduled(project_id=P, milestone_id="m1", new_due=dt.date(2027, 1, 15),
+                              reason="vendor late", old_due=dt.date(2026, 12, 1))]
+    )
+
+
+def test_rescheduling_needs_a_new_date_and_a_real_reason():
+    same = MilestoneRescheduled(project_id=P, milestone_id="m1", new_due=dt.date(2026, 12, 1), reason="x")
+    given(created, planned()).when(same).then([])
+    blank = MilestoneRescheduled(project_id=P, milestone_id="m1", new_due=dt.date(2027, 1, 1), reason="   ")
+    given(created, planned()).when(blank).rejects("invalid", "reason must say why")
+
+
+def test_rescheduling_an_unplanned_milestone():
+    move = MilestoneRescheduled(project_id=P, milestone_id="m9", new_due=dt.date(2027, 1, 1), reason="x")
+    given(created).when(move).rejects("not_found", "milestone m9 of project apollo is not planned")
+
+
+# -- closed milestones -----------------------------------------------------------------------------------
+def test_an_achieved_milestone_refuses_changes_but_records_late_completions():
+    history = [created, planned(), task("t1"), task("t2"), achieved()]
+    move = MilestoneRescheduled(project_id=P, milestone_id="m1", new_due=dt.date(2027, 1, 1), reason="x")
+    given(*history).when(move).rejects("rejected", "is achieved: it cannot be rescheduled")
+    given(*history).when(task("t3")).rejects("rejected", "cannot take new tasks")
+    given(*history).when(done("t1")).then([done_at("t1")])  # bookkeeping, no second achievement
+    given(*history).when(achieved()).then([])
+    given(*history).when(MilestoneCancelled(project_id=P, milestone_id="m1", reason="x")).rejects(
+        "rejected", "cannot be cancelled"
+    )
+
+
+def test_a_cancelled_milestone_refuses_everything():
+    cancel = MilestoneCancelled(project_id=P, milestone_id="m1", reason="descoped")
+    history = [created, planned(), task("t1"), cancel]
+    given(*history).when(done("t1")).rejects("rejected", "is cancelled")
+    given(*history).when(achieved()).rejects("rejected", "is cancelled")
+    given(*history).when(cancel).then([])
+
+
+# -- project: dependencies, baselines, status -------------------------------------------------------------
+def dep(m: str, d: str, lag: int = 0) -> DependencyAdded:
+    return DependencyAdded(project_id=P, milestone_id=m, depends_on=d, lag_days=lag)
+
+
+def test_dependencies_need_planned_milestones_and_reject_cycles_with_the_path():
+    history = [created, planned("a"), planned("b"), planned("c")]
+    given(*history).when(dep("b", "a")).then([dep("b", "a")])
+    given(*history).when(dep("b", "zz")).rejects("not_found", "milestone zz is not planned")
+    given(*history).when(dep("a", "a")).rejects("invalid", "cannot depend on itself")
+    given(*history, dep("b", "a"), dep("c", "b")).when(dep("a", "c")).rejects(
+        "rejected", "cycle: a -> c -> b -> a"
+    )
+    given(*history, dep("b", "a", 2)).when(dep("b", "a", 2)).then([])
+
+
+def test_removing_a_missing_dependency():
+    rm = DependencyRemoved(project_id=P, milestone_id="b", depends_on="a")
+    given(created, planned("a"), planned("b")).when(rm).rejects("not_found", "does not depend on a")
+
+
+def test_a_baseline_snapshots_current_due_dates():
+    move = MilestoneRescheduled(project_id=P, milestone_id="b", new_due=dt.date(2027, 2, 1), reason="x",
+                                old_due=dt.date(2026, 12, 1))
+    history = [created, planned("a"), planned("b"), move]
+    given(*history).when(BaselineSet(project_id=P, name="v1")).then(
+        [BaselineSet(project_id=P, name="v1", planned={"a": dt.date(2026, 12, 1), "b": dt.date(2027, 2, 1)})]
+    )
+    given(*history, BaselineSet(project_id=P, name="v1")).when(BaselineSet(project_id=P, name="v1")).rejects(
+        "conflict", "choose a new name"
+    )
+
+
+def test_status_reports_need_the_project():
+    report = StatusReported(project_id=P, health="at_risk", note="supplier slow")
+    given().when(report).rejects("not_found", "send ProjectCreated first")
+    given(created).when(report).then([report])
+
+
+def test_subjects_follow_the_aggregate():
+    assert stream_subject(planned()) == milestone_subject(P, "m1") == "milestones.events.apollo.m1"
+    assert stream_subject(dep("b", "a")) == project_subject(P) == "milestones.events.apollo"

@@ -7,6 +7,7 @@ decoded in one pass through ``STORED_DECODER``; inbound CloudEvent data is decod
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Union
 
 import msgspec
@@ -76,8 +77,40 @@ def milestone_subject(project_id: str, milestone_id: str) -> str:
     return f"{EVENTS_PREFIX}.{project_id}.{milestone_id}"
 
 
+# Upcasters turn an older (or newer, during a rolling deploy) stored shape into the current one:
+# {(type, schemaversion): fn(data dict) -> data dict}. A schema change that breaks old events gets
+# a new type or an upcaster here, never an edit in place.
+CURRENT_SCHEMA_VERSION = 1
+UPCASTERS: dict[tuple[str, int], Callable[[dict], dict]] = {}
+
+
+class UnknownSchemaVersion(ValueError):
+    pass
+
+
+class _StoredLoose(StoredEvent, frozen=True, kw_only=True, omit_defaults=True):
+    data: dict  # type: ignore[assignment]
+
+
+_LOOSE_DECODER = msgspec.json.Decoder(_StoredLoose)
+
+
 def decode_stored(body: bytes) -> StoredEvent:
-    return STORED_DECODER.decode(body)
+    """One-pass decode of a stored event; events of another schema version go through ``UPCASTERS``."""
+    try:
+        return STORED_DECODER.decode(body)
+    except msgspec.ValidationError:
+        loose = _LOOSE_DECODER.decode(body)
+        if loose.schemaversion == CURRENT_SCHEMA_VERSION:
+            raise
+        upcast = UPCASTERS.get((loose.type, loose.schemaversion))
+        if upcast is None:
+            raise UnknownSchemaVersion(
+                f"{loose.type} schemaversion {loose.schemaversion} has no upcaster to version "
+                f"{CURRENT_SCHEMA_VERSION}"
+            ) from None
+        data = msgspec.convert({**upcast(dict(loose.data)), "type": loose.type}, AnyEvent)
+        return msgspec.structs.replace(loose, data=data, schemaversion=CURRENT_SCHEMA_VERSION)
 
 
 __all__ = [

@@ -70,9 +70,42 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
     asyncio.run(create())
     url = _with_database(base, name)
+
+    async def prepare_template() -> None:
+        from projections import PROJECTIONS
+        from projections.db import ensure_schema
+
+        await ensure_schema(url, list(PROJECTIONS.values()))
+
+    asyncio.run(prepare_template())
     yield url
     if pg is not None:
         pg.stop()
+
+
+@pytest.fixture
+async def db_url(database_url: str) -> AsyncIterator[str]:
+    """A fresh database per test, cloned from the run's template (schema already created)."""
+    import asyncpg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_template_name(database_url)}"')
+    finally:
+        await admin.close()
+    yield _with_database(database_url, name)
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def _template_name(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).path.lstrip("/")
 
 
 def _with_database(url: str, name: str) -> str:

@@ -1,0 +1,51 @@
+"""Audit read models: every appended event (``audit``) and every inbox refusal (``rejections``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+
+from events import ENCODER, StoredEvent, decode_stored
+from projections.base import Batch
+from services.intake_service import REJECTION_DECODER
+from services.store import EVENTS_STREAM, REJECTIONS_STREAM
+
+COLUMNS = ("position", "subject", "project_id", "milestone_id", "type", "event_id", "actor", "source",
+           "occurred_at", "recorded_at", "correlation_id", "causation_id", "schema_version", "payload")
+
+
+def row(position: int, stored: StoredEvent) -> tuple:
+    data = stored.data
+    return (position, stored.subject, data.project_id, getattr(data, "milestone_id", None), stored.type,  # type: ignore[attr-defined]
+            stored.id, stored.actor, stored.source, stored.time, stored.recordedtime, stored.correlationid,
+            stored.causationid, stored.schemaversion, ENCODER.encode(data))
+
+
+class AuditProjection:
+    name = "audit"
+    stream = EVENTS_STREAM
+    subject = "milestones.events.>"
+    tables = ("audit_events",)
+    schema_sql = (Path(__file__).parent / "schema.sql").read_text()
+    decode = staticmethod(decode_stored)
+
+    async def apply(self, conn: asyncpg.Connection, batch: Batch, schema: str) -> None:
+        await conn.copy_records_to_table("audit_events", records=[row(p, e) for p, e in batch],
+                                         columns=COLUMNS, schema_name=schema)
+
+
+class RejectionsProjection:
+    name = "rejections"
+    stream = REJECTIONS_STREAM
+    subject = "milestones.rejections.>"
+    tables = ("audit_rejections",)
+    schema_sql = (Path(__file__).parent / "rejections.sql").read_text()
+    decode = staticmethod(REJECTION_DECODER.decode)
+
+    async def apply(self, conn: asyncpg.Connection, batch: Batch, schema: str) -> None:
+        records = [(p, r.inbox_seq, r.subject, r.received, r.code, r.message, r.payload or r.payload_base64)
+                   for p, r in batch]
+        await conn.copy_records_to_table(
+            "audit_rejections", records=records, schema_name=schema,
+            columns=("position", "inbox_seq", "subject", "received_at", "code", "message", "payload"))

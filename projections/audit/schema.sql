@@ -1,0 +1,24 @@
+-- Every event ever appended, with who, where from, when, why (correlation/causation) and the payload.
+CREATE TABLE IF NOT EXISTS audit_events (
+    position       bigint      PRIMARY KEY,
+    subject        text        NOT NULL,
+    project_id     text        NOT NULL,
+    milestone_id   text,
+    type           text        NOT NULL,
+    event_id       text        NOT NULL,
+    actor          text,
+    source         text        NOT NULL,
+    occurred_at    timestamptz NOT NULL,
+    recorded_at    timestamptz NOT NULL,
+    correlation_id text        NOT NULL,
+    causation_id   text        NOT NULL,
+    schema_version integer     NOT NULL,
+    payload        jsonb       NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_project ON audit_events (project_id, position);
+CREATE INDEX IF NOT EXISTS audit_milestone ON audit_events (milestone_id, position) WHERE milestone_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS audit_actor ON audit_events (actor, position);
+CREATE INDEX IF NOT EXISTS audit_source ON audit_events (source, position);
+CREATE INDEX IF NOT EXISTS audit_type ON audit_events (type, position);
+CREATE INDEX IF NOT EXISTS audit_correlation ON audit_events (correlation_id);
+CREATE INDEX IF NOT EXISTS audit_occurred ON audit_events (occurred_at);

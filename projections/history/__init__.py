@@ -1,0 +1,52 @@
+"""History read model: every schedule-relevant change of a milestone. ``rows`` is pure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+
+from events import (
+    MilestoneAchieved,
+    MilestoneCancelled,
+    MilestonePlanned,
+    MilestoneRescheduled,
+    StoredEvent,
+    decode_stored,
+)
+from projections.base import Batch
+from services.store import EVENTS_STREAM
+
+COLUMNS = ("position", "project_id", "milestone_id", "occurred_at", "recorded_at", "type",
+           "old_due", "new_due", "reason", "actor", "source")
+
+
+def rows(position: int, stored: StoredEvent) -> list[tuple]:
+    e = stored.data
+    match e:
+        case MilestonePlanned(due=due):
+            change = (None, due, None)
+        case MilestoneRescheduled(old_due=old, new_due=new, reason=reason):
+            change = (old, new, reason)
+        case MilestoneAchieved(evidence=evidence):
+            change = (None, None, evidence)
+        case MilestoneCancelled(reason=reason):
+            change = (None, None, reason)
+        case _:
+            return []
+    return [(position, e.project_id, e.milestone_id, stored.time, stored.recordedtime, stored.type,
+             *change, stored.actor, stored.source)]
+
+
+class HistoryProjection:
+    name = "history"
+    stream = EVENTS_STREAM
+    subject = "milestones.events.*.*"
+    tables = ("ms_history",)
+    schema_sql = (Path(__file__).parent / "schema.sql").read_text()
+    decode = staticmethod(decode_stored)
+
+    async def apply(self, conn: asyncpg.Connection, batch: Batch, schema: str) -> None:
+        records = [r for position, stored in batch for r in rows(position, stored)]
+        if records:
+            await conn.copy_records_to_table("ms_history", records=records, columns=COLUMNS, schema_name=schema)

@@ -1,0 +1,16 @@
+-- Every schedule-relevant change of a milestone, in stream order.
+CREATE TABLE IF NOT EXISTS ms_history (
+    position     bigint      PRIMARY KEY,
+    project_id   text        NOT NULL,
+    milestone_id text        NOT NULL,
+    occurred_at  timestamptz NOT NULL,
+    recorded_at  timestamptz NOT NULL,
+    type         text        NOT NULL,
+    old_due      date,
+    new_due      date,
+    reason       text,
+    actor        text,
+    source       text        NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ms_history_milestone ON ms_history (milestone_id, position);
+CREATE INDEX IF NOT EXISTS ms_history_project ON ms_history (project_id, position);

@@ -103,11 +103,10 @@ class Runner:
         return self.position
 
     # -- the loop --------------------------------------------------------------------------------
-    async def consume(self, conn: asyncpg.Connection, stop: asyncio.Event, until: int | None = None) -> int:
-        """Apply events from checkpoint+1 until ``stop`` (or until the checkpoint reaches ``until``)."""
+    async def consume(self, conn: asyncpg.Connection, stop: asyncio.Event, catch_up: bool = False) -> int:
+        """Apply events from checkpoint+1 until ``stop``; with ``catch_up``, return as soon as
+        nothing is pending (the end of the stream as it was when the last batch was read)."""
         start = await self._read_checkpoint(conn)
-        if until is not None and start >= until:
-            return start
         queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=self.batch_size * 2)
 
         async def on_message(msg: Msg) -> None:
@@ -119,8 +118,9 @@ class Runner:
             config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start + 1),
         )
         stopped = asyncio.ensure_future(stop.wait())
+        pending = (await sub.consumer_info()).num_pending if catch_up else 1
         try:
-            while not stop.is_set() and (until is None or self.position < until):
+            while not stop.is_set() and pending:
                 getter = asyncio.ensure_future(queue.get())
                 done, _ = await asyncio.wait({getter, stopped}, return_when=asyncio.FIRST_COMPLETED)
                 if getter not in done:
@@ -130,6 +130,8 @@ class Runner:
                 while len(batch) < self.batch_size and not queue.empty():
                     batch.append(queue.get_nowait())
                 await self.apply(conn, batch)
+                if catch_up:
+                    pending = batch[-1].metadata.num_pending
         finally:
             stopped.cancel()
             await sub.unsubscribe()

@@ -57,7 +57,7 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
         log.info("milestones dev ready", nats=settings.nats_url, http=f"http://{settings.http_host}:{http_port}",
                  database=database_url, data_dir=str(data_dir), stop="Ctrl-C")
         stop = _stop_on_signals()
-        await wiring.run_intake(settings, stop)
+        await wiring.run_services(settings, stop, intake=True, projections=True, query=True)
         log.info("stopped cleanly")
         return 0
     finally:
@@ -70,8 +70,8 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from services import wiring
 
     stop = _stop_on_signals()
-    if args.service == "intake":
-        await wiring.run_intake(settings, stop, with_http=not args.no_http)
+    await wiring.run_services(settings, stop, intake=args.service == "intake", projections=args.service == "projections",
+                              query=args.service == "query", http=not args.no_http)
     return 0
 
 
@@ -166,6 +166,141 @@ async def _rejections(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# -- read side ------------------------------------------------------------------------------------
+async def _query(settings: Settings, name: str, params: dict) -> object:
+    import nats
+
+    nc = await nats.connect(settings.nats_url, connect_timeout=5)
+    try:
+        msg = await nc.request(f"milestones.query.{name}", ENCODER.encode({k: v for k, v in params.items() if v is not None}),
+                               timeout=35)
+    except nats.errors.NoRespondersError:
+        raise StartupError("no query service answers on milestones.query.*: start `milestones dev` or `serve query`") from None
+    finally:
+        await nc.close()
+    return msgspec.json.decode(msg.data)
+
+
+def _table(rows: list[dict], columns: list[str]) -> None:
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+    _out("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in cells:
+        _out("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return "; ".join(map(str, value))
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _show(result: object, args: argparse.Namespace, columns: list[str]) -> int:
+    if isinstance(result, dict) and result.get("accepted") is False:
+        sys.stderr.write(f"milestones: {result['error']['code']}: {result['error']['message']}\n")
+        return 1
+    if args.json:
+        _out(ENCODER.encode(result).decode())
+        return 0
+    data = result.get("data") if isinstance(result, dict) else result
+    rows = data if isinstance(data, list) else [data]
+    _table(rows, columns)
+    if isinstance(result, dict):
+        if result.get("stale"):
+            _out(f"(stale: the read model is at position {result['position']}, not yet at --min-position)")
+        if result.get("next_cursor"):
+            _out(f"(more: --cursor {result['next_cursor']})")
+    return 0
+
+
+STATUS_COLUMNS = ["project_id", "milestone_id", "name", "kind", "phase", "due", "progress", "health", "health_reasons"]
+
+
+async def _status(args: argparse.Namespace, settings: Settings) -> int:
+    common = {"min_position": args.min_position, "cursor": args.cursor, "limit": args.limit}
+    if args.milestone:
+        result = await _query(settings, "milestone", {"project_id": args.project, "milestone_id": args.milestone, **common})
+    else:
+        result = await _query(settings, "milestones", {"project_id": args.project, "health": args.health,
+                                                       "kind": args.kind, "sort": args.sort, **common})
+    return _show(result, args, STATUS_COLUMNS)
+
+
+async def _history(args: argparse.Namespace, settings: Settings) -> int:
+    result = await _query(settings, "history", {"milestone_id": args.milestone, "project_id": args.project,
+                                                "min_position": args.min_position, "cursor": args.cursor})
+    return _show(result, args, ["position", "occurred_at", "type", "old_due", "new_due", "reason", "actor", "source"])
+
+
+async def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    params = {"project_id": args.project, "milestone_id": args.milestone, "actor": args.actor, "source": args.source,
+              "type": args.type, "from": args.since, "to": args.until, "correlation_id": args.correlation_id,
+              "cursor": args.cursor, "limit": args.limit, "min_position": args.min_position}
+    result = await _query(settings, "audit", params)
+    return _show(result, args, ["position", "occurred_at", "type", "project_id", "milestone_id", "actor", "source"])
+
+
+async def _projections(args: argparse.Namespace, settings: Settings) -> int:
+    result = await _query(settings, "projections", {})
+    if isinstance(result, list):
+        for r in result:
+            r["lag"] = r["pending"]
+            r["rate"] = f"{r['rate']:.0f}/s"
+    return _show(result, args, ["projection", "position", "lag", "rate", "parked", "updated_at"])
+
+
+async def _parked(args: argparse.Namespace, settings: Settings) -> int:
+    result = await _query(settings, "parked", {"projection": args.projection})
+    return _show(result, args, ["projection", "position", "subject", "type", "attempts", "error"])
+
+
+def _database_url(settings: Settings) -> str:
+    """Configured URL, else the embedded cluster `milestones dev` keeps in the data dir."""
+    if settings.database_url:
+        return settings.database_url
+    pg = Path(settings.data_dir).resolve() / "pg"
+    if (pg / "postmaster.pid").exists():
+        return f"postgresql://postgres:@/postgres?host={pg}"
+    raise StartupError("no database: pass --database-url or set MILESTONES_DATABASE_URL")
+
+
+async def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    from projections import PROJECTIONS
+    from projections.db import ensure_schema
+    from projections.rebuild import rebuild
+    from services.wiring import connect_nats
+
+    names = list(PROJECTIONS) if args.projection == "all" else [args.projection]
+    dsn = args.database_url or _database_url(settings)
+    await ensure_schema(dsn, list(PROJECTIONS.values()))
+    nc = await connect_nats(settings.nats_url, "milestones-rebuild")
+    try:
+        for name in names:
+            position = await rebuild(PROJECTIONS[name], dsn, nc)
+            _out(f"{name}: rebuilt to position {position} and swapped in")
+    finally:
+        await nc.close()
+    return 0
+
+
+async def _replay_parked(args: argparse.Namespace, settings: Settings) -> int:
+    from projections import PROJECTIONS
+    from projections.rebuild import replay_parked
+    from services.wiring import connect_nats
+
+    dsn = args.database_url or _database_url(settings)
+    nc = await connect_nats(settings.nats_url, "milestones-replay")
+    try:
+        applied, remaining = await replay_parked(PROJECTIONS[args.projection], dsn, nc)
+    finally:
+        await nc.close()
+    _out(f"{args.projection}: {applied} applied, {remaining} still parked")
+    return 1 if remaining else 0
+
+
 def _schema(args: argparse.Namespace, settings: Settings) -> int:
     from services.schema_export import write_all
 
@@ -186,8 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data-dir", help="where embedded servers keep data (default .milestones)")
 
     s = sub.add_parser("serve", help="run one service against configured servers (deployments)")
-    s.add_argument("service", choices=["intake"])
-    s.add_argument("--no-http", action="store_true", help="intake: NATS only")
+    s.add_argument("service", choices=["intake", "projections", "query"])
+    s.add_argument("--no-http", action="store_true", help="NATS only (intake, query)")
 
     snd = sub.add_parser("send", help="publish CloudEvents and print each reply")
     snd.add_argument("type", nargs="?", help="event type, e.g. TaskCompleted")
@@ -207,10 +342,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("schema", help="write JSON Schemas and the AsyncAPI document")
     sc.add_argument("--out", default="schemas")
+
+    def read_command(name: str, help_: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help_)
+        cmd.add_argument("--json", action="store_true", help="JSON instead of a table")
+        cmd.add_argument("--min-position", type=int, help="wait until the read model has passed this position")
+        cmd.add_argument("--cursor", help="next_cursor of the previous page")
+        cmd.add_argument("--limit", type=int)
+        return cmd
+
+    st = read_command("status", "milestone status: a project's milestones, or one milestone")
+    st.add_argument("project")
+    st.add_argument("milestone", nargs="?")
+    st.add_argument("--health", help="comma-separated: on_track,at_risk,late,achieved,cancelled")
+    st.add_argument("--kind", help="comma-separated: time,event,technical")
+    st.add_argument("--sort", help="order | due | name, - prefix for descending")
+    hi = read_command("history", "a milestone's schedule history")
+    hi.add_argument("milestone")
+    hi.add_argument("--project")
+    au = read_command("audit", "the audit trail")
+    for flag in ("--project", "--milestone", "--actor", "--source", "--type", "--correlation-id"):
+        au.add_argument(flag)
+    au.add_argument("--since", help="RFC 3339 time")
+    au.add_argument("--until", help="RFC 3339 time")
+    pr = sub.add_parser("projections", help="each projection's position, lag, rate and parked count")
+    pr.add_argument("--json", action="store_true")
+    pa = sub.add_parser("parked", help="events a projection could not apply")
+    pa.add_argument("projection", nargs="?")
+    pa.add_argument("--json", action="store_true")
+    from projections import PROJECTIONS
+
+    rb = sub.add_parser("rebuild", help="rebuild a read model from position 1 and swap it in (no downtime)")
+    rb.add_argument("projection", choices=[*PROJECTIONS, "all"])
+    rb.add_argument("--database-url")
+    rp = sub.add_parser("replay-parked", help="apply a projection's parked events again")
+    rp.add_argument("projection", choices=list(PROJECTIONS))
+    rp.add_argument("--database-url")
     return p
 
 
-COMMANDS = {"dev": _dev, "serve": _serve, "send": _send, "rejections": _rejections}
+COMMANDS = {"dev": _dev, "serve": _serve, "send": _send, "rejections": _rejections, "status": _status,
+            "history": _history, "audit": _audit, "projections": _projections, "parked": _parked,
+            "rebuild": _rebuild, "replay-parked": _replay_parked}
 
 
 def main(argv: list[str] | None = None) -> int:

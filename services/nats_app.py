@@ -1,23 +1,19 @@
-"""FastStream handlers: request/reply commands and the JetStream inbox. Thin shells."""
+"""FastStream handler for request/reply commands. Thin shell. (The inbox: ``services.inbox``.)"""
 
 from __future__ import annotations
 
 from faststream import Context
-from faststream.middlewares import AckPolicy
-from faststream.nats import JStream, NatsBroker, PullSub
-from faststream.nats.message import NatsBatchMessage, NatsMessage
+from faststream.nats import NatsBroker
+from faststream.nats.message import NatsMessage
 
 from events import ENCODER
 from services.intake_service import IntakeService, _type_token
-from services.store import INBOX_STREAM
 
 COMMANDS_SUBJECT = "milestones.commands.*"
-INBOX_SUBJECT = "milestones.inbox.>"
 INTAKE_QUEUE = "milestones-intake"
-INBOX_DURABLE = "milestones-intake"
 
 
-def register_intake(broker: NatsBroker, intake: IntakeService, *, workers: int, inbox_batch: int) -> None:
+def register_intake(broker: NatsBroker, intake: IntakeService, *, workers: int) -> None:
     @broker.subscriber(
         COMMANDS_SUBJECT, queue=INTAKE_QUEUE, max_workers=workers,
         title="milestones.commands.<Type>",
@@ -28,17 +24,3 @@ def register_intake(broker: NatsBroker, intake: IntakeService, *, workers: int, 
         subject = msg.raw_message.subject
         reply = await intake.handle(msg.body, "commands", _type_token(subject), msg.correlation_id)
         return ENCODER.encode(reply)
-
-    @broker.subscriber(
-        INBOX_SUBJECT,
-        stream=JStream(INBOX_STREAM, declare=False),
-        durable=INBOX_DURABLE,
-        pull_sub=PullSub(batch_size=inbox_batch, timeout=0.2, batch=True),
-        # Explicit: FastStream's default would drop a message whose handler raised.
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        title="milestones.inbox.<Type>",
-        description="Fire-and-forget CloudEvents captured by JetStream; refusals are recorded "
-        "on milestones.rejections.<Type>.",
-    )
-    async def on_inbox(msg: NatsBatchMessage = Context("message")) -> None:
-        await intake.handle_inbox(msg.raw_message)

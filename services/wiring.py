@@ -1,11 +1,15 @@
-"""The one wiring module: settings -> logging, NATS connection, streams, broker, HTTP, tasks."""
+"""The one wiring module: settings -> logging, NATS, streams, database, broker, runners, HTTP.
+
+``running(settings, ...)`` assembles any mix of the three services in one process:
+``milestones dev`` runs all of them; ``milestones serve <service>`` one (compose.yaml).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nats
 import structlog
@@ -13,13 +17,21 @@ import uvicorn
 from faststream.nats import NatsBroker
 from nats.aio.client import Client as NATS
 
+from projections import PROJECTIONS
+from projections.db import create_pool, ensure_schema
+from projections.runner import Runner
 from services.committer import Committer
 from services.config import Settings
 from services.http_app import build_http_app
+from services.inbox import InboxConsumer
 from services.intake import Limits
 from services.intake_service import IntakeService
 from services.nats_app import register_intake
+from services.queries import CheckpointWatcher, Queries
+from services.query_http import query_routes
+from services.query_nats import register_queries
 from services.store import (
+    EVENTS_STREAM,
     EventLog,
     StartupError,
     check_server_version,
@@ -51,6 +63,82 @@ async def prepare_streams(nc: NATS, settings: Settings) -> None:
         await ensure_stream(nc, config)
 
 
+def require_database(settings: Settings) -> str:
+    if not settings.database_url:
+        raise StartupError("no database: set MILESTONES_DATABASE_URL (or run `milestones dev`, which embeds one)")
+    return settings.database_url
+
+
+@dataclass
+class Running:
+    settings: Settings
+    nc: NATS
+    broker: NatsBroker
+    intake: IntakeService | None = None
+    committer: Committer | None = None
+    queries: Queries | None = None
+    runners: list[Runner] = field(default_factory=list)
+    http_handlers: list = field(default_factory=list)
+
+    async def stream_last(self) -> int:
+        return (await self.nc.jetstream().stream_info(EVENTS_STREAM)).state.last_seq
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, *, intake: bool = True, projections: bool = False,
+                  query: bool = False) -> AsyncIterator[Running]:
+    async with contextlib.AsyncExitStack() as stack:
+        nc = await connect_nats(settings.nats_url, "milestones")
+        stack.push_async_callback(nc.drain)
+        await prepare_streams(nc, settings)
+        broker = NatsBroker(settings.nats_url.split(","), logger=None, graceful_timeout=10)
+        run = Running(settings, nc, broker)
+        if projections or query:
+            dsn = require_database(settings)
+            await ensure_schema(dsn, list(PROJECTIONS.values()))
+        if intake:
+            run.committer = Committer(EventLog(nc), max_attempts=settings.append_attempts)
+            await run.committer.start()
+            stack.push_async_callback(run.committer.stop)
+            run.intake = IntakeService(nc, run.committer, Limits(settings.max_message_bytes, settings.max_batch_events))
+            register_intake(broker, run.intake, workers=settings.command_workers)
+        if query:
+            pool = await create_pool(dsn, min_size=2, max_size=16)
+            stack.push_async_callback(pool.close)
+            watcher = CheckpointWatcher(dsn)
+            await watcher.start()
+            stack.push_async_callback(watcher.stop)
+            run.queries = Queries(pool, watcher)
+            register_queries(broker, run.queries, run.stream_last)
+            run.http_handlers = query_routes(run.queries, run.stream_last)
+        await broker.start()
+        stack.push_async_callback(broker.stop)
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task] = []
+        if intake:
+            inbox = InboxConsumer(nc, run.intake, batch=settings.inbox_batch)  # type: ignore[arg-type]
+            tasks.append(asyncio.create_task(inbox.run(stop), name="inbox"))
+        if projections:
+            run.runners = [Runner(p, dsn, nc) for p in PROJECTIONS.values()]
+            tasks += [asyncio.create_task(r.run(stop), name=f"projection-{r.projection.name}") for r in run.runners]
+
+        async def stop_tasks() -> None:
+            stop.set()
+            for result in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(result, Exception):
+                    log.error("task failed", error=repr(result))
+
+        stack.push_async_callback(stop_tasks)
+        log.info("services running", intake=intake, projections=projections, query=query)
+        yield run
+
+
+@contextlib.asynccontextmanager
+async def intake(settings: Settings) -> AsyncIterator[Running]:
+    async with running(settings, intake=True) as run:
+        yield run
+
+
 class _Uvicorn(uvicorn.Server):
     """Signals belong to the CLI, which stops every service together."""
 
@@ -59,51 +147,23 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
-@dataclass
-class Intake:
-    nc: NATS
-    committer: Committer
-    service: IntakeService
-    broker: NatsBroker
-
-
-@contextlib.asynccontextmanager
-async def intake(settings: Settings) -> AsyncIterator[Intake]:
-    """The write side: streams checked, the committer running, FastStream subscribed."""
-    nc = await connect_nats(settings.nats_url, "milestones-intake")
-    try:
-        await prepare_streams(nc, settings)
-        committer = Committer(EventLog(nc), max_attempts=settings.append_attempts)
-        await committer.start()
-        service = IntakeService(nc, committer, Limits(settings.max_message_bytes, settings.max_batch_events))
-        broker = NatsBroker(settings.nats_url.split(","), logger=None, graceful_timeout=10)
-        register_intake(broker, service, workers=settings.command_workers, inbox_batch=settings.inbox_batch)
-        await broker.start()
-        log.info("intake listening", commands="milestones.commands.<Type>", inbox="milestones.inbox.<Type>")
-        try:
-            yield Intake(nc, committer, service, broker)
-        finally:
-            await broker.stop()
-            await committer.stop()
-    finally:
-        await nc.drain()
-
-
 async def serve_http(app, host: str, port: int, stop: asyncio.Event) -> None:
     server = _Uvicorn(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                                     lifespan="on"))
+                                     log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve())
     await stop.wait()
     server.should_exit = True
     await task
 
 
-async def run_intake(settings: Settings, stop: asyncio.Event, *, with_http: bool = True) -> None:
-    async with intake(settings) as running:
-        if with_http:
-            app = build_http_app(running.service, max_body=settings.max_message_bytes * 4)
-            log.info("http listening", url=f"http://{settings.http_host}:{settings.http_port}",
-                     openapi=f"http://{settings.http_host}:{settings.http_port}/schema")
+async def run_services(settings: Settings, stop: asyncio.Event, *, intake: bool = True, projections: bool = False,
+                       query: bool = False, http: bool = True) -> None:
+    async with running(settings, intake=intake, projections=projections, query=query) as run:
+        if http and (intake or query):
+            app = build_http_app(run.intake, max_body=settings.max_message_bytes * 4, extra_handlers=run.http_handlers)
+            base = f"http://{settings.http_host}:{settings.http_port}"
+            log.info("http listening", url=base, openapi=f"{base}/schema", events=f"{base}/events" if intake else None)
             await serve_http(app, settings.http_host, settings.http_port, stop)
         else:
+            log.info("listening", nats=settings.nats_url)
             await stop.wait()

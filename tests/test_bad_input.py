@@ -84,7 +84,7 @@ async def test_subject_must_match_the_type(intake, nc):
 
 @pytest.fixture
 async def http(intake):
-    app = build_http_app(intake.service, max_body=256 * 1024)
+    app = build_http_app(intake.intake, max_body=256 * 1024)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         yield client
 

@@ -22,7 +22,7 @@ COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
 
 def test_compose_parses_and_names_the_whole_deployment():
     services = COMPOSE["services"]
-    assert {"nats1", "nats2", "nats3", "postgres", "intake"} <= set(services)
+    assert {"nats1", "nats2", "nats3", "postgres", "intake", "projections", "query"} <= set(services)
     for name in ("nats1", "nats2", "nats3"):
         assert "--routes" in services[name]["command"]
 
@@ -48,13 +48,13 @@ def test_nats_config_is_durable_and_starts_a_real_server(tmp_path: Path):
     assert check.returncode == 0, check.stderr
 
 
-async def test_each_service_command_starts(settings, nats_server):
+async def test_each_service_command_starts(settings, nats_server, db_url):
     for name, service in COMPOSE["services"].items():
         if "build" not in service:  # nats and postgres are third-party images
             continue
         command = service["command"]
         env = {**os.environ, **{k: str(v) for k, v in (service.get("environment") or {}).items()}}
-        env.update(MILESTONES_NATS_URL=nats_server.url, MILESTONES_STREAM_REPLICAS="1",
+        env.update(MILESTONES_NATS_URL=nats_server.url, MILESTONES_STREAM_REPLICAS="1", MILESTONES_DATABASE_URL=db_url,
                    MILESTONES_HTTP_HOST="127.0.0.1", MILESTONES_HTTP_PORT=str(free_port()),
                    MILESTONES_LOG_FORMAT="json")
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.cli", *command,
@@ -64,7 +64,7 @@ async def test_each_service_command_starts(settings, nats_server):
             async def listening() -> bool:
                 lines.append(await asyncio.wait_for(proc.stdout.readline(), 30))
                 assert lines[-1] or proc.returncode is None, b"".join(lines).decode()
-                return b"listening" in lines[-1]
+                return b"listening" in lines[-1] or b"services running" in lines[-1]
             await wait_for(listening, timeout=60, what=f"compose service {name} to start")
         finally:
             proc.terminate()

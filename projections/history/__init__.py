@@ -41,7 +41,7 @@ def rows(position: int, stored: StoredEvent) -> list[tuple]:
 class HistoryProjection:
     name = "history"
     stream = EVENTS_STREAM
-    subject = "milestones.events.*.*"
+    subject = "milestones.events.>"
     tables = ("ms_history",)
     schema_sql = (Path(__file__).parent / "schema.sql").read_text()
     decode = staticmethod(decode_stored)

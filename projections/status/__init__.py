@@ -131,12 +131,13 @@ _SELECT = (
 class StatusProjection:
     name = "status"
     stream = EVENTS_STREAM
-    subject = "milestones.events.*.*"  # milestone subjects only
+    subject = "milestones.events.>"  # all events, so the checkpoint passes every position
     tables = ("ms_status",)
     schema_sql = (Path(__file__).parent / "schema.sql").read_text()
     decode = staticmethod(decode_stored)
 
     async def apply(self, conn: asyncpg.Connection, batch: Batch, schema: str) -> None:
+        batch = [(p, e) for p, e in batch if is_milestone_event(e)]
         keys = {(e.data.project_id, e.data.milestone_id) for _, e in batch}  # type: ignore[attr-defined]
         ps, ms = zip(*keys, strict=True) if keys else ((), ())
         rows: dict[tuple[str, str], StatusRow | None] = {
@@ -154,11 +155,15 @@ class StatusProjection:
             await conn.executemany(_UPSERT, [tuple(msgspec.structs.astuple(r)) for r in changed.values()])
 
 
+def is_milestone_event(stored: StoredEvent) -> bool:
+    return stored.subject.count(".") == 3  # milestones.events.<project>.<milestone>
+
+
 def fold(events: list[tuple[int, StoredEvent]]) -> dict[tuple[str, str], StatusRow]:
     """The whole read model in memory (tests compare it with the table)."""
     rows: dict[tuple[str, str], StatusRow | None] = {}
     for position, stored in events:
-        if not hasattr(stored.data, "milestone_id") or stored.subject.count(".") != 3:
+        if not is_milestone_event(stored):
             continue
         key = (stored.data.project_id, stored.data.milestone_id)  # type: ignore[attr-defined]
         rows[key] = evolve(rows.get(key), position, stored)

@@ -1,0 +1,335 @@
+"""Read-model queries shared by HTTP, NATS request/reply and the CLI.
+
+Every query takes string parameters (HTTP query string, or a JSON object over NATS), validates
+them with messages that say what to fix, and answers ``Page``/``One`` envelopes carrying the
+read position. ``min_position`` waits (bounded) for the projection to pass a position the
+intake returned: read-your-writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import asyncpg
+import msgspec
+import structlog
+
+from projections import db
+from services.domain.errors import Rejected
+
+log = structlog.get_logger("milestones.query")
+MAX_LIMIT = 1000
+MAX_WAIT = 30.0
+
+
+class One(msgspec.Struct, omit_defaults=True):
+    data: Any
+    position: int
+    stale: bool = False
+
+
+class Page(msgspec.Struct, omit_defaults=True):
+    data: list[Any]
+    position: int
+    next_cursor: str | None = None
+    stale: bool = False
+
+
+# -- parameters -------------------------------------------------------------------------------------
+def _bad(message: str) -> Rejected:
+    return Rejected("invalid", message)
+
+
+def p_int(params: Mapping[str, Any], name: str, default: int, lo: int = 0, hi: int = 2**62) -> int:
+    raw = params.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise _bad(f"{name} must be a whole number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise _bad(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def p_date(params: Mapping[str, Any], name: str) -> dt.date | None:
+    raw = params.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        return dt.date.fromisoformat(str(raw))
+    except ValueError:
+        raise _bad(f"{name} must be a date YYYY-MM-DD, got {raw!r}") from None
+
+
+def p_time(params: Mapping[str, Any], name: str) -> dt.datetime | None:
+    raw = params.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        value = dt.datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except ValueError:
+        raise _bad(f"{name} must be an RFC 3339 time, got {raw!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def p_choice(params: Mapping[str, Any], name: str, choices: tuple[str, ...], default: str | None = None) -> str | None:
+    raw = params.get(name)
+    if raw in (None, ""):
+        return default
+    if raw not in choices:
+        raise _bad(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return str(raw)
+
+
+def p_list(params: Mapping[str, Any], name: str, choices: tuple[str, ...]) -> list[str] | None:
+    raw = params.get(name)
+    if raw in (None, ""):
+        return None
+    values = [v.strip() for v in str(raw).split(",") if v.strip()]
+    wrong = [v for v in values if v not in choices]
+    if wrong:
+        raise _bad(f"{name} accepts {', '.join(choices)} (comma-separated), not {', '.join(wrong)}")
+    return values
+
+
+def encode_cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(values)).decode().rstrip("=")
+
+
+def decode_cursor(params: Mapping[str, Any]) -> list[Any] | None:
+    raw = params.get("cursor")
+    if raw in (None, ""):
+        return None
+    try:
+        values = msgspec.json.decode(base64.urlsafe_b64decode(str(raw) + "=" * (-len(str(raw)) % 4)))
+        assert isinstance(values, list)
+        return values
+    except Exception:
+        raise _bad("cursor is not one this API handed out: pass next_cursor unchanged") from None
+
+
+# -- read-your-writes -------------------------------------------------------------------------------
+class CheckpointWatcher:
+    """Projection positions, pushed by NOTIFY from the runners' transactions (polled as a fallback)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.positions: dict[str, int] = {}
+        self._changed = asyncio.Condition()
+        self._conn: asyncpg.Connection | None = None
+
+    async def start(self) -> None:
+        self._conn = await db.connect(self.dsn)
+        await self._conn.add_listener(db.NOTIFY_CHANNEL, self._on_notify)
+        await self.refresh()
+
+    async def stop(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+
+    async def refresh(self) -> None:
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            self._conn = conn = await db.connect(self.dsn)
+            await conn.add_listener(db.NOTIFY_CHANNEL, self._on_notify)
+        for r in await conn.fetch(f"SELECT projection, position FROM {db.SCHEMA}.checkpoints"):
+            self.positions[r["projection"]] = max(self.positions.get(r["projection"], 0), r["position"])
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        name, _, pos = payload.rpartition(":")
+        self.positions[name] = max(self.positions.get(name, 0), int(pos))
+        asyncio.get_running_loop().create_task(self._wake())
+
+    async def _wake(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait(self, projection: str, min_position: int, timeout: float) -> tuple[int, bool]:
+        """(position, reached). Waits at most ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.positions.get(projection, 0) < min_position:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return self.positions.get(projection, 0), False
+            async with self._changed:
+                try:
+                    await asyncio.wait_for(self._changed.wait(), min(remaining, 0.25))
+                except TimeoutError:
+                    await self.refresh()  # a missed notification (reconnect) costs at most 250 ms
+        return self.positions.get(projection, 0), True
+
+
+# -- queries ----------------------------------------------------------------------------------------
+HEALTH = ("on_track", "at_risk", "late", "achieved", "cancelled")
+KINDS = ("time", "event", "technical")
+SORTS = {"order": ("ord", int), "due": ("due", dt.date.fromisoformat), "name": ("name", str)}
+STATUS_COLUMNS = (
+    "project_id, milestone_id, name, kind, phase, ord AS order, due, first_due, achieved_at, cancelled, tasks, "
+    "tasks_total, tasks_done, progress, health, health_reasons, reschedules, last_position, updated_at"
+)
+
+
+class Queries:
+    def __init__(self, pool: asyncpg.Pool, watcher: CheckpointWatcher) -> None:
+        self.pool = pool
+        self.watcher = watcher
+
+    async def _consistent(self, projection: str, params: Mapping[str, Any]) -> tuple[int, bool]:
+        wanted = p_int(params, "min_position", 0)
+        timeout = p_int(params, "wait_ms", 5000, 0, int(MAX_WAIT * 1000)) / 1000
+        if wanted:
+            position, reached = await self.watcher.wait(projection, wanted, timeout)
+            return position, not reached
+        return self.watcher.positions.get(projection, 0), False
+
+    async def milestone(self, params: Mapping[str, Any]) -> One:
+        position, stale = await self._consistent("status", params)
+        mid, pid = params.get("milestone_id"), params.get("project_id")
+        sql = f"SELECT {STATUS_COLUMNS} FROM ms_status WHERE milestone_id = $1"
+        rows = await self.pool.fetch(sql + (" AND project_id = $2" if pid else ""), *([mid, pid] if pid else [mid]))
+        if not rows:
+            where = f" in project {pid}" if pid else ""
+            raise Rejected("not_found", f"milestone {mid}{where} is not known (yet: pass min_position to wait for a write)")
+        if len(rows) > 1:
+            raise Rejected("conflict", f"milestone id {mid} exists in projects "
+                           f"{', '.join(r['project_id'] for r in rows)}: add project_id")
+        return One(dict(rows[0]), position, stale)
+
+    async def project_milestones(self, params: Mapping[str, Any]) -> Page:
+        position, stale = await self._consistent("status", params)
+        pid = params.get("project_id")
+        limit = p_int(params, "limit", 100, 1, MAX_LIMIT)
+        sort = str(params.get("sort") or "order")
+        desc = sort.startswith("-")
+        if sort.lstrip("-") not in SORTS:
+            raise _bad(f"sort must be one of {', '.join(SORTS)} (prefix - for descending), got {sort!r}")
+        column, parse = SORTS[sort.lstrip("-")]
+        where, args = ["project_id = $1"], [pid]
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if (health := p_list(params, "health", HEALTH)) is not None:
+            where.append(f"health = ANY({arg(health)}::text[])")
+        if (kind := p_list(params, "kind", KINDS)) is not None:
+            where.append(f"kind = ANY({arg(kind)}::text[])")
+        if params.get("phase"):
+            where.append(f"phase = {arg(str(params['phase']))}")
+        if (due_from := p_date(params, "due_from")) is not None:
+            where.append(f"due >= {arg(due_from)}")
+        if (due_to := p_date(params, "due_to")) is not None:
+            where.append(f"due <= {arg(due_to)}")
+        if (cursor := decode_cursor(params)) is not None:
+            try:
+                after, after_id = parse(cursor[0]), str(cursor[1])
+            except Exception:
+                raise _bad("cursor does not fit this sort: pass next_cursor with the same sort") from None
+            where.append(f"({column}, milestone_id) {'<' if desc else '>'} ({arg(after)}, {arg(after_id)})")
+        order = "DESC" if desc else "ASC"
+        rows = await self.pool.fetch(
+            f"SELECT {STATUS_COLUMNS}, {column} AS sort_key FROM ms_status WHERE {' AND '.join(where)} "
+            f"ORDER BY {column} {order}, milestone_id {order} LIMIT {limit + 1}", *args)
+        if not rows and cursor is None and not await self.pool.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM audit_events WHERE project_id = $1)", pid):
+            raise Rejected("not_found", f"project {pid} is not known")
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            last = rows[-1]
+            key = last["sort_key"]
+            next_cursor = encode_cursor([key.isoformat() if isinstance(key, dt.date) else key, last["milestone_id"]])
+        return Page([{k: v for k, v in r.items() if k != "sort_key"} for r in rows], position, next_cursor, stale)
+
+    async def history(self, params: Mapping[str, Any]) -> Page:
+        position, stale = await self._consistent("history", params)
+        mid, pid = params.get("milestone_id"), params.get("project_id")
+        limit = p_int(params, "limit", 100, 1, MAX_LIMIT)
+        after = p_int(params, "cursor_position", 0)
+        if (cursor := decode_cursor(params)) is not None:
+            after = int(cursor[0])
+        args: list[Any] = [mid, after]
+        extra = ""
+        if pid:
+            args.append(pid)
+            extra = " AND project_id = $3"
+        rows = await self.pool.fetch(
+            "SELECT position, project_id, milestone_id, occurred_at, recorded_at, type, old_due, new_due, reason, "
+            f"actor, source FROM ms_history WHERE milestone_id = $1 AND position > $2{extra} "
+            f"ORDER BY position LIMIT {limit + 1}", *args)
+        if not rows and not after:
+            await self.milestone({"milestone_id": mid, "project_id": pid})  # 404 when unknown
+        next_cursor = encode_cursor([rows[limit - 1]["position"]]) if len(rows) > limit else None
+        return Page([dict(r) for r in rows[:limit]], position, next_cursor, stale)
+
+    def _audit_filter(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        where: list[str] = []
+        args: list[Any] = []
+        for param, column in (("project_id", "project_id"), ("milestone_id", "milestone_id"), ("actor", "actor"),
+                              ("source", "source"), ("type", "type"), ("correlation_id", "correlation_id")):
+            if params.get(param):
+                args.append(str(params[param]))
+                where.append(f"{column} = ${len(args)}")
+        for param, op in (("from", ">="), ("to", "<")):
+            if (t := p_time(params, param)) is not None:
+                args.append(t)
+                where.append(f"occurred_at {op} ${len(args)}")
+        if (cursor := decode_cursor(params)) is not None:
+            args.append(int(cursor[0]))
+            where.append(f"position > ${len(args)}")
+        return (" WHERE " + " AND ".join(where)) if where else "", args
+
+    AUDIT_COLUMNS = ("position, subject, project_id, milestone_id, type, event_id, actor, source, occurred_at, "
+                     "recorded_at, correlation_id, causation_id, schema_version, payload")
+
+    async def audit(self, params: Mapping[str, Any]) -> Page:
+        position, stale = await self._consistent("audit", params)
+        limit = p_int(params, "limit", 100, 1, MAX_LIMIT)
+        where, args = self._audit_filter(params)
+        rows = await self.pool.fetch(
+            f"SELECT {self.AUDIT_COLUMNS} FROM audit_events{where} ORDER BY position LIMIT {limit + 1}", *args)
+        next_cursor = encode_cursor([rows[limit - 1]["position"]]) if len(rows) > limit else None
+        return Page([dict(r) for r in rows[:limit]], position, next_cursor, stale)
+
+    async def audit_export(self, params: Mapping[str, Any]) -> AsyncIterator[asyncpg.Record]:
+        """Every matching audit row, streamed through a server-side cursor (never all in memory)."""
+        where, args = self._audit_filter(params)
+        async with self.pool.acquire() as conn, conn.transaction():
+            async for row in conn.cursor(f"SELECT {self.AUDIT_COLUMNS} FROM audit_events{where} ORDER BY position",
+                                         *args, prefetch=500):
+                yield row
+
+    async def rejections(self, params: Mapping[str, Any]) -> Page:
+        position, stale = await self._consistent("rejections", params)
+        limit = p_int(params, "limit", 100, 1, MAX_LIMIT)
+        after = int((decode_cursor(params) or [0])[0])
+        rows = await self.pool.fetch(
+            "SELECT position, inbox_seq, subject, received_at, code, message, payload FROM audit_rejections "
+            f"WHERE position > $1 ORDER BY position LIMIT {limit + 1}", after)
+        next_cursor = encode_cursor([rows[limit - 1]["position"]]) if len(rows) > limit else None
+        return Page([dict(r) for r in rows[:limit]], position, next_cursor, stale)
+
+    async def projections(self, stream_last: int) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            f"SELECT c.projection, c.position, c.pending, c.rate, c.updated_at, "
+            f"(SELECT count(*) FROM {db.SCHEMA}.parked_events p WHERE p.projection = c.projection) AS parked "
+            f"FROM {db.SCHEMA}.checkpoints c ORDER BY c.projection")
+        return [{**dict(r), "stream_last": stream_last} for r in rows]
+
+    async def parked(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        args: list[Any] = []
+        where = ""
+        if params.get("projection"):
+            args.append(str(params["projection"]))
+            where = " WHERE projection = $1"
+        rows = await self.pool.fetch(
+            f"SELECT projection, position, subject, type, error, attempts, parked_at, payload "
+            f"FROM {db.SCHEMA}.parked_events{where} ORDER BY projection, position LIMIT 1000", *args)
+        return [dict(r) for r in rows]

@@ -1,0 +1,108 @@
+"""HTTP query API (Litestar): read models, read-your-writes via ``min_position``, streamed exports."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from litestar import MediaType, Request, Response, get
+from litestar.response import Stream
+
+from events import ENCODER, Reply
+from services.domain.errors import Rejected
+from services.intake import HTTP_STATUS
+from services.queries import Queries
+
+CSV_COLUMNS = ("position", "subject", "project_id", "milestone_id", "type", "event_id", "actor", "source",
+               "occurred_at", "recorded_at", "correlation_id", "causation_id", "schema_version", "payload")
+
+
+def _json(body: Any, status: int = 200) -> Response[bytes]:
+    return Response(ENCODER.encode(body), status_code=status, media_type=MediaType.JSON)
+
+
+async def _answer(call: Callable[[], Awaitable[Any]]) -> Response[bytes]:
+    try:
+        return _json(await call())
+    except Rejected as exc:
+        return _json(Reply.fail(exc.code, exc.message), HTTP_STATUS.get(exc.code, 400))
+
+
+def _params(request: Request, **path: str) -> dict[str, Any]:
+    return {**dict(request.query_params), **path}
+
+
+def query_routes(queries: Queries, stream_last: Callable[[], Awaitable[int]]) -> list:
+    @get("/milestones/{milestone_id:str}", summary="A milestone's status (project_id disambiguates)")
+    async def milestone(request: Request, milestone_id: str) -> Response[bytes]:
+        return await _answer(lambda: queries.milestone(_params(request, milestone_id=milestone_id)))
+
+    @get("/projects/{project_id:str}/milestones",
+         summary="A project's milestones: health, kind, phase, due_from, due_to, sort, limit, cursor")
+    async def project_milestones(request: Request, project_id: str) -> Response[bytes]:
+        return await _answer(lambda: queries.project_milestones(_params(request, project_id=project_id)))
+
+    @get("/milestones/{milestone_id:str}/history", summary="Schedule history of a milestone")
+    async def history(request: Request, milestone_id: str) -> Response[bytes]:
+        return await _answer(lambda: queries.history(_params(request, milestone_id=milestone_id)))
+
+    @get("/audit", summary="Audit trail: project_id, milestone_id, actor, source, type, from, to, "
+         "correlation_id, cursor, limit; format=jsonl|csv streams every match")
+    async def audit(request: Request) -> Response[bytes] | Stream:
+        params = _params(request)
+        fmt = params.get("format") or "json"
+        if fmt == "json":
+            return await _answer(lambda: queries.audit(params))
+        if fmt not in ("jsonl", "csv"):
+            return _json(Reply.fail("invalid", f"format must be json, jsonl or csv, got {fmt!r}"), 400)
+        try:
+            queries._audit_filter(params)  # validate before the stream starts
+        except Rejected as exc:
+            return _json(Reply.fail(exc.code, exc.message), 400)
+        rows = queries.audit_export(params)
+        if fmt == "jsonl":
+            return Stream(_jsonl(rows), media_type="application/x-ndjson")
+        return Stream(_csv(rows), media_type="text/csv",
+                      headers={"content-disposition": 'attachment; filename="audit.csv"'})
+
+    @get("/rejections", summary="Inbox messages the intake refused")
+    async def rejections(request: Request) -> Response[bytes]:
+        return await _answer(lambda: queries.rejections(_params(request)))
+
+    @get("/projections", summary="Each projection's position, lag, rate and parked count")
+    async def projections() -> Response[bytes]:
+        return await _answer(lambda: _projections(queries, stream_last))
+
+    @get("/parked", summary="Events a projection could not apply")
+    async def parked(request: Request) -> Response[bytes]:
+        return await _answer(lambda: queries.parked(_params(request)))
+
+    return [milestone, project_milestones, history, audit, rejections, projections, parked]
+
+
+async def _projections(queries: Queries, stream_last: Callable[[], Awaitable[int]]) -> list[dict]:
+    return await queries.projections(await stream_last())
+
+
+async def _jsonl(rows: AsyncIterator) -> AsyncIterator[bytes]:
+    async for row in rows:
+        yield ENCODER.encode(dict(row)) + b"\n"
+
+
+async def _csv(rows: AsyncIterator) -> AsyncIterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    n = 0
+    async for row in rows:
+        values = [row[c] for c in CSV_COLUMNS]
+        values[-1] = ENCODER.encode(values[-1]).decode()
+        writer.writerow(["" if v is None else v for v in values])
+        n += 1
+        if n % 500 == 0:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode()

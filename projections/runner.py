@@ -118,7 +118,12 @@ class Runner:
             config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start + 1),
         )
         stopped = asyncio.ensure_future(stop.wait())
-        pending = (await sub.consumer_info()).num_pending if catch_up else 1
+        pending = 1
+        if catch_up:
+            # num_pending counts what has not been *delivered*; on a short stream the consumer may
+            # already have pushed everything into our queue, so add what it has delivered.
+            info = await sub.consumer_info()
+            pending = info.num_pending + info.delivered.consumer_seq
         try:
             while not stop.is_set() and pending:
                 getter = asyncio.ensure_future(queue.get())

@@ -183,7 +183,7 @@ class Committer:
         for subject in list(last):
             if any(subject.startswith(w[:-1]) for w in wildcards):
                 subjects.add(subject)
-        await self._refresh(subjects, last)
+        unreadable = await self._refresh(subjects, last)
 
         working: dict[str, State] = {}
         outgoing: list[OutgoingMessage] = []
@@ -199,6 +199,10 @@ class Committer:
                 continue
             if claimed.intersection(unit.receipts):
                 deferred.append(unit)  # the same CloudEvent twice in one round: answer it next round
+                continue
+            blocked = [unreadable[s] for p in plans[id(unit)] for s in (p.target, *p.reads) if s in unreadable]
+            if blocked:
+                unit.future.set_result(Reply.fail("unavailable", blocked[0]))
                 continue
             try:
                 unit_msgs, unit_refs, unit_working = self._decide_unit(
@@ -344,7 +348,10 @@ class Committer:
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
 
-    async def _refresh(self, subjects: set[str], last: dict[str, StoredMessage]) -> None:
+    async def _refresh(self, subjects: set[str], last: dict[str, StoredMessage]) -> dict[str, str]:
+        """Bring cached states up to ``last``; returns the subjects whose history cannot be read."""
+        unreadable: dict[str, str] = {}
+
         async def refresh(subject: str) -> None:
             latest = last[subject].seq if subject in last else 0
             cached = self._cache.get(subject)
@@ -358,8 +365,16 @@ class Committer:
             state = base.state if base else domain.initial_state(subject)
             async with self._load_limit:
                 messages = await self.log.read_subject(subject, after=base.seq if base else 0)
-            for m in messages:
-                state = domain.evolve(state, decode_stored(m.data).data)  # type: ignore[arg-type]
+            try:
+                for m in messages:
+                    state = domain.evolve(state, decode_stored(m.data).data)  # type: ignore[arg-type]
+            except (ValueError, TypeError) as exc:  # msgspec errors and UnknownSchemaVersion are ValueErrors
+                log.error("aggregate history unreadable", subject=subject, error=str(exc))
+                unreadable[subject] = (f"the history of {subject} holds an event this version cannot read ({exc}): "
+                                       "upgrade the intake or add an upcaster; nothing was written")
+                self._cache.pop(subject, None)
+                return
             self._remember(subject, _Cached(state, messages[-1].seq if messages else latest))
 
         await asyncio.gather(*(refresh(s) for s in subjects if not s.startswith(RECEIPTS_PREFIX)))
+        return unreadable

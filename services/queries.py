@@ -181,7 +181,7 @@ class Queries:
         self.pool = pool
         self.watcher = watcher
 
-    async def _consistent(self, projection: str, params: Mapping[str, Any]) -> tuple[int, bool]:
+    async def consistent(self, projection: str, params: Mapping[str, Any]) -> tuple[int, bool]:
         wanted = p_int(params, "min_position", 0)
         timeout = p_int(params, "wait_ms", 5000, 0, int(MAX_WAIT * 1000)) / 1000
         if wanted:
@@ -190,7 +190,7 @@ class Queries:
         return self.watcher.positions.get(projection, 0), False
 
     async def milestone(self, params: Mapping[str, Any]) -> One:
-        position, stale = await self._consistent("status", params)
+        position, stale = await self.consistent("status", params)
         mid, pid = params.get("milestone_id"), params.get("project_id")
         sql = f"SELECT {STATUS_COLUMNS} FROM ms_status WHERE milestone_id = $1"
         rows = await self.pool.fetch(sql + (" AND project_id = $2" if pid else ""), *([mid, pid] if pid else [mid]))
@@ -203,7 +203,7 @@ class Queries:
         return One(dict(rows[0]), position, stale)
 
     async def project_milestones(self, params: Mapping[str, Any]) -> Page:
-        position, stale = await self._consistent("status", params)
+        position, stale = await self.consistent("status", params)
         pid = params.get("project_id")
         limit = p_int(params, "limit", 100, 1, MAX_LIMIT)
         sort = str(params.get("sort") or "order")
@@ -249,7 +249,7 @@ class Queries:
         return Page([{k: v for k, v in r.items() if k != "sort_key"} for r in rows], position, next_cursor, stale)
 
     async def history(self, params: Mapping[str, Any]) -> Page:
-        position, stale = await self._consistent("history", params)
+        position, stale = await self.consistent("history", params)
         mid, pid = params.get("milestone_id"), params.get("project_id")
         limit = p_int(params, "limit", 100, 1, MAX_LIMIT)
         after = p_int(params, "cursor_position", 0)
@@ -269,7 +269,7 @@ class Queries:
         next_cursor = encode_cursor([rows[limit - 1]["position"]]) if len(rows) > limit else None
         return Page([dict(r) for r in rows[:limit]], position, next_cursor, stale)
 
-    def _audit_filter(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    def audit_filter(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
         where: list[str] = []
         args: list[Any] = []
         for param, column in (("project_id", "project_id"), ("milestone_id", "milestone_id"), ("actor", "actor"),
@@ -290,9 +290,9 @@ class Queries:
                      "recorded_at, correlation_id, causation_id, schema_version, payload")
 
     async def audit(self, params: Mapping[str, Any]) -> Page:
-        position, stale = await self._consistent("audit", params)
+        position, stale = await self.consistent("audit", params)
         limit = p_int(params, "limit", 100, 1, MAX_LIMIT)
-        where, args = self._audit_filter(params)
+        where, args = self.audit_filter(params)
         rows = await self.pool.fetch(
             f"SELECT {self.AUDIT_COLUMNS} FROM audit_events{where} ORDER BY position LIMIT {limit + 1}", *args)
         next_cursor = encode_cursor([rows[limit - 1]["position"]]) if len(rows) > limit else None
@@ -300,14 +300,14 @@ class Queries:
 
     async def audit_export(self, params: Mapping[str, Any]) -> AsyncIterator[asyncpg.Record]:
         """Every matching audit row, streamed through a server-side cursor (never all in memory)."""
-        where, args = self._audit_filter(params)
+        where, args = self.audit_filter(params)
         async with self.pool.acquire() as conn, conn.transaction():
             async for row in conn.cursor(f"SELECT {self.AUDIT_COLUMNS} FROM audit_events{where} ORDER BY position",
                                          *args, prefetch=500):
                 yield row
 
     async def rejections(self, params: Mapping[str, Any]) -> Page:
-        position, stale = await self._consistent("rejections", params)
+        position, stale = await self.consistent("rejections", params)
         limit = p_int(params, "limit", 100, 1, MAX_LIMIT)
         after = int((decode_cursor(params) or [0])[0])
         rows = await self.pool.fetch(

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from litestar import MediaType, Request, Response, get
+from litestar.params import FromPath
 from litestar.response import Stream
 
 from events import ENCODER, Reply
@@ -36,16 +37,16 @@ def _params(request: Request, **path: str) -> dict[str, Any]:
 
 def query_routes(queries: Queries, stream_last: Callable[[], Awaitable[int]]) -> list:
     @get("/milestones/{milestone_id:str}", summary="A milestone's status (project_id disambiguates)")
-    async def milestone(request: Request, milestone_id: str) -> Response[bytes]:
+    async def milestone(request: Request, milestone_id: FromPath[str]) -> Response[bytes]:
         return await _answer(lambda: queries.milestone(_params(request, milestone_id=milestone_id)))
 
     @get("/projects/{project_id:str}/milestones",
          summary="A project's milestones: health, kind, phase, due_from, due_to, sort, limit, cursor")
-    async def project_milestones(request: Request, project_id: str) -> Response[bytes]:
+    async def project_milestones(request: Request, project_id: FromPath[str]) -> Response[bytes]:
         return await _answer(lambda: queries.project_milestones(_params(request, project_id=project_id)))
 
     @get("/milestones/{milestone_id:str}/history", summary="Schedule history of a milestone")
-    async def history(request: Request, milestone_id: str) -> Response[bytes]:
+    async def history(request: Request, milestone_id: FromPath[str]) -> Response[bytes]:
         return await _answer(lambda: queries.history(_params(request, milestone_id=milestone_id)))
 
     @get("/audit", summary="Audit trail: project_id, milestone_id, actor, source, type, from, to, "
@@ -58,14 +59,16 @@ def query_routes(queries: Queries, stream_last: Callable[[], Awaitable[int]]) ->
         if fmt not in ("jsonl", "csv"):
             return _json(Reply.fail("invalid", f"format must be json, jsonl or csv, got {fmt!r}"), 400)
         try:
-            queries._audit_filter(params)  # validate before the stream starts
+            queries.audit_filter(params)  # validate before the stream starts
+            position, stale = await queries.consistent("audit", params)
         except Rejected as exc:
             return _json(Reply.fail(exc.code, exc.message), 400)
         rows = queries.audit_export(params)
+        headers = {"x-read-position": str(position), "x-stale": str(stale).lower()}
         if fmt == "jsonl":
-            return Stream(_jsonl(rows), media_type="application/x-ndjson")
+            return Stream(_jsonl(rows), media_type="application/x-ndjson", headers=headers)
         return Stream(_csv(rows), media_type="text/csv",
-                      headers={"content-disposition": 'attachment; filename="audit.csv"'})
+                      headers={**headers, "content-disposition": 'attachment; filename="audit.csv"'})
 
     @get("/rejections", summary="Inbox messages the intake refused")
     async def rejections(request: Request) -> Response[bytes]:

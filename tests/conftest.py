@@ -156,3 +156,39 @@ def now() -> dt.datetime:
 
 
 __all__ = ["cloudevent", "msgspec", "plan_project", "request", "wait_for"]
+
+
+@pytest.fixture
+async def system(settings: Settings, db_url: str):
+    """Intake, projections and queries in one process, as `milestones dev` runs them."""
+    from services.wiring import running
+
+    full = msgspec.structs.replace(settings, database_url=db_url)
+    async with running(full, intake=True, projections=True, query=True) as run:
+        yield run
+
+
+@pytest.fixture
+async def api(system):
+    import httpx
+
+    from services.http_app import build_http_app
+
+    app = build_http_app(system.intake, max_body=256 * 1024, extra_handlers=system.http_handlers)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", timeout=30) as client:
+        yield client
+
+
+async def caught_up(db_url: str, position: int, projections: tuple[str, ...] = ("status", "history", "audit")) -> None:
+    """Wait until every named projection's checkpoint has reached ``position``."""
+    from projections.db import connect
+
+    conn = await connect(db_url)
+    try:
+        async def reached() -> bool:
+            rows = await conn.fetch("SELECT projection, position FROM checkpoints WHERE projection = ANY($1::text[])",
+                                    list(projections))
+            return len(rows) == len(projections) and all(r["position"] >= position for r in rows)
+        await wait_for(reached, timeout=60, what=f"projections {projections} to reach {position}")
+    finally:
+        await conn.close()

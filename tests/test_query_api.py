@@ -1,0 +1,137 @@
+"""The query API over HTTP, NATS and the CLI, on live read models (real NATS and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+
+from events import ENCODER
+from tests.conftest import caught_up, cloudevent, plan_project, request
+from tests.test_cli import run
+
+
+async def seed(nc) -> int:
+    ces = plan_project("apollo", "design", tasks=("sketch", "review"), due="2026-12-01")
+    ces += plan_project("apollo", "build", kind="technical", tasks=("ci",), due="2027-02-01")[1:]
+    ces += [
+        cloudevent("TaskCompleted", {"project_id": "apollo", "milestone_id": "design", "task_id": "sketch"},
+                   actor="ada", correlationid="corr-1"),
+        cloudevent("MilestoneRescheduled", {"project_id": "apollo", "milestone_id": "design",
+                                            "new_due": "2026-12-15", "reason": "review board moved"}, actor="ada"),
+    ]
+    reply = await request(nc, ces)
+    assert reply.accepted, reply
+    return reply.events[-1].position
+
+
+async def test_read_your_writes(api, nc):
+    position = await seed(nc)
+    r = await api.get("/milestones/design", params={"min_position": position})
+    body = r.json()
+    assert r.status_code == 200 and body["stale"] is False if "stale" in body else True
+    assert body["position"] >= position
+    row = body["data"]
+    assert (row["due"], row["first_due"], row["reschedules"], row["progress"]) == ("2026-12-15", "2026-12-01", 1, 50)
+    assert row["health"] == "at_risk" and row["health_reasons"]
+    stale = (await api.get("/milestones/design", params={"min_position": position + 1000, "wait_ms": 50})).json()
+    assert stale["stale"] is True and stale["data"]["milestone_id"] == "design"
+
+
+async def test_project_milestones_filters_sort_and_pages(api, nc):
+    position = await seed(nc)
+    base = {"min_position": position}
+    body = (await api.get("/projects/apollo/milestones", params=base)).json()
+    assert [m["milestone_id"] for m in body["data"]] == ["build", "design"]  # order, then id
+    by_due = (await api.get("/projects/apollo/milestones", params={**base, "sort": "-due"})).json()
+    assert [m["milestone_id"] for m in by_due["data"]] == ["build", "design"]
+    kind = (await api.get("/projects/apollo/milestones", params={**base, "kind": "technical"})).json()
+    assert [m["milestone_id"] for m in kind["data"]] == ["build"]
+    window = (await api.get("/projects/apollo/milestones", params={**base, "due_from": "2026-12-10", "due_to": "2026-12-31"})).json()
+    assert [m["milestone_id"] for m in window["data"]] == ["design"]
+    first = (await api.get("/projects/apollo/milestones", params={**base, "limit": 1})).json()
+    second = (await api.get("/projects/apollo/milestones", params={**base, "limit": 1, "cursor": first["next_cursor"]})).json()
+    assert [first["data"][0]["milestone_id"], second["data"][0]["milestone_id"]] == ["build", "design"]
+    assert "next_cursor" not in second
+
+
+async def test_history_and_audit(api, nc):
+    position = await seed(nc)
+    history = (await api.get("/milestones/design/history", params={"min_position": position})).json()["data"]
+    assert [(h["type"], h["old_due"], h["new_due"]) for h in history] == [
+        ("MilestonePlanned", None, "2026-12-01"), ("MilestoneRescheduled", "2026-12-01", "2026-12-15")]
+    assert history[1]["reason"] == "review board moved" and history[1]["actor"] == "ada"
+    audit = (await api.get("/audit", params={"min_position": position, "actor": "ada"})).json()["data"]
+    assert [a["type"] for a in audit] == ["TaskCompleted", "MilestoneRescheduled"]
+    assert audit[0]["payload"]["task_id"] == "sketch" and audit[0]["correlation_id"] == "corr-1"
+    by_corr = (await api.get("/audit", params={"correlation_id": "corr-1"})).json()["data"]
+    assert [a["type"] for a in by_corr] == ["TaskCompleted"]
+    everything = (await api.get("/audit", params={"project_id": "apollo"})).json()["data"]
+    assert len(everything) == 8
+
+
+async def test_audit_exports_stream_jsonl_and_csv(api, nc):
+    position = await seed(nc)
+    jsonl = await api.get("/audit", params={"format": "jsonl", "project_id": "apollo", "min_position": position})
+    lines = [json.loads(line) for line in jsonl.text.splitlines()]
+    assert jsonl.headers["content-type"].startswith("application/x-ndjson") and len(lines) == 8
+    assert [x["position"] for x in lines] == sorted(x["position"] for x in lines)
+    exported = await api.get("/audit", params={"format": "csv", "project_id": "apollo"})
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert len(rows) == 8 and rows[0]["type"] == "ProjectCreated" and json.loads(rows[0]["payload"])["name"] == "Project"
+
+
+async def test_unknown_ids_and_bad_filters(api, nc):
+    await seed(nc)
+    cases = [
+        ("/milestones/nope", {}, 404, "not_found"),
+        ("/milestones/nope/history", {}, 404, "not_found"),
+        ("/projects/nope/milestones", {}, 404, "not_found"),
+        ("/projects/apollo/milestones", {"health": "purple"}, 400, "invalid"),
+        ("/projects/apollo/milestones", {"due_from": "soon"}, 400, "invalid"),
+        ("/projects/apollo/milestones", {"sort": "color"}, 400, "invalid"),
+        ("/projects/apollo/milestones", {"cursor": "!!!"}, 400, "invalid"),
+        ("/projects/apollo/milestones", {"limit": "0"}, 400, "invalid"),
+        ("/audit", {"from": "yesterday"}, 400, "invalid"),
+        ("/audit", {"format": "xml"}, 400, "invalid"),
+        ("/milestones/design", {"min_position": "x"}, 400, "invalid"),
+    ]
+    for path, params, status, code in cases:
+        r = await api.get(path, params=params)
+        assert r.status_code == status, (path, params, r.text)
+        assert r.json()["accepted"] is False and r.json()["error"]["code"] == code and r.json()["error"]["message"]
+
+
+async def test_queries_over_nats(system, nc):
+    position = await seed(nc)
+    msg = await nc.request("milestones.query.milestone",
+                           ENCODER.encode({"milestone_id": "design", "min_position": position}), timeout=10)
+    assert json.loads(msg.data)["data"]["reschedules"] == 1
+    msg = await nc.request("milestones.query.milestones", ENCODER.encode({"project_id": "apollo"}), timeout=10)
+    assert len(json.loads(msg.data)["data"]) == 2
+    msg = await nc.request("milestones.query.milestone", ENCODER.encode({"milestone_id": "zz"}), timeout=10)
+    assert json.loads(msg.data)["error"]["code"] == "not_found"
+    msg = await nc.request("milestones.query.nope", b"{}", timeout=10)
+    assert json.loads(msg.data)["error"]["code"] == "unknown_type"
+    msg = await nc.request("milestones.query.projections", b"", timeout=10)
+    names = {p["projection"] for p in json.loads(msg.data)}
+    assert {"status", "history", "audit", "rejections"} <= names
+
+
+async def test_cli_read_commands(system, nc, settings):
+    position = await seed(nc)
+    env = {"MILESTONES_NATS_URL": settings.nats_url}
+    code, out, _ = await run("status", "apollo", "--min-position", str(position), env=env)
+    assert code == 0 and "design" in out and "at_risk" in out and out.splitlines()[0].startswith("PROJECT_ID")
+    code, out, _ = await run("status", "apollo", "design", "--json", env=env)
+    assert code == 0 and json.loads(out)["data"]["milestone_id"] == "design"
+    code, out, _ = await run("history", "design", env=env)
+    assert code == 0 and "review board moved" in out
+    code, out, _ = await run("audit", "--actor", "ada", "--json", env=env)
+    assert code == 0 and len(json.loads(out)["data"]) == 2
+    code, out, _ = await run("projections", env=env)
+    assert code == 0 and "status" in out and "LAG" in out
+    code, _, err = await run("status", "apollo", "nope", env=env)
+    assert code == 1 and "not_found" in err
+    await asyncio.sleep(0)

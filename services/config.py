@@ -19,6 +19,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     append_attempts: int = 6
     command_workers: int = 512
     inbox_batch: int = 200
+    projection_batch: int = 2000
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
     data_dir: str = ".milestones"

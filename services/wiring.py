@@ -119,7 +119,7 @@ async def running(settings: Settings, *, intake: bool = True, projections: bool 
             inbox = InboxConsumer(nc, run.intake, batch=settings.inbox_batch)  # type: ignore[arg-type]
             tasks.append(asyncio.create_task(inbox.run(stop), name="inbox"))
         if projections:
-            run.runners = [Runner(p, dsn, nc) for p in PROJECTIONS.values()]
+            run.runners = [Runner(p, dsn, nc, batch_size=settings.projection_batch) for p in PROJECTIONS.values()]
             tasks += [asyncio.create_task(r.run(stop), name=f"projection-{r.projection.name}") for r in run.runners]
 
         async def stop_tasks() -> None:

@@ -10,12 +10,14 @@ and sets the checkpoint. Queries see either the old tables or the new ones, neve
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
+import asyncpg
 import structlog
 from nats.aio.client import Client as NATS
 
 from projections import db
-from projections.base import Projection
+from projections.base import Batch, Projection
 from projections.runner import Runner
 from services.store import StartupError
 
@@ -23,40 +25,84 @@ log = structlog.get_logger("milestones.rebuild")
 S = db.SCHEMA
 
 
-async def rebuild(projection: Projection, dsn: str, nc: NATS, *, batch_size: int = 2000) -> int:
-    """Rebuild ``projection`` from position 1 and swap it in; returns the new checkpoint."""
-    name = projection.name
-    shadow, trash, ck = f"{S}_next_{name}", f"{S}_old_{name}", f"{name}@rebuild"
+class Together:
+    """Several projections of one stream and subject as one: each event is read and decoded once
+    and applied to every member in the same transaction. A rebuild of status + history + audit
+    this way reads the stream once instead of three times (the read and the decode are most of a
+    rebuild's CPU, measured with py-spy)."""
+
+    def __init__(self, members: Sequence[Projection]) -> None:
+        first = members[0]
+        if any((p.stream, p.subject) != (first.stream, first.subject) for p in members):
+            raise ValueError("projections rebuilt together must read the same stream and subject")
+        self.members = list(members)
+        self.name = "+".join(p.name for p in members)
+        self.stream, self.subject, self.decode = first.stream, first.subject, first.decode
+        self.tables = tuple(t for p in members for t in p.tables)
+        self.schema_sql = "\n".join(p.schema_sql for p in members)
+
+    async def apply(self, conn: asyncpg.Connection, batch: Batch, schema: str) -> None:
+        for p in self.members:
+            await p.apply(conn, batch, schema)
+
+
+def groups(projections: Sequence[Projection]) -> list[list[Projection]]:
+    """Projections grouped by what they read, so each group can be rebuilt with one read."""
+    by_source: dict[tuple[str, str], list[Projection]] = {}
+    for p in projections:
+        by_source.setdefault((p.stream, p.subject), []).append(p)
+    return list(by_source.values())
+
+
+async def rebuild(projection: Projection | Sequence[Projection], dsn: str, nc: NATS, *, batch_size: int = 2000) -> int:
+    """Rebuild one projection (or several that read the same stream, with one read) from
+    position 1 and swap the new tables in; returns the new checkpoint."""
+    members = [projection] if not isinstance(projection, Sequence) else list(projection)
+    source = members[0] if len(members) == 1 else Together(members)
+    names = sorted(p.name for p in members)
+    label = source.name
+    shadow, trash, ck = f"{S}_next_{label.replace('+', '_')}", f"{S}_old_{label.replace('+', '_')}", f"{label}@rebuild"
     conn = await db.connect(dsn, f"{shadow}, {S}")
     try:
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", db.lock_key(ck)):
-            raise StartupError(f"a rebuild of {name} is already running")
+        for name in names:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", db.lock_key(f"{name}@rebuild")):
+                raise StartupError(f"a rebuild of {name} is already running")
         await conn.execute(f"DROP SCHEMA IF EXISTS {shadow} CASCADE; CREATE SCHEMA {shadow}")
-        await conn.execute(projection.schema_sql)  # lands in the first schema on the path: the shadow
+        await conn.execute(source.schema_sql)  # lands in the first schema on the path: the shadow
         await conn.execute(f"DELETE FROM {S}.checkpoints WHERE projection = $1", ck)
         await conn.execute(f"DELETE FROM {S}.parked_events WHERE projection = $1", ck)
-        runner = Runner(projection, dsn, nc, schema=shadow, checkpoint=ck, batch_size=batch_size)
+        runner = Runner(source, dsn, nc, schema=shadow, checkpoint=ck, batch_size=batch_size)
         never = asyncio.Event()
         await runner.consume(conn, never, catch_up=True)
-        log.info("rebuild caught up, swapping", projection=name, position=runner.position)
+        log.info("rebuild caught up, swapping", projection=label, position=runner.position)
         async with conn.transaction():
-            live = await conn.fetchval(f"SELECT position FROM {S}.checkpoints WHERE projection = $1 FOR UPDATE", name)
-            if runner.position < (live or 0):
+            live = 0
+            for name in names:  # a fixed order: two rebuilds never wait on each other in a cycle
+                position = await conn.fetchval(
+                    f"SELECT position FROM {S}.checkpoints WHERE projection = $1 FOR UPDATE", name)
+                live = max(live, position or 0)
+            if runner.position < live:
                 await runner.consume(conn, never, catch_up=True)
             await conn.execute(f"DROP SCHEMA IF EXISTS {trash} CASCADE; CREATE SCHEMA {trash}")
-            for table in projection.tables:
+            for table in source.tables:
                 await conn.execute(f"ALTER TABLE {S}.{table} SET SCHEMA {trash}")
                 await conn.execute(f"ALTER TABLE {shadow}.{table} SET SCHEMA {S}")
-            await conn.execute(
-                f"INSERT INTO {S}.checkpoints (projection, position) VALUES ($1, $2) "
-                "ON CONFLICT (projection) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
-                name, runner.position)
-            await conn.execute(f"DELETE FROM {S}.parked_events WHERE projection = $1", name)
-            await conn.execute(f"UPDATE {S}.parked_events SET projection = $1 WHERE projection = $2", name, ck)
+            for name in names:
+                await conn.execute(
+                    f"INSERT INTO {S}.checkpoints (projection, position) VALUES ($1, $2) "
+                    "ON CONFLICT (projection) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
+                    name, runner.position)
+                await conn.execute(f"DELETE FROM {S}.parked_events WHERE projection = $1", name)
+                # an event that failed in any member of a combined rebuild is parked for each of them
+                await conn.execute(
+                    f"INSERT INTO {S}.parked_events (projection, position, subject, type, error, payload, attempts, "
+                    f"parked_at) SELECT $1, position, subject, type, error, payload, attempts, parked_at FROM {S}.parked_events "
+                    "WHERE projection = $2", name, ck)
+                await conn.execute("SELECT pg_notify($1, $2)", db.NOTIFY_CHANNEL, f"{name}:{runner.position}")
+            await conn.execute(f"DELETE FROM {S}.parked_events WHERE projection = $1", ck)
             await conn.execute(f"DELETE FROM {S}.checkpoints WHERE projection = $1", ck)
-            await conn.execute("SELECT pg_notify($1, $2)", db.NOTIFY_CHANNEL, f"{name}:{runner.position}")
         await conn.execute(f"DROP SCHEMA IF EXISTS {trash} CASCADE; DROP SCHEMA IF EXISTS {shadow} CASCADE")
-        log.info("rebuild swapped in", projection=name, position=runner.position)
+        log.info("rebuild swapped in", projection=label, position=runner.position)
         return runner.position
     finally:
         await conn.close()

@@ -29,6 +29,17 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
+# -- bench --------------------------------------------------------------------------------------
+def _bench(args: argparse.Namespace) -> int:
+    from bench.run import Options, main as bench_main
+
+    return bench_main(Options(
+        projects=args.projects, inbox_projects=args.inbox_projects, publishers=args.publishers, events=args.events,
+        freshness_rate=args.freshness_rate, freshness_seconds=args.freshness_seconds, query_rate=args.query_rate,
+        query_seconds=args.query_seconds, raw_messages=args.raw_messages, nats_url=args.bench_nats_url,
+        database_url=args.database_url, out=args.out, lazy=not args.no_lazy))
+
+
 # -- dev / serve ------------------------------------------------------------------------------
 async def _dev(args: argparse.Namespace, settings: Settings) -> int:
     from services import embedded, wiring
@@ -270,17 +281,18 @@ def _database_url(settings: Settings) -> str:
 async def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from projections import PROJECTIONS
     from projections.db import ensure_schema
-    from projections.rebuild import rebuild
+    from projections.rebuild import groups, rebuild
     from services.wiring import connect_nats
 
-    names = list(PROJECTIONS) if args.projection == "all" else [args.projection]
+    # "all": projections that read the same stream are rebuilt together, with one read
+    chosen = groups(list(PROJECTIONS.values())) if args.projection == "all" else [[PROJECTIONS[args.projection]]]
     dsn = args.database_url or _database_url(settings)
     await ensure_schema(dsn, list(PROJECTIONS.values()))
     nc = await connect_nats(settings.nats_url, "milestones-rebuild")
     try:
-        for name in names:
-            position = await rebuild(PROJECTIONS[name], dsn, nc)
-            _out(f"{name}: rebuilt to position {position} and swapped in")
+        for group in chosen:
+            position = await rebuild(group, dsn, nc)
+            _out(f"{', '.join(p.name for p in group)}: rebuilt to position {position} and swapped in")
     finally:
         await nc.close()
     return 0
@@ -375,6 +387,20 @@ def build_parser() -> argparse.ArgumentParser:
     rb = sub.add_parser("rebuild", help="rebuild a read model from position 1 and swap it in (no downtime)")
     rb.add_argument("projection", choices=[*PROJECTIONS, "all"])
     rb.add_argument("--database-url")
+    b = sub.add_parser("bench", help="benchmark intake, rebuild, freshness, queries beside the raw limits")
+    b.add_argument("--projects", type=int, default=2000, help="projects of 10 milestones x 10 tasks (~181 messages each)")
+    b.add_argument("--inbox-projects", type=int, default=200, help="projects sent through the inbox")
+    b.add_argument("--publishers", type=int, default=256, help="concurrent request/reply publishers")
+    b.add_argument("--events", type=int, default=0, help="top the stream up to N events before the rebuild")
+    b.add_argument("--freshness-rate", type=int, default=2000)
+    b.add_argument("--freshness-seconds", type=float, default=10.0)
+    b.add_argument("--query-rate", type=int, default=500)
+    b.add_argument("--query-seconds", type=float, default=5.0)
+    b.add_argument("--raw-messages", type=int, default=100_000)
+    b.add_argument("--bench-nats-url", help="use this NATS server (default: start a durable and a lazy one)")
+    b.add_argument("--database-url", help="PostgreSQL server to create the bench database on (default: embedded)")
+    b.add_argument("--no-lazy", action="store_true", help="skip the intake run on the lazy-fsync server")
+    b.add_argument("--out", default="bench-results.json")
     rp = sub.add_parser("replay-parked", help="apply a projection's parked events again")
     rp.add_argument("projection", choices=list(PROJECTIONS))
     rp.add_argument("--database-url")
@@ -398,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "schema":
             return _schema(args, settings)
+        if args.command == "bench":
+            return _bench(args)
         return asyncio.run(COMMANDS[args.command](args, settings))
     except StartupError as exc:
         sys.stderr.write(f"milestones: {exc}\n")

@@ -36,10 +36,10 @@ def asyncapi_document() -> dict[str, Any]:
     from faststream.nats import NatsBroker
     from faststream.specification import AsyncAPI
 
-    from services.nats_app import register_intake
+    from services.nats_app import document
 
     broker = NatsBroker()
-    register_intake(broker, None, workers=1)  # type: ignore[arg-type]
+    document(broker)
     doc = json.loads(AsyncAPI(broker, title="Milestones intake", version="0.1.0").to_specification().to_json())
     ce = cloudevent_schema()["$defs"]["CloudEventIn"]
     for message in doc.get("components", {}).get("messages", {}).values():

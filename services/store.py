@@ -142,21 +142,36 @@ async def ensure_stream(nc: NATS, want: StreamConfig) -> None:
 
 
 async def direct_batch(nc: NATS, stream: str, request: dict, timeout: float = 5.0) -> list[StoredMessage]:
-    """One batched direct get (ADR-31): the server streams messages to our inbox, then EOB."""
+    """One batched direct get (ADR-31): the server streams messages to our inbox, then EOB.
+
+    Collected by a subscription callback rather than ``next_msg``: nats-py's ``next_msg`` costs
+    a task, a uuid4 and a timer per message, which made this read ~half of every commit round
+    (profiled: 9.8 ms for ~230 subjects)."""
+    loop = asyncio.get_running_loop()
+    out: list[StoredMessage] = []
+    done: asyncio.Future[None] = loop.create_future()
+
+    async def on_message(msg) -> None:
+        if done.done():
+            return
+        headers = msg.headers or {}
+        status = headers.get("Status")
+        if status in ("404", "204"):  # nothing there / end of batch
+            done.set_result(None)
+        elif status:
+            done.set_exception(AppendFailed(f"direct get on {stream} failed: {status} {headers.get('Description', '')}"))
+        else:
+            out.append(StoredMessage(int(headers["Nats-Sequence"]), headers["Nats-Subject"], msg.data))
+
     inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
+    sub = await nc.subscribe(inbox, cb=on_message)
     try:
         await nc.publish(f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), reply=inbox)
-        out: list[StoredMessage] = []
-        while True:
-            msg = await sub.next_msg(timeout=timeout)
-            headers = msg.headers or {}
-            status = headers.get("Status")
-            if status in ("404", "204"):  # nothing there / end of batch
-                return out
-            if status:
-                raise AppendFailed(f"direct get on {stream} failed: {status} {headers.get('Description', '')}")
-            out.append(StoredMessage(int(headers["Nats-Sequence"]), headers["Nats-Subject"], msg.data))
+        try:
+            await asyncio.wait_for(asyncio.shield(done), timeout)
+        except TimeoutError:
+            raise nats.errors.TimeoutError from None
+        return out
     finally:
         await sub.unsubscribe()
 

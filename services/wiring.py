@@ -26,7 +26,7 @@ from services.http_app import build_http_app
 from services.inbox import InboxConsumer
 from services.intake import Limits
 from services.intake_service import IntakeService
-from services.nats_app import register_intake
+from services.nats_app import CommandServer
 from services.queries import CheckpointWatcher, Queries
 from services.query_http import query_routes
 from services.query_nats import register_queries
@@ -101,7 +101,9 @@ async def running(settings: Settings, *, intake: bool = True, projections: bool 
             await run.committer.start()
             stack.push_async_callback(run.committer.stop)
             run.intake = IntakeService(nc, run.committer, Limits(settings.max_message_bytes, settings.max_batch_events))
-            register_intake(broker, run.intake, workers=settings.command_workers)
+            commands = CommandServer(nc, run.intake, workers=settings.command_workers)
+            await commands.start()
+            stack.push_async_callback(commands.stop)
         if query:
             pool = await create_pool(dsn, min_size=2, max_size=16)
             stack.push_async_callback(pool.close)

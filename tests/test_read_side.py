@@ -273,7 +273,10 @@ async def test_live_equals_rebuilt_equals_fold(system, nc, db_url, data):
     events = await EventLog(nc).read_subject("milestones.events.>")
     await caught_up(db_url, max(m.seq for m in events))
     await status_fold_matches(db_url, nc)
-    for name in ("status", "history", "audit"):
-        live = await table_rows(db_url, name)
-        await rebuild(PROJECTIONS[name], db_url, nc)
-        assert await table_rows(db_url, name) == live, name
+    three = ("status", "history", "audit")
+    live = {name: await table_rows(db_url, name) for name in three}
+    await rebuild([PROJECTIONS[name] for name in three], db_url, nc)  # together: one read
+    for name in three:
+        assert await table_rows(db_url, name) == live[name], name
+    await rebuild(PROJECTIONS["history"], db_url, nc)  # alone
+    assert await table_rows(db_url, "history") == live["history"]

@@ -1,0 +1,35 @@
+"""Rebuild the named projections together (one read of the stream) and print {"seconds", "peak_rss_mb"} as JSON: run as its
+own process by the benchmark so the peak RSS is the rebuild's alone."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import sys
+import time
+
+import nats
+
+from projections import PROJECTIONS
+from projections.rebuild import rebuild
+from services import logs
+from services.config import Settings
+
+
+async def main(names: list[str]) -> None:
+    settings = Settings.from_env()
+    logs.configure("json", "warning")
+    nc = await nats.connect(settings.nats_url)
+    try:
+        started = time.perf_counter()
+        await rebuild([PROJECTIONS[n] for n in names], settings.database_url, nc)  # one read for all
+        elapsed = time.perf_counter() - started
+    finally:
+        await nc.close()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    sys.stdout.write(json.dumps({"seconds": round(elapsed, 3), "peak_rss_mb": round(peak, 1)}) + "\n")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:]))

@@ -68,6 +68,7 @@ class _Unit:
     future: asyncio.Future[Reply]
     attempts: int = 0
     receipts: list[str] = field(default_factory=list)
+    verify: bool = False  # read receipts and every subject before deciding (after a failed fast round)
 
 
 _Refs = list[tuple[str, str, str]]  # (event type, event id, subject) per appended event
@@ -102,12 +103,14 @@ class Committer:
         max_messages: int = MAX_BATCH_MESSAGES,
         cache_size: int = 100_000,
         clock: Callable[[], dt.datetime] = _utcnow,
+        fast_path: bool = True,
     ) -> None:
         self.log = log_
         self.max_attempts = max_attempts
         self.max_messages = max_messages
         self.cache_size = cache_size
         self.clock = clock
+        self.fast_path = fast_path
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._queue: asyncio.Queue[_Unit] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -179,7 +182,22 @@ class Committer:
                 if p.all_milestones_of:
                     wildcards.add(f"{p.target}.*")
         receipts = {r for u in units for r in u.receipts}
-        last = await self.log.last_of([*receipts, *subjects, *wildcards])
+        # Fast path: a subject this process wrote last is in the cache with its sequence, and the
+        # append's OCC header checks that sequence anyway; a receipt is appended expecting none.
+        # So only what the cache cannot vouch for is read: receipts of units being verified,
+        # subjects not cached, subjects a decision reads without writing (no OCC guards those),
+        # and wildcards. A stale guess fails the whole append as a conflict (an attempt), and the
+        # next round of its units reads everything. A refusal is only answered after a full read,
+        # so that a repeat gets its first answer. Profiled: the read was a third of a round.
+        trusted: set[str] = set()
+        if self.fast_path and not wildcards and not any(u.verify for u in units):
+            read_only = {s for plan_list in plans.values() for p in plan_list for s in p.reads}
+            trusted = {s for s in subjects if s in self._cache and s not in read_only}
+            receipts = {r for u in units if u.verify for r in u.receipts}
+        to_read = [*receipts, *(subjects - trusted), *wildcards]
+        last = await self.log.last_of(to_read) if to_read else {}
+        for subject in trusted:
+            last[subject] = StoredMessage(self._cache[subject].seq, subject, b"")
         for subject in list(last):
             if any(subject.startswith(w[:-1]) for w in wildcards):
                 subjects.add(subject)
@@ -209,6 +227,10 @@ class Committer:
                     unit, plans[id(unit)], last, working, now
                 )
             except Rejected as rej:
+                if not unit.verify and self.fast_path:  # a repeat must get its first answer: check receipts
+                    unit.verify = True
+                    deferred.append(unit)
+                    continue
                 unit.future.set_result(Reply.fail(rej.code, rej.message))
                 continue
             except Exception as exc:
@@ -240,6 +262,8 @@ class Committer:
             last_seq = await self.log.append(outgoing)
         except AppendConflict as exc:
             log.info("append conflict, deciding again", units=len(accepted), reason=str(exc))
+            for unit, _ in accepted:  # decide again on a full read
+                unit.verify = True
             return self._count_attempt([u for u, _ in accepted], "conflict", (
                 "the milestone kept changing while this message was decided; "
                 f"gave up after {self.max_attempts} attempts: send it again")) + deferred

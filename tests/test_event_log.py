@@ -274,3 +274,29 @@ def test_startup_refuses_an_old_nats_server():
 
     with pytest.raises(StartupError, match=r"nats-server 2\.9\.25 .* too old: Milestones needs 2\.12\.0\+"):
         check_server_version(Old())  # type: ignore[arg-type]
+
+
+async def test_a_repeat_gets_its_first_answer_from_the_fast_path(settings, nc):
+    """The committer trusts its cache and skips reading receipts; a repeat must still get its
+    first answer, also when deciding it again now would refuse it or change nothing."""
+    await prepare_streams(nc, settings)
+    committer = Committer(EventLog(nc))
+    await committer.start()
+    try:
+        setup = plan_project("p", "m", kind="event", tasks=("t1",))
+        for ce in setup:
+            assert (await committer.submit(commands(ce))).accepted
+        add_t2 = cloudevent("TaskAdded", {"project_id": "p", "milestone_id": "m", "task_id": "t2", "title": "T2"})
+        done_t1 = cloudevent("TaskCompleted", {"project_id": "p", "milestone_id": "m", "task_id": "t1"})
+        done_t2 = cloudevent("TaskCompleted", {"project_id": "p", "milestone_id": "m", "task_id": "t2"})
+        first = [await committer.submit(commands(ce)) for ce in (add_t2, done_t1, done_t2)]
+        assert [e.type for e in first[2].events] == ["TaskCompleted", "MilestoneAchieved"]  # closed now
+        before = await EventLog(nc).last_sequence()
+        for ce, reply in zip((add_t2, done_t1, done_t2, setup[1]), [*first, None], strict=True):
+            again = await committer.submit(commands(ce))
+            assert again.accepted, again.error
+            if reply is not None:
+                assert again == reply  # same event ids and positions
+        assert await EventLog(nc).last_sequence() == before  # nothing appended
+    finally:
+        await committer.stop()

@@ -335,8 +335,8 @@ async def rebuild_subprocess(stack: Stack, names: list[str], events: int) -> dic
 
 # -- orchestration ------------------------------------------------------------------------------
 @contextlib.asynccontextmanager
-async def servers(opts: Options, work: Path) -> AsyncIterator[tuple[str, str | None, str]]:
-    """(durable NATS url, lazy NATS url or None, database url)."""
+async def servers(opts: Options, work: Path) -> AsyncIterator[tuple[str, str | None, str, str]]:
+    """(durable NATS url, lazy NATS url or None, database url, database url for the lazy run)."""
     started: list = []
     try:
         if opts.nats_url:
@@ -348,16 +348,17 @@ async def servers(opts: Options, work: Path) -> AsyncIterator[tuple[str, str | N
         if not base:
             started.append(EmbeddedPostgres(work / "pg" / "data", delete_on_stop=True).start())
             base = started[-1].url
-        name = f"milestones_bench_{uuid.uuid4().hex[:8]}"
+        names = [f"milestones_bench_{uuid.uuid4().hex[:8]}" for _ in range(2)]
         admin = await asyncpg.connect(base)
-        await admin.execute(f"CREATE DATABASE {name}")
+        for name in names:
+            await admin.execute(f"CREATE DATABASE {name}")
         await admin.close()
-        dsn = _with_database(base, name)
         try:
-            yield durable, lazy, dsn
+            yield durable, lazy, _with_database(base, names[0]), _with_database(base, names[1])
         finally:
             admin = await asyncpg.connect(base)
-            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            for name in names:
+                await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
             await admin.close()
     finally:
         for s in reversed(started):
@@ -396,7 +397,7 @@ async def ready(stack: Stack, nc: NATS) -> None:
 async def run(opts: Options, report: Callable[[str], None]) -> dict:
     work = Path(tempfile.mkdtemp(prefix="milestones-bench-"))
     results: dict = {"machine": machine(), "options": msgspec.to_builtins(msgspec.convert(vars(opts), dict))}
-    async with servers(opts, work) as (durable, lazy, dsn):
+    async with servers(opts, work) as (durable, lazy, dsn, lazy_dsn):
         # raw limits
         report("raw limits: JetStream atomic batch and publish_async (OCC header), ordered read, asyncpg upsert")
         limits: dict = {}
@@ -445,12 +446,13 @@ async def run(opts: Options, report: Callable[[str], None]) -> dict:
             stack.stop()
 
         if lazy and opts.lazy:
-            report("intake on JetStream's lazy default (sync_interval 2m), for comparison")
-            lazy_stack = Stack(lazy, dsn, free_port(), work / "lazy")
+            report("intake on JetStream's lazy default (sync_interval 2m), projections running, for comparison")
+            lazy_stack = Stack(lazy, lazy_dsn, free_port(), work / "lazy")
             lazy_stack.work.mkdir()
             nc = await nats.connect(lazy)
-            try:
+            try:  # the same services as the durable run, so the two figures compare
                 lazy_stack.start("intake", "serve", "intake", "--no-http")
+                lazy_stack.start("projections", "serve", "projections")
                 await ready(lazy_stack, nc)
                 results["intake_commands_lazy"] = await intake_commands(
                     nc, [f"lazy{i}" for i in range(opts.projects)], opts.publishers)

@@ -254,6 +254,39 @@ async def _audit(args: argparse.Namespace, settings: Settings) -> int:
     return _show(result, args, ["position", "occurred_at", "type", "project_id", "milestone_id", "actor", "source"])
 
 
+async def _report(args: argparse.Namespace, settings: Settings) -> int:
+    params = {"project_id": args.project, "as_of": args.as_of, "position": args.position, "baseline": args.baseline,
+              "compare_as_of": args.compare_as_of, "compare_position": args.compare_position}
+    result = await _query(settings, "report", params)
+    if args.json or not isinstance(result, dict) or result.get("accepted") is False:
+        return _show(result, args, [])
+    data = result["data"]
+    now = data.get("now", data)
+    _table(now["milestones"], ["milestone_id", "name", "kind", "reference", "forecast", "achieved_on", "slip_days",
+                               "reschedules", "on_time", "state"])
+    rate = "-" if now["on_time_rate"] is None else f"{now['on_time_rate']:.0%}"
+    _out(f"\nbaseline {now['baseline'] or '(first planned dates)'}; position {now['position']}"
+         f"{'; as of ' + now['as_of'] if now['as_of'] else ''}")
+    _out(f"achieved {now['achieved']}/{now['planned']}, on time {now['on_time']} ({rate}); "
+         f"mean slip {now['mean_slip_days']} days, worst {now['worst_slip_days']}; "
+         f"forecast finish {now['forecast_finish']} vs {now['reference_finish']} "
+         f"(schedule variance {now['schedule_variance_days']} days)")
+    if "changes" in data:
+        _out("\nchanged since the compared point:")
+        _table(data["changes"], ["milestone_id", "then_forecast", "now_forecast", "moved_days", "then_state", "now_state"])
+    return 0
+
+
+async def _trend(args: argparse.Namespace, settings: Settings) -> int:
+    result = await _query(settings, "trend", {"project_id": args.project, "until": args.until})
+    if args.json or not isinstance(result, dict) or result.get("accepted") is False:
+        return _show(result, args, [])
+    rows = [{"milestone_id": s["milestone_id"], **{p["report_date"]: p["forecast"] for p in s["points"]}}
+            for s in result["data"]["series"]]
+    _table(rows, ["milestone_id", *result["data"]["report_dates"]])
+    return 0
+
+
 async def _projections(args: argparse.Namespace, settings: Settings) -> int:
     result = await _query(settings, "projections", {})
     if isinstance(result, list):
@@ -377,6 +410,18 @@ def build_parser() -> argparse.ArgumentParser:
         au.add_argument(flag)
     au.add_argument("--since", help="RFC 3339 time")
     au.add_argument("--until", help="RFC 3339 time")
+    rep = sub.add_parser("report", help="planned vs actual for a project (time travel with --as-of/--position)")
+    rep.add_argument("project")
+    rep.add_argument("--as-of", help="YYYY-MM-DD: as the project stood at the end of that day")
+    rep.add_argument("--position", type=int, help="as the project stood at this stream position")
+    rep.add_argument("--baseline", help="compare against this baseline (default: the latest)")
+    rep.add_argument("--compare-as-of", help="also report this day and what moved since")
+    rep.add_argument("--compare-position", type=int, help="also report this position and what moved since")
+    rep.add_argument("--json", action="store_true")
+    tr = sub.add_parser("trend", help="milestone trend analysis: forecast per milestone at each report date")
+    tr.add_argument("project")
+    tr.add_argument("--until", help="YYYY-MM-DD: last report date (default: today)")
+    tr.add_argument("--json", action="store_true")
     pr = sub.add_parser("projections", help="each projection's position, lag, rate and parked count")
     pr.add_argument("--json", action="store_true")
     pa = sub.add_parser("parked", help="events a projection could not apply")
@@ -409,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"dev": _dev, "serve": _serve, "send": _send, "rejections": _rejections, "status": _status,
             "history": _history, "audit": _audit, "projections": _projections, "parked": _parked,
-            "rebuild": _rebuild, "replay-parked": _replay_parked}
+            "rebuild": _rebuild, "replay-parked": _replay_parked, "report": _report, "trend": _trend}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
-from collections.abc import AsyncIterator, Mapping
+import re
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import asyncpg
@@ -19,7 +20,10 @@ import msgspec
 import structlog
 
 from projections import db
+from events import decode_stored
+from services import reporting
 from services.domain.errors import Rejected
+from services.store import EventLog
 
 log = structlog.get_logger("milestones.query")
 MAX_LIMIT = 1000
@@ -176,10 +180,71 @@ STATUS_COLUMNS = (
 )
 
 
+# -- evaluation: report and trend, computed from the event log (time travel is a cut of the log) ---------
+ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+async def project_events(log_: EventLog, project_id: object) -> list[reporting.Positioned]:
+    if not isinstance(project_id, str) or not ID.fullmatch(project_id):
+        raise _bad(f"project_id must match [A-Za-z0-9_-]{{1,64}}, got {project_id!r}")
+    msgs = [*await log_.read_subject(f"milestones.events.{project_id}"),
+            *await log_.read_subject(f"milestones.events.{project_id}.*")]
+    if not msgs:
+        raise Rejected("not_found", f"project {project_id} is not known")
+    return sorted(((m.seq, decode_stored(m.data)) for m in msgs), key=lambda pe: pe[0])
+
+
+def _report(project_id: str, events: list, today: dt.date, params: Mapping[str, Any], prefix: str = "") -> reporting.Report:
+    as_of, position = p_date(params, f"{prefix}as_of"), p_int(params, f"{prefix}position", 0) or None
+    baseline = params.get("baseline") or None
+    try:
+        return reporting.report(project_id, events, today=today, as_of=as_of, position=position, baseline=baseline)
+    except KeyError:
+        raise Rejected("not_found", f"project {project_id} has no baseline {baseline!r}") from None
+
+
+
+
+def _today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
 class Queries:
-    def __init__(self, pool: asyncpg.Pool, watcher: CheckpointWatcher) -> None:
+    def __init__(self, pool: asyncpg.Pool, watcher: CheckpointWatcher, log_: EventLog | None = None,
+                 today: Callable[[], dt.date] = _today) -> None:
         self.pool = pool
         self.watcher = watcher
+        self.log = log_
+        self.today = today  # the clock is an input: tests pin it
+
+    async def report(self, params: Mapping[str, Any]) -> One:
+        """Planned vs actual. ``as_of``/``position``: as the project stood then; ``compare_as_of``/
+        ``compare_position``: also that point, with what moved between the two."""
+        assert self.log is not None, "the query service is wired with the event log"
+        pid = params.get("project_id")
+        events = await project_events(self.log, pid)
+        now = _report(str(pid), events, self.today(), params)
+        if not (params.get("compare_as_of") or params.get("compare_position")):
+            return One(now, now.position)
+        then = _report(str(pid), events, self.today(), params, "compare_")
+        before = {m.milestone_id: m for m in then.milestones}
+        changes = [{"milestone_id": m.milestone_id, "then_forecast": before[m.milestone_id].forecast if m.milestone_id in before else None,
+                    "now_forecast": m.forecast, "then_state": before[m.milestone_id].state if m.milestone_id in before else None,
+                    "now_state": m.state,
+                    "moved_days": (m.forecast - before[m.milestone_id].forecast).days if m.milestone_id in before else None}
+                   for m in now.milestones
+                   if m.milestone_id not in before or (before[m.milestone_id].forecast, before[m.milestone_id].state)
+                   != (m.forecast, m.state)]
+        return One({"now": now, "then": then, "changes": changes}, now.position)
+
+
+    async def trend(self, params: Mapping[str, Any]) -> One:
+        """Milestone trend analysis data: forecast per milestone at each report date (``until``: last day)."""
+        assert self.log is not None, "the query service is wired with the event log"
+        pid = params.get("project_id")
+        events = await project_events(self.log, pid)
+        result = reporting.trend(str(pid), events, today=self.today(), until=p_date(params, "until"))
+        return One(result, result.position)
 
     async def consistent(self, projection: str, params: Mapping[str, Any]) -> tuple[int, bool]:
         wanted = p_int(params, "min_position", 0)
@@ -333,3 +398,4 @@ class Queries:
             f"SELECT projection, position, subject, type, error, attempts, parked_at, payload "
             f"FROM {db.SCHEMA}.parked_events{where} ORDER BY projection, position LIMIT 1000", *args)
         return [dict(r) for r in rows]
+

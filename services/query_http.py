@@ -49,6 +49,19 @@ def query_routes(queries: Queries, stream_last: Callable[[], Awaitable[int]]) ->
     async def history(request: Request, milestone_id: FromPath[str]) -> Response[bytes]:
         return await _answer(lambda: queries.history(_params(request, milestone_id=milestone_id)))
 
+    @get("/projects/{project_id:str}/report",
+         summary="Planned vs actual: per milestone reference (baseline) and actual/forecast date, slip, "
+         "reschedules, on time; on-time rate, mean and worst slip, schedule variance, forecast finish. "
+         "as_of=DATE or position=N: as the project stood then; baseline=NAME; compare_as_of / compare_position")
+    async def project_report(request: Request, project_id: FromPath[str]) -> Response[bytes]:
+        return await _answer(lambda: queries.report(_params(request, project_id=project_id)))
+
+    @get("/projects/{project_id:str}/trend",
+         summary="Milestone trend analysis: each milestone's forecast at every report date (status reports, "
+         "reschedules, weekly cut-offs); until=DATE")
+    async def project_trend(request: Request, project_id: FromPath[str]) -> Response[bytes]:
+        return await _answer(lambda: queries.trend(_params(request, project_id=project_id)))
+
     @get("/audit", summary="Audit trail: project_id, milestone_id, actor, source, type, from, to, "
          "correlation_id, cursor, limit; format=jsonl|csv streams every match")
     async def audit(request: Request) -> Response[bytes] | Stream:
@@ -82,7 +95,8 @@ def query_routes(queries: Queries, stream_last: Callable[[], Awaitable[int]]) ->
     async def parked(request: Request) -> Response[bytes]:
         return await _answer(lambda: queries.parked(_params(request)))
 
-    return [milestone, project_milestones, history, audit, rejections, projections, parked]
+    return [milestone, project_milestones, project_report, project_trend, history, audit, rejections, projections,
+            parked]
 
 
 async def _projections(queries: Queries, stream_last: Callable[[], Awaitable[int]]) -> list[dict]:

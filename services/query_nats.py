@@ -25,12 +25,14 @@ def register_queries(broker: NatsBroker, queries: Queries, stream_last: Callable
         "audit": queries.audit,
         "rejections": queries.rejections,
         "parked": queries.parked,
+        "report": queries.report,
+        "trend": queries.trend,
     }
 
     @broker.subscriber(QUERY_SUBJECT, queue="milestones-query", max_workers=workers,
                        title="milestones.query.<name>",
                        description="Request/reply queries: milestone, milestones, history, audit, rejections, "
-                       "projections, parked. Body: a JSON object of the HTTP query parameters.")
+                       "projections, parked, report, trend. Body: a JSON object of the HTTP query parameters.")
     async def on_query(msg: NatsMessage = Context("message")) -> bytes:
         name = msg.raw_message.subject.rsplit(".", 1)[-1]
         try:

@@ -110,7 +110,7 @@ async def running(settings: Settings, *, intake: bool = True, projections: bool 
             watcher = CheckpointWatcher(dsn)
             await watcher.start()
             stack.push_async_callback(watcher.stop)
-            run.queries = Queries(pool, watcher)
+            run.queries = Queries(pool, watcher, EventLog(nc))
             register_queries(broker, run.queries, run.stream_last)
             run.http_handlers = query_routes(run.queries, run.stream_last)
         await broker.start()

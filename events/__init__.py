@@ -16,6 +16,8 @@ from events.common import Event
 from events.envelope import CloudEventIn, EventRef, Receipt, Reply, StoredEvent
 from events.milestone import (
     MILESTONE_EVENTS,
+    DeadlineReached,
+    MilestoneMissed,
     MilestoneAchieved,
     MilestoneCancelled,
     MilestonePlanned,
@@ -40,8 +42,9 @@ RECEIPTS_PREFIX = "milestones.ids"
 AnyEvent = Union[MILESTONE_EVENTS + PROJECT_EVENTS]  # type: ignore[valid-type]
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in MILESTONE_EVENTS + PROJECT_EVENTS}
-# What other systems may publish (the contract's "types in"); derived events are not here.
-INBOUND_TYPES: frozenset[str] = frozenset(EVENT_TYPES)
+# What other systems may publish (the contract's "types in"); derived-only events are not here.
+DERIVED_ONLY = frozenset({"MilestoneMissed"})
+INBOUND_TYPES: frozenset[str] = frozenset(EVENT_TYPES) - DERIVED_ONLY
 _MILESTONE_TYPES = frozenset(cls.__name__ for cls in MILESTONE_EVENTS)
 
 DATA_DECODERS: dict[str, msgspec.json.Decoder] = {
@@ -117,6 +120,7 @@ __all__ = [
     "AnyEvent",
     "BaselineSet",
     "CloudEventIn",
+    "DeadlineReached",
     "DependencyAdded",
     "DependencyRemoved",
     "Event",
@@ -125,6 +129,7 @@ __all__ = [
     "INBOUND_TYPES",
     "MilestoneAchieved",
     "MilestoneCancelled",
+    "MilestoneMissed",
     "MilestonePlanned",
     "MilestoneRescheduled",
     "ProjectCreated",

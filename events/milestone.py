@@ -72,6 +72,26 @@ class MilestoneCancelled(Event, frozen=True, kw_only=True):
     reason: Reason
 
 
+class DeadlineReached(Event, frozen=True, kw_only=True):
+    """Time passing, as an event: the milestone's due date has arrived. Appended by the scheduler
+    (a JetStream message schedule fires it into the inbox) or sent by any clock service. ``due``
+    names the deadline that arrived; one that a reschedule has replaced changes nothing."""
+
+    project_id: Id
+    milestone_id: Id
+    due: Date
+    reached_at: Timestamp | None = None  # the CloudEvent time when absent
+
+
+class MilestoneMissed(Event, frozen=True, kw_only=True):
+    """Derived: the deadline arrived and the milestone was not achieved (with what was open)."""
+
+    project_id: Id
+    milestone_id: Id
+    due: Date
+    open_tasks: list[Id] = []
+
+
 MILESTONE_EVENTS = (
     MilestonePlanned,
     TaskAdded,
@@ -80,4 +100,6 @@ MILESTONE_EVENTS = (
     MilestoneRescheduled,
     MilestoneAchieved,
     MilestoneCancelled,
+    DeadlineReached,
+    MilestoneMissed,
 )

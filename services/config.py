@@ -20,6 +20,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     command_workers: int = 512
     inbox_batch: int = 200
     projection_batch: int = 2000
+    scheduler: bool = True  # deadlines as JetStream message schedules (runs with the intake)
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
     data_dir: str = ".milestones"
@@ -32,7 +33,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             raw = env.get(f"MILESTONES_{name.upper()}")
             if raw is None:
                 continue
-            values[name] = int(raw) if field_type == "int" else raw
+            if field_type == "int":
+                values[name] = int(raw)
+            elif field_type == "bool":
+                if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                    raise ValueError(f"MILESTONES_{name.upper()} must be true or false, got {raw!r}")
+                values[name] = raw.lower() in ("1", "true", "yes", "on")
+            else:
+                values[name] = raw
         if "database_url" not in values and env.get("DATABASE_URL"):
             values["database_url"] = env["DATABASE_URL"]
         values.update({k: v for k, v in overrides.items() if v is not None})

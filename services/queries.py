@@ -171,7 +171,7 @@ class CheckpointWatcher:
 
 
 # -- queries ----------------------------------------------------------------------------------------
-HEALTH = ("on_track", "at_risk", "late", "achieved", "cancelled")
+HEALTH = ("on_track", "at_risk", "missed", "achieved", "cancelled")
 KINDS = ("time", "event", "technical")
 SORTS = {"order": ("ord", int), "due": ("due", dt.date.fromisoformat), "name": ("name", str)}
 STATUS_COLUMNS = (

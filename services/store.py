@@ -24,7 +24,7 @@ from nats.js.errors import NotFoundError
 EVENTS_STREAM = "MILESTONES"
 EVENTS_SUBJECTS = ["milestones.events.*", "milestones.events.*.*", "milestones.ids.*"]
 INBOX_STREAM = "MILESTONES_INBOX"
-INBOX_SUBJECTS = ["milestones.inbox.>"]
+INBOX_SUBJECTS = ["milestones.inbox.>", "milestones.schedules.>"]  # schedules: deadline timers (ADR-51)
 REJECTIONS_STREAM = "MILESTONES_REJECTIONS"
 REJECTIONS_SUBJECTS = ["milestones.rejections.>"]
 
@@ -96,8 +96,11 @@ def inbox_stream_config(replicas: int = 1) -> StreamConfig:
         subjects=INBOX_SUBJECTS,
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
-        discard=DiscardPolicy.NEW,
+        # The server refuses message schedules with discard "new". No limits are set on this
+        # stream, so nothing is ever discarded either way; whoever adds limits must choose.
+        discard=DiscardPolicy.OLD,
         num_replicas=replicas,
+        allow_msg_schedules=True,
     )
 
 
@@ -115,7 +118,8 @@ def rejections_stream_config(replicas: int = 1) -> StreamConfig:
 
 
 # Fields whose drift changes semantics; a mismatch stops the service with one line.
-_CHECKED = ("subjects", "storage", "retention", "deny_delete", "deny_purge", "allow_atomic", "allow_direct")
+_CHECKED = ("subjects", "storage", "retention", "deny_delete", "deny_purge", "allow_atomic", "allow_direct",
+            "allow_msg_schedules")
 
 
 async def ensure_stream(nc: NATS, want: StreamConfig) -> None:
@@ -126,6 +130,15 @@ async def ensure_stream(nc: NATS, want: StreamConfig) -> None:
         await js.add_stream(want)
         return
     have = info.config
+    # Additive upgrades of a stream an earlier version created: new subjects, message schedules.
+    missing = set(want.subjects or []) - set(have.subjects or [])
+    schedules = bool(want.allow_msg_schedules) and not have.allow_msg_schedules
+    if (missing or schedules) and set(have.subjects or []) <= set(want.subjects or []):
+        have.subjects = sorted({*(have.subjects or []), *missing})
+        have.allow_msg_schedules = bool(want.allow_msg_schedules or have.allow_msg_schedules)
+        if have.allow_msg_schedules:
+            have.discard = DiscardPolicy.OLD  # required by schedules (see inbox_stream_config)
+        have = (await js.update_stream(have)).config
     for field in _CHECKED:
         wanted, got = getattr(want, field), getattr(have, field)
         if wanted is None:

@@ -28,6 +28,7 @@ from services.intake import Limits
 from services.intake_service import IntakeService
 from services.nats_app import CommandServer
 from services.queries import CheckpointWatcher, Queries
+from services.scheduler import Scheduler
 from services.query_http import query_routes
 from services.query_nats import register_queries
 from services.store import (
@@ -120,6 +121,8 @@ async def running(settings: Settings, *, intake: bool = True, projections: bool 
         if intake:
             inbox = InboxConsumer(nc, run.intake, batch=settings.inbox_batch)  # type: ignore[arg-type]
             tasks.append(asyncio.create_task(inbox.run(stop), name="inbox"))
+            if settings.scheduler:
+                tasks.append(asyncio.create_task(Scheduler(nc).run(stop), name="scheduler"))
         if projections:
             run.runners = [Runner(p, dsn, nc, batch_size=settings.projection_batch) for p in PROJECTIONS.values()]
             tasks += [asyncio.create_task(r.run(stop), name=f"projection-{r.projection.name}") for r in run.runners]

@@ -8,6 +8,8 @@ import pytest
 
 from events import (
     BaselineSet,
+    DeadlineReached,
+    MilestoneMissed,
     DependencyAdded,
     DependencyRemoved,
     MilestoneAchieved,
@@ -245,3 +247,69 @@ def test_status_reports_need_the_project():
 def test_subjects_follow_the_aggregate():
     assert stream_subject(planned()) == milestone_subject(P, "m1") == "milestones.events.apollo.m1"
     assert stream_subject(dep("b", "a")) == project_subject(P) == "milestones.events.apollo"
+
+
+# -- time passing is an event: DeadlineReached ------------------------------------------------------
+DUE = dt.date(2026, 12, 1)
+
+
+def deadline(m: str = "m1", due: dt.date = DUE) -> DeadlineReached:
+    return DeadlineReached(project_id=P, milestone_id=m, due=due)
+
+
+def reached(m: str = "m1", due: dt.date = DUE) -> DeadlineReached:
+    return DeadlineReached(project_id=P, milestone_id=m, due=due, reached_at=T0)
+
+
+def test_a_time_milestone_with_its_tasks_done_is_achieved_when_its_date_arrives():
+    given(created, planned(kind="time"), task("a"), done("a")).when(deadline()).then([
+        reached(), MilestoneAchieved(project_id=P, milestone_id="m1", achieved_at=T0, evidence="every task done by 2026-12-01")])
+
+
+def test_a_time_milestone_with_open_tasks_is_missed_when_its_date_arrives():
+    given(created, planned(kind="time"), task("a"), task("b"), done("a")).when(deadline()).then([
+        reached(), MilestoneMissed(project_id=P, milestone_id="m1", due=DUE, open_tasks=["b"])])
+
+
+def test_a_time_milestone_whose_check_failed_is_missed():
+    given(created, planned(kind="time"), task("a", check="suite"), done("a", result="failed")).when(deadline()).then([
+        reached(), MilestoneMissed(project_id=P, milestone_id="m1", due=DUE, open_tasks=["a"])])
+
+
+def test_completing_the_tasks_of_a_time_milestone_does_not_achieve_it_early():
+    given(created, planned(kind="time"), task("a")).when(done("a")).then([
+        TaskCompleted(project_id=P, milestone_id="m1", task_id="a", completed_at=T0)])
+
+
+def test_an_event_or_technical_milestone_not_achieved_by_its_date_is_missed():
+    for kind in ("event", "technical"):
+        given(created, planned(kind=kind), task("a")).when(deadline()).then([
+            reached(), MilestoneMissed(project_id=P, milestone_id="m1", due=DUE, open_tasks=["a"])])
+
+
+def test_a_deadline_a_reschedule_replaced_or_a_repeat_or_a_closed_milestone_changes_nothing():
+    moved = MilestoneRescheduled(project_id=P, milestone_id="m1", new_due=dt.date(2027, 1, 15), reason="r", old_due=DUE)
+    given(created, planned(kind="time"), task("a"), moved).when(deadline()).then([])
+    missed = MilestoneMissed(project_id=P, milestone_id="m1", due=DUE, open_tasks=["a"])
+    given(created, planned(kind="time"), task("a"), reached(), missed).when(deadline()).then([])
+    achieved = MilestoneAchieved(project_id=P, milestone_id="m1", achieved_at=T0)
+    given(created, planned(), achieved).when(deadline()).then([])
+    cancelled = MilestoneCancelled(project_id=P, milestone_id="m1", reason="r")
+    given(created, planned(), cancelled).when(deadline()).then([])
+
+
+def test_a_missed_milestone_can_still_be_achieved_late_or_rescheduled_and_missed_again():
+    missed = MilestoneMissed(project_id=P, milestone_id="m1", due=DUE, open_tasks=["a"])
+    history = [created, planned(kind="event"), task("a"), reached(), missed]
+    given(*history).when(done("a")).then([
+        TaskCompleted(project_id=P, milestone_id="m1", task_id="a", completed_at=T0),
+        MilestoneAchieved(project_id=P, milestone_id="m1", achieved_at=T0, evidence="all tasks completed")])
+    later = dt.date(2027, 1, 15)
+    moved = MilestoneRescheduled(project_id=P, milestone_id="m1", new_due=later, reason="r", old_due=DUE)
+    given(*history, moved).when(deadline(due=later)).then([
+        DeadlineReached(project_id=P, milestone_id="m1", due=later, reached_at=T0),
+        MilestoneMissed(project_id=P, milestone_id="m1", due=later, open_tasks=["a"])])
+
+
+def test_a_deadline_for_an_unplanned_milestone_is_not_found():
+    given(created).when(deadline()).rejects("not_found", "not planned")

@@ -9,6 +9,7 @@ import asyncpg
 from events import (
     MilestoneAchieved,
     MilestoneCancelled,
+    MilestoneMissed,
     MilestonePlanned,
     MilestoneRescheduled,
     StoredEvent,
@@ -32,6 +33,9 @@ def rows(position: int, stored: StoredEvent) -> list[tuple]:
             change = (None, None, evidence)
         case MilestoneCancelled(reason=reason):
             change = (None, None, reason)
+        case MilestoneMissed(due=due, open_tasks=open_tasks):
+            change = (due, None, f"deadline passed with {len(open_tasks)} open task(s)"
+                      + (f": {', '.join(open_tasks)}" if open_tasks else ""))
         case _:
             return []
     return [(position, e.project_id, e.milestone_id, stored.time, stored.recordedtime, stored.type,

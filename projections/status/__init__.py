@@ -2,7 +2,8 @@
 
 Health (documented in the README), judged as of the latest event for the milestone:
 - ``achieved``: it was achieved;  ``cancelled``: it was cancelled;
-- ``late``: the latest event happened after the due date and it is not achieved;
+- ``missed``: its due date has passed (judged at the latest event, e.g. the scheduler's
+  ``DeadlineReached`` at midnight UTC after the due date) and it is not achieved;
 - ``at_risk``: it slipped (rescheduled later at least once), or it is due within 14 days of the
   latest event with less than half of its tasks done;
 - ``on_track``: otherwise.
@@ -18,6 +19,8 @@ import asyncpg
 import msgspec
 
 from events import (
+    DeadlineReached,
+    MilestoneMissed,
     MilestoneAchieved,
     MilestoneCancelled,
     MilestonePlanned,
@@ -66,7 +69,9 @@ def judge(row: StatusRow, as_of: dt.datetime) -> tuple[str, list[str]]:
         return "cancelled", ["cancelled"]
     today = as_of.date()
     if today > row.due:
-        return "late", [f"due {row.due.isoformat()} passed ({(today - row.due).days} days) without achievement"]
+        open_tasks = row.tasks_total - row.tasks_done
+        return "missed", [f"due {row.due.isoformat()} passed ({(today - row.due).days} days) without achievement, "
+                          f"{open_tasks} of {row.tasks_total} tasks open"]
     reasons = []
     if row.due > row.first_due:
         reasons.append(f"slipped {(row.due - row.first_due).days} days since first planned ({row.first_due.isoformat()})")
@@ -111,6 +116,13 @@ def evolve(row: StatusRow | None, position: int, stored: StoredEvent) -> StatusR
             row = replace(row, achieved_at=at or stored.time)
         case MilestoneCancelled():
             row = replace(row, cancelled=True)
+        case DeadlineReached() | MilestoneMissed():
+            # time passing: whatever the message's own time, the deadline (midnight UTC after
+            # the due date) has arrived; judged from there
+            deadline = dt.datetime.combine(row.due + dt.timedelta(days=1), dt.time(0), dt.UTC)
+            health, reasons = judge(row, max(stored.time, deadline))
+            return replace(row, health=health, health_reasons=reasons, last_position=position,
+                           updated_at=stored.recordedtime)
         case _:
             return row
     health, reasons = judge(row, stored.time)

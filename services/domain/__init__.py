@@ -13,6 +13,7 @@ from typing import NamedTuple
 import msgspec
 
 from events import (
+    DeadlineReached,
     BaselineSet,
     DependencyAdded,
     DependencyRemoved,
@@ -75,6 +76,8 @@ def stamp(msg: Event, time: dt.datetime) -> Event:
             return msgspec.structs.replace(msg, completed_at=time)
         case MilestoneAchieved(achieved_at=None):
             return msgspec.structs.replace(msg, achieved_at=time)
+        case DeadlineReached(reached_at=None):
+            return msgspec.structs.replace(msg, reached_at=time)
     return msg
 
 

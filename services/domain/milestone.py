@@ -4,8 +4,12 @@ Achievement rules by kind (documented in the README):
 - ``event``: achieved by a reported ``MilestoneAchieved`` or when its last open task completes.
 - ``technical``: achieved when every task is complete and every task that carries a check
   has reported ``result: passed``; a ``failed`` result is recorded and keeps the task open.
-- ``time``: judged when its date arrives (``DeadlineReached``, issue 4); completing tasks
-  does not achieve it early, but a reported ``MilestoneAchieved`` does.
+- ``time``: judged when its date arrives (``DeadlineReached``): achieved then if no task is
+  open (and every check passed), ``MilestoneMissed`` otherwise. Completing tasks does not
+  achieve it early, but a reported ``MilestoneAchieved`` does.
+- any kind: a ``DeadlineReached`` for its current due date while it is not achieved records
+  ``MilestoneMissed``; it can still be achieved (late) or rescheduled afterwards. A deadline
+  for a date a reschedule replaced, or for a closed milestone, changes nothing.
 
 An achieved milestone still records late ``TaskCompleted`` reports (bookkeeping), and refuses
 every other change. A cancelled milestone refuses everything; repeats change nothing.
@@ -18,7 +22,9 @@ import datetime as dt
 import msgspec
 
 from events import (
+    DeadlineReached,
     MilestoneAchieved,
+    MilestoneMissed,
     MilestoneCancelled,
     MilestonePlanned,
     MilestoneRescheduled,
@@ -47,6 +53,7 @@ class Milestone(msgspec.Struct, frozen=True, kw_only=True):
     tasks: dict[str, Task] = {}
     achieved_at: dt.datetime | None = None
     cancelled: bool = False
+    missed: bool = False  # the current due date arrived without achievement
 
     @property
     def open_tasks(self) -> list[str]:
@@ -74,7 +81,9 @@ def evolve(state: Milestone, event: Event) -> Milestone:
         case TaskReopened(task_id=t) if t in state.tasks:
             return _with_task(state, t, replace(state.tasks[t], done=False))
         case MilestoneRescheduled(new_due=new_due):
-            return replace(state, due=new_due)
+            return replace(state, due=new_due, missed=False)
+        case MilestoneMissed():
+            return replace(state, missed=True)
         case MilestoneAchieved(achieved_at=at):
             return replace(state, achieved_at=at)
         case MilestoneCancelled():
@@ -198,6 +207,17 @@ def decide(msg: Event, state: Milestone, *, project_exists: bool = True) -> list
             )
         case MilestoneAchieved():
             return [msg]
+
+        case DeadlineReached(due=due) if closed or due != state.due or state.missed:
+            return []  # closed, a deadline a reschedule replaced, or a repeat
+        case DeadlineReached(due=due):
+            checks_passed = all(t.check is None or t.last_result == "passed" for t in state.tasks.values())
+            if state.kind == "time" and not state.open_tasks and checks_passed:
+                return [msg, MilestoneAchieved(project_id=state.project_id, milestone_id=state.milestone_id,
+                                               achieved_at=msg.reached_at or dt.datetime.combine(due, dt.time.max, dt.UTC),
+                                               evidence=f"every task done by {due.isoformat()}")]
+            return [msg, MilestoneMissed(project_id=state.project_id, milestone_id=state.milestone_id, due=due,
+                                         open_tasks=state.open_tasks)]
 
         case MilestoneCancelled() if state.cancelled:
             return []

@@ -10,10 +10,12 @@ reads it; that message then waits out ``ack_wait``. Measured here: 1 inbox messa
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import nats
 import structlog
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from services.intake_service import IntakeService
@@ -37,25 +39,32 @@ class InboxConsumer:
             config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
                                   ack_wait=60, max_ack_pending=self.batch * 4),
         )
-        try:
-            while not stop.is_set():
-                try:
-                    msgs = await psub.fetch(self.batch, timeout=self.poll)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    continue
-                except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
-                    return
-                try:
-                    await self.intake.handle_inbox(msgs)
-                except Exception as exc:
-                    log.warning("inbox batch will be redelivered", error=str(exc), messages=len(msgs))
-                    for m in msgs:
-                        await m.nak(delay=1.0)
-                    continue
-                for m in msgs:
-                    await m.ack()
-        finally:
+        await consume_batches(psub, self.batch, self.poll, stop, self.intake.handle_inbox, "inbox")
+
+
+async def consume_batches(psub, batch: int, poll: float, stop: asyncio.Event,
+                          handle: Callable[[list[Msg]], Awaitable[None]], what: str) -> None:
+    """Fetch, handle, ack, until ``stop``; a batch whose handling fails is nacked whole, so it is
+    redelivered in order (handlers are idempotent: receipts, rollup schedules)."""
+    try:
+        while not stop.is_set():
             try:
-                await psub.unsubscribe()
-            except Exception:
-                pass
+                msgs = await psub.fetch(batch, timeout=poll)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
+                return
+            try:
+                await handle(msgs)
+            except Exception as exc:
+                log.warning("batch will be redelivered", consumer=what, error=repr(exc), messages=len(msgs))
+                for m in msgs:
+                    await m.nak(delay=1.0)
+                continue
+            for m in msgs:
+                await m.ack()
+    finally:
+        try:
+            await psub.unsubscribe()
+        except Exception:  # noqa: BLE001 - shutting down
+            pass

@@ -24,12 +24,12 @@ import asyncio
 import datetime as dt
 from collections.abc import Callable
 
-import nats
 import structlog
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from events import ENCODER, MilestonePlanned, MilestoneRescheduled, decode_stored
+from services.inbox import consume_batches
 from services.store import EVENTS_STREAM
 
 log = structlog.get_logger("milestones.scheduler")
@@ -77,29 +77,12 @@ class Scheduler:
             config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=60,
                                   max_ack_pending=self.batch * 2),
         )
-        try:
-            while not stop.is_set():
-                try:
-                    msgs = await psub.fetch(self.batch, timeout=self.poll)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    continue
-                except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
-                    return
-                try:  # pipelined: one round trip for the batch; in order, so the last schedule wins
-                    acks = [a for a in [await self._schedule_for(m.data) for m in msgs] if a is not None]
-                    await asyncio.gather(*acks)
-                except Exception as exc:  # the server is busy or away: all of it again, in order
-                    log.warning("scheduling failed, will retry", error=repr(exc), events=len(msgs))
-                    for msg in msgs:
-                        await msg.nak(delay=1.0)
-                    continue
-                for msg in msgs:
-                    await msg.ack()
-        finally:
-            try:
-                await psub.unsubscribe()
-            except Exception:  # noqa: BLE001 - shutting down
-                pass
+        await consume_batches(psub, self.batch, self.poll, stop, self._schedule_batch, "scheduler")
+
+    async def _schedule_batch(self, msgs: list) -> None:
+        """Pipelined: one round trip for the batch; published in order, so the last schedule wins."""
+        acks = [a for a in [await self._schedule_for(m.data) for m in msgs] if a is not None]
+        await asyncio.gather(*acks)
 
     async def _schedule_for(self, data: bytes) -> asyncio.Future | None:
         try:

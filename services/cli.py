@@ -460,7 +460,11 @@ COMMANDS = {"dev": _dev, "serve": _serve, "send": _send, "rejections": _rejectio
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {"nats_url": args.nats_url, "data_dir": getattr(args, "data_dir", None)}
-    settings = Settings.from_env(**overrides)
+    try:
+        settings = Settings.from_env(**overrides)
+    except (ValueError, msgspec.ValidationError) as exc:  # e.g. MILESTONES_HTTP_PORT=abc
+        sys.stderr.write(f"milestones: bad configuration: {exc}\n")
+        return 2
     from services import logs
 
     logs.configure(settings.log_format, settings.log_level)

@@ -34,7 +34,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             if raw is None:
                 continue
             if field_type == "int":
-                values[name] = int(raw)
+                try:
+                    values[name] = int(raw)
+                except ValueError:
+                    raise ValueError(f"MILESTONES_{name.upper()} must be a whole number, got {raw!r}") from None
             elif field_type == "bool":
                 if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
                     raise ValueError(f"MILESTONES_{name.upper()} must be true or false, got {raw!r}")

@@ -115,3 +115,10 @@ async def test_dev_runs_everything_and_stops_on_ctrl_c(tmp_path: Path):
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_bad_configuration_is_one_clear_line():
+    for env, says in (({"MILESTONES_SCHEDULER": "maybe"}, "MILESTONES_SCHEDULER must be true or false"),
+                      ({"MILESTONES_HTTP_PORT": "eighty"}, "MILESTONES_HTTP_PORT must be a whole number")):
+        code, out, err = await run("projections", env=env)
+        assert code == 2 and says in err and "Traceback" not in err and err.count("\n") == 1

@@ -11,6 +11,7 @@ and PostgreSQL from ``--database-url`` (a fresh database is created on it) or an
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import os
@@ -243,10 +244,10 @@ async def freshness(nc: NATS, dsn: str, projects: list[str], rate: int, seconds:
     last = max(acked) if acked else 0
     await until(lambda: _seen(visible_at, last), 60, "the status model to pass the last reschedule")
     await listener.close()
-    lags = []
-    for position, t_ack in acked.items():
-        t_seen = next(t for p, t in visible_at if p >= position)
-        lags.append(max(0.0, t_seen - t_ack))
+    # checkpoints only grow, so the first notification at or past a position is found by bisection
+    seen_positions = [p for p, _ in visible_at]
+    lags = [max(0.0, visible_at[bisect.bisect_left(seen_positions, position)][1] - t_ack)
+            for position, t_ack in acked.items()]
     return {"rate_per_s": round(achieved), "refused": failures, **ms(lags)}
 
 

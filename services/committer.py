@@ -103,14 +103,12 @@ class Committer:
         max_messages: int = MAX_BATCH_MESSAGES,
         cache_size: int = 100_000,
         clock: Callable[[], dt.datetime] = _utcnow,
-        fast_path: bool = True,
     ) -> None:
         self.log = log_
         self.max_attempts = max_attempts
         self.max_messages = max_messages
         self.cache_size = cache_size
         self.clock = clock
-        self.fast_path = fast_path
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._queue: asyncio.Queue[_Unit] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -190,10 +188,11 @@ class Committer:
         # next round of its units reads everything. A refusal is only answered after a full read,
         # so that a repeat gets its first answer. Profiled: the read was a third of a round.
         trusted: set[str] = set()
-        if self.fast_path and not wildcards and not any(u.verify for u in units):
+        fast = not wildcards and not any(u.verify for u in units)
+        if fast:
             read_only = {s for plan_list in plans.values() for p in plan_list for s in p.reads}
             trusted = {s for s in subjects if s in self._cache and s not in read_only}
-            receipts = {r for u in units if u.verify for r in u.receipts}
+            receipts = set()
         to_read = [*receipts, *(subjects - trusted), *wildcards]
         last = await self.log.last_of(to_read) if to_read else {}
         for subject in trusted:
@@ -227,7 +226,7 @@ class Committer:
                     unit, plans[id(unit)], last, working, now
                 )
             except Rejected as rej:
-                if not unit.verify and self.fast_path:  # a repeat must get its first answer: check receipts
+                if fast:  # receipts were not read: a repeat must get its first answer, so verify
                     unit.verify = True
                     deferred.append(unit)
                     continue

@@ -21,6 +21,7 @@ import structlog
 
 from projections import db
 from events import decode_stored
+from events.common import ID_PATTERN
 from services import reporting
 from services.domain.errors import Rejected
 from services.store import EventLog
@@ -181,14 +182,15 @@ STATUS_COLUMNS = (
 
 
 # -- evaluation: report and trend, computed from the event log (time travel is a cut of the log) ---------
-ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+ID = re.compile(ID_PATTERN)
 
 
 async def project_events(log_: EventLog, project_id: object) -> list[reporting.Positioned]:
-    if not isinstance(project_id, str) or not ID.fullmatch(project_id):
-        raise _bad(f"project_id must match [A-Za-z0-9_-]{{1,64}}, got {project_id!r}")
-    msgs = [*await log_.read_subject(f"milestones.events.{project_id}"),
-            *await log_.read_subject(f"milestones.events.{project_id}.*")]
+    if not isinstance(project_id, str) or not ID.fullmatch(project_id):  # it becomes part of a subject
+        raise _bad(f"project_id must match {ID_PATTERN}, got {project_id!r}")
+    own, milestones = await asyncio.gather(log_.read_subject(f"milestones.events.{project_id}"),
+                                           log_.read_subject(f"milestones.events.{project_id}.*"))
+    msgs = [*own, *milestones]
     if not msgs:
         raise Rejected("not_found", f"project {project_id} is not known")
     return sorted(((m.seq, decode_stored(m.data)) for m in msgs), key=lambda pe: pe[0])
@@ -203,14 +205,12 @@ def _report(project_id: str, events: list, today: dt.date, params: Mapping[str, 
         raise Rejected("not_found", f"project {project_id} has no baseline {baseline!r}") from None
 
 
-
-
 def _today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
 
 
 class Queries:
-    def __init__(self, pool: asyncpg.Pool, watcher: CheckpointWatcher, log_: EventLog | None = None,
+    def __init__(self, pool: asyncpg.Pool, watcher: CheckpointWatcher, log_: EventLog,
                  today: Callable[[], dt.date] = _today) -> None:
         self.pool = pool
         self.watcher = watcher
@@ -220,27 +220,16 @@ class Queries:
     async def report(self, params: Mapping[str, Any]) -> One:
         """Planned vs actual. ``as_of``/``position``: as the project stood then; ``compare_as_of``/
         ``compare_position``: also that point, with what moved between the two."""
-        assert self.log is not None, "the query service is wired with the event log"
         pid = params.get("project_id")
         events = await project_events(self.log, pid)
         now = _report(str(pid), events, self.today(), params)
         if not (params.get("compare_as_of") or params.get("compare_position")):
             return One(now, now.position)
         then = _report(str(pid), events, self.today(), params, "compare_")
-        before = {m.milestone_id: m for m in then.milestones}
-        changes = [{"milestone_id": m.milestone_id, "then_forecast": before[m.milestone_id].forecast if m.milestone_id in before else None,
-                    "now_forecast": m.forecast, "then_state": before[m.milestone_id].state if m.milestone_id in before else None,
-                    "now_state": m.state,
-                    "moved_days": (m.forecast - before[m.milestone_id].forecast).days if m.milestone_id in before else None}
-                   for m in now.milestones
-                   if m.milestone_id not in before or (before[m.milestone_id].forecast, before[m.milestone_id].state)
-                   != (m.forecast, m.state)]
-        return One({"now": now, "then": then, "changes": changes}, now.position)
-
+        return One({"now": now, "then": then, "changes": reporting.compare(then, now)}, now.position)
 
     async def trend(self, params: Mapping[str, Any]) -> One:
         """Milestone trend analysis data: forecast per milestone at each report date (``until``: last day)."""
-        assert self.log is not None, "the query service is wired with the event log"
         pid = params.get("project_id")
         events = await project_events(self.log, pid)
         result = reporting.trend(str(pid), events, today=self.today(), until=p_date(params, "until"))

@@ -176,6 +176,20 @@ def report(project_id: str, events: Sequence[Positioned], *, today: dt.date, as_
     )
 
 
+def compare(then: Report, now: Report) -> list[dict]:
+    """Each milestone whose forecast or state moved between two reports, and by how many days."""
+    before = {m.milestone_id: m for m in then.milestones}
+    changes = []
+    for m in now.milestones:
+        old = before.get(m.milestone_id)
+        if old is not None and (old.forecast, old.state) == (m.forecast, m.state):
+            continue
+        changes.append({"milestone_id": m.milestone_id, "then_forecast": old.forecast if old else None,
+                        "now_forecast": m.forecast, "then_state": old.state if old else None, "now_state": m.state,
+                        "moved_days": (m.forecast - old.forecast).days if old else None})
+    return changes
+
+
 class TrendPoint(msgspec.Struct, array_like=True):
     """[report date, forecast]: the compact shape of a chart point."""
 

@@ -181,7 +181,7 @@ async def direct_batch(nc: NATS, stream: str, request: dict, timeout: float = 5.
     try:
         await nc.publish(f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), reply=inbox)
         try:
-            await asyncio.wait_for(asyncio.shield(done), timeout)
+            await asyncio.wait_for(done, timeout)
         except TimeoutError:
             raise nats.errors.TimeoutError from None
         return out

@@ -17,6 +17,7 @@ from events.envelope import CloudEventIn, EventRef, Receipt, Reply, StoredEvent
 from events.milestone import (
     MILESTONE_EVENTS,
     DeadlineReached,
+    DependencyViolated,
     MilestoneMissed,
     MilestoneAchieved,
     MilestoneCancelled,
@@ -43,7 +44,7 @@ AnyEvent = Union[MILESTONE_EVENTS + PROJECT_EVENTS]  # type: ignore[valid-type]
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in MILESTONE_EVENTS + PROJECT_EVENTS}
 # What other systems may publish (the contract's "types in"); derived-only events are not here.
-DERIVED_ONLY = frozenset({"MilestoneMissed"})
+DERIVED_ONLY = frozenset({"MilestoneMissed", "DependencyViolated"})
 INBOUND_TYPES: frozenset[str] = frozenset(EVENT_TYPES) - DERIVED_ONLY
 _MILESTONE_TYPES = frozenset(cls.__name__ for cls in MILESTONE_EVENTS)
 
@@ -123,6 +124,7 @@ __all__ = [
     "DeadlineReached",
     "DependencyAdded",
     "DependencyRemoved",
+    "DependencyViolated",
     "Event",
     "EventRef",
     "EVENT_TYPES",

@@ -7,6 +7,7 @@ from events.common import (
     Date,
     Event,
     Id,
+    LagDays,
     MilestoneKind,
     Name,
     Reason,
@@ -92,6 +93,22 @@ class MilestoneMissed(Event, frozen=True, kw_only=True):
     open_tasks: list[Id] = []
 
 
+class DependencyViolated(Event, frozen=True, kw_only=True):
+    """Derived: this milestone (a successor) is now due before its predecessor ``depends_on``
+    allows: the predecessor's finish (its due date, or the day it was achieved) plus the lag
+    falls after this milestone's due date. Emitted when the predecessor moves, when this
+    milestone moves too early, or when the dependency is added; under the ``shift`` policy the
+    successor is rescheduled instead (a ``MilestoneRescheduled`` caused by the move)."""
+
+    project_id: Id
+    milestone_id: Id
+    depends_on: Id
+    predecessor_finish: Date
+    lag_days: LagDays = 0
+    due: Date  # this milestone's due date
+    earliest: Date  # the first date the dependency allows: predecessor_finish + lag_days
+
+
 MILESTONE_EVENTS = (
     MilestonePlanned,
     TaskAdded,
@@ -102,4 +119,5 @@ MILESTONE_EVENTS = (
     MilestoneCancelled,
     DeadlineReached,
     MilestoneMissed,
+    DependencyViolated,
 )

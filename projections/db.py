@@ -11,7 +11,7 @@ import msgspec
 from services.store import StartupError
 
 SCHEMA = "milestones"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: status keeps facts (health judged at query time), status reports
 NOTIFY_CHANNEL = "milestones_checkpoint"
 
 RUNNER_SQL = f"""

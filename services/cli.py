@@ -399,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     st = read_command("status", "milestone status: a project's milestones, or one milestone")
     st.add_argument("project")
     st.add_argument("milestone", nargs="?")
-    st.add_argument("--health", help="comma-separated: on_track,at_risk,missed,achieved,cancelled")
+    st.add_argument("--health", help="comma-separated: on_track,at_risk,late,missed,achieved,cancelled")
     st.add_argument("--kind", help="comma-separated: time,event,technical")
     st.add_argument("--sort", help="order | due | name, - prefix for descending")
     hi = read_command("history", "a milestone's schedule history")

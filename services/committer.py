@@ -37,6 +37,7 @@ from events import (
     Reply,
     StoredEvent,
     decode_stored,
+    project_subject,
     stream_subject,
 )
 from events.common import Event
@@ -178,7 +179,7 @@ class Committer:
                 subjects.add(p.target)
                 subjects.update(p.reads)
                 if p.all_milestones_of:
-                    wildcards.add(f"{p.target}.*")
+                    wildcards.add(f"{project_subject(p.all_milestones_of)}.*")
         receipts = {r for u in units for r in u.receipts}
         # Fast path: a subject this process wrote last is in the cache with its sequence, and the
         # append's OCC header checks that sequence anyway; a receipt is appended expecting none.
@@ -318,14 +319,16 @@ class Committer:
                 continue
             needed = [plan.target, *plan.reads]
             if plan.all_milestones_of:
-                needed += [s for s in last if s.startswith(f"{plan.target}.")]
+                prefix = f"{project_subject(plan.all_milestones_of)}."
+                needed += [s for s in {*last, *working, *overlay} if s.startswith(prefix) and s.count(".") == 3]
             states = {s: state_of(s) for s in needed}
             try:
-                events = domain.decide(domain.stamp(cmd.fact, cmd.ce.time), states)
+                traced = domain.decide_traced(domain.stamp(cmd.fact, cmd.ce.time), states)
             except Rejected as rej:
                 if len(unit.commands) > 1:
                     raise Rejected(rej.code, f"event #{n + 1} (id {cmd.ce.id}): {rej.message}") from rej
                 raise
+            events = [event for event, _ in traced]
             per_command: list[tuple[str, str, str]] = []
             for i, event in enumerate(events):
                 subject = stream_subject(event)
@@ -339,7 +342,7 @@ class Committer:
                 events=[(t, e) for t, e, _ in per_command],
             )
             msgs.append(OutgoingMessage(unit.receipts[n], ENCODER.encode(receipt), 0))
-            for event, (etype, eid, subject) in zip(events, per_command, strict=True):
+            for (event, cause), (etype, eid, subject) in zip(traced, per_command, strict=True):
                 stored = StoredEvent(
                     id=eid,
                     source=cmd.ce.source,
@@ -348,7 +351,7 @@ class Committer:
                     time=cmd.ce.time,
                     recordedtime=now,
                     correlationid=cmd.ce.correlationid or cmd.ce.id,
-                    causationid=cmd.ce.id,
+                    causationid=cmd.ce.id if cause is None else per_command[cause][1],
                     actor=cmd.ce.actor,
                     data=event,
                 )

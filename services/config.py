@@ -21,6 +21,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     inbox_batch: int = 200
     projection_batch: int = 2000
     scheduler: bool = True  # deadlines as JetStream message schedules (runs with the intake)
+    at_risk_gap: int = 25  # health: at risk when progress is this many points behind elapsed time
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
     data_dir: str = ".milestones"

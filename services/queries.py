@@ -22,7 +22,10 @@ import structlog
 from projections import db
 from events import decode_stored
 from events.common import ID_PATTERN
-from services import reporting
+from projections import status
+from projections.status import StatusRow
+from services import health, reporting
+from services.health import HEALTH
 from services.domain.errors import Rejected
 from services.store import EventLog
 
@@ -172,13 +175,17 @@ class CheckpointWatcher:
 
 
 # -- queries ----------------------------------------------------------------------------------------
-HEALTH = ("on_track", "at_risk", "missed", "achieved", "cancelled")
 KINDS = ("time", "event", "technical")
-SORTS = {"order": ("ord", int), "due": ("due", dt.date.fromisoformat), "name": ("name", str)}
-STATUS_COLUMNS = (
-    "project_id, milestone_id, name, kind, phase, ord AS order, due, first_due, achieved_at, cancelled, tasks, "
-    "tasks_total, tasks_done, progress, health, health_reasons, reschedules, last_position, updated_at"
-)
+SORTS = {"order": ("order", int), "due": ("due", dt.date.fromisoformat), "name": ("name", str)}
+
+
+def present(row: StatusRow, verdict: health.Judgement) -> dict[str, Any]:
+    """A status row as the API shows it: its facts, then its health with the reasons."""
+    out = msgspec.structs.asdict(row)
+    out["order"] = out.pop("ord")
+    out.update(health=verdict.health, health_reasons=verdict.reasons, expected_finish=verdict.expected_finish,
+               blocked_by=verdict.blocked_by)
+    return out
 
 
 # -- evaluation: report and trend, computed from the event log (time travel is a cut of the log) ---------
@@ -211,8 +218,9 @@ def _today() -> dt.date:
 
 class Queries:
     def __init__(self, pool: asyncpg.Pool, watcher: CheckpointWatcher, log_: EventLog,
-                 today: Callable[[], dt.date] = _today) -> None:
+                 today: Callable[[], dt.date] = _today, at_risk_gap: int = health.DEFAULT_GAP) -> None:
         self.pool = pool
+        self.at_risk_gap = at_risk_gap
         self.watcher = watcher
         self.log = log_
         self.today = today  # the clock is an input: tests pin it
@@ -243,10 +251,19 @@ class Queries:
             return position, not reached
         return self.watcher.positions.get(projection, 0), False
 
+    async def _project_rows(self, project_id: str) -> list[StatusRow]:
+        rows = await self.pool.fetch(f"SELECT {', '.join(status.COLUMNS)} FROM ms_status WHERE project_id = $1 "
+                                     "ORDER BY ord, milestone_id", project_id)
+        return [status.from_db(r) for r in rows]
+
+    def _judged(self, rows: list[StatusRow]) -> list[dict[str, Any]]:
+        verdicts = health.judge(rows, self.today(), self.at_risk_gap)
+        return [present(r, verdicts[r.milestone_id]) for r in rows]
+
     async def milestone(self, params: Mapping[str, Any]) -> One:
         position, stale = await self.consistent("status", params)
         mid, pid = params.get("milestone_id"), params.get("project_id")
-        sql = f"SELECT {STATUS_COLUMNS} FROM ms_status WHERE milestone_id = $1"
+        sql = "SELECT project_id FROM ms_status WHERE milestone_id = $1"
         rows = await self.pool.fetch(sql + (" AND project_id = $2" if pid else ""), *([mid, pid] if pid else [mid]))
         if not rows:
             where = f" in project {pid}" if pid else ""
@@ -254,9 +271,11 @@ class Queries:
         if len(rows) > 1:
             raise Rejected("conflict", f"milestone id {mid} exists in projects "
                            f"{', '.join(r['project_id'] for r in rows)}: add project_id")
-        return One(dict(rows[0]), position, stale)
+        judged = self._judged(await self._project_rows(rows[0]["project_id"]))  # health needs the predecessors
+        return One(next(r for r in judged if r["milestone_id"] == mid), position, stale)
 
     async def project_milestones(self, params: Mapping[str, Any]) -> Page:
+        """Judged together (health depends on predecessors), then filtered, sorted and paged."""
         position, stale = await self.consistent("status", params)
         pid = params.get("project_id")
         limit = p_int(params, "limit", 100, 1, MAX_LIMIT)
@@ -265,42 +284,56 @@ class Queries:
         if sort.lstrip("-") not in SORTS:
             raise _bad(f"sort must be one of {', '.join(SORTS)} (prefix - for descending), got {sort!r}")
         column, parse = SORTS[sort.lstrip("-")]
-        where, args = ["project_id = $1"], [pid]
-
-        def arg(value: Any) -> str:
-            args.append(value)
-            return f"${len(args)}"
-
-        if (health := p_list(params, "health", HEALTH)) is not None:
-            where.append(f"health = ANY({arg(health)}::text[])")
-        if (kind := p_list(params, "kind", KINDS)) is not None:
-            where.append(f"kind = ANY({arg(kind)}::text[])")
-        if params.get("phase"):
-            where.append(f"phase = {arg(str(params['phase']))}")
-        if (due_from := p_date(params, "due_from")) is not None:
-            where.append(f"due >= {arg(due_from)}")
-        if (due_to := p_date(params, "due_to")) is not None:
-            where.append(f"due <= {arg(due_to)}")
-        if (cursor := decode_cursor(params)) is not None:
+        wanted_health = p_list(params, "health", HEALTH)
+        kinds = p_list(params, "kind", KINDS)
+        phase = params.get("phase") or None
+        due_from, due_to = p_date(params, "due_from"), p_date(params, "due_to")
+        cursor = decode_cursor(params)
+        after: tuple[Any, str] | None = None
+        if cursor is not None:
             try:
-                after, after_id = parse(cursor[0]), str(cursor[1])
+                after = (parse(cursor[0]), str(cursor[1]))
             except Exception:
                 raise _bad("cursor does not fit this sort: pass next_cursor with the same sort") from None
-            where.append(f"({column}, milestone_id) {'<' if desc else '>'} ({arg(after)}, {arg(after_id)})")
-        order = "DESC" if desc else "ASC"
-        rows = await self.pool.fetch(
-            f"SELECT {STATUS_COLUMNS}, {column} AS sort_key FROM ms_status WHERE {' AND '.join(where)} "
-            f"ORDER BY {column} {order}, milestone_id {order} LIMIT {limit + 1}", *args)
-        if not rows and cursor is None and not await self.pool.fetchval(
+        rows = await self._project_rows(str(pid))
+        if not rows and not await self.pool.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM audit_events WHERE project_id = $1)", pid):
             raise Rejected("not_found", f"project {pid} is not known")
+        judged = [r for r in self._judged(rows)
+                  if (wanted_health is None or r["health"] in wanted_health)
+                  and (kinds is None or r["kind"] in kinds)
+                  and (phase is None or r["phase"] == phase)
+                  and (due_from is None or r["due"] >= due_from)
+                  and (due_to is None or r["due"] <= due_to)]
+        judged.sort(key=lambda r: (r[column], r["milestone_id"]), reverse=desc)
+        if after is not None:
+            judged = [r for r in judged if ((r[column], r["milestone_id"]) < after if desc
+                                            else (r[column], r["milestone_id"]) > after)]
         next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            last = rows[-1]
-            key = last["sort_key"]
-            next_cursor = encode_cursor([key.isoformat() if isinstance(key, dt.date) else key, last["milestone_id"]])
-        return Page([{k: v for k, v in r.items() if k != "sort_key"} for r in rows], position, next_cursor, stale)
+        if len(judged) > limit:
+            judged = judged[:limit]
+            key = judged[-1][column]
+            next_cursor = encode_cursor([key.isoformat() if isinstance(key, dt.date) else key,
+                                         judged[-1]["milestone_id"]])
+        return Page(judged, position, next_cursor, stale)
+
+    async def status_reports(self, params: Mapping[str, Any]) -> Page:
+        """Status updates people posted (``StatusReported``), newest first; ``milestone_id`` narrows."""
+        position, stale = await self.consistent("status", params)
+        limit = p_int(params, "limit", 100, 1, MAX_LIMIT)
+        args: list[Any] = [params.get("project_id")]
+        where = "project_id = $1"
+        if params.get("milestone_id"):
+            args.append(str(params["milestone_id"]))
+            where += " AND milestone_id = $2"
+        if (cursor := decode_cursor(params)) is not None:
+            args.append(int(cursor[0]))
+            where += f" AND position < ${len(args)}"
+        rows = await self.pool.fetch(
+            "SELECT position, project_id, milestone_id, reported_at, actor, health, note FROM ms_status_reports "
+            f"WHERE {where} ORDER BY position DESC LIMIT {limit + 1}", *args)
+        next_cursor = encode_cursor([rows[limit - 1]["position"]]) if len(rows) > limit else None
+        return Page([dict(r) for r in rows[:limit]], position, next_cursor, stale)
 
     async def history(self, params: Mapping[str, Any]) -> Page:
         position, stale = await self.consistent("history", params)

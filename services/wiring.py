@@ -111,7 +111,7 @@ async def running(settings: Settings, *, intake: bool = True, projections: bool 
             watcher = CheckpointWatcher(dsn)
             await watcher.start()
             stack.push_async_callback(watcher.stop)
-            run.queries = Queries(pool, watcher, EventLog(nc))
+            run.queries = Queries(pool, watcher, EventLog(nc), at_risk_gap=settings.at_risk_gap)
             register_queries(broker, run.queries, run.stream_last)
             run.http_handlers = query_routes(run.queries, run.stream_last)
         await broker.start()

@@ -153,6 +153,9 @@ def plan_project(project: str = "p1", milestone: str = "m1", kind: str = "event"
     return events
 
 
+TODAY = dt.date(2026, 11, 24)  # the default CloudEvent time of cloudevent()
+
+
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -167,6 +170,7 @@ async def system(settings: Settings, db_url: str):
 
     full = msgspec.structs.replace(settings, database_url=db_url)
     async with running(full, intake=True, projections=True, query=True) as run:
+        run.queries.today = lambda: TODAY  # the clock is an input: pinned to the day the test events carry
         yield run
 
 

@@ -12,6 +12,7 @@ from events import (
     MilestoneMissed,
     DependencyAdded,
     DependencyRemoved,
+    DependencyViolated,
     MilestoneAchieved,
     MilestoneCancelled,
     MilestonePlanned,
@@ -313,3 +314,98 @@ def test_a_missed_milestone_can_still_be_achieved_late_or_rescheduled_and_missed
 
 def test_a_deadline_for_an_unplanned_milestone_is_not_found():
     given(created).when(deadline()).rejects("not_found", "not planned")
+
+
+# -- dependencies: violation and the shift policy ----------------------------------------------
+def d(day: int, month: int = 12) -> dt.date:
+    return dt.date(2026, month, day)
+
+
+def moved(m: str, new_due: dt.date, old_due: dt.date, reason: str = "vendor late") -> MilestoneRescheduled:
+    return MilestoneRescheduled(project_id=P, milestone_id=m, new_due=new_due, reason=reason, old_due=old_due)
+
+
+def chain(policy: str = "notify") -> list[Event]:
+    """design (Dec 1) -> build (Dec 10, lag 2) -> launch (Dec 20, lag 0); review (Dec 30) after design."""
+    return [ProjectCreated(project_id=P, name="Apollo", dependency_policy=policy),  # type: ignore[arg-type]
+            planned("design", due=d(1)), planned("build", due=d(10)), planned("launch", due=d(20)),
+            planned("review", due=d(30)),
+            dep("build", "design", 2), dep("launch", "build"), dep("review", "design")]
+
+
+def violated(m: str, pred: str, finish: dt.date, lag: int, due: dt.date) -> DependencyViolated:
+    return DependencyViolated(project_id=P, milestone_id=m, depends_on=pred, predecessor_finish=finish,
+                              lag_days=lag, due=due, earliest=finish + dt.timedelta(days=lag))
+
+
+def traced(history: list[Event], msg: Event) -> list[tuple[Event, int | None]]:
+    spec = given(*history).when(msg)
+    p = domain.plan(spec.msg)
+    states = {s: domain.initial_state(s) for s in {p.target, *p.reads, *(stream_subject(e) for e in history)}}
+    for event in history:
+        states[stream_subject(event)] = domain.evolve(states[stream_subject(event)], event)
+    return domain.decide_traced(spec.msg, states)
+
+
+def test_a_predecessor_moved_past_what_its_successor_allows_violates_the_dependency():
+    when = MilestoneRescheduled(project_id=P, milestone_id="design", new_due=d(9), reason="vendor late")
+    given(*chain()).when(when).then([moved("design", d(9), d(1)), violated("build", "design", d(9), 2, d(10))])
+
+
+def test_a_move_within_the_slack_violates_nothing():
+    when = MilestoneRescheduled(project_id=P, milestone_id="design", new_due=d(8), reason="vendor late")
+    given(*chain()).when(when).then([moved("design", d(8), d(1))])  # 8 + 2 = 10: build is still fine
+
+
+def test_the_same_violation_is_reported_once_and_a_new_one_again():
+    history = [*chain(), moved("design", d(9), d(1)), violated("build", "design", d(9), 2, d(10))]
+    given(*history).when(MilestoneRescheduled(project_id=P, milestone_id="design", new_due=d(12), reason="again")).then(
+        [moved("design", d(12), d(9), "again"), violated("build", "design", d(12), 2, d(10))])
+
+
+def test_a_successor_moved_before_its_predecessor_allows_is_violated_itself():
+    when = MilestoneRescheduled(project_id=P, milestone_id="build", new_due=d(2), reason="pulled in")
+    given(*chain()).when(when).then([moved("build", d(2), d(10), "pulled in"),
+                                     violated("build", "design", d(1), 2, d(2))])
+
+
+def test_adding_a_dependency_that_is_already_violated_says_so():
+    history = [created, planned("a", due=d(10)), planned("b", due=d(5))]
+    given(*history).when(dep("b", "a", 1)).then([dep("b", "a", 1), violated("b", "a", d(10), 1, d(5))])
+
+
+def test_shift_policy_reschedules_the_whole_downstream_chain_each_caused_by_its_predecessor():
+    when = MilestoneRescheduled(project_id=P, milestone_id="design", new_due=d(15), reason="vendor late")
+    events = traced(chain("shift"), when)
+    # build moves to Dec 17 (15 + 2); launch (Dec 20, lag 0) and review (Dec 30) still fit
+    assert events == [
+        (moved("design", d(15), d(1)), None),
+        (moved("build", d(17), d(10), "shifted by dependency: design finishes 2026-12-15 + 2 days lag"), 0)]
+    later = traced(chain("shift"), MilestoneRescheduled(project_id=P, milestone_id="design", new_due=d(20), reason="x"))
+    assert [(e.milestone_id, e.new_due, cause) for e, cause in later] == [  # type: ignore[attr-defined]
+        ("design", d(20), None), ("build", d(22), 0), ("launch", d(22), 1)]
+
+
+def test_shift_cascades_and_takes_the_latest_predecessor():
+    history = [ProjectCreated(project_id=P, name="Apollo", dependency_policy="shift"),
+               planned("a", due=d(1)), planned("b", due=d(5)), planned("c", due=d(6)), planned("x", due=d(8)),
+               dep("b", "a", 1), dep("c", "b", 1), dep("c", "x", 0)]
+    events = traced(history, MilestoneRescheduled(project_id=P, milestone_id="a", new_due=d(10), reason="slip"))
+    assert [(e.milestone_id, e.old_due, e.new_due, cause) for e, cause in events] == [  # type: ignore[attr-defined]
+        ("a", d(1), d(10), None), ("b", d(5), d(11), 0), ("c", d(6), d(12), 1)]
+    # had x bound c (x + 0 = Dec 8 > b + 1), the move of a would not have moved it
+    assert "b finishes 2026-12-11 + 1 days lag" in events[2][0].reason  # type: ignore[attr-defined]
+
+
+def test_shift_never_moves_closed_milestones_and_never_overrides_an_explicit_early_date():
+    history = [*chain("shift"), achieved("build")]
+    events = traced(history, MilestoneRescheduled(project_id=P, milestone_id="design", new_due=d(15), reason="x"))
+    assert [type(e).__name__ for e, _ in events] == ["MilestoneRescheduled"]
+    early = traced(chain("shift"), MilestoneRescheduled(project_id=P, milestone_id="build", new_due=d(2), reason="y"))
+    assert [type(e).__name__ for e, _ in early] == ["MilestoneRescheduled", "DependencyViolated"]
+
+
+def test_derived_events_are_caused_by_the_fact_they_follow():
+    history = [created, planned("m1"), task("a")]
+    assert [cause for _, cause in traced(history, done("a"))] == [None, 0]
+    assert [cause for _, cause in traced([*chain()], moved("design", d(9), d(1)))] == [None, 0]

@@ -204,7 +204,8 @@ async def test_a_message_with_several_events_appends_them_together(intake, nc):
     stored = {m.seq: m for m in await EventLog(nc).read_subject("milestones.events.p.m")}
     headers_batch = await nc.jetstream().get_msg(EVENTS_STREAM, reply.events[1].position)
     assert headers_batch.headers["Nats-Batch-Id"] == (await nc.jetstream().get_msg(EVENTS_STREAM, reply.events[0].position)).headers["Nats-Batch-Id"]
-    assert decode_stored(stored[reply.events[1].position].data).causationid == decode_stored(stored[reply.events[0].position].data).causationid
+    fact, derived = (decode_stored(stored[e.position].data) for e in reply.events)
+    assert derived.causationid == fact.id and derived.correlationid == fact.correlationid  # caused by the fact
 
 
 async def test_a_batch_with_one_refused_event_appends_none(intake, nc):

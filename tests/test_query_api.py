@@ -34,7 +34,7 @@ async def test_read_your_writes(api, nc):
     assert body["position"] >= position
     row = body["data"]
     assert (row["due"], row["first_due"], row["reschedules"], row["progress"]) == ("2026-12-15", "2026-12-01", 1, 50)
-    assert row["health"] == "at_risk" and row["health_reasons"]
+    assert row["health"] == "on_track" and row["health_reasons"] == ["due 2026-12-15 in 21 days, 50% of tasks done"]
     stale = (await api.get("/milestones/design", params={"min_position": position + 1000, "wait_ms": 50})).json()
     assert stale["stale"] is True and stale["data"]["milestone_id"] == "design"
 
@@ -123,7 +123,7 @@ async def test_cli_read_commands(system, nc, settings):
     position = await seed(nc)
     env = {"MILESTONES_NATS_URL": settings.nats_url}
     code, out, _ = await run("status", "apollo", "--min-position", str(position), env=env)
-    assert code == 0 and "design" in out and "at_risk" in out and out.splitlines()[0].startswith("PROJECT_ID")
+    assert code == 0 and "design" in out and "on_track" in out and out.splitlines()[0].startswith("PROJECT_ID")
     code, out, _ = await run("status", "apollo", "design", "--json", env=env)
     assert code == 0 and json.loads(out)["data"]["milestone_id"] == "design"
     code, out, _ = await run("history", "design", env=env)

@@ -7,6 +7,7 @@ from pathlib import Path
 import asyncpg
 
 from events import (
+    DependencyViolated,
     MilestoneAchieved,
     MilestoneCancelled,
     MilestoneMissed,
@@ -33,6 +34,9 @@ def rows(position: int, stored: StoredEvent) -> list[tuple]:
             change = (None, None, evidence)
         case MilestoneCancelled(reason=reason):
             change = (None, None, reason)
+        case DependencyViolated(depends_on=d, predecessor_finish=finish, lag_days=lag, due=due, earliest=earliest):
+            change = (None, None, f"due {due.isoformat()}, but dependency violated: {d} finishes {finish.isoformat()}"
+                      + (f" + {lag} days lag" if lag else "") + f", so {earliest.isoformat()} at the earliest")
         case MilestoneMissed(due=due, open_tasks=open_tasks):
             change = (due, None, f"deadline passed with {len(open_tasks)} open task(s)"
                       + (f": {', '.join(open_tasks)}" if open_tasks else ""))

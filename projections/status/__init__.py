@@ -1,30 +1,30 @@
-"""Status read model: one row per milestone. ``evolve`` is pure; ``apply`` does the I/O.
+"""Status read model: one row per milestone with the facts its health is judged from, and every
+status report. ``evolve`` is pure; ``apply`` does the I/O.
 
-Health (documented in the README), judged as of the latest event for the milestone:
-- ``achieved``: it was achieved;  ``cancelled``: it was cancelled;
-- ``missed``: its due date has passed (judged at the latest event, e.g. the scheduler's
-  ``DeadlineReached`` at midnight UTC after the due date) and it is not achieved;
-- ``at_risk``: it slipped (rescheduled later at least once), or it is due within 14 days of the
-  latest event with less than half of its tasks done;
-- ``on_track``: otherwise.
-Each row carries ``health_reasons``: the rule(s) that decided its health.
+Health is not stored: it depends on the clock and on the predecessors' rows, so
+``services.health.judge`` computes it when a query asks (the clock is an input; see the README).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import msgspec
 
 from events import (
     DeadlineReached,
-    MilestoneMissed,
+    DependencyAdded,
+    DependencyRemoved,
+    DependencyViolated,
     MilestoneAchieved,
     MilestoneCancelled,
+    MilestoneMissed,
     MilestonePlanned,
     MilestoneRescheduled,
+    StatusReported,
     StoredEvent,
     TaskAdded,
     TaskCompleted,
@@ -34,7 +34,20 @@ from events import (
 from projections.base import Batch
 from services.store import EVENTS_STREAM
 
-AT_RISK_WINDOW = dt.timedelta(days=14)
+
+class Violation(msgspec.Struct, kw_only=True, frozen=True):
+    predecessor_finish: dt.date
+    lag_days: int
+    earliest: dt.date
+    position: int
+
+
+class Report(msgspec.Struct, kw_only=True, frozen=True):
+    health: str
+    note: str
+    actor: str | None
+    reported_at: dt.datetime
+    position: int
 
 
 class StatusRow(msgspec.Struct, kw_only=True, frozen=True):
@@ -44,42 +57,28 @@ class StatusRow(msgspec.Struct, kw_only=True, frozen=True):
     kind: str
     phase: str | None
     ord: int
+    success_criteria: str | None
+    planned_on: dt.date  # when it was planned (or its earliest task start): where elapsed time starts
     due: dt.date
     first_due: dt.date
     achieved_at: dt.datetime | None
     cancelled: bool
+    missed: bool  # its current due date arrived (DeadlineReached) without achievement
     tasks: dict[str, bool]
+    task_dues: dict[str, dt.date]
     tasks_total: int
     tasks_done: int
     progress: int
-    health: str
-    health_reasons: list[str]
+    predecessors: dict[str, int]  # finish-to-start: predecessor -> lag in days
+    violations: dict[str, Violation]  # predecessor -> the DependencyViolated facts, until it moves
+    last_report: Report | None  # the latest StatusReported for this milestone
     reschedules: int
     last_position: int
     updated_at: dt.datetime
 
 
 COLUMNS = tuple(StatusRow.__struct_fields__)
-
-
-def judge(row: StatusRow, as_of: dt.datetime) -> tuple[str, list[str]]:
-    if row.achieved_at is not None:
-        return "achieved", [f"achieved {row.achieved_at.date().isoformat()}"]
-    if row.cancelled:
-        return "cancelled", ["cancelled"]
-    today = as_of.date()
-    if today > row.due:
-        open_tasks = row.tasks_total - row.tasks_done
-        return "missed", [f"due {row.due.isoformat()} passed ({(today - row.due).days} days) without achievement, "
-                          f"{open_tasks} of {row.tasks_total} tasks open"]
-    reasons = []
-    if row.due > row.first_due:
-        reasons.append(f"slipped {(row.due - row.first_due).days} days since first planned ({row.first_due.isoformat()})")
-    if row.due - today <= AT_RISK_WINDOW and row.progress < 50:
-        reasons.append(f"due in {(row.due - today).days} days with {row.progress}% of tasks done")
-    if reasons:
-        return "at_risk", reasons
-    return "on_track", [f"due {row.due.isoformat()}, {row.progress}% done"]
+REPORT_COLUMNS = ("position", "project_id", "milestone_id", "reported_at", "actor", "health", "note")
 
 
 def _with_tasks(row: StatusRow, tasks: dict[str, bool]) -> StatusRow:
@@ -90,43 +89,68 @@ def _with_tasks(row: StatusRow, tasks: dict[str, bool]) -> StatusRow:
     )
 
 
+def key_of(stored: StoredEvent) -> tuple[str, str] | None:
+    """The row an event changes: its milestone, or for project events the milestone they name."""
+    e = stored.data
+    mid = getattr(e, "milestone_id", None)
+    return (e.project_id, mid) if mid else None  # type: ignore[attr-defined]
+
+
 def evolve(row: StatusRow | None, position: int, stored: StoredEvent) -> StatusRow | None:
     """Pure: the row after one event (``None`` until the milestone is planned)."""
     event = stored.data
     replace = msgspec.structs.replace
     match event:
         case MilestonePlanned():
-            row = StatusRow(
+            return StatusRow(
                 project_id=event.project_id, milestone_id=event.milestone_id, name=event.name, kind=event.kind,
-                phase=event.phase, ord=event.order, due=event.due, first_due=event.due, achieved_at=None,
-                cancelled=False, tasks={}, tasks_total=0, tasks_done=0, progress=0, health="on_track",
-                health_reasons=[], reschedules=0, last_position=position, updated_at=stored.recordedtime,
+                phase=event.phase, ord=event.order, success_criteria=event.success_criteria,
+                planned_on=min(stored.time.date(), event.due), due=event.due, first_due=event.due,
+                achieved_at=None, cancelled=False, missed=False, tasks={}, task_dues={}, tasks_total=0,
+                tasks_done=0, progress=0, predecessors={}, violations={}, last_report=None, reschedules=0,
+                last_position=position, updated_at=stored.recordedtime,
             )
         case _ if row is None:
             return None
-        case TaskAdded(task_id=t):
+        case TaskAdded(task_id=t, start=start, due=due):
             row = _with_tasks(row, {**row.tasks, t: False})
+            if due is not None:
+                row = replace(row, task_dues={**row.task_dues, t: due})
+            if start is not None and start < row.planned_on:
+                row = replace(row, planned_on=start)
         case TaskCompleted(task_id=t, result=result) if t in row.tasks:
             row = _with_tasks(row, {**row.tasks, t: result != "failed"})
         case TaskReopened(task_id=t) if t in row.tasks:
             row = _with_tasks(row, {**row.tasks, t: False})
         case MilestoneRescheduled(new_due=new_due):
-            row = replace(row, due=new_due, reschedules=row.reschedules + 1)
+            row = replace(row, due=new_due, reschedules=row.reschedules + 1, missed=False, violations={})
         case MilestoneAchieved(achieved_at=at):
             row = replace(row, achieved_at=at or stored.time)
         case MilestoneCancelled():
             row = replace(row, cancelled=True)
-        case DeadlineReached() | MilestoneMissed():
-            # time passing: whatever the message's own time, the deadline (midnight UTC after
-            # the due date) has arrived; judged from there
-            deadline = dt.datetime.combine(row.due + dt.timedelta(days=1), dt.time(0), dt.UTC)
-            health, reasons = judge(row, max(stored.time, deadline))
-            return replace(row, health=health, health_reasons=reasons, last_position=position,
-                           updated_at=stored.recordedtime)
+        case MilestoneMissed():
+            row = replace(row, missed=True)
+        case DependencyViolated(depends_on=d):
+            facts = Violation(predecessor_finish=event.predecessor_finish, lag_days=event.lag_days,
+                              earliest=event.earliest, position=position)
+            row = replace(row, violations={**row.violations, d: facts})
+        case DependencyAdded(depends_on=d, lag_days=lag):
+            row = replace(row, predecessors={**row.predecessors, d: lag})
+        case DependencyRemoved(depends_on=d):
+            row = replace(row, predecessors={k: v for k, v in row.predecessors.items() if k != d},
+                          violations={k: v for k, v in row.violations.items() if k != d})
+        case StatusReported(health=health, note=note):
+            row = replace(row, last_report=Report(health=health, note=note, actor=stored.actor,
+                                                  reported_at=stored.time, position=position))
+        case DeadlineReached():
+            pass  # the decision (achieved or missed) follows as its own event
         case _:
             return row
-    health, reasons = judge(row, stored.time)
-    return replace(row, health=health, health_reasons=reasons, last_position=position, updated_at=stored.recordedtime)
+    return replace(row, last_position=position, updated_at=stored.recordedtime)
+
+
+def from_db(record: Any) -> StatusRow:
+    return msgspec.convert(dict(record), StatusRow, strict=False)
 
 
 _UPSERT = (
@@ -140,43 +164,46 @@ _SELECT = (
 )
 
 
+def report_row(position: int, stored: StoredEvent) -> tuple | None:
+    e = stored.data
+    if not isinstance(e, StatusReported):
+        return None
+    return (position, e.project_id, e.milestone_id, stored.time, stored.actor, e.health, e.note)
+
+
 class StatusProjection:
     name = "status"
     stream = EVENTS_STREAM
     subject = "milestones.events.>"  # all events, so the checkpoint passes every position
-    tables = ("ms_status",)
+    tables = ("ms_status", "ms_status_reports")
     schema_sql = (Path(__file__).parent / "schema.sql").read_text()
     decode = staticmethod(decode_stored)
 
     async def apply(self, conn: asyncpg.Connection, batch: Batch, schema: str) -> None:
-        batch = [(p, e) for p, e in batch if is_milestone_event(e)]
-        keys = {(e.data.project_id, e.data.milestone_id) for _, e in batch}  # type: ignore[attr-defined]
+        keyed = [(p, e, k) for p, e in batch if (k := key_of(e)) is not None]
+        keys = {k for _, _, k in keyed}
         ps, ms = zip(*keys, strict=True) if keys else ((), ())
         rows: dict[tuple[str, str], StatusRow | None] = {
-            (r["project_id"], r["milestone_id"]): StatusRow(**dict(r))
-            for r in await conn.fetch(_SELECT, list(ps), list(ms))
+            (r["project_id"], r["milestone_id"]): from_db(r) for r in await conn.fetch(_SELECT, list(ps), list(ms))
         }
         changed: dict[tuple[str, str], StatusRow] = {}
-        for position, stored in batch:
-            key = (stored.data.project_id, stored.data.milestone_id)  # type: ignore[attr-defined]
+        for position, stored, key in keyed:
             after = evolve(rows.get(key), position, stored)
             rows[key] = after
             if after is not None:
                 changed[key] = after
         if changed:
-            await conn.executemany(_UPSERT, [tuple(msgspec.structs.astuple(r)) for r in changed.values()])
-
-
-def is_milestone_event(stored: StoredEvent) -> bool:
-    return stored.subject.count(".") == 3  # milestones.events.<project>.<milestone>
+            await conn.executemany(_UPSERT, [msgspec.structs.astuple(r) for r in changed.values()])
+        reports = [r for p, e in batch if (r := report_row(p, e)) is not None]
+        if reports:
+            await conn.copy_records_to_table("ms_status_reports", records=reports, columns=REPORT_COLUMNS,
+                                             schema_name=schema)
 
 
 def fold(events: list[tuple[int, StoredEvent]]) -> dict[tuple[str, str], StatusRow]:
     """The whole read model in memory (tests compare it with the table)."""
     rows: dict[tuple[str, str], StatusRow | None] = {}
     for position, stored in events:
-        if not is_milestone_event(stored):
-            continue
-        key = (stored.data.project_id, stored.data.milestone_id)  # type: ignore[attr-defined]
-        rows[key] = evolve(rows.get(key), position, stored)
+        if (key := key_of(stored)) is not None:
+            rows[key] = evolve(rows.get(key), position, stored)
     return {k: v for k, v in rows.items() if v is not None}

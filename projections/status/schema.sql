@@ -1,4 +1,5 @@
--- One row per milestone: its current status. Rebuilt from the event log at will.
+-- One row per milestone: the facts its health is judged from (services.health judges them
+-- against the clock at query time). Rebuilt from the event log at will.
 CREATE TABLE IF NOT EXISTS ms_status (
     project_id    text        NOT NULL,
     milestone_id  text        NOT NULL,
@@ -6,21 +7,36 @@ CREATE TABLE IF NOT EXISTS ms_status (
     kind          text        NOT NULL,
     phase         text,
     ord           integer     NOT NULL,
+    success_criteria text,
+    planned_on    date        NOT NULL,
     due           date        NOT NULL,
     first_due     date        NOT NULL,
     achieved_at   timestamptz,
     cancelled     boolean     NOT NULL,
+    missed        boolean     NOT NULL,
     tasks         jsonb       NOT NULL,
+    task_dues     jsonb       NOT NULL,
     tasks_total   integer     NOT NULL,
     tasks_done    integer     NOT NULL,
     progress      integer     NOT NULL,
-    health        text        NOT NULL,
-    health_reasons jsonb      NOT NULL,
+    predecessors  jsonb       NOT NULL,
+    violations    jsonb       NOT NULL,
+    last_report   jsonb,
     reschedules   integer     NOT NULL,
     last_position bigint      NOT NULL,
     updated_at    timestamptz NOT NULL,
     PRIMARY KEY (project_id, milestone_id)
 );
 CREATE INDEX IF NOT EXISTS ms_status_milestone ON ms_status (milestone_id);
-CREATE INDEX IF NOT EXISTS ms_status_project_order ON ms_status (project_id, ord, milestone_id);
-CREATE INDEX IF NOT EXISTS ms_status_project_due ON ms_status (project_id, due, milestone_id);
+
+-- Every StatusReported: a person's health + note, for the project or one milestone. Kept.
+CREATE TABLE IF NOT EXISTS ms_status_reports (
+    position      bigint      PRIMARY KEY,
+    project_id    text        NOT NULL,
+    milestone_id  text,
+    reported_at   timestamptz NOT NULL,
+    actor         text,
+    health        text        NOT NULL,
+    note          text        NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ms_status_reports_project ON ms_status_reports (project_id, position);

@@ -19,6 +19,7 @@ from events import (
     DependencyRemoved,
     MilestoneAchieved,
     MilestonePlanned,
+    MilestoneRescheduled,
     StakeholderSubscribed,
     StatusReported,
     TaskCompleted,
@@ -30,7 +31,7 @@ from events.common import Event
 from services.domain import milestone, project
 from services.domain.errors import Rejected
 from services.domain.milestone import Milestone
-from services.domain.project import Project
+from services.domain.project import Project, Traced
 
 State = Milestone | Project
 
@@ -47,7 +48,9 @@ def plan(msg: Event) -> Plan:
     match msg:
         case MilestonePlanned():
             return Plan(target, (project_subject(p),))
-        case DependencyAdded(milestone_id=m, depends_on=d) | DependencyRemoved(milestone_id=m, depends_on=d):
+        case MilestoneRescheduled() | DependencyAdded():  # dependencies: the project's graph and dates
+            return Plan(target, (project_subject(p),) if target != project_subject(p) else (), all_milestones_of=p)
+        case DependencyRemoved(milestone_id=m, depends_on=d):
             return Plan(target, (milestone_subject(p, m), milestone_subject(p, d)))
         case StakeholderSubscribed(milestone_id=m) | StatusReported(milestone_id=m) if m:
             return Plan(target, (milestone_subject(p, m),))
@@ -83,15 +86,38 @@ def stamp(msg: Event, time: dt.datetime) -> Event:
 
 def decide(msg: Event, states: Mapping[str, State]) -> list[Event]:
     """``states`` maps each subject from ``plan(msg)`` (target and reads) to its current state."""
+    return [event for event, _ in decide_traced(msg, states)]
+
+
+def decide_traced(msg: Event, states: Mapping[str, State]) -> Traced:
+    """``decide``, with each event's cause: the index of the event that caused it, or None for
+    the message itself (the first event is the message's own fact; what a rule derives from it,
+    e.g. ``MilestoneAchieved`` after the last ``TaskCompleted``, is caused by that fact)."""
     target = states[stream_subject(msg)]
+    owner = states.get(project_subject(msg.project_id))  # type: ignore[attr-defined]
+    milestones = {s.milestone_id: s for s in states.values() if isinstance(s, Milestone)}
     if isinstance(target, Milestone):
         exists = True
         if isinstance(msg, MilestonePlanned):
-            owner = states[project_subject(msg.project_id)]
             exists = isinstance(owner, Project) and owner.created
-        return milestone.decide(msg, target, project_exists=exists)
-    milestones = {s.milestone_id: s for s in states.values() if isinstance(s, Milestone)}
-    return project.decide(msg, target, milestones)
+        events = milestone.decide(msg, target, project_exists=exists)
+    else:
+        events = project.decide(msg, target, milestones)
+        owner = target
+    traced: Traced = [(event, None if i == 0 else 0) for i, event in enumerate(events)]
+    if not isinstance(owner, Project) or not owner.dependencies and not isinstance(msg, DependencyAdded):
+        return traced
+    for i, event in enumerate(events):
+        moved = None
+        if isinstance(event, MilestoneRescheduled):
+            moved = event.milestone_id
+            milestones[moved] = milestone.evolve(milestones[moved], event)
+        elif isinstance(event, DependencyAdded):  # as if the predecessor had just moved
+            moved = event.depends_on
+            owner = project.evolve(owner, event)
+        if moved is not None:
+            traced += project.consequences(owner, milestones, moved, i, len(traced))
+    return traced
 
 
-__all__ = ["Plan", "Rejected", "State", "decide", "evolve", "initial_state", "plan", "stamp"]
+__all__ = ["Plan", "Rejected", "State", "Traced", "decide", "decide_traced", "evolve", "initial_state", "plan", "stamp"]

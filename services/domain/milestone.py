@@ -23,6 +23,7 @@ import msgspec
 
 from events import (
     DeadlineReached,
+    DependencyViolated,
     MilestoneAchieved,
     MilestoneMissed,
     MilestoneCancelled,
@@ -54,6 +55,16 @@ class Milestone(msgspec.Struct, frozen=True, kw_only=True):
     achieved_at: dt.datetime | None = None
     cancelled: bool = False
     missed: bool = False  # the current due date arrived without achievement
+    violations: dict[str, dt.date] = {}  # predecessor -> earliest date reported by DependencyViolated
+
+    @property
+    def closed(self) -> bool:
+        return self.cancelled or self.achieved_at is not None
+
+    @property
+    def finish(self) -> dt.date | None:
+        """When it finishes, for its successors: the day it was achieved, else its due date."""
+        return self.achieved_at.date() if self.achieved_at is not None else self.due
 
     @property
     def open_tasks(self) -> list[str]:
@@ -81,7 +92,9 @@ def evolve(state: Milestone, event: Event) -> Milestone:
         case TaskReopened(task_id=t) if t in state.tasks:
             return _with_task(state, t, replace(state.tasks[t], done=False))
         case MilestoneRescheduled(new_due=new_due):
-            return replace(state, due=new_due, missed=False)
+            return replace(state, due=new_due, missed=False, violations={})
+        case DependencyViolated(depends_on=d, earliest=earliest):
+            return replace(state, violations={**state.violations, d: earliest})
         case MilestoneMissed():
             return replace(state, missed=True)
         case MilestoneAchieved(achieved_at=at):

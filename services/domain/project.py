@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 
 import msgspec
@@ -10,6 +11,8 @@ from events import (
     BaselineSet,
     DependencyAdded,
     DependencyRemoved,
+    DependencyViolated,
+    MilestoneRescheduled,
     ProjectCreated,
     StakeholderSubscribed,
     StatusReported,
@@ -69,6 +72,102 @@ def cycle_path(deps: Mapping[str, Mapping[str, int]], successor: str, predecesso
         for nxt in sorted(deps.get(node, {})):
             stack.append((nxt, [*path, nxt]))
     return None
+
+
+Traced = list[tuple[Event, int | None]]  # an event and the index of the event that caused it
+
+
+def _successors(state: Project) -> dict[str, list[tuple[str, int]]]:
+    out: dict[str, list[tuple[str, int]]] = {}
+    for succ, preds in sorted(state.dependencies.items()):
+        for pred, lag in sorted(preds.items()):
+            out.setdefault(pred, []).append((succ, lag))
+    return out
+
+
+def _downstream(succs: Mapping[str, list[tuple[str, int]]], start: str) -> list[str]:
+    """Milestones reachable from ``start`` through successor edges, in topological order."""
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(node: str) -> None:  # the graph is acyclic: DependencyAdded refuses cycles
+        seen.add(node)
+        for succ, _ in succs.get(node, ()):
+            if succ not in seen:
+                visit(succ)
+        order.append(node)
+
+    visit(start)
+    return order[::-1][1:]
+
+
+def _violation(project_id: str, succ: Milestone, pred: str, finish: dt.date, lag: int,
+               due: dt.date) -> DependencyViolated | None:
+    earliest = finish + dt.timedelta(days=lag)
+    if earliest <= due or succ.violations.get(pred) == earliest:
+        return None  # satisfied, or this very violation was reported already
+    return DependencyViolated(project_id=project_id, milestone_id=succ.milestone_id, depends_on=pred,
+                              predecessor_finish=finish, lag_days=lag, due=due, earliest=earliest)
+
+
+def consequences(state: Project, milestones: Mapping[str, Milestone], moved: str, cause: int,
+                 offset: int) -> Traced:
+    """What the dependencies make of ``moved`` finishing when ``milestones[moved]`` says (it was
+    just rescheduled, or a dependency was just added to it). ``cause`` is the index of the event
+    that moved it (or added the dependency); ``offset`` the index the first new event gets.
+
+    - ``moved`` itself now due before one of its predecessors allows: ``DependencyViolated``
+      for it (a person's explicit date is never overridden, whatever the policy).
+    - its successors: policy ``notify`` gives ``DependencyViolated`` for each one now due too
+      early; policy ``shift`` reschedules each to the first date its predecessors allow, in
+      topological order through the whole downstream graph, each reschedule caused by the
+      reschedule (or the message) of the predecessor that bound it.
+    Closed (achieved, cancelled) and unplanned successors are left alone.
+    """
+    out: Traced = []
+    me = milestones.get(moved)
+    if me is None or me.finish is None:
+        return out
+    for pred, lag in sorted(state.dependencies.get(moved, {}).items()):
+        p = milestones.get(pred)
+        if p is None or p.cancelled or p.finish is None or me.closed:
+            continue
+        if (v := _violation(state.project_id, me, pred, p.finish, lag, me.due)) is not None:  # type: ignore[arg-type]
+            out.append((v, cause))
+
+    succs = _successors(state)
+    if state.dependency_policy != "shift":
+        for succ_id, lag in succs.get(moved, ()):
+            succ = milestones.get(succ_id)
+            if succ is None or not succ.planned or succ.closed or succ.due is None:
+                continue
+            if (v := _violation(state.project_id, succ, moved, me.finish, lag, succ.due)) is not None:
+                out.append((v, cause))
+        return out
+
+    finish = {mid: ms.finish for mid, ms in milestones.items() if ms.finish is not None and not ms.cancelled}
+    caused_by: dict[str, int] = {moved: cause}
+    preds_of = state.dependencies
+    for node in _downstream(succs, moved):
+        ms = milestones.get(node)
+        if ms is None or not ms.planned or ms.closed or ms.due is None:
+            continue
+        binding: tuple[dt.date, str, int] | None = None
+        for pred, lag in sorted(preds_of.get(node, {}).items()):
+            if pred in finish:
+                earliest = finish[pred] + dt.timedelta(days=lag)
+                if binding is None or earliest > binding[0]:
+                    binding = (earliest, pred, lag)
+        if binding is None or binding[0] <= ms.due or binding[1] not in caused_by:
+            continue  # satisfied, or bound by a predecessor this move did not touch
+        earliest, pred, lag = binding
+        out.append((MilestoneRescheduled(
+            project_id=state.project_id, milestone_id=node, new_due=earliest, old_due=ms.due,
+            reason=f"shifted by dependency: {pred} finishes {finish[pred].isoformat()}"
+                   + (f" + {lag} days lag" if lag else "")), caused_by[pred]))
+        caused_by[node] = offset + len(out) - 1
+        finish[node] = earliest
+    return out
 
 
 def decide(msg: Event, state: Project, milestones: Mapping[str, Milestone]) -> list[Event]:

@@ -1,0 +1,123 @@
+"""Health, explained: one rule set, judged against the clock (an input) over a project's status rows.
+
+Pure. ``judge(rows, today)`` gives every milestone its health, the reasons that decided it, its
+expected finish and what blocks it. The rules, first match wins (also in the README):
+
+1. ``achieved`` — it was achieved (a reason says by how many days late, if it was);
+2. ``cancelled`` — it was cancelled;
+3. ``missed`` — its due date passed without achievement: a ``MilestoneMissed`` was recorded
+   when the deadline arrived, or ``today`` is after the due date;
+4. ``late`` — its *expected finish* is after its due date. The expected finish is the latest of
+   its due date, the due date of each open task, and for each finish-to-start predecessor the
+   predecessor's expected finish (its achieved date once achieved) plus the lag — so a
+   violated dependency (``DependencyViolated``) makes its successor late, with the reason;
+5. ``at_risk`` — it still fits, but a predecessor is late or missed; or its progress is behind the elapsed time by ``gap`` percentage points
+   or more (elapsed: from the day it was planned, or its earliest task start, to its due date;
+   progress: tasks done / tasks; a milestone without tasks has no progress to judge);
+6. ``on_track`` — otherwise.
+
+``blocked_by`` lists the predecessors not yet achieved (finish-to-start: it cannot finish
+before they do), each with its expected finish and health.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+import msgspec
+
+from projections.status import StatusRow
+
+DEFAULT_GAP = 25
+HEALTH = ("on_track", "at_risk", "late", "missed", "achieved", "cancelled")
+
+
+class Blocker(msgspec.Struct, kw_only=True):
+    milestone_id: str
+    lag_days: int
+    expected_finish: dt.date
+    health: str
+
+
+class Judgement(msgspec.Struct, kw_only=True):
+    health: str
+    reasons: list[str]
+    expected_finish: dt.date
+    blocked_by: list[Blocker]
+
+
+def _days(n: int) -> str:
+    return f"{n} day{'s' if abs(n) != 1 else ''}"
+
+
+def judge(rows: Iterable[StatusRow], today: dt.date, gap: int = DEFAULT_GAP) -> dict[str, Judgement]:
+    """Every row of one project, judged as of ``today``. Predecessors outside ``rows`` are ignored."""
+    by_id = {r.milestone_id: r for r in rows}
+    out: dict[str, Judgement] = {}
+
+    def visit(mid: str, path: frozenset[str]) -> Judgement:
+        if mid in out:
+            return out[mid]
+        row = by_id[mid]
+        preds = [(p, lag) for p, lag in sorted(row.predecessors.items())
+                 if p in by_id and p not in path and not by_id[p].cancelled]
+        judged_preds = [(p, lag, visit(p, path | {mid})) for p, lag in preds]
+        out[mid] = _judge(row, today, gap, judged_preds)
+        return out[mid]
+
+    for mid in by_id:
+        visit(mid, frozenset())
+    return out
+
+
+def _judge(row: StatusRow, today: dt.date, gap: int, preds: list[tuple[str, int, Judgement]]) -> Judgement:
+    blocked = [Blocker(milestone_id=p, lag_days=lag, expected_finish=j.expected_finish, health=j.health)
+               for p, lag, j in preds if j.health != "achieved"]
+    if row.achieved_at is not None:
+        on = row.achieved_at.astimezone(dt.UTC).date()
+        late = (on - row.due).days
+        reason = f"achieved {on.isoformat()}" + (f", {_days(late)} after its due date" if late > 0 else "")
+        return Judgement(health="achieved", reasons=[reason], expected_finish=on, blocked_by=[])
+    if row.cancelled:
+        return Judgement(health="cancelled", reasons=["cancelled"], expected_finish=row.due, blocked_by=[])
+
+    # the expected finish, and why
+    finish, drivers = row.due, []
+    for task, due in sorted(row.task_dues.items()):
+        if not row.tasks.get(task, False) and due > row.due:
+            drivers.append((due, f"open task {task} is due {due.isoformat()}"))
+    for p, lag, j in preds:
+        earliest = j.expected_finish + dt.timedelta(days=lag)
+        if earliest > row.due:
+            lag_text = f" + {_days(lag)} lag" if lag else ""
+            drivers.append((earliest, f"predecessor {p} ({j.health}) finishes {j.expected_finish.isoformat()}"
+                            f"{lag_text}: {earliest.isoformat()} at the earliest"))
+    if drivers:
+        finish = max(d for d, _ in drivers)
+
+    open_tasks = row.tasks_total - row.tasks_done
+    if row.missed or today > row.due:
+        overdue = (today - row.due).days
+        reason = (f"due {row.due.isoformat()} passed" + (f" {_days(overdue)} ago" if overdue > 0 else "")
+                  + f" without achievement, {open_tasks} of {row.tasks_total} tasks open")
+        return Judgement(health="missed", reasons=[reason], expected_finish=max(finish, today), blocked_by=blocked)
+    if finish > row.due:
+        reasons = [f"expected to finish {finish.isoformat()}, {_days((finish - row.due).days)} after its due date "
+                   f"{row.due.isoformat()}"] + [text for _, text in sorted(drivers, reverse=True)]
+        return Judgement(health="late", reasons=reasons, expected_finish=finish, blocked_by=blocked)
+
+    reasons = []
+    for p, lag, j in preds:
+        if j.health in ("late", "missed"):
+            reasons.append(f"predecessor {p} is {j.health} (expected {j.expected_finish.isoformat()})")
+    if row.tasks_total and row.due > row.planned_on:
+        elapsed = min(100, max(0, 100 * (today - row.planned_on).days // (row.due - row.planned_on).days))
+        if elapsed - row.progress >= gap:
+            reasons.append(f"{elapsed}% of the time to {row.due.isoformat()} has passed but {row.progress}% of "
+                           f"tasks are done ({open_tasks} open; at risk from {gap} points behind)")
+    if reasons:
+        return Judgement(health="at_risk", reasons=reasons, expected_finish=finish, blocked_by=blocked)
+    return Judgement(health="on_track",
+                     reasons=[f"due {row.due.isoformat()} in {_days((row.due - today).days)}, {row.progress}% of tasks done"],
+                     expected_finish=finish, blocked_by=blocked)

@@ -14,6 +14,7 @@ from events.common import (
     Id,
     LagDays,
     Name,
+    Secret,
     Text,
     Url,
 )
@@ -50,10 +51,14 @@ class BaselineSet(Event, frozen=True, kw_only=True):
 
 
 class StakeholderSubscribed(Event, frozen=True, kw_only=True):
+    """Webhooks for a project (every milestone) or one milestone. With ``secret``, each POST is
+    signed with HMAC-SHA256 over the body using it (the audit trail and queries never show it)."""
+
     project_id: Id
     stakeholder: Name
     url: Url
     milestone_id: Id | None = None
+    secret: Secret | None = None
 
 
 class StatusReported(Event, frozen=True, kw_only=True):

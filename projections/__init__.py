@@ -5,7 +5,9 @@ from __future__ import annotations
 from projections.audit import AuditProjection, RejectionsProjection
 from projections.history import HistoryProjection
 from projections.status import StatusProjection
+from projections.subscriptions import SubscriptionsProjection
 
-PROJECTIONS = {p.name: p for p in (StatusProjection(), HistoryProjection(), AuditProjection(), RejectionsProjection())}
+PROJECTIONS = {p.name: p for p in (StatusProjection(), HistoryProjection(), AuditProjection(), RejectionsProjection(),
+                                    SubscriptionsProjection())}
 
 __all__ = ["PROJECTIONS"]

@@ -68,7 +68,7 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
         log.info("milestones dev ready", nats=settings.nats_url, http=f"http://{settings.http_host}:{http_port}",
                  database=database_url, data_dir=str(data_dir), stop="Ctrl-C")
         stop = _stop_on_signals()
-        await wiring.run_services(settings, stop, intake=True, projections=True, query=True)
+        await wiring.run_services(settings, stop, intake=True, projections=True, query=True, notifier=True)
         log.info("stopped cleanly")
         return 0
     finally:
@@ -82,7 +82,8 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     stop = _stop_on_signals()
     await wiring.run_services(settings, stop, intake=args.service == "intake", projections=args.service == "projections",
-                              query=args.service == "query", http=not args.no_http)
+                              query=args.service == "query", notifier=args.service == "notifier",
+                              http=not args.no_http)
     return 0
 
 
@@ -287,6 +288,39 @@ async def _trend(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _digest(args: argparse.Namespace, settings: Settings) -> int:
+    params = {"project_id": args.project, "record": not args.preview, "send": not args.preview}
+    result = await _query(settings, "digest", params)
+    if args.json or not isinstance(result, dict) or result.get("accepted") is False:
+        return _show(result, args, [])
+    from services.digest import render
+
+    _out(render(result["data"]["digest"]))
+    if not args.preview:
+        _out(f"\n(recorded; queued for {result['data']['queued_deliveries']} subscriber(s))")
+    return 0
+
+
+async def _deliveries(args: argparse.Namespace, settings: Settings) -> int:
+    if args.retry:
+        return _show(await _query(settings, "retry_delivery", {"id": args.retry}), args, ["id", "status"])
+    params = {"project_id": args.project, "status": args.status, "kind": args.kind, "cursor": args.cursor,
+              "limit": args.limit}
+    result = await _query(settings, "deliveries", params)
+    if isinstance(result, dict) and isinstance(result.get("data"), list):
+        for d in result["data"]:
+            d["last"] = d["last_status"] or d["last_error"]
+    return _show(result, args, ["id", "kind", "project_id", "milestone_id", "stakeholder", "status", "attempts",
+                                "last", "created_at", "delivered_at"])
+
+
+async def _reports(args: argparse.Namespace, settings: Settings) -> int:
+    result = await _query(settings, "status_reports", {"project_id": args.project, "milestone_id": args.milestone,
+                                                       "cursor": args.cursor, "limit": args.limit,
+                                                       "min_position": args.min_position})
+    return _show(result, args, ["position", "reported_at", "milestone_id", "health", "note", "actor"])
+
+
 async def _projections(args: argparse.Namespace, settings: Settings) -> int:
     result = await _query(settings, "projections", {})
     if isinstance(result, list):
@@ -366,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data-dir", help="where embedded servers keep data (default .milestones)")
 
     s = sub.add_parser("serve", help="run one service against configured servers (deployments)")
-    s.add_argument("service", choices=["intake", "projections", "query"])
+    s.add_argument("service", choices=["intake", "projections", "query", "notifier"])
     s.add_argument("--no-http", action="store_true", help="NATS only (intake, query)")
 
     snd = sub.add_parser("send", help="publish CloudEvents and print each reply")
@@ -422,6 +456,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("project")
     tr.add_argument("--until", help="YYYY-MM-DD: last report date (default: today)")
     tr.add_argument("--json", action="store_true")
+    dg = sub.add_parser("digest", help="the project digest: every milestone's health, what changed since the last "
+                        "digest; recorded and sent to the project's subscribers (--preview: only show it)")
+    dg.add_argument("project")
+    dg.add_argument("--preview", action="store_true", help="show it without recording or sending it")
+    dg.add_argument("--json", action="store_true")
+    dl = read_command("deliveries", "the webhook delivery log (every notification and its attempts)")
+    dl.add_argument("--project")
+    dl.add_argument("--status", help="comma-separated: pending,delivered,failed")
+    dl.add_argument("--kind", help="e.g. milestone.achieved,milestone.at_risk")
+    dl.add_argument("--retry", metavar="ID", help="send this failed delivery again now")
+    rs = read_command("reports", "status updates people posted for a project (StatusReported)")
+    rs.add_argument("project")
+    rs.add_argument("--milestone")
     pr = sub.add_parser("projections", help="each projection's position, lag, rate and parked count")
     pr.add_argument("--json", action="store_true")
     pa = sub.add_parser("parked", help="events a projection could not apply")
@@ -454,7 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"dev": _dev, "serve": _serve, "send": _send, "rejections": _rejections, "status": _status,
             "history": _history, "audit": _audit, "projections": _projections, "parked": _parked,
-            "rebuild": _rebuild, "replay-parked": _replay_parked, "report": _report, "trend": _trend}
+            "rebuild": _rebuild, "replay-parked": _replay_parked, "report": _report, "trend": _trend,
+            "digest": _digest, "deliveries": _deliveries, "reports": _reports}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     projection_batch: int = 2000
     scheduler: bool = True  # deadlines as JetStream message schedules (runs with the intake)
     at_risk_gap: int = 25  # health: at risk when progress is this many points behind elapsed time
+    notify_max_attempts: int = 12  # webhook attempts before a delivery is marked failed
+    notify_backoff_ms: int = 1000  # first retry after ~this; doubles per attempt (jittered)
+    notify_backoff_max_s: int = 3600  # the longest wait between two attempts
+    notify_timeout_s: int = 10  # per webhook POST
+    notify_sweep_s: int = 300  # re-judge health of subscribed projects this often (the clock moves)
+    digest_every_s: int = 7 * 24 * 3600  # project digest to subscribers this often; 0 = only on demand
+    webhook_secret: str | None = None  # signs webhooks of subscriptions that have no secret of their own
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
     data_dir: str = ".milestones"

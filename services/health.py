@@ -121,3 +121,17 @@ def _judge(row: StatusRow, today: dt.date, gap: int, preds: list[tuple[str, int,
     return Judgement(health="on_track",
                      reasons=[f"due {row.due.isoformat()} in {_days((row.due - today).days)}, {row.progress}% of tasks done"],
                      expected_finish=finish, blocked_by=blocked)
+
+
+def present(row: StatusRow, verdict: Judgement) -> dict:
+    """A status row as the API shows it: its facts, then its health with the reasons."""
+    out = msgspec.structs.asdict(row)
+    out["order"] = out.pop("ord")
+    out.update(health=verdict.health, health_reasons=verdict.reasons, expected_finish=verdict.expected_finish,
+               blocked_by=verdict.blocked_by)
+    return out
+
+
+def judged(rows: list[StatusRow], today: dt.date, gap: int = DEFAULT_GAP) -> list[dict]:
+    verdicts = judge(rows, today, gap)
+    return [present(r, verdicts[r.milestone_id]) for r in rows]

@@ -7,7 +7,7 @@ import io
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from litestar import MediaType, Request, Response, get
+from litestar import MediaType, Request, Response, get, post
 from litestar.params import FromPath
 from litestar.response import Stream
 
@@ -62,6 +62,35 @@ def query_routes(queries: Queries, stream_last: Callable[[], Awaitable[int]]) ->
     async def project_trend(request: Request, project_id: FromPath[str]) -> Response[bytes]:
         return await _answer(lambda: queries.trend(_params(request, project_id=project_id)))
 
+    @get("/projects/{project_id:str}/status-reports",
+         summary="Status updates people posted (StatusReported), newest first; milestone_id narrows")
+    async def status_reports(request: Request, project_id: FromPath[str]) -> Response[bytes]:
+        return await _answer(lambda: queries.status_reports(_params(request, project_id=project_id)))
+
+    @get("/projects/{project_id:str}/subscriptions", summary="Stakeholders' webhooks for a project (no secrets)")
+    async def subscriptions(request: Request, project_id: FromPath[str]) -> Response[bytes]:
+        return await _answer(lambda: queries.subscriptions(_params(request, project_id=project_id)))
+
+    @get("/projects/{project_id:str}/digest",
+         summary="Preview of the project digest: every milestone's health and what changed since the last digest")
+    async def digest_preview(request: Request, project_id: FromPath[str]) -> Response[bytes]:
+        params = {k: v for k, v in _params(request, project_id=project_id).items() if k not in ("record", "send")}
+        return await _answer(lambda: queries.digest(params))
+
+    @post("/projects/{project_id:str}/digest", status_code=200,
+          summary="Build the digest now, record it and queue it for the project's subscribers")
+    async def digest_send(request: Request, project_id: FromPath[str]) -> Response[bytes]:
+        return await _answer(lambda: queries.digest({**_params(request, project_id=project_id), "send": "true"}))
+
+    @get("/deliveries", summary="Webhook delivery log: project_id, milestone_id, stakeholder, status "
+         "(pending,delivered,failed), kind, cursor, limit; each with its attempts")
+    async def deliveries(request: Request) -> Response[bytes]:
+        return await _answer(lambda: queries.deliveries(_params(request)))
+
+    @post("/deliveries/{delivery_id:str}/retry", status_code=200, summary="Send a failed delivery again now")
+    async def retry_delivery(delivery_id: FromPath[str]) -> Response[bytes]:
+        return await _answer(lambda: queries.retry_delivery({"id": delivery_id}))
+
     @get("/audit", summary="Audit trail: project_id, milestone_id, actor, source, type, from, to, "
          "correlation_id, cursor, limit; format=jsonl|csv streams every match")
     async def audit(request: Request) -> Response[bytes] | Stream:
@@ -96,7 +125,7 @@ def query_routes(queries: Queries, stream_last: Callable[[], Awaitable[int]]) ->
         return await _answer(lambda: queries.parked(_params(request)))
 
     return [milestone, project_milestones, project_report, project_trend, history, audit, rejections, projections,
-            parked]
+            parked, status_reports, subscriptions, digest_preview, digest_send, deliveries, retry_delivery]
 
 
 async def _projections(queries: Queries, stream_last: Callable[[], Awaitable[int]]) -> list[dict]:

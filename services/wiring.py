@@ -1,6 +1,6 @@
 """The one wiring module: settings -> logging, NATS, streams, database, broker, runners, HTTP.
 
-``running(settings, ...)`` assembles any mix of the three services in one process:
+``running(settings, ...)`` assembles any mix of the four services in one process:
 ``milestones dev`` runs all of them; ``milestones serve <service>`` one (compose.yaml).
 """
 
@@ -27,7 +27,9 @@ from services.inbox import InboxConsumer
 from services.intake import Limits
 from services.intake_service import IntakeService
 from services.nats_app import CommandServer
-from services.queries import CheckpointWatcher, Queries
+from services.notifier import Notifier
+from services.notifier import ensure_schema as ensure_notifier_schema
+from services.queries import CheckpointWatcher, Queries, today_utc
 from services.scheduler import Scheduler
 from services.query_http import query_routes
 from services.query_nats import register_queries
@@ -78,6 +80,7 @@ class Running:
     intake: IntakeService | None = None
     committer: Committer | None = None
     queries: Queries | None = None
+    notifier: Notifier | None = None
     runners: list[Runner] = field(default_factory=list)
     http_handlers: list = field(default_factory=list)
 
@@ -87,14 +90,14 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def running(settings: Settings, *, intake: bool = True, projections: bool = False,
-                  query: bool = False) -> AsyncIterator[Running]:
+                  query: bool = False, notifier: bool = False) -> AsyncIterator[Running]:
     async with contextlib.AsyncExitStack() as stack:
         nc = await connect_nats(settings.nats_url, "milestones")
         stack.push_async_callback(nc.drain)
         await prepare_streams(nc, settings)
         broker = NatsBroker(settings.nats_url.split(","), logger=None, graceful_timeout=10)
         run = Running(settings, nc, broker)
-        if projections or query:
+        if projections or query or notifier:
             dsn = require_database(settings)
             await ensure_schema(dsn, list(PROJECTIONS.values()))
         if intake:
@@ -105,12 +108,15 @@ async def running(settings: Settings, *, intake: bool = True, projections: bool 
             commands = CommandServer(nc, run.intake, workers=settings.command_workers)
             await commands.start()
             stack.push_async_callback(commands.stop)
-        if query:
+        if query or notifier:
             pool = await create_pool(dsn, min_size=2, max_size=16)
             stack.push_async_callback(pool.close)
+            async with pool.acquire() as conn:
+                await ensure_notifier_schema(conn)
             watcher = CheckpointWatcher(dsn)
             await watcher.start()
             stack.push_async_callback(watcher.stop)
+        if query:
             run.queries = Queries(pool, watcher, EventLog(nc), at_risk_gap=settings.at_risk_gap)
             register_queries(broker, run.queries, run.stream_last)
             run.http_handlers = query_routes(run.queries, run.stream_last)
@@ -123,6 +129,14 @@ async def running(settings: Settings, *, intake: bool = True, projections: bool 
             tasks.append(asyncio.create_task(inbox.run(stop), name="inbox"))
             if settings.scheduler:
                 tasks.append(asyncio.create_task(Scheduler(nc).run(stop), name="scheduler"))
+        if notifier:
+            run.notifier = Notifier(
+                nc, pool, watcher, today=today_utc, at_risk_gap=settings.at_risk_gap,
+                max_attempts=settings.notify_max_attempts, backoff_base=settings.notify_backoff_ms / 1000,
+                backoff_max=settings.notify_backoff_max_s, timeout=settings.notify_timeout_s,
+                sweep_every=settings.notify_sweep_s, digest_every=settings.digest_every_s,
+                default_secret=settings.webhook_secret)
+            tasks.append(asyncio.create_task(run.notifier.run(stop), name="notifier"))
         if projections:
             run.runners = [Runner(p, dsn, nc, batch_size=settings.projection_batch) for p in PROJECTIONS.values()]
             tasks += [asyncio.create_task(r.run(stop), name=f"projection-{r.projection.name}") for r in run.runners]
@@ -134,7 +148,7 @@ async def running(settings: Settings, *, intake: bool = True, projections: bool 
                     log.error("task failed", error=repr(result))
 
         stack.push_async_callback(stop_tasks)
-        log.info("services running", intake=intake, projections=projections, query=query)
+        log.info("services running", intake=intake, projections=projections, query=query, notifier=notifier)
         yield run
 
 
@@ -162,8 +176,8 @@ async def serve_http(app, host: str, port: int, stop: asyncio.Event) -> None:
 
 
 async def run_services(settings: Settings, stop: asyncio.Event, *, intake: bool = True, projections: bool = False,
-                       query: bool = False, http: bool = True) -> None:
-    async with running(settings, intake=intake, projections=projections, query=query) as run:
+                       query: bool = False, notifier: bool = False, http: bool = True) -> None:
+    async with running(settings, intake=intake, projections=projections, query=query, notifier=notifier) as run:
         if http and (intake or query):
             app = build_http_app(run.intake, max_body=settings.max_message_bytes * 4, extra_handlers=run.http_handlers)
             base = f"http://{settings.http_host}:{settings.http_port}"

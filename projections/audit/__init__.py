@@ -6,7 +6,10 @@ from pathlib import Path
 
 import asyncpg
 
-from events import ENCODER, StoredEvent, decode_stored
+import msgspec
+
+from events import ENCODER, StakeholderSubscribed, StoredEvent, decode_stored
+from events.common import Event
 from projections.base import Batch
 from services.intake_service import REJECTION_DECODER
 from services.store import EVENTS_STREAM, REJECTIONS_STREAM
@@ -15,8 +18,18 @@ COLUMNS = ("position", "subject", "project_id", "milestone_id", "type", "event_i
            "occurred_at", "recorded_at", "correlation_id", "causation_id", "schema_version", "payload")
 
 
+def redacted(data: Event) -> Event:
+    """What the audit trail shows of an event: webhook secrets are never shown."""
+    if isinstance(data, StakeholderSubscribed) and data.secret is not None:
+        return msgspec.structs.replace(data, secret=REDACTED)
+    return data
+
+
+REDACTED = "(redacted)" + "_" * 6  # still a valid Secret, so the payload keeps its contract
+
+
 def row(position: int, stored: StoredEvent) -> tuple:
-    data = stored.data
+    data = redacted(stored.data)
     return (position, stored.subject, data.project_id, getattr(data, "milestone_id", None), stored.type,  # type: ignore[attr-defined]
             stored.id, stored.actor, stored.source, stored.time, stored.recordedtime, stored.correlationid,
             stored.causationid, stored.schemaversion, ENCODER.encode(data))

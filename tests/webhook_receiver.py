@@ -1,0 +1,66 @@
+"""A real local HTTP receiver for webhook tests (asyncio streams, HTTP/1.1 keep-alive).
+
+It can be down (not listening), answer errors for its next N requests, and records every request
+it answered with its headers and body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+
+from services.embedded import free_port
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.requests: list[tuple[int, dict[str, str], bytes]] = []  # (status answered, headers, body)
+        self.fail_next = 0
+        self._server: asyncio.Server | None = None
+
+    @property
+    def delivered(self) -> list[tuple[dict[str, str], dict]]:
+        return [(h, json.loads(b)) for status, h, b in self.requests if status == 200]
+
+    async def start(self) -> Receiver:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                if not line.strip():
+                    continue
+                headers: dict[str, str] = {}
+                while (h := await reader.readline()) not in (b"\r\n", b""):
+                    name, value = h.decode().split(":", 1)
+                    headers[name.strip().lower()] = value.strip()
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                status = 200
+                if self.fail_next > 0:
+                    self.fail_next -= 1
+                    status = 503
+                self.requests.append((status, headers, body))
+                writer.write(f"HTTP/1.1 {status} {'OK' if status == 200 else 'Unavailable'}\r\n"
+                             "content-length: 0\r\n\r\n".encode())
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """What a receiver does: recompute the HMAC over the raw body, compare in constant time."""
+    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, headers.get("x-milestones-signature", ""))

@@ -7,7 +7,7 @@ import datetime as dt
 import uuid
 from collections.abc import Iterator
 
-from events import DATA_DECODERS, ENCODER, StoredEvent, stream_subject
+from events import DATA_DECODERS, ENCODER, StoredEvent, project_subject, stream_subject
 from services import domain
 
 KINDS = ("event", "technical", "time")
@@ -63,7 +63,8 @@ def synthetic_history(project: str, milestones: int = 10, tasks: int = 10) -> It
         plan = domain.plan(fact)
         needed = [plan.target, *plan.reads]
         if plan.all_milestones_of:
-            needed += [s for s in states if s.startswith(f"{plan.target}.")]
+            prefix = f"{project_subject(plan.all_milestones_of)}."
+            needed += [s for s in states if s.startswith(prefix) and s.count(".") == 3]
         view = {s: states.get(s) or domain.initial_state(s) for s in needed}
         for i, event in enumerate(domain.decide(fact, view)):
             subject = stream_subject(event)

@@ -314,6 +314,21 @@ async def _deliveries(args: argparse.Namespace, settings: Settings) -> int:
                                 "last", "created_at", "delivered_at"])
 
 
+async def _projects(args: argparse.Namespace, settings: Settings) -> int:
+    result = await _query(settings, "projects", {"project_id": args.project, "cursor": args.cursor,
+                                                 "limit": args.limit, "min_position": args.min_position})
+    if isinstance(result, dict) and isinstance(result.get("data"), list):
+        for p in result["data"]:
+            p["by_health"] = ", ".join(f"{n} {h}" for h, n in p["by_health"].items())
+            p["next"] = p["next_milestone"] and f"{p['next_milestone']['milestone_id']} {p['next_milestone']['due']}"
+    return _show(result, args, ["project_id", "name", "milestones", "by_health", "next", "expected_finish", "goals"])
+
+
+async def _subscriptions(args: argparse.Namespace, settings: Settings) -> int:
+    result = await _query(settings, "subscriptions", {"project_id": args.project, "min_position": args.min_position})
+    return _show(result, args, ["stakeholder", "milestone_id", "url", "signed", "subscribed_at"])
+
+
 async def _reports(args: argparse.Namespace, settings: Settings) -> int:
     result = await _query(settings, "status_reports", {"project_id": args.project, "milestone_id": args.milestone,
                                                        "cursor": args.cursor, "limit": args.limit,
@@ -466,6 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--status", help="comma-separated: pending,delivered,failed")
     dl.add_argument("--kind", help="e.g. milestone.achieved,milestone.at_risk")
     dl.add_argument("--retry", metavar="ID", help="send this failed delivery again now")
+    pj = read_command("projects", "every project: goals, milestones by health, next milestone, expected finish")
+    pj.add_argument("project", nargs="?")
+    sb = read_command("subscriptions", "who is told about a project (webhooks; secrets never shown)")
+    sb.add_argument("project")
     rs = read_command("reports", "status updates people posted for a project (StatusReported)")
     rs.add_argument("project")
     rs.add_argument("--milestone")
@@ -502,7 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {"dev": _dev, "serve": _serve, "send": _send, "rejections": _rejections, "status": _status,
             "history": _history, "audit": _audit, "projections": _projections, "parked": _parked,
             "rebuild": _rebuild, "replay-parked": _replay_parked, "report": _report, "trend": _trend,
-            "digest": _digest, "deliveries": _deliveries, "reports": _reports}
+            "digest": _digest, "deliveries": _deliveries, "reports": _reports, "projects": _projects,
+            "subscriptions": _subscriptions}
 
 
 def main(argv: list[str] | None = None) -> int:

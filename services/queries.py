@@ -310,6 +310,42 @@ class Queries:
                                          judged[-1]["milestone_id"]])
         return Page(judged, position, next_cursor, stale)
 
+    async def projects(self, params: Mapping[str, Any]) -> Page:
+        """Every project with its goals, milestones by health, next milestone and expected finish."""
+        position, stale = await self.consistent("status", params)
+        limit = p_int(params, "limit", 100, 1, MAX_LIMIT)
+        after = str((decode_cursor(params) or [""])[0])
+        where, args = "project_id > $1", [after]
+        if params.get("project_id"):
+            where += " AND project_id = $2"
+            args.append(str(params["project_id"]))
+        projects = await self.pool.fetch(
+            "SELECT project_id, name, goals, dependency_policy, created_at, position FROM ms_projects "
+            f"WHERE {where} ORDER BY project_id LIMIT {limit + 1}", *args)
+        page = projects[:limit]
+        rows = [status.from_db(r) for r in await self.pool.fetch(
+            f"SELECT {', '.join(status.COLUMNS)} FROM ms_status WHERE project_id = ANY($1::text[]) "
+            "ORDER BY ord, milestone_id", [p["project_id"] for p in page])]
+        by_project: dict[str, list[StatusRow]] = {}
+        for r in rows:
+            by_project.setdefault(r.project_id, []).append(r)
+        out = []
+        for p in page:
+            judged = health.judged(by_project.get(p["project_id"], []), self.today(), self.at_risk_gap)
+            open_ = sorted((m for m in judged if m["health"] not in ("achieved", "cancelled")), key=lambda m: m["due"])
+            counts: dict[str, int] = {}
+            for m in judged:
+                counts[m["health"]] = counts.get(m["health"], 0) + 1
+            live = [m for m in judged if m["health"] != "cancelled"]
+            out.append({**dict(p), "milestones": len(judged), "by_health": counts,
+                        "next_milestone": {k: open_[0][k] for k in ("milestone_id", "name", "due", "health")}
+                        if open_ else None,
+                        "expected_finish": max((m["expected_finish"] for m in live), default=None)})
+        if params.get("project_id") and not out:
+            raise Rejected("not_found", f"project {params['project_id']} is not known")
+        next_cursor = encode_cursor([page[-1]["project_id"]]) if len(projects) > limit else None
+        return Page(out, position, next_cursor, stale)
+
     async def status_reports(self, params: Mapping[str, Any]) -> Page:
         """Status updates people posted (``StatusReported``), newest first; ``milestone_id`` narrows."""
         position, stale = await self.consistent("status", params)

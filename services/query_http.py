@@ -62,6 +62,18 @@ def query_routes(queries: Queries, stream_last: Callable[[], Awaitable[int]]) ->
     async def project_trend(request: Request, project_id: FromPath[str]) -> Response[bytes]:
         return await _answer(lambda: queries.trend(_params(request, project_id=project_id)))
 
+    @get("/projects", summary="Every project: goals, milestones by health, next milestone, expected finish")
+    async def projects(request: Request) -> Response[bytes]:
+        return await _answer(lambda: queries.projects(_params(request)))
+
+    @get("/projects/{project_id:str}", summary="One project: goals, milestones by health, next milestone, expected finish")
+    async def project(request: Request, project_id: FromPath[str]) -> Response[bytes]:
+        async def one() -> object:
+            page = await queries.projects(_params(request, project_id=project_id))
+            from services.queries import One
+            return One(page.data[0], page.position, page.stale)
+        return await _answer(one)
+
     @get("/projects/{project_id:str}/status-reports",
          summary="Status updates people posted (StatusReported), newest first; milestone_id narrows")
     async def status_reports(request: Request, project_id: FromPath[str]) -> Response[bytes]:
@@ -125,7 +137,7 @@ def query_routes(queries: Queries, stream_last: Callable[[], Awaitable[int]]) ->
         return await _answer(lambda: queries.parked(_params(request)))
 
     return [milestone, project_milestones, project_report, project_trend, history, audit, rejections, projections,
-            parked, status_reports, subscriptions, digest_preview, digest_send, deliveries, retry_delivery]
+            parked, projects, project, status_reports, subscriptions, digest_preview, digest_send, deliveries, retry_delivery]
 
 
 async def _projections(queries: Queries, stream_last: Callable[[], Awaitable[int]]) -> list[dict]:

@@ -27,6 +27,7 @@ def register_queries(broker: NatsBroker, queries: Queries, stream_last: Callable
         "parked": queries.parked,
         "report": queries.report,
         "trend": queries.trend,
+        "projects": queries.projects,
         "status_reports": queries.status_reports,
         "subscriptions": queries.subscriptions,
         "digest": queries.digest,
@@ -37,7 +38,7 @@ def register_queries(broker: NatsBroker, queries: Queries, stream_last: Callable
     @broker.subscriber(QUERY_SUBJECT, queue="milestones-query", max_workers=workers,
                        title="milestones.query.<name>",
                        description="Request/reply queries: milestone, milestones, history, audit, rejections, "
-                       "projections, parked, report, trend, status_reports, subscriptions, digest (record, send), "
+                       "projections, parked, report, trend, projects, status_reports, subscriptions, digest (record, send), "
                        "deliveries, retry_delivery. Body: a JSON object of the HTTP query parameters.")
     async def on_query(msg: NatsMessage = Context("message")) -> bytes:
         name = msg.raw_message.subject.rsplit(".", 1)[-1]

@@ -22,7 +22,7 @@ COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
 
 def test_compose_parses_and_names_the_whole_deployment():
     services = COMPOSE["services"]
-    assert {"nats1", "nats2", "nats3", "postgres", "intake", "projections", "query"} <= set(services)
+    assert {"nats1", "nats2", "nats3", "postgres", "intake", "projections", "query", "notifier"} <= set(services)
     for name in ("nats1", "nats2", "nats3"):
         assert "--routes" in services[name]["command"]
 

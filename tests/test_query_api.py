@@ -135,3 +135,19 @@ async def test_cli_read_commands(system, nc, settings):
     code, _, err = await run("status", "apollo", "nope", env=env)
     assert code == 1 and "not_found" in err
     await asyncio.sleep(0)
+
+
+async def test_projects_goals_health_counts_next_milestone(api, nc, settings):
+    goal = cloudevent("ProjectCreated", {"project_id": "zeta", "name": "Zeta", "goals": ["ship v2", "halve churn"]})
+    position = await seed(nc)
+    position = (await request(nc, goal)).events[-1].position
+    body = (await api.get("/projects", params={"min_position": position})).json()
+    assert [p["project_id"] for p in body["data"]] == ["apollo", "zeta"]
+    apollo = (await api.get("/projects/apollo")).json()["data"]
+    assert apollo["by_health"] == {"on_track": 2} and apollo["milestones"] == 2
+    assert apollo["next_milestone"]["milestone_id"] == "design" and apollo["expected_finish"] == "2027-02-01"
+    zeta = (await api.get("/projects/zeta")).json()["data"]
+    assert zeta["goals"] == ["ship v2", "halve churn"] and zeta["next_milestone"] is None
+    assert (await api.get("/projects/nobody")).status_code == 404
+    code, out, _ = await run("projects", env={"MILESTONES_NATS_URL": settings.nats_url})
+    assert code == 0 and "ship v2" in out and "2 on_track" in out

@@ -24,6 +24,7 @@ from events import (
     MilestoneMissed,
     MilestonePlanned,
     MilestoneRescheduled,
+    ProjectCreated,
     StatusReported,
     StoredEvent,
     TaskAdded,
@@ -164,6 +165,13 @@ _SELECT = (
 )
 
 
+def project_row(position: int, stored: StoredEvent) -> tuple | None:
+    e = stored.data
+    if not isinstance(e, ProjectCreated):
+        return None
+    return (e.project_id, e.name, list(e.goals), e.dependency_policy, stored.time, position)
+
+
 def report_row(position: int, stored: StoredEvent) -> tuple | None:
     e = stored.data
     if not isinstance(e, StatusReported):
@@ -175,7 +183,7 @@ class StatusProjection:
     name = "status"
     stream = EVENTS_STREAM
     subject = "milestones.events.>"  # all events, so the checkpoint passes every position
-    tables = ("ms_status", "ms_status_reports")
+    tables = ("ms_status", "ms_status_reports", "ms_projects")
     schema_sql = (Path(__file__).parent / "schema.sql").read_text()
     decode = staticmethod(decode_stored)
 
@@ -194,6 +202,10 @@ class StatusProjection:
                 changed[key] = after
         if changed:
             await conn.executemany(_UPSERT, [msgspec.structs.astuple(r) for r in changed.values()])
+        projects = [r for p, e in batch if (r := project_row(p, e)) is not None]
+        if projects:
+            await conn.copy_records_to_table("ms_projects", records=projects, schema_name=schema, columns=(
+                "project_id", "name", "goals", "dependency_policy", "created_at", "position"))
         reports = [r for p, e in batch if (r := report_row(p, e)) is not None]
         if reports:
             await conn.copy_records_to_table("ms_status_reports", records=reports, columns=REPORT_COLUMNS,

@@ -40,3 +40,13 @@ CREATE TABLE IF NOT EXISTS ms_status_reports (
     note          text        NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ms_status_reports_project ON ms_status_reports (project_id, position);
+
+-- One row per project: what it is for.
+CREATE TABLE IF NOT EXISTS ms_projects (
+    project_id        text        PRIMARY KEY,
+    name              text        NOT NULL,
+    goals             jsonb       NOT NULL,
+    dependency_policy text        NOT NULL,
+    created_at        timestamptz NOT NULL,
+    position          bigint      NOT NULL
+);

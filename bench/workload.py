@@ -62,8 +62,8 @@ def synthetic_history(project: str, milestones: int = 10, tasks: int = 10) -> It
         fact = domain.stamp(DATA_DECODERS[type_].decode(ENCODER.encode(data)), at)
         plan = domain.plan(fact)
         needed = [plan.target, *plan.reads]
-        if plan.all_milestones_of:
-            prefix = f"{project_subject(plan.all_milestones_of)}."
+        if whole := plan.all_milestones_of or plan.milestones_if_dependent:
+            prefix = f"{project_subject(whole)}."
             needed += [s for s in states if s.startswith(prefix) and s.count(".") == 3]
         view = {s: states.get(s) or domain.initial_state(s) for s in needed}
         for i, event in enumerate(domain.decide(fact, view)):

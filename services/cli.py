@@ -66,9 +66,11 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
             settings, nats_url=nats_server.url, http_port=http_port, database_url=database_url
         )
         log.info("milestones dev ready", nats=settings.nats_url, http=f"http://{settings.http_host}:{http_port}",
+                 dashboard=f"http://{settings.http_host}:{http_port}/ui",
                  database=database_url, data_dir=str(data_dir), stop="Ctrl-C")
         stop = _stop_on_signals()
-        await wiring.run_services(settings, stop, intake=True, projections=True, query=True, notifier=True)
+        await wiring.run_services(settings, stop, intake=True, projections=True, query=True, notifier=True,
+                                  demo=args.demo)
         log.info("stopped cleanly")
         return 0
     finally:
@@ -413,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--http-port", type=int, help="default 8080, or a free port when taken")
     d.add_argument("--database-url", help="PostgreSQL URL; default: an embedded PostgreSQL")
     d.add_argument("--data-dir", help="where embedded servers keep data (default .milestones)")
+    d.add_argument("--demo", action="store_true", help="load the sample project atlas (phases, dependencies, "
+                   "reschedules, a baseline, status reports) and open /ui/projects/atlas")
 
     s = sub.add_parser("serve", help="run one service against configured servers (deployments)")
     s.add_argument("service", choices=["intake", "projections", "query", "notifier"])

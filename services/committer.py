@@ -81,6 +81,10 @@ class _Cached:
     seq: int
 
 
+class _ReadMore(Exception):
+    """The unit needs subjects this round did not read: decide it again next round, reading all."""
+
+
 def receipt_subject(ce: CloudEventIn) -> str:
     """CloudEvents identify an event by source + id; the digest keeps it a valid subject token."""
     digest = hashlib.blake2b(f"{ce.source}\n{ce.id}".encode(), digest_size=16).hexdigest()
@@ -180,24 +184,31 @@ class Committer:
                 subjects.update(p.reads)
                 if p.all_milestones_of:
                     wildcards.add(f"{project_subject(p.all_milestones_of)}.*")
+                elif p.milestones_if_dependent:
+                    # only a project with dependencies needs its milestones for a reschedule; a
+                    # cached project without any is trusted here and checked after the read
+                    owner = self._cache.get(project_subject(p.milestones_if_dependent))
+                    if unit.verify or owner is None or getattr(owner.state, "dependencies", None):
+                        wildcards.add(f"{project_subject(p.milestones_if_dependent)}.*")
         receipts = {r for u in units for r in u.receipts}
         # Fast path: a subject this process wrote last is in the cache with its sequence, and the
         # append's OCC header checks that sequence anyway; a receipt is appended expecting none.
         # So only what the cache cannot vouch for is read: receipts of units being verified,
         # subjects not cached, subjects a decision reads without writing (no OCC guards those),
-        # and wildcards. A stale guess fails the whole append as a conflict (an attempt), and the
-        # next round of its units reads everything. A refusal is only answered after a full read,
-        # so that a repeat gets its first answer. Profiled: the read was a third of a round.
+        # and wildcards (whose answers win over the cache). A stale guess fails the whole append
+        # as a conflict (an attempt), and the next round of its units reads everything. A refusal
+        # is only answered after a full read, so that a repeat gets its first answer. Profiled:
+        # the read was a third of a round.
         trusted: set[str] = set()
-        fast = not wildcards and not any(u.verify for u in units)
+        fast = not any(u.verify for u in units)
         if fast:
             read_only = {s for plan_list in plans.values() for p in plan_list for s in p.reads}
             trusted = {s for s in subjects if s in self._cache and s not in read_only}
             receipts = set()
         to_read = [*receipts, *(subjects - trusted), *wildcards]
         last = await self.log.last_of(to_read) if to_read else {}
-        for subject in trusted:
-            last[subject] = StoredMessage(self._cache[subject].seq, subject, b"")
+        for subject in trusted:  # a wildcard may have read it fresh: then that answer stands
+            last.setdefault(subject, StoredMessage(self._cache[subject].seq, subject, b""))
         for subject in list(last):
             if any(subject.startswith(w[:-1]) for w in wildcards):
                 subjects.add(subject)
@@ -224,8 +235,12 @@ class Committer:
                 continue
             try:
                 unit_msgs, unit_refs, unit_working = self._decide_unit(
-                    unit, plans[id(unit)], last, working, now
+                    unit, plans[id(unit)], last, working, now, wildcards
                 )
+            except _ReadMore:
+                unit.verify = True
+                deferred.append(unit)
+                continue
             except Rejected as rej:
                 if fast:  # receipts were not read: a repeat must get its first answer, so verify
                     unit.verify = True
@@ -300,6 +315,7 @@ class Committer:
         last: dict[str, StoredMessage],
         working: dict[str, State],
         now: dt.datetime,
+        wildcards: set[str],
     ) -> tuple[list[OutgoingMessage], list[_Refs | None], dict[str, State]]:
         overlay: dict[str, State] = {}
         msgs: list[OutgoingMessage] = []
@@ -318,8 +334,14 @@ class Committer:
                 refs.append(None)  # handled before: answered from its receipt
                 continue
             needed = [plan.target, *plan.reads]
-            if plan.all_milestones_of:
-                prefix = f"{project_subject(plan.all_milestones_of)}."
+            whole = plan.all_milestones_of
+            if plan.milestones_if_dependent:
+                whole = plan.milestones_if_dependent
+                if f"{project_subject(whole)}.*" not in wildcards and getattr(
+                        state_of(project_subject(whole)), "dependencies", None):
+                    raise _ReadMore()  # dependencies appeared since the cache said none: read them all
+            if whole:
+                prefix = f"{project_subject(whole)}."
                 needed += [s for s in {*last, *working, *overlay} if s.startswith(prefix) and s.count(".") == 3]
             states = {s: state_of(s) for s in needed}
             try:

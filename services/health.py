@@ -12,7 +12,8 @@ expected finish and what blocks it. The rules, first match wins (also in the REA
    predecessor's expected finish (its achieved date once achieved) plus the lag — so a
    violated dependency (``DependencyViolated``) makes its successor late, with the reason;
 5. ``at_risk`` — it still fits, but a predecessor is late or missed; or its progress is behind the elapsed time by ``gap`` percentage points
-   or more (elapsed: from the day it was planned, or its earliest task start, to its due date;
+   or more (elapsed: from its earliest task start, or the day it was planned when no task has a
+   start, to its due date;
    progress: tasks done / tasks; a milestone without tasks has no progress to judge);
 6. ``on_track`` — otherwise.
 
@@ -111,8 +112,9 @@ def _judge(row: StatusRow, today: dt.date, gap: int, preds: list[tuple[str, int,
     for p, lag, j in preds:
         if j.health in ("late", "missed"):
             reasons.append(f"predecessor {p} is {j.health} (expected {j.expected_finish.isoformat()})")
-    if row.tasks_total and row.due > row.planned_on:
-        elapsed = min(100, max(0, 100 * (today - row.planned_on).days // (row.due - row.planned_on).days))
+    start = row.work_start or row.planned_on
+    if row.tasks_total and row.due > start:
+        elapsed = min(100, max(0, 100 * (today - start).days // (row.due - start).days))
         if elapsed - row.progress >= gap:
             reasons.append(f"{elapsed}% of the time to {row.due.isoformat()} has passed but {row.progress}% of "
                            f"tasks are done ({open_tasks} open; at risk from {gap} points behind)")

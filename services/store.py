@@ -212,7 +212,13 @@ class EventLog:
 
     async def last_of(self, subjects: Sequence[str]) -> dict[str, StoredMessage]:
         """The last message of each subject that has one (subjects may hold wildcards)."""
-        chunks = [subjects[i : i + _MULTI_LAST_CHUNK] for i in range(0, len(subjects), _MULTI_LAST_CHUNK)]
+        # The server answers 413 Too Many Results when one request matches more than its limit
+        # of subjects, counted after wildcards expand: plain subjects go in chunks, each
+        # wildcard (one project's milestones) in a request of its own.
+        plain = [s for s in subjects if "*" not in s and ">" not in s]
+        wild = [s for s in subjects if "*" in s or ">" in s]
+        chunks = [plain[i : i + _MULTI_LAST_CHUNK] for i in range(0, len(plain), _MULTI_LAST_CHUNK)]
+        chunks += [[w] for w in wild]
         results = await asyncio.gather(
             *(self._direct_batch({"multi_last": list(c), "batch": 100_000}) for c in chunks)
         )

@@ -22,6 +22,7 @@ from projections.db import create_pool, ensure_schema
 from projections.runner import Runner
 from services.committer import Committer
 from services.config import Settings
+from services.dashboard import dashboard_routes
 from services.http_app import build_http_app
 from services.inbox import InboxConsumer
 from services.intake import Limits
@@ -119,7 +120,7 @@ async def running(settings: Settings, *, intake: bool = True, projections: bool 
         if query:
             run.queries = Queries(pool, watcher, EventLog(nc), at_risk_gap=settings.at_risk_gap)
             register_queries(broker, run.queries, run.stream_last)
-            run.http_handlers = query_routes(run.queries, run.stream_last)
+            run.http_handlers = query_routes(run.queries, run.stream_last) + dashboard_routes(run.queries)
         await broker.start()
         stack.push_async_callback(broker.stop)
         stop = asyncio.Event()
@@ -167,17 +168,35 @@ class _Uvicorn(uvicorn.Server):
 
 
 async def serve_http(app, host: str, port: int, stop: asyncio.Event) -> None:
+    # open dashboards hold a server-sent event stream: shutdown gives them 3 s, then closes them
     server = _Uvicorn(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                                     log_level="warning", lifespan="on"))
+                                     log_level="warning", lifespan="on", timeout_graceful_shutdown=3))
     task = asyncio.create_task(server.serve())
     await stop.wait()
     server.should_exit = True
     await task
 
 
+async def load_demo(run: Running) -> None:
+    """``milestones dev --demo``: the sample project, through the intake like any message."""
+    from services.demo import PROJECT, demo_events
+
+    assert run.intake is not None
+    refused = 0
+    for body in demo_events(today_utc()):
+        reply = await run.intake.handle(body, "demo")
+        refused += not reply.accepted
+        if not reply.accepted:
+            log.warning("demo event refused", code=reply.error.code, reason=reply.error.message)  # type: ignore[union-attr]
+    log.info("demo project loaded", project=PROJECT, refused=refused,
+             dashboard=f"http://{run.settings.http_host}:{run.settings.http_port}/ui/projects/{PROJECT}")
+
+
 async def run_services(settings: Settings, stop: asyncio.Event, *, intake: bool = True, projections: bool = False,
-                       query: bool = False, notifier: bool = False, http: bool = True) -> None:
+                       query: bool = False, notifier: bool = False, http: bool = True, demo: bool = False) -> None:
     async with running(settings, intake=intake, projections=projections, query=query, notifier=notifier) as run:
+        if demo:
+            await load_demo(run)
         if http and (intake or query):
             app = build_http_app(run.intake, max_body=settings.max_message_bytes * 4, extra_handlers=run.http_handlers)
             base = f"http://{settings.http_host}:{settings.http_port}"

@@ -47,7 +47,7 @@ class Spec:
     def _decide(self) -> list[Event]:
         p = domain.plan(self.msg)
         subjects = {p.target, *p.reads}
-        subjects |= {stream_subject(e) for e in self.history if p.all_milestones_of}
+        subjects |= {stream_subject(e) for e in self.history if p.all_milestones_of or p.milestones_if_dependent}
         states = {s: domain.initial_state(s) for s in subjects}
         for event in self.history:
             s = stream_subject(event)
@@ -409,3 +409,15 @@ def test_derived_events_are_caused_by_the_fact_they_follow():
     history = [created, planned("m1"), task("a")]
     assert [cause for _, cause in traced(history, done("a"))] == [None, 0]
     assert [cause for _, cause in traced([*chain()], moved("design", d(9), d(1)))] == [None, 0]
+
+
+def test_a_time_milestone_missed_only_because_the_last_report_came_late_is_achieved_when_the_work_was_done():
+    history = [created, planned("m1", kind="time", due=DUE), task("a", "m1"),
+               reached(), MilestoneMissed(project_id=P, milestone_id="m1", due=DUE, open_tasks=["a"])]
+    in_time = dt.datetime(2026, 11, 30, 17, tzinfo=dt.UTC)
+    when = TaskCompleted(project_id=P, milestone_id="m1", task_id="a", completed_at=in_time)
+    given(*history).when(when).then([when, MilestoneAchieved(
+        project_id=P, milestone_id="m1", achieved_at=in_time,
+        evidence="every task done by 2026-12-01, reported after the deadline")])
+    too_late = TaskCompleted(project_id=P, milestone_id="m1", task_id="a", completed_at=dt.datetime(2026, 12, 2, tzinfo=dt.UTC))
+    given(*history).when(too_late).then([too_late])

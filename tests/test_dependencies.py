@@ -77,3 +77,24 @@ async def test_shift_policy_moves_the_chain_each_caused_by_its_predecessor(syste
     audit = (await api.get("/audit", params={"correlation_id": "steering-7"})).json()["data"]
     assert [(a["milestone_id"], a["causation_id"]) for a in audit] == [
         ("design", audit[0]["causation_id"]), ("build", design.id), ("launch", build.id)]
+
+
+async def test_a_dependency_added_by_another_intake_is_seen_by_the_next_reschedule(settings, nc):
+    """The committer skips reading a project's milestones for a reschedule while its cached project
+    has no dependencies; a dependency another process added must still be honoured."""
+    from services.wiring import intake as run_intake
+
+    async with run_intake(settings) as first, run_intake(settings) as second:
+        one = first.intake
+        two = second.intake
+
+        async def via(service, ce: dict):
+            from events import ENCODER
+            return await service.handle(ENCODER.encode(ce), "test")
+
+        for c in plan("x", "notify")[:4]:  # project and milestones, no dependency yet
+            assert (await via(one, c)).accepted
+        assert (await via(one, move("x", "design", "2026-12-02"))).accepted  # first caches: no dependencies
+        assert (await via(two, plan("x", "notify")[4])).accepted  # build depends on design (+2), elsewhere
+        reply = await via(one, move("x", "design", "2026-12-09"))
+        assert [e.type for e in reply.events] == ["MilestoneRescheduled", "DependencyViolated"]

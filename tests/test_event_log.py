@@ -301,3 +301,18 @@ async def test_a_repeat_gets_its_first_answer_from_the_fast_path(settings, nc):
         assert await EventLog(nc).last_sequence() == before  # nothing appended
     finally:
         await committer.stop()
+
+
+async def test_reschedules_across_many_projects_in_one_round(intake, nc):
+    """A reschedule reads every milestone of its project (a wildcard): one round with reschedules of
+    many projects must not exceed what one direct get may answer (the server's 413)."""
+    ces = []
+    for p in range(120):
+        ces.append(cloudevent("ProjectCreated", {"project_id": f"p{p}", "name": "P"}))
+        ces += [cloudevent("MilestonePlanned", {"project_id": f"p{p}", "milestone_id": f"m{m}", "name": "M",
+                                                "kind": "event", "due": "2027-01-01"}) for m in range(10)]
+    for i in range(0, len(ces), 100):
+        assert (await request(nc, ces[i:i + 100])).accepted
+    replies = await asyncio.gather(*(request(nc, cloudevent("MilestoneRescheduled", {
+        "project_id": f"p{p}", "milestone_id": "m0", "new_due": "2027-02-01", "reason": "later"})) for p in range(120)))
+    assert [r.error for r in replies if not r.accepted] == []

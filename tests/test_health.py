@@ -16,7 +16,7 @@ def row(mid: str, due: dt.date, *, planned_on: dt.date = dt.date(2026, 6, 1), do
         preds: dict[str, int] | None = None, **kw: object) -> StatusRow:
     tasks = {f"t{i}": i < done for i in range(total)}
     base = StatusRow(project_id="p", milestone_id=mid, name=mid, kind="event", phase=None, ord=0,
-                     success_criteria=None, planned_on=planned_on, due=due, first_due=due, achieved_at=None,
+                     success_criteria=None, planned_on=planned_on, work_start=None, due=due, first_due=due, achieved_at=None,
                      cancelled=False, missed=False, tasks=tasks, task_dues={}, tasks_total=total, tasks_done=done,
                      progress=100 * done // total if total else 0, predecessors=preds or {}, violations={},
                      last_report=None, reschedules=0, last_position=1, updated_at=dt.datetime(2026, 6, 1, tzinfo=dt.UTC))
@@ -76,3 +76,9 @@ def test_the_clock_is_an_input():
     r = row("m", dt.date(2026, 6, 21), done=2, total=4)
     assert [judge([r], d)["m"].health for d in (dt.date(2026, 6, 2), dt.date(2026, 6, 18), dt.date(2026, 6, 22))] == [
         "on_track", "at_risk", "missed"]
+
+
+def test_elapsed_time_starts_at_the_earliest_task_start_when_there_is_one():
+    later = row("w", dt.date(2026, 6, 21), done=0, total=2, work_start=dt.date(2026, 6, 11))
+    assert health(later)["w"][0] == "on_track"  # work has not started yet: nothing is behind
+    assert health(later, today=dt.date(2026, 6, 16))["w"][0] == "at_risk"  # half the window gone, 0% done

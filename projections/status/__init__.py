@@ -59,7 +59,8 @@ class StatusRow(msgspec.Struct, kw_only=True, frozen=True):
     phase: str | None
     ord: int
     success_criteria: str | None
-    planned_on: dt.date  # when it was planned (or its earliest task start): where elapsed time starts
+    planned_on: dt.date  # the day it was planned
+    work_start: dt.date | None  # the earliest start of its tasks (where elapsed time starts, when known)
     due: dt.date
     first_due: dt.date
     achieved_at: dt.datetime | None
@@ -106,7 +107,7 @@ def evolve(row: StatusRow | None, position: int, stored: StoredEvent) -> StatusR
             return StatusRow(
                 project_id=event.project_id, milestone_id=event.milestone_id, name=event.name, kind=event.kind,
                 phase=event.phase, ord=event.order, success_criteria=event.success_criteria,
-                planned_on=min(stored.time.date(), event.due), due=event.due, first_due=event.due,
+                planned_on=min(stored.time.date(), event.due), work_start=None, due=event.due, first_due=event.due,
                 achieved_at=None, cancelled=False, missed=False, tasks={}, task_dues={}, tasks_total=0,
                 tasks_done=0, progress=0, predecessors={}, violations={}, last_report=None, reschedules=0,
                 last_position=position, updated_at=stored.recordedtime,
@@ -117,8 +118,8 @@ def evolve(row: StatusRow | None, position: int, stored: StoredEvent) -> StatusR
             row = _with_tasks(row, {**row.tasks, t: False})
             if due is not None:
                 row = replace(row, task_dues={**row.task_dues, t: due})
-            if start is not None and start < row.planned_on:
-                row = replace(row, planned_on=start)
+            if start is not None and (row.work_start is None or start < row.work_start):
+                row = replace(row, work_start=start)
         case TaskCompleted(task_id=t, result=result) if t in row.tasks:
             row = _with_tasks(row, {**row.tasks, t: result != "failed"})
         case TaskReopened(task_id=t) if t in row.tasks:

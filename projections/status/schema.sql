@@ -9,6 +9,7 @@ CREATE TABLE IF NOT EXISTS ms_status (
     ord           integer     NOT NULL,
     success_criteria text,
     planned_on    date        NOT NULL,
+    work_start    date,
     due           date        NOT NULL,
     first_due     date        NOT NULL,
     achieved_at   timestamptz,

@@ -40,6 +40,9 @@ class Plan(NamedTuple):
     target: str  # the subject the message's own events go to
     reads: tuple[str, ...]  # further subjects the decision needs (read, not written)
     all_milestones_of: str | None = None  # load every milestone of this project (baselines)
+    # load every milestone of this project if it has dependencies (reschedules): a project
+    # without any needs none of them, and the shell checks the project state it read
+    milestones_if_dependent: str | None = None
 
 
 def plan(msg: Event) -> Plan:
@@ -48,8 +51,10 @@ def plan(msg: Event) -> Plan:
     match msg:
         case MilestonePlanned():
             return Plan(target, (project_subject(p),))
-        case MilestoneRescheduled() | DependencyAdded():  # dependencies: the project's graph and dates
-            return Plan(target, (project_subject(p),) if target != project_subject(p) else (), all_milestones_of=p)
+        case MilestoneRescheduled():  # dependencies: the project's graph and its milestones' dates
+            return Plan(target, (project_subject(p),), milestones_if_dependent=p)
+        case DependencyAdded():
+            return Plan(target, (), all_milestones_of=p)
         case DependencyRemoved(milestone_id=m, depends_on=d):
             return Plan(target, (milestone_subject(p, m), milestone_subject(p, d)))
         case StakeholderSubscribed(milestone_id=m) | StatusReported(milestone_id=m) if m:

@@ -6,7 +6,9 @@ Achievement rules by kind (documented in the README):
   has reported ``result: passed``; a ``failed`` result is recorded and keeps the task open.
 - ``time``: judged when its date arrives (``DeadlineReached``): achieved then if no task is
   open (and every check passed), ``MilestoneMissed`` otherwise. Completing tasks does not
-  achieve it early, but a reported ``MilestoneAchieved`` does.
+  achieve it early, but a reported ``MilestoneAchieved`` does. When it was missed only because
+  the report of its last task arrived after the deadline (``completed_at`` before it), that
+  report achieves it, on the day the work was done.
 - any kind: a ``DeadlineReached`` for its current due date while it is not achieved records
   ``MilestoneMissed``; it can still be achieved (late) or rescheduled afterwards. A deadline
   for a date a reschedule replaced, or for a closed milestone, changes nothing.
@@ -170,17 +172,24 @@ def decide(msg: Event, state: Milestone, *, project_exists: bool = True) -> list
             )
         case TaskCompleted(task_id=t, result=result, completed_at=at):
             after = evolve(state, msg)
+            # a time milestone missed because the report of its last task arrived after the
+            # deadline, though the task was done before it: achieved when the work was done
+            in_time = (state.kind == "time" and state.missed and state.due is not None and at is not None
+                       and at < dt.datetime.combine(state.due + dt.timedelta(days=1), dt.time(0), dt.UTC)
+                       and _criteria_met(after.tasks))
             auto = (
                 not closed
                 and result != "failed"
                 and (
                     (state.kind == "event" and not after.open_tasks)
                     or (state.kind == "technical" and _criteria_met(after.tasks))
+                    or in_time
                 )
             )
             if not auto:
                 return [msg]
-            evidence = "all tasks completed" if state.kind == "event" else "all checks passed"
+            evidence = {"event": "all tasks completed", "technical": "all checks passed"}.get(
+                state.kind, f"every task done by {state.due}, reported after the deadline")
             return [
                 msg,
                 MilestoneAchieved(

@@ -1,0 +1,120 @@
+"""End to end in a real headless browser (Debian's chromium through Playwright): every dashboard
+page loads the demo project with no console errors, a screenshot of each is written to a
+temporary folder, keyboard focus works, the SVG downloads are SVG, and an open page follows new
+events without a reload."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from services.demo import PROJECT, demo_events
+from services.embedded import free_port
+from services.http_app import build_http_app
+from services.wiring import serve_http
+from tests.conftest import TODAY, caught_up, cloudevent, request
+
+
+def browser_path() -> str | None:
+    return os.environ.get("MILESTONES_BROWSER") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+pytestmark = pytest.mark.skipif(
+    browser_path() is None,
+    reason="no browser: install Debian's chromium (apt-get install chromium; .ci/run does) or set MILESTONES_BROWSER")
+
+
+@pytest.fixture
+async def site(system, db_url):
+    last = 0
+    for body in demo_events(TODAY):
+        reply = await system.intake.handle(body, "demo")
+        assert reply.accepted, reply
+        last = max([last, *(e.position for e in reply.events)])
+    await caught_up(db_url, last)
+    port = free_port()
+    stop = asyncio.Event()
+    app = build_http_app(system.intake, max_body=256 * 1024, extra_handlers=system.http_handlers)
+    server = asyncio.create_task(serve_http(app, "127.0.0.1", port, stop))
+    yield f"http://127.0.0.1:{port}"
+    stop.set()
+    await server
+
+
+@pytest.fixture
+async def browser():
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=browser_path(), args=["--no-sandbox"])
+        yield b
+        await b.close()
+
+
+async def open_page(browser, url: str, problems: list[str]):
+    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    response = await page.goto(url)
+    assert response is not None and response.status == 200, url
+    return page
+
+
+async def test_every_page_loads_the_demo_project_without_console_errors(site, browser, tmp_path: Path):
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    pages = {
+        "projects": ("/ui", "Atlas 2.0 release"),
+        "gantt": (f"/ui/projects/{PROJECT}", "Design frozen"),
+        "gantt-as-of": (f"/ui/projects/{PROJECT}?as_of={TODAY.replace(day=1).isoformat()}", "Design frozen"),
+        "trend": (f"/ui/projects/{PROJECT}/trend", "milestone trend analysis"),
+        "report": (f"/ui/projects/{PROJECT}/report", "On-time rate"),
+        "milestone": (f"/ui/projects/{PROJECT}/milestones/design", "UX review found accessibility gaps"),
+        "audit": (f"/ui/audit?project_id={PROJECT}", "Audit trail"),
+    }
+    problems: list[str] = []
+    for name, (path, text) in pages.items():
+        page = await open_page(browser, site + path, problems)
+        assert text in await page.inner_text("main"), f"{name}: {text!r} not shown"
+        await page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+        await page.close()
+    assert problems == []
+    assert sorted(p.name for p in shots.iterdir()) == sorted(f"{n}.png" for n in pages)
+    assert all(p.stat().st_size > 10_000 for p in shots.iterdir())
+
+
+async def test_charts_are_drawn_keyboard_works_and_svgs_download(site, browser):
+    problems: list[str] = []
+    page = await open_page(browser, f"{site}/ui/projects/{PROJECT}", problems)
+    assert await page.locator("svg.gantt rect.bar[data-milestone]").count() == 10
+    assert await page.locator("svg.gantt path.arrow[data-from]").count() == 9
+    assert await page.locator("svg.gantt g.today-mark").count() == 1
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.textContent") == "Projects"
+    gantt = await page.request.get(f"{site}/ui/projects/{PROJECT}/gantt.svg")
+    assert gantt.headers["content-type"].startswith("image/svg+xml")
+    assert "attachment" in gantt.headers["content-disposition"]
+    assert ET.fromstring(await gantt.text()).tag == "{http://www.w3.org/2000/svg}svg"
+    trend = await page.request.get(f"{site}/ui/projects/{PROJECT}/trend.svg")
+    assert ET.fromstring(await trend.text()).findall(".//{http://www.w3.org/2000/svg}polyline")
+    assert problems == []
+
+
+async def test_an_open_page_follows_new_events_without_a_reload(site, browser, nc):
+    problems: list[str] = []
+    page = await open_page(browser, f"{site}/ui/projects/{PROJECT}", problems)
+    await page.wait_for_function("document.getElementById('live-status').textContent === 'live'", timeout=10_000)
+    assert "33%" in await page.inner_text("#m-build")
+    await page.evaluate("window.__marker = 'same page'")  # gone if the page reloaded
+    reply = await request(nc, cloudevent("TaskCompleted", {"project_id": PROJECT, "milestone_id": "build",
+                                                          "task_id": "billing"}))
+    assert reply.accepted
+    await page.wait_for_function("document.querySelector('#m-build').innerText.includes('66%')", timeout=15_000)
+    assert await page.evaluate("window.__marker") == "same page"
+    assert (await page.inner_text("#live-status")).startswith("updated")
+    assert problems == []

@@ -144,3 +144,21 @@ def test_pages_are_semantic_and_say_health_in_words():
     then = pages.gantt_page(view(as_of=D("2026-01-20")), "")
     assert "data-live" not in then and "<script>" not in then  # time travel is a still picture
 
+
+
+def test_five_hundred_milestones_stay_readable():
+    script = [("2026-01-05", ProjectCreated(project_id="p", name="Big"))]
+    script += [("2026-01-05", planned(f"m{n:03d}", n, (D("2026-02-01") + dt.timedelta(days=n % 300)).isoformat(),
+                                      f"Phase {n // 50}")) for n in range(500)]
+    script += [("2026-01-06", DependencyAdded(project_id="p", milestone_id=f"m{n:03d}", depends_on=f"m{n - 1:03d}"))
+               for n in range(1, 500, 7)]
+    events = [(n + 1, stored(day, e)) for n, (day, e) in enumerate(script)]
+    v = model.project_view("p", events, today=TODAY)
+    root = parse(svg.gantt_svg(v))
+    rows = root.findall(".//s:g[@class='milestone-row']", NS)
+    assert len(rows) == 500 and len(root.findall(".//s:g[@class='phase-row']", NS)) == 10
+    ys = [float(r.find("s:rect[@class='hit']", NS).get("y")) for r in rows]
+    assert all(b - a >= svg.ROW_H for a, b in zip(ys, ys[1:], strict=False))  # rows never overlap
+    assert len(root.findall(".//s:path[@class='arrow'][@data-from]", NS)) == len(range(1, 500, 7))
+    html = pages.gantt_page(v, svg.gantt_svg(v, link="/ui/projects/p"))
+    assert html.count('<tr id="m-') == 500

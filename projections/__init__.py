@@ -5,9 +5,7 @@ from __future__ import annotations
 from projections.audit import AuditProjection, RejectionsProjection
 from projections.history import HistoryProjection
 from projections.status import StatusProjection
-from projections.subscriptions import SubscriptionsProjection
 
-PROJECTIONS = {p.name: p for p in (StatusProjection(), HistoryProjection(), AuditProjection(), RejectionsProjection(),
-                                    SubscriptionsProjection())}
+PROJECTIONS = {p.name: p for p in (StatusProjection(), HistoryProjection(), AuditProjection(), RejectionsProjection())}
 
 __all__ = ["PROJECTIONS"]

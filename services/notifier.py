@@ -5,8 +5,8 @@ Two halves, joined by the ``deliveries`` table (a transactional outbox):
 1. **Deciding what to send.** A durable pull consumer (``milestones-notifier``, explicit acks)
    follows the event log. For each event that matters (``MilestoneAchieved``,
    ``MilestoneRescheduled``, ``DependencyViolated``, ``MilestoneMissed``) it writes one delivery
-   per matching subscription, and for the projects the batch touched it judges health (after
-   the status read model has passed the batch) and writes a ``milestone.at_risk`` delivery when a
+   per matching subscription (once the status read model, which holds the subscriptions, has
+   passed the batch), and for the subscribed projects the batch touched it judges health and writes a ``milestone.at_risk`` delivery when a
    milestone *enters* at risk or late (once per health and due date). Rows are inserted with
    ``ON CONFLICT DO NOTHING`` on a deterministic id, and the batch is acked only after they are
    committed: a crash before the ack redelivers the batch and duplicates nothing. So no
@@ -247,7 +247,7 @@ class Notifier:
         if not events:
             return
         last = max(p for p, _ in events)
-        await self._caught_up("subscriptions", last)
+        await self._caught_up("status", last)  # subscriptions and status rows are both in it
         projects = {e.data.project_id for _, e in events}  # type: ignore[attr-defined]
         now = dt.datetime.now(dt.UTC)
         async with self.pool.acquire() as conn:
@@ -257,10 +257,7 @@ class Notifier:
             items = [item for p, e in events for item in event_notifications(p, e, subs, now)]
             async with conn.transaction():
                 new = await enqueue(conn, items)
-        watched = {s.project_id for s in subs}
-        if watched & {e.data.project_id for _, e in events if KINDS.get(e.type) or e.subject.count(".") == 3}:  # type: ignore[attr-defined]
-            await self._caught_up("status", last)
-            new += await self.check_health(watched)
+        new += await self.check_health({s.project_id for s in subs})
         if new:
             log.info("notifications queued", deliveries=new, up_to=last)
             self.wake()

@@ -457,7 +457,7 @@ class Queries:
 
     async def subscriptions(self, params: Mapping[str, Any]) -> Page:
         """Who is told about a project (secrets are never shown, only whether one is set)."""
-        position, stale = await self.consistent("subscriptions", params)
+        position, stale = await self.consistent("status", params)
         rows = await self.pool.fetch(
             "SELECT project_id, milestone_id, stakeholder, url, secret IS NOT NULL AS signed, position, subscribed_at "
             "FROM ms_subscriptions WHERE project_id = $1 ORDER BY position", params.get("project_id"))

@@ -1,5 +1,7 @@
-"""Status read model: one row per milestone with the facts its health is judged from, and every
-status report. ``evolve`` is pure; ``apply`` does the I/O.
+"""Status read model: one row per milestone with the facts its health is judged from, every
+status report, every project, and the stakeholders' webhook subscriptions (the notifier reads
+them once this checkpoint has passed the event it notifies, so a subscription covers every event
+appended after it). ``evolve`` is pure; ``apply`` does the I/O.
 
 Health is not stored: it depends on the clock and on the predecessors' rows, so
 ``services.health.judge`` computes it when a query asks (the clock is an input; see the README).
@@ -25,6 +27,7 @@ from events import (
     MilestonePlanned,
     MilestoneRescheduled,
     ProjectCreated,
+    StakeholderSubscribed,
     StatusReported,
     StoredEvent,
     TaskAdded,
@@ -173,6 +176,17 @@ def project_row(position: int, stored: StoredEvent) -> tuple | None:
     return (e.project_id, e.name, list(e.goals), e.dependency_policy, stored.time, position)
 
 
+SUBSCRIPTION_COLUMNS = ("project_id", "scope", "milestone_id", "stakeholder", "url", "secret", "position",
+                        "subscribed_at")
+
+
+def subscription_row(position: int, stored: StoredEvent) -> tuple | None:
+    e = stored.data
+    if not isinstance(e, StakeholderSubscribed):
+        return None
+    return (e.project_id, e.milestone_id or "", e.milestone_id, e.stakeholder, e.url, e.secret, position, stored.time)
+
+
 def report_row(position: int, stored: StoredEvent) -> tuple | None:
     e = stored.data
     if not isinstance(e, StatusReported):
@@ -184,7 +198,7 @@ class StatusProjection:
     name = "status"
     stream = EVENTS_STREAM
     subject = "milestones.events.>"  # all events, so the checkpoint passes every position
-    tables = ("ms_status", "ms_status_reports", "ms_projects")
+    tables = ("ms_status", "ms_status_reports", "ms_projects", "ms_subscriptions")
     schema_sql = (Path(__file__).parent / "schema.sql").read_text()
     decode = staticmethod(decode_stored)
 
@@ -207,6 +221,12 @@ class StatusProjection:
         if projects:
             await conn.copy_records_to_table("ms_projects", records=projects, schema_name=schema, columns=(
                 "project_id", "name", "goals", "dependency_policy", "created_at", "position"))
+        subscriptions = [r for p, e in batch if (r := subscription_row(p, e)) is not None]
+        if subscriptions:
+            await conn.executemany(
+                f"INSERT INTO ms_subscriptions ({', '.join(SUBSCRIPTION_COLUMNS)}) VALUES "
+                f"({', '.join(f'${i + 1}' for i in range(len(SUBSCRIPTION_COLUMNS)))}) ON CONFLICT DO NOTHING",
+                subscriptions)
         reports = [r for p, e in batch if (r := report_row(p, e)) is not None]
         if reports:
             await conn.copy_records_to_table("ms_status_reports", records=reports, columns=REPORT_COLUMNS,

@@ -36,8 +36,19 @@ async def _page(render: Callable[[], Awaitable[str]]) -> Response[str]:
     try:
         return _html(await render())
     except Rejected as exc:
-        return _html(pages.error_page(404 if exc.code == "not_found" else 400, exc.message),
-                     404 if exc.code == "not_found" else 400)
+        status = 404 if exc.code == "not_found" else 400
+        return _html(pages.error_page(status, exc.message), status)
+
+
+async def _svg_file(render: Callable[[], Awaitable[tuple[str, str]]]) -> Response:
+    """A chart as a download: the SVG and its file name, or the error page."""
+    try:
+        body, filename = await render()
+    except Rejected as exc:
+        status = 404 if exc.code == "not_found" else 400
+        return _html(pages.error_page(status, exc.message), status)
+    return Response(body, media_type="image/svg+xml",
+                    headers={"content-disposition": f'attachment; filename="{filename}"'})
 
 
 def dashboard_routes(queries: Queries) -> list:
@@ -100,14 +111,11 @@ def dashboard_routes(queries: Queries) -> list:
 
     @get("/ui/projects/{project_id:str}/gantt.svg", summary="The Gantt chart as an SVG file")
     async def gantt_file(request: Request, project_id: FromPath[str]) -> Response:
-        try:
+        async def render() -> tuple[str, str]:
             view, _ = await view_of(project_id, params(request))
-        except Rejected as exc:
-            return _html(pages.error_page(404 if exc.code == "not_found" else 400, exc.message),
-                         404 if exc.code == "not_found" else 400)
-        suffix = f"-{view.as_of.isoformat()}" if view.as_of else ""
-        return Response(svg.gantt_svg(view), media_type="image/svg+xml", headers={
-            "content-disposition": f'attachment; filename="{project_id}-gantt{suffix}.svg"'})
+            suffix = f"-{view.as_of.isoformat()}" if view.as_of else ""
+            return svg.gantt_svg(view), f"{project_id}-gantt{suffix}.svg"
+        return await _svg_file(render)
 
     async def trend_of(project_id: str, q: dict[str, Any]) -> tuple[reporting.Trend, str]:
         events = await project_events(queries.log, project_id)
@@ -128,13 +136,10 @@ def dashboard_routes(queries: Queries) -> list:
 
     @get("/ui/projects/{project_id:str}/trend.svg", summary="The milestone trend analysis chart as an SVG file")
     async def trend_file(request: Request, project_id: FromPath[str]) -> Response:
-        try:
+        async def render() -> tuple[str, str]:
             result, name = await trend_of(project_id, params(request))
-        except Rejected as exc:
-            return _html(pages.error_page(404 if exc.code == "not_found" else 400, exc.message),
-                         404 if exc.code == "not_found" else 400)
-        return Response(svg.trend_svg(result, title=f"Milestone trend analysis of {name}"), media_type="image/svg+xml",
-                        headers={"content-disposition": f'attachment; filename="{project_id}-trend.svg"'})
+            return svg.trend_svg(result, title=f"Milestone trend analysis of {name}"), f"{project_id}-trend.svg"
+        return await _svg_file(render)
 
     @get("/ui/projects/{project_id:str}/report", summary="Dashboard: planned vs actual")
     async def report(request: Request, project_id: FromPath[str]) -> Response[str]:

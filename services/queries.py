@@ -256,16 +256,18 @@ class Queries:
     async def milestone(self, params: Mapping[str, Any]) -> One:
         position, stale = await self.consistent("status", params)
         mid, pid = params.get("milestone_id"), params.get("project_id")
-        sql = "SELECT project_id FROM ms_status WHERE milestone_id = $1"
-        rows = await self.pool.fetch(sql + (" AND project_id = $2" if pid else ""), *([mid, pid] if pid else [mid]))
-        if not rows:
-            where = f" in project {pid}" if pid else ""
+        if not pid:
+            owners = await self.pool.fetch("SELECT project_id FROM ms_status WHERE milestone_id = $1", mid)
+            if len(owners) > 1:
+                raise Rejected("conflict", f"milestone id {mid} exists in projects "
+                               f"{', '.join(r['project_id'] for r in owners)}: add project_id")
+            pid = owners[0]["project_id"] if owners else None
+        # health needs the predecessors: the whole project is judged (one indexed read)
+        found = [r for r in self._judged(await self._project_rows(str(pid))) if r["milestone_id"] == mid] if pid else []
+        if not found:
+            where = f" in project {params.get('project_id')}" if params.get("project_id") else ""
             raise Rejected("not_found", f"milestone {mid}{where} is not known (yet: pass min_position to wait for a write)")
-        if len(rows) > 1:
-            raise Rejected("conflict", f"milestone id {mid} exists in projects "
-                           f"{', '.join(r['project_id'] for r in rows)}: add project_id")
-        judged = self._judged(await self._project_rows(rows[0]["project_id"]))  # health needs the predecessors
-        return One(next(r for r in judged if r["milestone_id"] == mid), position, stale)
+        return One(found[0], position, stale)
 
     async def project_milestones(self, params: Mapping[str, Any]) -> Page:
         """Judged together (health depends on predecessors), then filtered, sorted and paged."""

@@ -34,6 +34,7 @@ from events.project import (
     DependencyRemoved,
     ProjectCreated,
     StakeholderSubscribed,
+    StakeholderUnsubscribed,
     StatusReported,
 )
 
@@ -138,6 +139,7 @@ __all__ = [
     "Receipt",
     "Reply",
     "StakeholderSubscribed",
+    "StakeholderUnsubscribed",
     "StatusReported",
     "StoredEvent",
     "TaskAdded",

@@ -61,6 +61,15 @@ class StakeholderSubscribed(Event, frozen=True, kw_only=True):
     secret: Secret | None = None
 
 
+class StakeholderUnsubscribed(Event, frozen=True, kw_only=True):
+    """Ends a subscription made with the same stakeholder, url and milestone_id (or none)."""
+
+    project_id: Id
+    stakeholder: Name
+    url: Url
+    milestone_id: Id | None = None
+
+
 class StatusReported(Event, frozen=True, kw_only=True):
     """A person's status update: kept, shown and used as a report date for trend analysis."""
 
@@ -76,5 +85,6 @@ PROJECT_EVENTS = (
     DependencyRemoved,
     BaselineSet,
     StakeholderSubscribed,
+    StakeholderUnsubscribed,
     StatusReported,
 )

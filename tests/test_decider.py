@@ -421,3 +421,15 @@ def test_a_time_milestone_missed_only_because_the_last_report_came_late_is_achie
         evidence="every task done by 2026-12-01, reported after the deadline")])
     too_late = TaskCompleted(project_id=P, milestone_id="m1", task_id="a", completed_at=dt.datetime(2026, 12, 2, tzinfo=dt.UTC))
     given(*history).when(too_late).then([too_late])
+
+
+def test_unsubscribing_ends_exactly_that_subscription():
+    from events import StakeholderSubscribed, StakeholderUnsubscribed
+
+    sub = StakeholderSubscribed(project_id=P, stakeholder="pmo", url="https://pmo.example/hook")
+    off = StakeholderUnsubscribed(project_id=P, stakeholder="pmo", url="https://pmo.example/hook")
+    given(created, sub).when(off).then([off])
+    given(created, sub, off).when(off).rejects("not_found", "pmo is not subscribed to project apollo")
+    given(created, sub, off).when(sub).then([sub])  # and can subscribe again
+    other = StakeholderUnsubscribed(project_id=P, stakeholder="pmo", url="https://pmo.example/hook", milestone_id="m1")
+    given(created, planned("m1"), sub).when(other).rejects("not_found", "not subscribed to milestone m1")

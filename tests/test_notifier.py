@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from services.notifier import Notifier
+from services.notifier import NOTIFIER_DURABLE, Notifier
+from services.store import EVENTS_STREAM
 from tests.conftest import TODAY, caught_up, cloudevent, request, wait_for
 from tests.test_cli import run
 from tests.webhook_receiver import Receiver, verify
@@ -99,6 +100,23 @@ async def test_each_kind_is_posted_signed_with_its_idempotency_key(system, api, 
         reports = (await api.get("/projects/apollo/status-reports")).json()["data"]
         assert [(r["milestone_id"], r["actor"], r["note"]) for r in reports] == [
             (None, "ada", "weekly"), ("build", "ada", "waiting for design")]
+
+        # unsubscribed: nothing more is sent to it (the notifier has acked past the change)
+        async with notifier(system):
+            off = await request(nc, ce("StakeholderUnsubscribed", stakeholder="steering committee", url=receiver.url))
+            moved = await request(nc, ce("MilestoneRescheduled", milestone_id="build", new_due="2027-01-15",
+                                         reason="after the unsubscribe"))
+            assert off.accepted and moved.accepted
+
+            async def acked() -> bool:
+                info = await nc.jetstream().consumer_info(EVENTS_STREAM, NOTIFIER_DURABLE)
+                return info.ack_floor.stream_seq >= moved.events[-1].position
+            await wait_for(acked, 20, "the notifier to pass the reschedule")
+        assert len(await deliveries(api, project_id="apollo")) == len(log)
+        assert (await api.get("/projects/apollo/subscriptions")).json()["data"] == []
+        env = {"MILESTONES_NATS_URL": system.settings.nats_url}
+        code, out, _ = await run("reports", "apollo", env=env)
+        assert code == 0 and "waiting for design" in out and "weekly" in out
     finally:
         await receiver.stop()
 

@@ -151,3 +151,24 @@ async def test_projects_goals_health_counts_next_milestone(api, nc, settings):
     assert (await api.get("/projects/nobody")).status_code == 404
     code, out, _ = await run("projects", env={"MILESTONES_NATS_URL": settings.nats_url})
     assert code == 0 and "ship v2" in out and "2 on_track" in out
+
+
+async def test_dashboard_pages_answer_bad_input_with_a_page_that_says_what_to_fix(api, nc):
+    position = await seed(nc)
+    assert (await api.get("/ui", params={"min_position": position})).status_code == 200
+    cases = [
+        ("/ui/projects/nope", {}, 404, "project nope is not known"),
+        ("/ui/projects/apollo", {"as_of": "yesterday"}, 400, "as_of must be a date YYYY-MM-DD"),
+        ("/ui/projects/apollo", {"baseline": "v9"}, 404, "has no baseline"),
+        ("/ui/projects/apollo/milestones/zzz", {}, 404, "milestone zzz is not planned in project apollo"),
+        ("/ui/projects/apollo", {"as_of": "2020-01-01"}, 404, "did not exist yet on 2020-01-01"),
+        ("/ui/audit", {"from_position": "x"}, 400, "from_position must be a whole number"),
+        ("/ui/projects/bad%20id/trend", {}, 400, "project_id must match"),
+        ("/ui/projects/nope/gantt.svg", {}, 404, "project nope is not known"),
+    ]
+    for path, params, status, text in cases:
+        r = await api.get(path, params=params)
+        assert (r.status_code, r.headers["content-type"].split(";")[0]) == (status, "text/html"), path
+        assert text in r.text, (path, r.text[-300:])
+    page = await api.get("/ui/projects/apollo")
+    assert page.status_code == 200 and 'class="bar" data-milestone="design"' in page.text

@@ -28,6 +28,7 @@ from events import (
     MilestoneRescheduled,
     ProjectCreated,
     StakeholderSubscribed,
+    StakeholderUnsubscribed,
     StatusReported,
     StoredEvent,
     TaskAdded,
@@ -221,12 +222,15 @@ class StatusProjection:
         if projects:
             await conn.copy_records_to_table("ms_projects", records=projects, schema_name=schema, columns=(
                 "project_id", "name", "goals", "dependency_policy", "created_at", "position"))
-        subscriptions = [r for p, e in batch if (r := subscription_row(p, e)) is not None]
-        if subscriptions:
-            await conn.executemany(
-                f"INSERT INTO ms_subscriptions ({', '.join(SUBSCRIPTION_COLUMNS)}) VALUES "
-                f"({', '.join(f'${i + 1}' for i in range(len(SUBSCRIPTION_COLUMNS)))}) ON CONFLICT DO NOTHING",
-                subscriptions)
+        for position, stored in batch:  # in order: a subscription can end in the same batch
+            if (sub := subscription_row(position, stored)) is not None:
+                await conn.execute(
+                    f"INSERT INTO ms_subscriptions ({', '.join(SUBSCRIPTION_COLUMNS)}) VALUES "
+                    f"({', '.join(f'${i + 1}' for i in range(len(SUBSCRIPTION_COLUMNS)))}) ON CONFLICT DO NOTHING", *sub)
+            elif isinstance(e := stored.data, StakeholderUnsubscribed):
+                await conn.execute("DELETE FROM ms_subscriptions WHERE project_id = $1 AND scope = $2 "
+                                   "AND stakeholder = $3 AND url = $4", e.project_id, e.milestone_id or "",
+                                   e.stakeholder, e.url)
         reports = [r for p, e in batch if (r := report_row(p, e)) is not None]
         if reports:
             await conn.copy_records_to_table("ms_status_reports", records=reports, columns=REPORT_COLUMNS,

@@ -21,6 +21,7 @@ from events import (
     MilestonePlanned,
     MilestoneRescheduled,
     StakeholderSubscribed,
+    StakeholderUnsubscribed,
     StatusReported,
     TaskCompleted,
     milestone_subject,
@@ -57,7 +58,8 @@ def plan(msg: Event) -> Plan:
             return Plan(target, (), all_milestones_of=p)
         case DependencyRemoved(milestone_id=m, depends_on=d):
             return Plan(target, (milestone_subject(p, m), milestone_subject(p, d)))
-        case StakeholderSubscribed(milestone_id=m) | StatusReported(milestone_id=m) if m:
+        case (StakeholderSubscribed(milestone_id=m) | StakeholderUnsubscribed(milestone_id=m)
+              | StatusReported(milestone_id=m)) if m:
             return Plan(target, (milestone_subject(p, m),))
         case BaselineSet():
             return Plan(target, (), all_milestones_of=p)

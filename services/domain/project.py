@@ -15,6 +15,7 @@ from events import (
     MilestoneRescheduled,
     ProjectCreated,
     StakeholderSubscribed,
+    StakeholderUnsubscribed,
     StatusReported,
 )
 from events.common import Event
@@ -52,6 +53,8 @@ def evolve(state: Project, event: Event) -> Project:
             return replace(state, baselines=state.baselines | {name})
         case StakeholderSubscribed(stakeholder=who, url=url, milestone_id=m):
             return replace(state, stakeholders=state.stakeholders | {(who, url, m)})
+        case StakeholderUnsubscribed(stakeholder=who, url=url, milestone_id=m):
+            return replace(state, stakeholders=state.stakeholders - {(who, url, m)})
     return state
 
 
@@ -213,6 +216,12 @@ def decide(msg: Event, state: Project, milestones: Mapping[str, Milestone]) -> l
             return [] if (msg.stakeholder, msg.url, m) in state.stakeholders else [msg]
         case StakeholderSubscribed():
             return [] if (msg.stakeholder, msg.url, None) in state.stakeholders else [msg]
+
+        case StakeholderUnsubscribed(stakeholder=who, url=url, milestone_id=m):
+            if (who, url, m) not in state.stakeholders:
+                scope = f"milestone {m}" if m else f"project {state.project_id}"
+                raise Rejected("not_found", f"{who} is not subscribed to {scope} at {url}")
+            return [msg]
 
         case StatusReported(milestone_id=m) if m is not None:
             _require_planned(milestones, m)

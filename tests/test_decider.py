@@ -433,3 +433,11 @@ def test_unsubscribing_ends_exactly_that_subscription():
     given(created, sub, off).when(sub).then([sub])  # and can subscribe again
     other = StakeholderUnsubscribed(project_id=P, stakeholder="pmo", url="https://pmo.example/hook", milestone_id="m1")
     given(created, planned("m1"), sub).when(other).rejects("not_found", "not subscribed to milestone m1")
+
+
+def test_a_time_milestone_achieved_at_its_deadline_counts_on_its_due_day():
+    midnight_after = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
+    fired = DeadlineReached(project_id=P, milestone_id="m1", due=DUE, reached_at=midnight_after)
+    given(created, planned(kind="time"), task("a"), done("a")).when(fired).then([fired, MilestoneAchieved(
+        project_id=P, milestone_id="m1", achieved_at=dt.datetime.combine(DUE, dt.time.max, dt.UTC),
+        evidence="every task done by 2026-12-01")])

@@ -234,9 +234,11 @@ def decide(msg: Event, state: Milestone, *, project_exists: bool = True) -> list
             return []  # closed, a deadline a reschedule replaced, or a repeat
         case DeadlineReached(due=due):
             checks_passed = all(t.check is None or t.last_result == "passed" for t in state.tasks.values())
+            # achieved *by* its date: on the due day itself, though the deadline fires just after it
+            end_of_due = dt.datetime.combine(due, dt.time.max, dt.UTC)
             if state.kind == "time" and not state.open_tasks and checks_passed:
                 return [msg, MilestoneAchieved(project_id=state.project_id, milestone_id=state.milestone_id,
-                                               achieved_at=msg.reached_at or dt.datetime.combine(due, dt.time.max, dt.UTC),
+                                               achieved_at=min(msg.reached_at or end_of_due, end_of_due),
                                                evidence=f"every task done by {due.isoformat()}")]
             return [msg, MilestoneMissed(project_id=state.project_id, milestone_id=state.milestone_id, due=due,
                                          open_tasks=state.open_tasks)]

@@ -82,6 +82,7 @@ class Running:
     committer: Committer | None = None
     queries: Queries | None = None
     notifier: Notifier | None = None
+    closing: asyncio.Event = field(default_factory=asyncio.Event)  # set first on stop: live streams end
     runners: list[Runner] = field(default_factory=list)
     http_handlers: list = field(default_factory=list)
 
@@ -120,7 +121,7 @@ async def running(settings: Settings, *, intake: bool = True, projections: bool 
         if query:
             run.queries = Queries(pool, watcher, EventLog(nc), at_risk_gap=settings.at_risk_gap)
             register_queries(broker, run.queries, run.stream_last)
-            run.http_handlers = query_routes(run.queries, run.stream_last) + dashboard_routes(run.queries)
+            run.http_handlers = query_routes(run.queries, run.stream_last) + dashboard_routes(run.queries, run.closing)
         await broker.start()
         stack.push_async_callback(broker.stop)
         stop = asyncio.Event()
@@ -167,12 +168,14 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
-async def serve_http(app, host: str, port: int, stop: asyncio.Event) -> None:
+async def serve_http(app, host: str, port: int, stop: asyncio.Event, closing: asyncio.Event | None = None) -> None:
     # open dashboards hold a server-sent event stream: shutdown gives them 3 s, then closes them
     server = _Uvicorn(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
                                      log_level="warning", lifespan="on", timeout_graceful_shutdown=3))
     task = asyncio.create_task(server.serve())
     await stop.wait()
+    if closing is not None:
+        closing.set()  # live streams (/ui/live) end now, so the graceful shutdown has nothing to wait for
     server.should_exit = True
     await task
 
@@ -201,7 +204,7 @@ async def run_services(settings: Settings, stop: asyncio.Event, *, intake: bool 
             app = build_http_app(run.intake, max_body=settings.max_message_bytes * 4, extra_handlers=run.http_handlers)
             base = f"http://{settings.http_host}:{settings.http_port}"
             log.info("http listening", url=base, openapi=f"{base}/schema", events=f"{base}/events" if intake else None)
-            await serve_http(app, settings.http_host, settings.http_port, stop)
+            await serve_http(app, settings.http_host, settings.http_port, stop, run.closing)
         else:
             log.info("listening", nats=settings.nats_url)
             await stop.wait()

@@ -40,7 +40,7 @@ async def site(system, db_url):
     port = free_port()
     stop = asyncio.Event()
     app = build_http_app(system.intake, max_body=256 * 1024, extra_handlers=system.http_handlers)
-    server = asyncio.create_task(serve_http(app, "127.0.0.1", port, stop))
+    server = asyncio.create_task(serve_http(app, "127.0.0.1", port, stop, system.closing))
     yield f"http://127.0.0.1:{port}"
     stop.set()
     await server

@@ -9,6 +9,7 @@ pages).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -51,7 +52,10 @@ async def _svg_file(render: Callable[[], Awaitable[tuple[str, str]]]) -> Respons
                     headers={"content-disposition": f'attachment; filename="{filename}"'})
 
 
-def dashboard_routes(queries: Queries) -> list:
+def dashboard_routes(queries: Queries, closing: asyncio.Event | None = None) -> list:
+    """``closing``: set when the service stops, which ends every live stream."""
+    closing = closing or asyncio.Event()
+
     def params(request: Request, **path: str) -> dict[str, Any]:
         return {**dict(request.query_params), **path}
 
@@ -187,22 +191,33 @@ def dashboard_routes(queries: Queries) -> list:
 
     @get("/ui/live", summary="Server-sent events: 'position' whenever the status read model moves")
     async def live(request: Request) -> Stream:
-        return Stream(_positions(queries), media_type="text/event-stream",
+        return Stream(_positions(queries, closing), media_type="text/event-stream",
                       headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
 
     return [root, favicon, projects, gantt, gantt_file, trend, trend_file, report, milestone, audit, live]
 
 
-async def _positions(queries: Queries) -> AsyncIterator[bytes]:
+async def _positions(queries: Queries, closing: asyncio.Event) -> AsyncIterator[bytes]:
+    """``position`` events while the status read model moves, a keep-alive comment every 15 s,
+    until the service closes."""
     seen = queries.watcher.positions.get("status", 0)
     yield b"retry: 3000\n\n"
-    while True:
-        position, moved = await queries.watcher.wait("status", seen + 1, 15.0)
-        if moved:
-            seen = position
-            yield f"event: position\ndata: {position}\n\n".encode()
-        else:
-            yield b": keep-alive\n\n"
+    closed = asyncio.ensure_future(closing.wait())
+    try:
+        while not closing.is_set():
+            moved = asyncio.ensure_future(queries.watcher.wait("status", seen + 1, 15.0))
+            await asyncio.wait({moved, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if not moved.done():
+                moved.cancel()
+                return
+            position, reached = moved.result()
+            if reached:
+                seen = position
+                yield f"event: position\ndata: {position}\n\n".encode()
+            else:
+                yield b": keep-alive\n\n"
+    finally:
+        closed.cancel()
 
 
 __all__ = ["dashboard_routes"]

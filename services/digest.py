@@ -86,7 +86,7 @@ async def send(conn: asyncpg.Connection, project_id: str, today: dt.date, gap: i
         digest = await build(conn, project_id, today, gap)
         subs = [s for s in await subscriptions(conn, [project_id]) if s.scope == ""]
         body = msgspec.to_builtins(digest)
-        items = [(Notification(id=(nid := delivery_id(f"digest:{project_id}:{digest.created_at.isoformat()}", s)),
+        items = [(Notification(id=delivery_id(f"digest:{project_id}:{digest.created_at.isoformat()}", s),
                                kind="project.digest", project_id=project_id, stakeholder=s.stakeholder,
                                created_at=digest.created_at, position=digest.position, digest=body,
                                summary=summary(digest)), s) for s in subs]

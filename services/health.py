@@ -109,7 +109,7 @@ def _judge(row: StatusRow, today: dt.date, gap: int, preds: list[tuple[str, int,
         return Judgement(health="late", reasons=reasons, expected_finish=finish, blocked_by=blocked)
 
     reasons = []
-    for p, lag, j in preds:
+    for p, _lag, j in preds:
         if j.health in ("late", "missed"):
             reasons.append(f"predecessor {p} is {j.health} (expected {j.expected_finish.isoformat()})")
     start = row.work_start or row.planned_on

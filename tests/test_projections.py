@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-import asyncpg
 
 from events import decode_stored
 from projections import PROJECTIONS

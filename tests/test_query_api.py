@@ -8,7 +8,7 @@ import io
 import json
 
 from events import ENCODER
-from tests.conftest import caught_up, cloudevent, plan_project, request
+from tests.conftest import cloudevent, plan_project, request
 from tests.test_cli import run
 
 

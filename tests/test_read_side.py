@@ -7,7 +7,9 @@ import os
 import signal
 import sys
 
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 import events
 from events import ENCODER, decode_stored

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import asyncpg
-
 import msgspec
 
 from events import ENCODER, StakeholderSubscribed, StoredEvent, decode_stored

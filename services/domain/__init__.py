@@ -13,8 +13,8 @@ from typing import NamedTuple
 import msgspec
 
 from events import (
-    DeadlineReached,
     BaselineSet,
+    DeadlineReached,
     DependencyAdded,
     DependencyRemoved,
     MilestoneAchieved,

@@ -24,7 +24,7 @@ from services import health, reporting
 from services.domain.errors import Rejected
 from services.health import HEALTH, present
 from services.notify_queries import NotifyQueries
-from services.query_base import (  # noqa: F401 - re-exported: the query shells import them from here
+from services.query_base import (
     ID,
     MAX_LIMIT,
     MAX_WAIT,
@@ -34,7 +34,6 @@ from services.query_base import (  # noqa: F401 - re-exported: the query shells 
     bad,
     decode_cursor,
     encode_cursor,
-    p_choice,
     p_date,
     p_int,
     p_list,

@@ -15,6 +15,7 @@ from events import ENCODER, Reply
 from services.domain.errors import Rejected
 from services.intake import HTTP_STATUS
 from services.queries import Queries
+from services.query_base import One
 
 CSV_COLUMNS = ("position", "subject", "project_id", "milestone_id", "type", "event_id", "actor", "source",
                "occurred_at", "recorded_at", "correlation_id", "causation_id", "schema_version", "payload")
@@ -70,7 +71,6 @@ def query_routes(queries: Queries, stream_last: Callable[[], Awaitable[int]]) ->
     async def project(request: Request, project_id: FromPath[str]) -> Response[bytes]:
         async def one() -> object:
             page = await queries.projects(_params(request, project_id=project_id))
-            from services.queries import One
             return One(page.data[0], page.position, page.stale)
         return await _answer(one)
 

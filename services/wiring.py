@@ -30,7 +30,8 @@ from services.intake_service import IntakeService
 from services.nats_app import CommandServer
 from services.notifier import Notifier
 from services.notifier import ensure_schema as ensure_notifier_schema
-from services.queries import CheckpointWatcher, Queries, today_utc
+from services.queries import Queries, today_utc
+from services.query_base import CheckpointWatcher
 from services.query_http import query_routes
 from services.query_nats import register_queries
 from services.scheduler import Scheduler

@@ -22,7 +22,8 @@ from projections import history
 from services import reporting
 from services.dashboard import model, pages, svg
 from services.domain.errors import Rejected
-from services.queries import Queries, encode_cursor, p_date, project_events
+from services.queries import Queries, project_events
+from services.query_base import encode_cursor, p_date
 
 HTML = "text/html; charset=utf-8"
 FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><path d="M8 1 L15 8 L8 15 L1 8 Z" '

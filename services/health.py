@@ -57,18 +57,27 @@ def judge(rows: Iterable[StatusRow], today: dt.date, gap: int = DEFAULT_GAP) -> 
     by_id = {r.milestone_id: r for r in rows}
     out: dict[str, Judgement] = {}
 
-    def visit(mid: str, path: frozenset[str]) -> Judgement:
-        if mid in out:
-            return out[mid]
-        row = by_id[mid]
-        preds = [(p, lag) for p, lag in sorted(row.predecessors.items())
-                 if p in by_id and p not in path and not by_id[p].cancelled]
-        judged_preds = [(p, lag, visit(p, path | {mid})) for p, lag in preds]
-        out[mid] = _judge(row, today, gap, judged_preds)
-        return out[mid]
+    def preds_of(mid: str) -> list[tuple[str, int]]:
+        return [(p, lag) for p, lag in sorted(by_id[mid].predecessors.items())
+                if p in by_id and p != mid and not by_id[p].cancelled]
 
-    for mid in by_id:
-        visit(mid, frozenset())
+    # predecessors first, iteratively (a chain may be longer than Python's recursion limit); the
+    # graph is acyclic (DependencyAdded refuses cycles), and a cycle in bad data is cut, not looped
+    for root in by_id:
+        stack: list[tuple[str, bool]] = [(root, False)]
+        on_path: set[str] = set()
+        while stack:
+            mid, expanded = stack.pop()
+            if mid in out:
+                continue
+            if expanded:
+                on_path.discard(mid)
+                out[mid] = _judge(by_id[mid], today, gap,
+                                  [(p, lag, out[p]) for p, lag in preds_of(mid) if p in out])
+                continue
+            on_path.add(mid)
+            stack.append((mid, True))
+            stack.extend((p, False) for p, _ in preds_of(mid) if p not in out and p not in on_path)
     return out
 
 

@@ -82,3 +82,11 @@ def test_elapsed_time_starts_at_the_earliest_task_start_when_there_is_one():
     later = row("w", dt.date(2026, 6, 21), done=0, total=2, work_start=dt.date(2026, 6, 11))
     assert health(later)["w"][0] == "on_track"  # work has not started yet: nothing is behind
     assert health(later, today=dt.date(2026, 6, 16))["w"][0] == "at_risk"  # half the window gone, 0% done
+
+
+def test_a_chain_longer_than_the_recursion_limit_is_judged():
+    chain = [row("m0", dt.date(2026, 6, 20))]
+    chain += [row(f"m{n}", dt.date(2026, 6, 20), preds={f"m{n - 1}": 0}) for n in range(1, 3000)]
+    chain[0] = row("m0", dt.date(2026, 6, 20), task_dues={"t0": dt.date(2026, 6, 25)}, total=1)
+    verdicts = judge(chain, TODAY)
+    assert verdicts["m2999"].health == "late" and verdicts["m2999"].expected_finish == dt.date(2026, 6, 25)

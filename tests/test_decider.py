@@ -441,3 +441,35 @@ def test_a_time_milestone_achieved_at_its_deadline_counts_on_its_due_day():
     given(created, planned(kind="time"), task("a"), done("a")).when(fired).then([fired, MilestoneAchieved(
         project_id=P, milestone_id="m1", achieved_at=dt.datetime.combine(DUE, dt.time.max, dt.UTC),
         evidence="every task done by 2026-12-01")])
+
+
+def test_shift_moves_a_chain_longer_than_the_recursion_limit():
+    n = 1500
+    history: list[Event] = [ProjectCreated(project_id=P, name="Long", dependency_policy="shift")]
+    history += [planned(f"m{i}", due=d(1)) for i in range(n)]
+    history += [dep(f"m{i}", f"m{i - 1}") for i in range(1, n)]
+    events = traced(history, MilestoneRescheduled(project_id=P, milestone_id="m0", new_due=d(5), reason="x"))
+    assert len(events) == n and events[-1][0].milestone_id == f"m{n - 1}" and events[-1][1] == n - 2
+
+
+def test_shift_takes_each_successor_after_all_its_moved_predecessors():
+    """a -> b -> d and a -> c -> d: d is rescheduled once, after both b and c, to the later of the two."""
+    history = [ProjectCreated(project_id=P, name="Diamond", dependency_policy="shift"),
+               planned("a", due=d(1)), planned("b", due=d(3)), planned("c", due=d(4)), planned("x", due=d(5)),
+               dep("b", "a", 2), dep("c", "a", 3), dep("x", "b", 1), dep("x", "c", 1)]
+    for order in (history, [*history[:5], dep("x", "c", 1), dep("x", "b", 1), dep("c", "a", 3), dep("b", "a", 2)]):
+        events = traced(order, MilestoneRescheduled(project_id=P, milestone_id="a", new_due=d(10), reason="x"))
+        moves = {e.milestone_id: (e.new_due, cause) for e, cause in events}  # type: ignore[attr-defined]
+        assert moves["b"][0] == d(12) and moves["c"][0] == d(13) and moves["x"][0] == d(14)
+        assert [e.milestone_id for e, _ in events].count("x") == 1  # type: ignore[attr-defined]
+        assert events[moves["x"][1]][0].milestone_id == "c"  # type: ignore[attr-defined]  # bound by c
+
+
+def test_shift_moves_a_successor_only_after_every_moved_predecessor_of_it():
+    """a -> k -> m and a -> m directly: m must be judged after k has moved (topological order)."""
+    history = [ProjectCreated(project_id=P, name="Order", dependency_policy="shift"),
+               planned("a", due=d(1)), planned("k", due=d(3)), planned("m", due=d(9)),
+               dep("k", "a", 1), dep("m", "a", 1), dep("m", "k", 5)]
+    events = traced(history, MilestoneRescheduled(project_id=P, milestone_id="a", new_due=d(10), reason="x"))
+    assert [(e.milestone_id, e.new_due) for e, _ in events] == [  # type: ignore[attr-defined]
+        ("a", d(10)), ("k", d(11)), ("m", d(16))]

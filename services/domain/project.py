@@ -89,18 +89,22 @@ def _successors(state: Project) -> dict[str, list[tuple[str, int]]]:
 
 
 def _downstream(succs: Mapping[str, list[tuple[str, int]]], start: str) -> list[str]:
-    """Milestones reachable from ``start`` through successor edges, in topological order."""
+    """Milestones reachable from ``start`` through successor edges, in topological order
+    (iterative: a chain may be longer than Python's recursion limit; the graph is acyclic,
+    DependencyAdded refuses cycles)."""
     order: list[str] = []
-    seen: set[str] = set()
-
-    def visit(node: str) -> None:  # the graph is acyclic: DependencyAdded refuses cycles
-        seen.add(node)
-        for succ, _ in succs.get(node, ()):
-            if succ not in seen:
-                visit(succ)
-        order.append(node)
-
-    visit(start)
+    visited: set[str] = set()
+    stack: list[tuple[str, bool]] = [(start, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            order.append(node)  # after everything downstream of it: reversed, a topological order
+            continue
+        if node in visited:
+            continue
+        visited.add(node)
+        stack.append((node, True))
+        stack.extend((succ, False) for succ, _ in reversed(succs.get(node, [])) if succ not in visited)
     return order[::-1][1:]
 
 

@@ -172,7 +172,7 @@ def _gantt_row(view: ProjectView, r, scale: Scale, y: float, link: str | None) -
                      f'<title>expected {r.expected_finish.isoformat()}</title></line>'
                      f'<line x1="{fx}" y1="{cy - 5}" x2="{fx}" y2="{cy + 5}" stroke="{colour}" stroke-width="2"/>')
     wx = max(scale.x(r.end), dx) + 12
-    if r.health == "late":
+    if r.health in ("late", "missed") and r.expected_finish > r.due:  # after the whisker
         wx = max(wx, scale.x(r.expected_finish) + 12)
     parts.append(f'<text class="health-word" x="{wx}" y="{cy + 4}" fill="{colour}">{escape(word)}</text>')
     body = "".join(parts)

@@ -2,14 +2,13 @@
 
 Built from the read models (status judged against the clock, the audit trail for changes) and
 recorded in ``digests``, so the next one starts where this one ended. Sent to a project's
-subscribers on a schedule (``MILESTONES_DIGEST_EVERY`` seconds, by the notifier) and built on
+subscribers on a schedule (``MILESTONES_DIGEST_EVERY_S`` seconds, by the notifier) and built on
 demand (``milestones digest PROJECT``, ``GET /projects/{id}/digest``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
 from typing import Any
 
 import asyncpg
@@ -48,9 +47,7 @@ async def build(conn: asyncpg.Connection, project_id: str, today: dt.date, gap: 
                 *, record: bool = True) -> Digest:
     from services.notifier import describe
 
-    rows = [status.from_db(r) for r in await conn.fetch(
-        f"SELECT {', '.join(status.COLUMNS)} FROM ms_status WHERE project_id = $1 ORDER BY ord, milestone_id",
-        project_id)]
+    rows = (await status.load(conn, [project_id]))[project_id]
     position = await conn.fetchval("SELECT max(position) FROM audit_events WHERE project_id = $1", project_id)
     if position is None:
         raise Rejected("not_found", f"project {project_id} is not known")
@@ -66,7 +63,7 @@ async def build(conn: asyncpg.Connection, project_id: str, today: dt.date, gap: 
     digest = Digest(
         project_id=project_id, created_at=dt.datetime.now(dt.UTC), today=today, position=position,
         since_position=since, since=previous["created_at"] if previous else None,
-        counts=dict(sorted(Counter(m["health"] for m in milestones).items())), milestones=milestones,
+        counts=dict(sorted(health.summary(milestones)["by_health"].items())), milestones=milestones,
         changes=[Change(position=c["position"], occurred_at=c["occurred_at"], type=c["type"],
                         milestone_id=c["milestone_id"], actor=c["actor"], summary=describe(c["type"], c["payload"]))
                  for c in changed[:MAX_CHANGES]],

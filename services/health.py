@@ -11,10 +11,10 @@ expected finish and what blocks it. The rules, first match wins (also in the REA
    its due date, the due date of each open task, and for each finish-to-start predecessor the
    predecessor's expected finish (its achieved date once achieved) plus the lag — so a
    violated dependency (``DependencyViolated``) makes its successor late, with the reason;
-5. ``at_risk`` — it still fits, but a predecessor is late or missed; or its progress is behind the elapsed time by ``gap`` percentage points
-   or more (elapsed: from its earliest task start, or the day it was planned when no task has a
-   start, to its due date;
-   progress: tasks done / tasks; a milestone without tasks has no progress to judge);
+5. ``at_risk`` — it still fits, but a predecessor is late or missed; or its progress is behind
+   the elapsed time by ``gap`` percentage points or more (elapsed: from its earliest task start,
+   or the day it was planned when no task has a start, to its due date; progress: tasks done /
+   tasks; a milestone without tasks has no progress to judge);
 6. ``on_track`` — otherwise.
 
 ``blocked_by`` lists the predecessors not yet achieved (finish-to-start: it cannot finish
@@ -146,3 +146,16 @@ def present(row: StatusRow, verdict: Judgement) -> dict:
 def judged(rows: list[StatusRow], today: dt.date, gap: int = DEFAULT_GAP) -> list[dict]:
     verdicts = judge(rows, today, gap)
     return [present(r, verdicts[r.milestone_id]) for r in rows]
+
+
+def summary(milestones: list[dict]) -> dict:
+    """A project at a glance, from its judged rows: how many milestones, how many of each
+    health, the next open one, and when the last one that is not cancelled should finish."""
+    open_ = sorted((m for m in milestones if m["health"] not in ("achieved", "cancelled")), key=lambda m: m["due"])
+    counts: dict[str, int] = {}
+    for m in milestones:
+        counts[m["health"]] = counts.get(m["health"], 0) + 1
+    return {"milestones": len(milestones), "by_health": counts,
+            "next_milestone": {k: open_[0][k] for k in ("milestone_id", "name", "due", "health")} if open_ else None,
+            "expected_finish": max((m["expected_finish"] for m in milestones if m["health"] != "cancelled"),
+                                   default=None)}

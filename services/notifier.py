@@ -47,6 +47,7 @@ from events import ENCODER, StoredEvent, decode_stored
 from projections import status
 from services import health
 from services.inbox import consume_batches
+from services.query_base import CheckpointWatcher
 from services.store import EVENTS_STREAM
 
 log = structlog.get_logger("milestones.notifier")
@@ -176,26 +177,25 @@ def event_notifications(position: int, stored: StoredEvent, subs: Sequence[Subsc
     data = msgspec.to_builtins(stored.data)
     data.pop("type", None)
     milestone_id = data.get("milestone_id")
+    event = {"type": stored.type, "id": stored.id, "time": stored.time, "actor": stored.actor,
+             "correlationid": stored.correlationid, "causationid": stored.causationid, "data": data}
     out = []
     for sub in _matching(subs, data["project_id"], milestone_id):
-        nid = delivery_id(stored.id, sub)
-        event = {"type": stored.type, "id": stored.id, "time": stored.time, "actor": stored.actor,
-                 "correlationid": stored.correlationid, "causationid": stored.causationid, "data": data}
-        out.append((Notification(id=nid, kind=kind, project_id=data["project_id"], milestone_id=milestone_id,
+        out.append((Notification(id=delivery_id(stored.id, sub), kind=kind, project_id=data["project_id"], milestone_id=milestone_id,
                                  stakeholder=sub.stakeholder, summary=describe(stored.type, data), created_at=now,
                                  position=position, event=event), sub))
     return out
 
 
 class Notifier:
-    def __init__(self, nc: NATS, pool: asyncpg.Pool, watcher: Any, *, today: Callable[[], dt.date],
+    def __init__(self, nc: NATS, pool: asyncpg.Pool, watcher: CheckpointWatcher, *, today: Callable[[], dt.date],
                  at_risk_gap: int = health.DEFAULT_GAP, max_attempts: int = 12, backoff_base: float = 1.0,
                  backoff_max: float = 3600.0, timeout: float = 10.0, sweep_every: float = 300.0,
                  digest_every: float = 0.0, default_secret: str | None = None, batch: int = 200,
                  poll: float = 0.5, wait_for_read_models: float = 30.0) -> None:
         self.nc = nc
         self.pool = pool
-        self.watcher = watcher  # CheckpointWatcher: subscriptions/status must have passed a batch first
+        self.watcher = watcher  # the status read model (subscriptions included) must have passed a batch
         self.today = today
         self.gap = at_risk_gap
         self.max_attempts = max_attempts
@@ -212,8 +212,8 @@ class Notifier:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        async with self.pool.acquire() as conn:
-            await ensure_schema(conn)
+        """Needs its tables (``ensure_schema``: the wiring creates them for the query service and
+        the notifier) and the status read model kept by a projection runner somewhere."""
         psub = await self.nc.jetstream().pull_subscribe(
             "milestones.events.>", durable=NOTIFIER_DURABLE, stream=EVENTS_STREAM,
             config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
@@ -268,15 +268,11 @@ class Notifier:
         now = dt.datetime.now(dt.UTC)
         async with self.pool.acquire() as conn, conn.transaction():
             subs = await subscriptions(conn, projects)
-            rows = [status.from_db(r) for r in await conn.fetch(
-                f"SELECT {', '.join(status.COLUMNS)} FROM ms_status WHERE project_id = ANY($1::text[])", projects)]
+            by_project = await status.load(conn, projects)
             seen = {(r["project_id"], r["milestone_id"]): (r["health"], r["due"]) for r in await conn.fetch(
                 "SELECT * FROM notified_health WHERE project_id = ANY($1::text[]) FOR UPDATE", projects)}
             items: list[tuple[Notification, Subscription]] = []
             announce, clear = [], []
-            by_project: dict[str, list[status.StatusRow]] = {}
-            for r in rows:
-                by_project.setdefault(r.project_id, []).append(r)
             for pid, project_rows in by_project.items():
                 verdicts = health.judge(project_rows, self.today(), self.gap)
                 for r in project_rows:

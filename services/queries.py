@@ -22,7 +22,7 @@ from projections import db, status
 from projections.status import StatusRow
 from services import health, reporting
 from services.domain.errors import Rejected
-from services.health import HEALTH, present
+from services.health import HEALTH
 from services.notify_queries import NotifyQueries
 from services.query_base import (
     ID,
@@ -112,13 +112,10 @@ class Queries(NotifyQueries):
         return self.watcher.positions.get(projection, 0), False
 
     async def _project_rows(self, project_id: str) -> list[StatusRow]:
-        rows = await self.pool.fetch(f"SELECT {', '.join(status.COLUMNS)} FROM ms_status WHERE project_id = $1 "
-                                     "ORDER BY ord, milestone_id", project_id)
-        return [status.from_db(r) for r in rows]
+        return (await status.load(self.pool, [project_id]))[project_id]
 
     def _judged(self, rows: list[StatusRow]) -> list[dict[str, Any]]:
-        verdicts = health.judge(rows, self.today(), self.at_risk_gap)
-        return [present(r, verdicts[r.milestone_id]) for r in rows]
+        return health.judged(rows, self.today(), self.at_risk_gap)
 
     async def milestone(self, params: Mapping[str, Any]) -> One:
         position, stale = await self.consistent("status", params)
@@ -192,24 +189,8 @@ class Queries(NotifyQueries):
             "SELECT project_id, name, goals, dependency_policy, created_at, position FROM ms_projects "
             f"WHERE {where} ORDER BY project_id LIMIT {limit + 1}", *args)
         page = projects[:limit]
-        rows = [status.from_db(r) for r in await self.pool.fetch(
-            f"SELECT {', '.join(status.COLUMNS)} FROM ms_status WHERE project_id = ANY($1::text[]) "
-            "ORDER BY ord, milestone_id", [p["project_id"] for p in page])]
-        by_project: dict[str, list[StatusRow]] = {}
-        for r in rows:
-            by_project.setdefault(r.project_id, []).append(r)
-        out = []
-        for p in page:
-            judged = health.judged(by_project.get(p["project_id"], []), self.today(), self.at_risk_gap)
-            open_ = sorted((m for m in judged if m["health"] not in ("achieved", "cancelled")), key=lambda m: m["due"])
-            counts: dict[str, int] = {}
-            for m in judged:
-                counts[m["health"]] = counts.get(m["health"], 0) + 1
-            live = [m for m in judged if m["health"] != "cancelled"]
-            out.append({**dict(p), "milestones": len(judged), "by_health": counts,
-                        "next_milestone": {k: open_[0][k] for k in ("milestone_id", "name", "due", "health")}
-                        if open_ else None,
-                        "expected_finish": max((m["expected_finish"] for m in live), default=None)})
+        rows = await status.load(self.pool, [p["project_id"] for p in page])
+        out = [{**dict(p), **health.summary(self._judged(rows[p["project_id"]]))} for p in page]
         if params.get("project_id") and not out:
             raise Rejected("not_found", f"project {params['project_id']} is not known")
         next_cursor = encode_cursor([page[-1]["project_id"]]) if len(projects) > limit else None

@@ -29,6 +29,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from events import ENCODER, MilestonePlanned, MilestoneRescheduled, decode_stored
+from services.domain.milestone import deadline
 from services.inbox import consume_batches
 from services.store import EVENTS_STREAM
 
@@ -36,10 +37,6 @@ log = structlog.get_logger("milestones.scheduler")
 SCHEDULER_DURABLE = "milestones-scheduler"
 TARGET = "milestones.inbox.DeadlineReached"
 SOURCE = "milestones-scheduler"
-
-
-def midnight_after(due: dt.date) -> dt.datetime:
-    return dt.datetime.combine(due + dt.timedelta(days=1), dt.time(0), dt.UTC)
 
 
 def schedule_subject(project_id: str, milestone_id: str) -> str:
@@ -55,7 +52,7 @@ def deadline_event(project_id: str, milestone_id: str, due: dt.date, at: dt.date
 
 
 class Scheduler:
-    def __init__(self, nc: NATS, *, deadline_at: Callable[[dt.date], dt.datetime] = midnight_after,
+    def __init__(self, nc: NATS, *, deadline_at: Callable[[dt.date], dt.datetime] = deadline,
                  batch: int = 500, poll: float = 0.25) -> None:
         self.nc = nc
         self.js = nc.jetstream(publish_async_max_pending=4000)

@@ -174,11 +174,12 @@ async def test_failed_deliveries_can_be_sent_again(system, api, nc, db_url):
             assert dead["attempts"] == 2 and dead["last_status"] == 503
             receiver.fail_next = 0
             assert (await api.post(f"/deliveries/{dead['id']}/retry")).status_code == 200
-            assert (await api.post(f"/deliveries/{dead['id']}/retry")).status_code in (200, 409)
 
             async def delivered() -> bool:
                 return (await deliveries(api, status="delivered")) != []
             await wait_for(delivered, 20, "the retried delivery")
+            again = await api.post(f"/deliveries/{dead['id']}/retry")
+            assert again.status_code == 409 and "delivered already" in again.json()["error"]["message"]
         assert (await api.post("/deliveries/nope/retry")).json()["error"]["code"] == "not_found"
         bad = await api.get("/deliveries", params={"status": "lost"})
         assert bad.status_code == 400 and "status accepts pending, delivered, failed" in bad.json()["error"]["message"]

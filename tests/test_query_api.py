@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import json
+import re
 
 from events import ENCODER
 from tests.conftest import cloudevent, plan_project, request
@@ -170,5 +171,10 @@ async def test_dashboard_pages_answer_bad_input_with_a_page_that_says_what_to_fi
         r = await api.get(path, params=params)
         assert (r.status_code, r.headers["content-type"].split(";")[0]) == (status, "text/html"), path
         assert text in r.text, (path, r.text[-300:])
+    then = await api.get("/ui", params={"as_of": "2026-11-24"})  # folded from the log as it stood then
+    assert then.status_code == 200 and "/ui/projects/apollo?as_of=2026-11-24" in then.text
+    assert re.search(r'health-on_track[^>]*>on track</span> 2', then.text)
+    before = await api.get("/ui", params={"as_of": "2020-01-01"})
+    assert before.status_code == 200 and "No projects yet." in before.text
     page = await api.get("/ui/projects/apollo")
     assert page.status_code == 200 and 'class="bar" data-milestone="design"' in page.text

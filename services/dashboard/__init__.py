@@ -18,8 +18,8 @@ from litestar import Request, Response, get
 from litestar.params import FromPath
 from litestar.response import Redirect, Stream
 
-from projections import history
-from services import reporting
+from projections import history, status
+from services import health, reporting
 from services.dashboard import model, pages, svg
 from services.domain.errors import Rejected
 from services.queries import Queries, project_events
@@ -93,17 +93,9 @@ def dashboard_routes(queries: Queries, closing: asyncio.Event | None = None) -> 
                 events = reporting.cut(await project_events(queries.log, p["project_id"]), as_of=as_of)
                 if not events:
                     continue
-                view = model.project_view(p["project_id"], events, today=queries.today(), as_of=as_of,
-                                          gap=queries.at_risk_gap)
-                open_ = sorted((r for r in view.rows if r.health not in ("achieved", "cancelled")), key=lambda r: r.due)
-                counts: dict[str, int] = {}
-                for r in view.rows:
-                    counts[r.health] = counts.get(r.health, 0) + 1
-                rows.append({**p, "milestones": len(view.rows), "by_health": counts,
-                             "next_milestone": {"milestone_id": open_[0].milestone_id, "name": open_[0].name,
-                                                "due": open_[0].due, "health": open_[0].health} if open_ else None,
-                             "expected_finish": max((r.expected_finish for r in view.rows if r.health != "cancelled"),
-                                                    default=None)})
+                folded = sorted(status.fold(events).values(), key=lambda r: (r.ord, r.milestone_id))
+                judged_on = min(as_of, queries.today())
+                rows.append({**p, **health.summary(health.judged(folded, judged_on, queries.at_risk_gap))})
             return pages.projects_page(rows, as_of, page.next_cursor)
         return await _page(render)
 
@@ -125,8 +117,7 @@ def dashboard_routes(queries: Queries, closing: asyncio.Event | None = None) -> 
     async def trend_of(project_id: str, q: dict[str, Any]) -> tuple[reporting.Trend, str]:
         events = await project_events(queries.log, project_id)
         result = reporting.trend(project_id, events, today=queries.today(), until=p_date(q, "until"))
-        view = model.project_view(project_id, events, today=queries.today(), gap=queries.at_risk_gap)
-        return result, view.name
+        return result, model.project_name(events, project_id)
 
     @get("/ui/projects/{project_id:str}/trend", summary="Dashboard: milestone trend analysis chart")
     async def trend(request: Request, project_id: FromPath[str]) -> Response[str]:
@@ -150,10 +141,8 @@ def dashboard_routes(queries: Queries, closing: asyncio.Event | None = None) -> 
     async def report(request: Request, project_id: FromPath[str]) -> Response[str]:
         async def render() -> str:
             q = params(request)
-            view, events = await view_of(project_id, q)
-            result = reporting.report(project_id, events, today=queries.today(), as_of=view.as_of,
-                                      baseline=q.get("baseline") or None)
-            return pages.report_page(project_id, view.name, result)
+            view, _ = await view_of(project_id, q)
+            return pages.report_page(project_id, view.name, view.report)
         return await _page(render)
 
     @get("/ui/projects/{project_id:str}/milestones/{milestone_id:str}", summary="Dashboard: one milestone")

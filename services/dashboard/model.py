@@ -64,6 +64,7 @@ class ProjectView(msgspec.Struct, kw_only=True):
     baselines: list[str]
     phases: list[str | None]  # in the order they first appear
     rows: list[Row]  # grouped by phase, then by order and id
+    report: reporting.Report  # planned vs actual at the same point (it gives the baseline dates)
 
 
 def project_view(project_id: str, events: Sequence[Positioned], *, today: dt.date, as_of: dt.date | None = None,
@@ -75,7 +76,7 @@ def project_view(project_id: str, events: Sequence[Positioned], *, today: dt.dat
     verdicts = health.judge(rows, judged_on, gap)
     report = reporting.report(project_id, events, today=today, as_of=as_of, baseline=baseline)
     planned_in = {line.milestone_id: line.baseline_due for line in report.milestones}
-    created = next((e.data for _, e in cut if isinstance(e.data, ProjectCreated)), None)
+    created = _created(cut)
     phase_rank: dict[str | None, tuple[int, int]] = {}
     for n, r in enumerate(rows):
         phase_rank.setdefault(r.phase, (r.ord, n))
@@ -95,10 +96,19 @@ def project_view(project_id: str, events: Sequence[Positioned], *, today: dt.dat
     out.sort(key=lambda row: (phase_rank[row.phase], row.order, row.milestone_id))
     phases = sorted(phase_rank, key=lambda p: phase_rank[p])
     return ProjectView(
-        project_id=project_id, name=created.name if created else project_id,
+        project_id=project_id, name=project_name(cut, project_id),
         goals=list(created.goals) if created else [], policy=created.dependency_policy if created else "notify",
         as_of=as_of, judged_on=judged_on, position=report.position, baseline=report.baseline,
-        baselines=report.baselines, phases=phases, rows=out)
+        baselines=report.baselines, phases=phases, rows=out, report=report)
+
+
+def _created(events: Sequence[Positioned]) -> ProjectCreated | None:
+    return next((e.data for _, e in events if isinstance(e.data, ProjectCreated)), None)
+
+
+def project_name(events: Sequence[Positioned], project_id: str) -> str:
+    created = _created(events)
+    return created.name if created else project_id
 
 
 def tasks_of(events: Sequence[Positioned], milestone_id: str, as_of: dt.date | None = None) -> list[Task]:

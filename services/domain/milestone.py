@@ -73,6 +73,11 @@ class Milestone(msgspec.Struct, frozen=True, kw_only=True):
         return [task_id for task_id, task in self.tasks.items() if not task.done]
 
 
+def deadline(due: dt.date) -> dt.datetime:
+    """When a due date has passed: midnight UTC after it (a milestone is due *by the end* of its date)."""
+    return dt.datetime.combine(due + dt.timedelta(days=1), dt.time(0), dt.UTC)
+
+
 def initial_state(project_id: str, milestone_id: str) -> Milestone:
     return Milestone(project_id=project_id, milestone_id=milestone_id)
 
@@ -175,7 +180,7 @@ def decide(msg: Event, state: Milestone, *, project_exists: bool = True) -> list
             # a time milestone missed because the report of its last task arrived after the
             # deadline, though the task was done before it: achieved when the work was done
             in_time = (state.kind == "time" and state.missed and state.due is not None and at is not None
-                       and at < dt.datetime.combine(state.due + dt.timedelta(days=1), dt.time(0), dt.UTC)
+                       and at < deadline(state.due)
                        and _criteria_met(after.tasks))
             auto = (
                 not closed

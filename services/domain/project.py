@@ -135,9 +135,9 @@ def consequences(state: Project, milestones: Mapping[str, Milestone], moved: str
     me = milestones.get(moved)
     if me is None or me.finish is None:
         return out
-    for pred, lag in sorted(state.dependencies.get(moved, {}).items()):
+    for pred, lag in sorted(state.dependencies.get(moved, {}).items()) if not me.closed else ():
         p = milestones.get(pred)
-        if p is None or p.cancelled or p.finish is None or me.closed:
+        if p is None or p.cancelled or p.finish is None:
             continue
         if (v := _violation(state.project_id, me, pred, p.finish, lag, me.due)) is not None:  # type: ignore[arg-type]
             out.append((v, cause))

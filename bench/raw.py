@@ -11,7 +11,7 @@ import asyncpg
 from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
-from services.store import EventLog, OutgoingMessage
+from services.eventlog.log import EventLog, OutgoingMessage
 
 RAW_STREAM = "BENCH_RAW"
 OCC = "Nats-Expected-Last-Subject-Sequence"

@@ -13,8 +13,8 @@ import nats
 
 from projections import PROJECTIONS
 from projections.rebuild import rebuild
-from services import logs
-from services.config import Settings
+from services.app import logs
+from services.app.settings import Settings
 
 
 async def main(names: list[str]) -> None:

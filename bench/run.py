@@ -35,8 +35,9 @@ from bench import raw
 from bench.http import Connection
 from bench.workload import project_messages, reschedule, synthetic_history
 from events import REPLY_DECODER
-from services.embedded import EmbeddedNats, EmbeddedPostgres, free_port
-from services.store import EVENTS_STREAM, INBOX_STREAM, EventLog, OutgoingMessage
+from events.subjects import EVENTS_STREAM, INBOX_STREAM
+from services.app.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+from services.eventlog.log import EventLog, OutgoingMessage
 
 PAYLOAD = (b'{"specversion":"1.0","id":"5f0c1d2e-8a41-5b7c-9d3e-2f6a7b8c9d0e","source":"bench","type":"TaskCompleted",'
            b'"subject":"milestones.events.p1.m1","time":"2026-11-24T10:00:00Z","recordedtime":"2026-11-24T10:00:00.1Z",'

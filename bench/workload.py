@@ -66,7 +66,7 @@ def synthetic_history(project: str, milestones: int = 10, tasks: int = 10) -> It
             prefix = f"{project_subject(whole)}."
             needed += [s for s in states if s.startswith(prefix) and s.count(".") == 3]
         view = {s: states.get(s) or domain.initial_state(s) for s in needed}
-        for i, event in enumerate(domain.decide(fact, view)):
+        for i, (event, _cause) in enumerate(domain.decide_traced(fact, view)):
             subject = stream_subject(event)
             states[subject] = domain.evolve(states.get(subject) or domain.initial_state(subject), event)
             cause = f"{project}-{n}"

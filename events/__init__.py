@@ -13,7 +13,7 @@ from typing import Union
 import msgspec
 
 from events.common import Event
-from events.envelope import CloudEventIn, EventRef, Receipt, Reply, StoredEvent
+from events.envelope import CloudEventIn, EventRef, Receipt, Rejection, Reply, StoredEvent
 from events.milestone import (
     MILESTONE_EVENTS,
     DeadlineReached,
@@ -37,9 +37,7 @@ from events.project import (
     StakeholderUnsubscribed,
     StatusReported,
 )
-
-EVENTS_PREFIX = "milestones.events"
-RECEIPTS_PREFIX = "milestones.ids"
+from events.subjects import milestone_subject, project_subject
 
 AnyEvent = Union[MILESTONE_EVENTS + PROJECT_EVENTS]  # type: ignore[valid-type]
 
@@ -64,22 +62,15 @@ RECEIPT_DECODER = msgspec.json.Decoder(Receipt)
 CLOUDEVENT_DECODER = msgspec.json.Decoder(CloudEventIn)
 CLOUDEVENT_BATCH_DECODER = msgspec.json.Decoder(list[CloudEventIn])
 REPLY_DECODER = msgspec.json.Decoder(Reply)
+REJECTION_DECODER = msgspec.json.Decoder(Rejection)
 
 
 def stream_subject(event: Event) -> str:
     """The aggregate subject an event belongs to (its consistency boundary)."""
     project_id = event.project_id  # type: ignore[attr-defined]
     if type(event).__name__ in _MILESTONE_TYPES:
-        return f"{EVENTS_PREFIX}.{project_id}.{event.milestone_id}"  # type: ignore[attr-defined]
-    return f"{EVENTS_PREFIX}.{project_id}"
-
-
-def project_subject(project_id: str) -> str:
-    return f"{EVENTS_PREFIX}.{project_id}"
-
-
-def milestone_subject(project_id: str, milestone_id: str) -> str:
-    return f"{EVENTS_PREFIX}.{project_id}.{milestone_id}"
+        return milestone_subject(project_id, event.milestone_id)  # type: ignore[attr-defined]
+    return project_subject(project_id)
 
 
 # Upcasters turn an older (or newer, during a rolling deploy) stored shape into the current one:
@@ -137,6 +128,7 @@ __all__ = [
     "MilestoneRescheduled",
     "ProjectCreated",
     "Receipt",
+    "Rejection",
     "Reply",
     "StakeholderSubscribed",
     "StakeholderUnsubscribed",

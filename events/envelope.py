@@ -67,6 +67,18 @@ class Receipt(msgspec.Struct, frozen=True, kw_only=True):
     events: list[tuple[str, str]]  # (type, event id); positions follow the receipt's own
 
 
+class Rejection(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """An inbox message the intake refused, recorded on ``MILESTONES_REJECTIONS`` with why."""
+
+    inbox_seq: int
+    subject: str
+    received: dt.datetime
+    code: str
+    message: str
+    payload: str | None = None
+    payload_base64: str | None = None
+
+
 class ErrorBody(msgspec.Struct, frozen=True):
     code: str
     message: str

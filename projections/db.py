@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import asyncpg
 import msgspec
 
-from services.store import StartupError
+from events.errors import StartupError
 
 SCHEMA = "milestones"
 SCHEMA_VERSION = "2"  # 2: status keeps facts (health judged at query time), status reports

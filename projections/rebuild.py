@@ -16,10 +16,10 @@ import asyncpg
 import structlog
 from nats.aio.client import Client as NATS
 
+from events.errors import StartupError
 from projections import db
 from projections.base import Batch, Projection
 from projections.runner import Runner
-from services.store import StartupError
 
 log = structlog.get_logger("milestones.rebuild")
 S = db.SCHEMA

@@ -15,9 +15,9 @@ import nats
 import pytest
 
 from events import ENCODER, REPLY_DECODER, Reply
-from services import logs
-from services.config import Settings
-from services.embedded import EmbeddedNats, EmbeddedPostgres
+from services.app import logs
+from services.app.embedded import EmbeddedNats, EmbeddedPostgres
+from services.app.settings import Settings
 
 logs.configure("console", os.environ.get("MILESTONES_TEST_LOG_LEVEL", "warning"))
 
@@ -45,7 +45,7 @@ async def nc(nats_server: EmbeddedNats) -> AsyncIterator[nats.NATS]:
 
 @pytest.fixture
 async def intake(settings: Settings):
-    from services.wiring import intake as run_intake
+    from services.app.wiring import intake as run_intake
 
     async with run_intake(settings) as running:
         yield running
@@ -166,7 +166,7 @@ __all__ = ["cloudevent", "msgspec", "plan_project", "request", "wait_for"]
 @pytest.fixture
 async def system(settings: Settings, db_url: str):
     """Intake, projections and queries in one process, as `milestones dev` runs them."""
-    from services.wiring import running
+    from services.app.wiring import running
 
     full = msgspec.structs.replace(settings, database_url=db_url)
     async with running(full, intake=True, projections=True, query=True) as run:
@@ -178,7 +178,7 @@ async def system(settings: Settings, db_url: str):
 async def api(system):
     import httpx
 
-    from services.http_app import build_http_app
+    from services.app.http import build_http_app
 
     app = build_http_app(system.intake, max_body=256 * 1024, extra_handlers=system.http_handlers)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", timeout=30) as client:

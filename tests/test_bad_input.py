@@ -8,8 +8,8 @@ import json
 import httpx
 import pytest
 
-from services.http_app import build_http_app
-from services.store import EventLog
+from services.app.http import build_http_app
+from services.eventlog.log import EventLog
 from tests.conftest import cloudevent, plan_project, request
 
 GOOD_DATA = {"project_id": "p", "milestone_id": "m", "task_id": "t1"}

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from services.demo import PROJECT, demo_events
-from services.embedded import free_port
-from services.http_app import build_http_app
-from services.wiring import serve_http
+from services.app.demo import PROJECT, demo_events
+from services.app.embedded import free_port
+from services.app.http import build_http_app
+from services.app.wiring import serve_http
 from tests.conftest import TODAY, caught_up, cloudevent, request
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nats
 
-from services.embedded import free_port
+from services.app.embedded import free_port
 from tests.conftest import wait_for
 
 MILESTONES = [sys.executable, "-m", "services.cli"]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from services.config import Settings
-from services.embedded import free_port, nats_server_binary
+from services.app.embedded import free_port, nats_server_binary
+from services.app.settings import Settings
 from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]

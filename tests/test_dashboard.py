@@ -18,8 +18,8 @@ from events import (
     StoredEvent,
     TaskAdded,
 )
-from services import reporting
 from services.dashboard import model, pages, svg
+from services.domain import reporting
 
 D = dt.date.fromisoformat
 TODAY = D("2026-03-10")

@@ -10,10 +10,11 @@ import nats
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
 from events import decode_stored
-from services.committer import receipt_subject
-from services.scheduler import Scheduler, deadline_event
-from services.store import INBOX_STREAM, INBOX_SUBJECTS, EventLog
-from services.wiring import prepare_streams
+from events.subjects import INBOX_STREAM, INBOX_SUBJECTS
+from services.app.wiring import prepare_streams
+from services.eventlog.log import EventLog
+from services.intake.committer import receipt_subject
+from services.intake.deadlines import Scheduler, deadline_event
 from tests.conftest import caught_up, cloudevent, request, wait_for
 
 P = "launch"

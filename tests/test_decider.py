@@ -27,8 +27,8 @@ from events import (
     stream_subject,
 )
 from events.common import Event
+from events.errors import Rejected
 from services import domain
-from services.domain import Rejected
 
 P = "apollo"
 T0 = dt.datetime(2026, 11, 1, 9, 0, tzinfo=dt.UTC)
@@ -53,7 +53,7 @@ class Spec:
             s = stream_subject(event)
             if s in states:
                 states[s] = domain.evolve(states[s], event)
-        return domain.decide(self.msg, states)
+        return [event for event, _cause in domain.decide_traced(self.msg, states)]
 
     def then(self, expected: list[Event]) -> None:
         assert self._decide() == expected

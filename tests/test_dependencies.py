@@ -4,7 +4,7 @@ or shifted (shift) in the same atomic append, caused by the move; status shows w
 from __future__ import annotations
 
 from events import decode_stored
-from services.store import EVENTS_STREAM
+from events.subjects import EVENTS_STREAM
 from tests.conftest import caught_up, cloudevent, request
 
 
@@ -82,7 +82,7 @@ async def test_shift_policy_moves_the_chain_each_caused_by_its_predecessor(syste
 async def test_a_dependency_added_by_another_intake_is_seen_by_the_next_reschedule(settings, nc):
     """The committer skips reading a project's milestones for a reschedule while its cached project
     has no dependencies; a dependency another process added must still be honoured."""
-    from services.wiring import intake as run_intake
+    from services.app.wiring import intake as run_intake
 
     async with run_intake(settings) as first, run_intake(settings) as second:
         one = first.intake

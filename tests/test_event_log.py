@@ -10,19 +10,15 @@ import nats
 import pytest
 
 from events import decode_stored
-from services.committer import Command, Committer
+from events.errors import StartupError
+from events.subjects import EVENTS_STREAM
+from services.app.wiring import intake as run_intake
+from services.app.wiring import prepare_streams
 from services.domain.milestone import Milestone
-from services.intake import Limits, parse
-from services.store import (
-    EVENTS_STREAM,
-    AppendConflict,
-    EventLog,
-    OutgoingMessage,
-    StartupError,
-    check_server_version,
-)
-from services.wiring import intake as run_intake
-from services.wiring import prepare_streams
+from services.eventlog.log import AppendConflict, EventLog, OutgoingMessage
+from services.eventlog.streams import check_server_version
+from services.intake.committer import Command, Committer
+from services.intake.parse import Limits, parse
 from tests.conftest import cloudevent, plan_project, request, wait_for
 
 
@@ -238,8 +234,9 @@ async def test_inbox_keeps_messages_while_the_intake_is_down(settings, nc):
         async def all_in() -> bool:
             return len(await stream_messages(nc)) == len(published) - 1
         await wait_for(all_in, what="inbox messages to reach the event log")
-        from services.intake_service import REJECTION_DECODER
-        from services.store import REJECTIONS_STREAM, direct_batch
+        from events import REJECTION_DECODER
+        from events.subjects import REJECTIONS_STREAM
+        from services.eventlog.log import direct_batch
 
         async def rejected() -> bool:
             return bool(await direct_batch(nc, REJECTIONS_STREAM, {"seq": 1, "next_by_subj": "milestones.rejections.>", "batch": 10}))

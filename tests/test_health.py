@@ -7,7 +7,7 @@ import datetime as dt
 import msgspec
 
 from projections.status import StatusRow
-from services.health import judge
+from services.domain.health import judge
 
 TODAY = dt.date(2026, 6, 10)
 

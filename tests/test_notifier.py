@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from services.notifier import NOTIFIER_DURABLE, Notifier
-from services.store import EVENTS_STREAM
+from events.subjects import EVENTS_STREAM
+from services.notify.notifier import NOTIFIER_DURABLE, Notifier
 from tests.conftest import TODAY, caught_up, cloudevent, request, wait_for
 from tests.test_cli import run
 from tests.webhook_receiver import Receiver, verify

@@ -10,7 +10,7 @@ from projections import PROJECTIONS
 from projections.db import connect
 from projections.runner import Runner
 from projections.status import COLUMNS, StatusRow, fold
-from services.store import EventLog
+from services.eventlog.log import EventLog
 from tests.conftest import cloudevent, plan_project, request, wait_for
 
 

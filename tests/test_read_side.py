@@ -18,7 +18,7 @@ from projections.db import connect
 from projections.rebuild import rebuild, replay_parked
 from projections.runner import Runner
 from projections.status import COLUMNS, StatusRow, fold
-from services.store import EventLog
+from services.eventlog.log import EventLog
 from tests.conftest import caught_up, cloudevent, plan_project, request, wait_for
 
 TABLES = {"status": ("ms_status", "project_id, milestone_id"), "history": ("ms_history", "position"),

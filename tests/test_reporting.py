@@ -18,9 +18,9 @@ from events import (
     StatusReported,
     StoredEvent,
 )
-from services import reporting
-from services.queries import project_events
-from services.store import EventLog
+from services.domain import reporting
+from services.eventlog.log import EventLog
+from services.query.queries import project_events
 from tests.conftest import cloudevent, request
 
 D = dt.date.fromisoformat

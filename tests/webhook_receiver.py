@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import json
 
-from services.embedded import free_port
+from services.app.embedded import free_port
 
 
 class Receiver:

@@ -7,11 +7,10 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
-from events import ENCODER, StakeholderSubscribed, StoredEvent, decode_stored
+from events import ENCODER, REJECTION_DECODER, StakeholderSubscribed, StoredEvent, decode_stored
 from events.common import Event
+from events.subjects import ALL_EVENTS, EVENTS_STREAM, REJECTIONS, REJECTIONS_STREAM
 from projections.base import Batch
-from services.intake_service import REJECTION_DECODER
-from services.store import EVENTS_STREAM, REJECTIONS_STREAM
 
 COLUMNS = ("position", "subject", "project_id", "milestone_id", "type", "event_id", "actor", "source",
            "occurred_at", "recorded_at", "correlation_id", "causation_id", "schema_version", "payload")
@@ -37,7 +36,7 @@ def row(position: int, stored: StoredEvent) -> tuple:
 class AuditProjection:
     name = "audit"
     stream = EVENTS_STREAM
-    subject = "milestones.events.>"
+    subject = ALL_EVENTS
     tables = ("audit_events",)
     schema_sql = (Path(__file__).parent / "schema.sql").read_text()
     decode = staticmethod(decode_stored)
@@ -50,7 +49,7 @@ class AuditProjection:
 class RejectionsProjection:
     name = "rejections"
     stream = REJECTIONS_STREAM
-    subject = "milestones.rejections.>"
+    subject = REJECTIONS
     tables = ("audit_rejections",)
     schema_sql = (Path(__file__).parent / "rejections.sql").read_text()
     decode = staticmethod(REJECTION_DECODER.decode)

@@ -16,8 +16,8 @@ from events import (
     StoredEvent,
     decode_stored,
 )
+from events.subjects import ALL_EVENTS, EVENTS_STREAM
 from projections.base import Batch
-from services.store import EVENTS_STREAM
 
 COLUMNS = ("position", "project_id", "milestone_id", "occurred_at", "recorded_at", "type",
            "old_due", "new_due", "reason", "actor", "source")
@@ -49,7 +49,7 @@ def rows(position: int, stored: StoredEvent) -> list[tuple]:
 class HistoryProjection:
     name = "history"
     stream = EVENTS_STREAM
-    subject = "milestones.events.>"
+    subject = ALL_EVENTS
     tables = ("ms_history",)
     schema_sql = (Path(__file__).parent / "schema.sql").read_text()
     decode = staticmethod(decode_stored)

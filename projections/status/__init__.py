@@ -4,7 +4,7 @@ them once this checkpoint has passed the event it notifies, so a subscription co
 appended after it). ``evolve`` is pure; ``apply`` does the I/O.
 
 Health is not stored: it depends on the clock and on the predecessors' rows, so
-``services.health.judge`` computes it when a query asks (the clock is an input; see the README).
+``services.domain.health.judge`` computes it when a query asks (the clock is an input; see the README).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from events import (
     TaskReopened,
     decode_stored,
 )
+from events.subjects import ALL_EVENTS, EVENTS_STREAM
 from projections.base import Batch
-from services.store import EVENTS_STREAM
 
 
 class Violation(msgspec.Struct, kw_only=True, frozen=True):
@@ -159,15 +159,6 @@ def from_db(record: Any) -> StatusRow:
     return msgspec.convert(dict(record), StatusRow, strict=False)
 
 
-async def load(conn: asyncpg.Connection | asyncpg.Pool, project_ids: list[str]) -> dict[str, list[StatusRow]]:
-    """The rows of these projects, by project, each in milestone order (one indexed read)."""
-    out: dict[str, list[StatusRow]] = {p: [] for p in project_ids}
-    for r in await conn.fetch(f"SELECT {', '.join(COLUMNS)} FROM ms_status WHERE project_id = ANY($1::text[]) "
-                              "ORDER BY ord, milestone_id", project_ids):
-        out[r["project_id"]].append(from_db(r))
-    return out
-
-
 _UPSERT = (
     f"INSERT INTO ms_status ({', '.join(COLUMNS)}) VALUES ({', '.join(f'${i}' for i in range(1, len(COLUMNS) + 1))}) "
     "ON CONFLICT (project_id, milestone_id) DO UPDATE SET "
@@ -207,7 +198,7 @@ def report_row(position: int, stored: StoredEvent) -> tuple | None:
 class StatusProjection:
     name = "status"
     stream = EVENTS_STREAM
-    subject = "milestones.events.>"  # all events, so the checkpoint passes every position
+    subject = ALL_EVENTS  # all events, so the checkpoint passes every position
     tables = ("ms_status", "ms_status_reports", "ms_projects", "ms_subscriptions")
     schema_sql = (Path(__file__).parent / "schema.sql").read_text()
     decode = staticmethod(decode_stored)

@@ -1,4 +1,4 @@
--- One row per milestone: the facts its health is judged from (services.health judges them
+-- One row per milestone: the facts its health is judged from (services.domain.health judges them
 -- against the clock at query time). Rebuilt from the event log at will.
 CREATE TABLE IF NOT EXISTS ms_status (
     project_id    text        NOT NULL,

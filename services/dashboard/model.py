@@ -1,8 +1,8 @@
 """What the dashboard draws, computed from a project's events (pure).
 
 Every page folds the project's events from the log, cut at ``as_of`` when one is given, with the
-read models' own pure functions (``projections.status.fold``, ``services.health.judge``,
-``services.reporting``): so time travel on the dashboard is the same cut of the log as the
+read models' own pure functions (``projections.status.fold``, ``services.domain.health.judge``,
+``services.domain.reporting``): so time travel on the dashboard is the same cut of the log as the
 report's, and a page shows exactly what the read models would have shown on that day.
 """
 
@@ -15,8 +15,8 @@ import msgspec
 
 from events import ProjectCreated, TaskAdded
 from projections import status
-from services import health, reporting
-from services.reporting import Positioned
+from services.domain import health, reporting
+from services.domain.reporting import Positioned
 
 
 class Task(msgspec.Struct, kw_only=True):

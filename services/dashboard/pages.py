@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 from services.dashboard.model import ProjectView, Task
 from services.dashboard.svg import HEALTH_COLOURS, HEALTH_WORDS
-from services.reporting import Report
+from services.domain.reporting import Report
 
 CSS = """
 :root{color-scheme:light}*{box-sizing:border-box}

@@ -13,7 +13,7 @@ import datetime as dt
 from html import escape
 
 from services.dashboard.model import ProjectView
-from services.reporting import Trend
+from services.domain.reporting import Trend
 
 HEALTH_COLOURS = {
     "on_track": "#2e7d32", "at_risk": "#b26a00", "late": "#d84315", "missed": "#b71c1c",

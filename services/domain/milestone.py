@@ -36,7 +36,7 @@ from events import (
     TaskReopened,
 )
 from events.common import Event
-from services.domain.errors import Rejected
+from events.errors import Rejected
 
 
 class Task(msgspec.Struct, frozen=True, kw_only=True):

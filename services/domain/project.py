@@ -19,7 +19,7 @@ from events import (
     StatusReported,
 )
 from events.common import Event
-from services.domain.errors import Rejected
+from events.errors import Rejected
 from services.domain.milestone import Milestone
 
 
@@ -178,7 +178,7 @@ def consequences(state: Project, milestones: Mapping[str, Milestone], moved: str
 
 
 def decide(msg: Event, state: Project, milestones: Mapping[str, Milestone]) -> list[Event]:
-    """``milestones`` holds the states the message refers to (see ``services.domain.reads``)."""
+    """``milestones`` holds the states the message refers to (the plan of the message, ``services.domain.decider.plan``, names them)."""
     match msg:
         case ProjectCreated() if state.created:
             raise Rejected("conflict", f"project {state.project_id} already exists")

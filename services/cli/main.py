@@ -1,0 +1,403 @@
+"""`milestones` — the command line: run the services, publish, inspect, export schemas."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+import msgspec
+
+from events import ENCODER, EVENT_TYPES, REPLY_DECODER
+from events.errors import StartupError
+from events.subjects import command_subject, inbox_subject
+from services.app.settings import Settings
+from services.cli.read import (  # the read commands
+    _audit,
+    _deliveries,
+    _digest,
+    _history,
+    _parked,
+    _projections,
+    _projects,
+    _report,
+    _reports,
+    _status,
+    _subscriptions,
+    _trend,
+)
+
+
+def _out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+
+
+# -- bench --------------------------------------------------------------------------------------
+def _bench(args: argparse.Namespace) -> int:
+    from bench.run import Options
+    from bench.run import main as bench_main
+
+    return bench_main(Options(
+        projects=args.projects, inbox_projects=args.inbox_projects, publishers=args.publishers, events=args.events,
+        freshness_rate=args.freshness_rate, freshness_seconds=args.freshness_seconds, query_rate=args.query_rate,
+        query_seconds=args.query_seconds, raw_messages=args.raw_messages, nats_url=args.bench_nats_url,
+        database_url=args.database_url, out=args.out, lazy=not args.no_lazy))
+
+
+# -- dev / serve ------------------------------------------------------------------------------
+async def _dev(args: argparse.Namespace, settings: Settings) -> int:
+    from services.app import embedded, wiring
+
+    log = wiring.log
+    data_dir = Path(settings.data_dir).resolve()
+    nats_port = args.nats_port or 4222
+    if not embedded.port_is_free(nats_port):
+        taken, nats_port = nats_port, embedded.free_port()
+        log.info("port taken, using a free one", service="nats", taken=taken, port=nats_port)
+    http_port = args.http_port or settings.http_port
+    if not embedded.port_is_free(http_port, settings.http_host):
+        taken, http_port = http_port, embedded.free_port(settings.http_host)
+        log.info("port taken, using a free one", service="http", taken=taken, port=http_port)
+
+    nats_server = await embedded.start_nats(data_dir / "nats", nats_port)
+    pg = None
+    try:
+        database_url = args.database_url or settings.database_url
+        if not database_url:
+            pg = await asyncio.to_thread(embedded.EmbeddedPostgres(data_dir / "pg").start)
+            database_url = pg.url
+        settings = msgspec.structs.replace(
+            settings, nats_url=nats_server.url, http_port=http_port, database_url=database_url
+        )
+        log.info("milestones dev ready", nats=settings.nats_url, http=f"http://{settings.http_host}:{http_port}",
+                 dashboard=f"http://{settings.http_host}:{http_port}/ui",
+                 database=database_url, data_dir=str(data_dir), stop="Ctrl-C")
+        stop = _stop_on_signals()
+        await wiring.run_services(settings, stop, intake=True, projections=True, query=True, notifier=True,
+                                  demo=args.demo)
+        log.info("stopped cleanly")
+        return 0
+    finally:
+        nats_server.stop()
+        if pg is not None:
+            await asyncio.to_thread(pg.stop)
+
+
+async def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from services.app import wiring
+
+    stop = _stop_on_signals()
+    await wiring.run_services(settings, stop, intake=args.service == "intake", projections=args.service == "projections",
+                              query=args.service == "query", notifier=args.service == "notifier",
+                              http=not args.no_http)
+    return 0
+
+
+# -- send ---------------------------------------------------------------------------------------
+def _coerce(value: str) -> object:
+    if value[:1] in "[{":
+        try:
+            return msgspec.json.decode(value)
+        except msgspec.DecodeError:
+            pass
+    return value
+
+
+def _cloudevent_from_args(args: argparse.Namespace) -> bytes:
+    if args.type not in EVENT_TYPES:
+        raise SystemExit(f"unknown type {args.type!r}; one of: {', '.join(sorted(EVENT_TYPES))}")
+    data: dict[str, object] = {}
+    for pair in args.fields:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"expected key=value, got {pair!r}")
+        data[key] = _coerce(value)
+    try:  # coerce "2" to 2 where the contract wants a number; the service validates again
+        typed = msgspec.convert(data, EVENT_TYPES[args.type], strict=False)
+        data = msgspec.to_builtins(typed)
+        data.pop("type", None)
+    except msgspec.ValidationError:
+        pass  # send as typed; the reply says what is wrong
+    ce = {
+        "specversion": "1.0",
+        "id": args.id or str(uuid.uuid4()),
+        "source": args.source,
+        "type": args.type,
+        "time": args.time or dt.datetime.now(dt.UTC).isoformat(),
+        "data": data,
+    }
+    if args.actor:
+        ce["actor"] = args.actor
+    return ENCODER.encode(ce)
+
+
+def _lines(path: str) -> list[bytes]:
+    raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    return [line for line in raw.splitlines() if line.strip()]
+
+
+async def _send(args: argparse.Namespace, settings: Settings) -> int:
+    import nats
+
+    bodies = _lines(args.file) if args.file else [_cloudevent_from_args(args)]
+    nc = await nats.connect(settings.nats_url, connect_timeout=5)
+    refused = 0
+    try:
+        for body in bodies:
+            try:
+                ctype = msgspec.json.decode(body).get("type", "unknown") if body.lstrip()[:1] == b"{" else "batch"
+            except msgspec.DecodeError:
+                ctype = "unknown"
+            if args.inbox:
+                ack = await nc.jetstream().publish(inbox_subject(ctype), body)
+                _out(ENCODER.encode({"queued": True, "inbox_seq": ack.seq}).decode())
+                continue
+            msg = await nc.request(command_subject(ctype), body, timeout=args.timeout)
+            reply = REPLY_DECODER.decode(msg.data)
+            refused += not reply.accepted
+            _out(msg.data.decode())
+    finally:
+        await nc.close()
+    return 1 if refused else 0
+
+
+# -- rejections ---------------------------------------------------------------------------------
+async def _rejections(args: argparse.Namespace, settings: Settings) -> int:
+    from events import REJECTION_DECODER
+    from events.subjects import REJECTIONS, REJECTIONS_STREAM
+    from services.app.wiring import connect_nats
+    from services.eventlog.log import direct_batch
+
+    nc = await connect_nats(settings.nats_url, "milestones-cli")
+    try:
+        msgs = await direct_batch(nc, REJECTIONS_STREAM,
+                                  {"seq": args.after + 1, "next_by_subj": REJECTIONS, "batch": args.limit})
+    finally:
+        await nc.close()
+    for m in msgs:
+        if args.json:
+            _out(m.data.decode())
+            continue
+        r = REJECTION_DECODER.decode(m.data)
+        _out(f"{m.seq:>6}  inbox#{r.inbox_seq:<6} {r.received:%Y-%m-%d %H:%M:%S}  {r.subject:<36} {r.code:<12} {r.message}")
+    if not msgs and not args.json:
+        _out("no rejections")
+    return 0
+
+
+def _database_url(settings: Settings) -> str:
+    """Configured URL, else the embedded cluster `milestones dev` keeps in the data dir."""
+    if settings.database_url:
+        return settings.database_url
+    pg = Path(settings.data_dir).resolve() / "pg"
+    if (pg / "postmaster.pid").exists():
+        return f"postgresql://postgres:@/postgres?host={pg}"
+    raise StartupError("no database: pass --database-url or set MILESTONES_DATABASE_URL")
+
+
+async def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    from projections import PROJECTIONS
+    from projections.db import ensure_schema
+    from projections.rebuild import groups, rebuild
+    from services.app.wiring import connect_nats
+
+    # "all": projections that read the same stream are rebuilt together, with one read
+    chosen = groups(list(PROJECTIONS.values())) if args.projection == "all" else [[PROJECTIONS[args.projection]]]
+    dsn = args.database_url or _database_url(settings)
+    await ensure_schema(dsn, list(PROJECTIONS.values()))
+    nc = await connect_nats(settings.nats_url, "milestones-rebuild")
+    try:
+        for group in chosen:
+            position = await rebuild(group, dsn, nc)
+            _out(f"{', '.join(p.name for p in group)}: rebuilt to position {position} and swapped in")
+    finally:
+        await nc.close()
+    return 0
+
+
+async def _replay_parked(args: argparse.Namespace, settings: Settings) -> int:
+    from projections import PROJECTIONS
+    from projections.rebuild import replay_parked
+    from services.app.wiring import connect_nats
+
+    dsn = args.database_url or _database_url(settings)
+    nc = await connect_nats(settings.nats_url, "milestones-replay")
+    try:
+        applied, remaining = await replay_parked(PROJECTIONS[args.projection], dsn, nc)
+    finally:
+        await nc.close()
+    _out(f"{args.projection}: {applied} applied, {remaining} still parked")
+    return 1 if remaining else 0
+
+
+def _schema(args: argparse.Namespace, settings: Settings) -> int:
+    from services.app.schema_export import write_all
+
+    for path in write_all(Path(args.out)):
+        _out(str(path))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="milestones", description=__doc__)
+    p.add_argument("--nats-url", help="NATS server (env MILESTONES_NATS_URL)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("dev", help="run everything on embedded servers")
+    d.add_argument("--nats-port", type=int, help="default 4222, or a free port when taken")
+    d.add_argument("--http-port", type=int, help="default 8080, or a free port when taken")
+    d.add_argument("--database-url", help="PostgreSQL URL; default: an embedded PostgreSQL")
+    d.add_argument("--data-dir", help="where embedded servers keep data (default .milestones)")
+    d.add_argument("--demo", action="store_true", help="load the sample project atlas (phases, dependencies, "
+                   "reschedules, a baseline, status reports) and open /ui/projects/atlas")
+
+    s = sub.add_parser("serve", help="run one service against configured servers (deployments)")
+    s.add_argument("service", choices=["intake", "projections", "query", "notifier"])
+    s.add_argument("--no-http", action="store_true", help="NATS only (intake, query)")
+
+    snd = sub.add_parser("send", help="publish CloudEvents and print each reply")
+    snd.add_argument("type", nargs="?", help="event type, e.g. TaskCompleted")
+    snd.add_argument("fields", nargs="*", help="data fields as key=value")
+    snd.add_argument("--file", help="CloudEvents, one JSON per line ('-' for stdin)")
+    snd.add_argument("--source", default="milestones-cli")
+    snd.add_argument("--actor")
+    snd.add_argument("--id", help="CloudEvent id (default: a new uuid)")
+    snd.add_argument("--time", help="RFC 3339 time (default: now)")
+    snd.add_argument("--inbox", action="store_true", help="publish to the durable inbox instead")
+    snd.add_argument("--timeout", type=float, default=10.0)
+
+    r = sub.add_parser("rejections", help="list inbox messages the intake refused")
+    r.add_argument("--after", type=int, default=0, help="only rejections after this sequence")
+    r.add_argument("--limit", type=int, default=100)
+    r.add_argument("--json", action="store_true")
+
+    sc = sub.add_parser("schema", help="write JSON Schemas and the AsyncAPI document")
+    sc.add_argument("--out", default="schemas")
+
+    def read_command(name: str, help_: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help_)
+        cmd.add_argument("--json", action="store_true", help="JSON instead of a table")
+        cmd.add_argument("--min-position", type=int, help="wait until the read model has passed this position")
+        cmd.add_argument("--cursor", help="next_cursor of the previous page")
+        cmd.add_argument("--limit", type=int)
+        return cmd
+
+    st = read_command("status", "milestone status: a project's milestones, or one milestone")
+    st.add_argument("project")
+    st.add_argument("milestone", nargs="?")
+    st.add_argument("--health", help="comma-separated: on_track,at_risk,late,missed,achieved,cancelled")
+    st.add_argument("--kind", help="comma-separated: time,event,technical")
+    st.add_argument("--sort", help="order | due | name, - prefix for descending")
+    hi = read_command("history", "a milestone's schedule history")
+    hi.add_argument("milestone")
+    hi.add_argument("--project")
+    au = read_command("audit", "the audit trail")
+    for flag in ("--project", "--milestone", "--actor", "--source", "--type", "--correlation-id"):
+        au.add_argument(flag)
+    au.add_argument("--since", help="RFC 3339 time")
+    au.add_argument("--until", help="RFC 3339 time")
+    rep = sub.add_parser("report", help="planned vs actual for a project (time travel with --as-of/--position)")
+    rep.add_argument("project")
+    rep.add_argument("--as-of", help="YYYY-MM-DD: as the project stood at the end of that day")
+    rep.add_argument("--position", type=int, help="as the project stood at this stream position")
+    rep.add_argument("--baseline", help="compare against this baseline (default: the latest)")
+    rep.add_argument("--compare-as-of", help="also report this day and what moved since")
+    rep.add_argument("--compare-position", type=int, help="also report this position and what moved since")
+    rep.add_argument("--json", action="store_true")
+    tr = sub.add_parser("trend", help="milestone trend analysis: forecast per milestone at each report date")
+    tr.add_argument("project")
+    tr.add_argument("--until", help="YYYY-MM-DD: last report date (default: today)")
+    tr.add_argument("--json", action="store_true")
+    dg = sub.add_parser("digest", help="the project digest: every milestone's health, what changed since the last "
+                        "digest; recorded and sent to the project's subscribers (--preview: only show it)")
+    dg.add_argument("project")
+    dg.add_argument("--preview", action="store_true", help="show it without recording or sending it")
+    dg.add_argument("--json", action="store_true")
+    dl = read_command("deliveries", "the webhook delivery log (every notification and its attempts)")
+    dl.add_argument("--project")
+    dl.add_argument("--status", help="comma-separated: pending,delivered,failed")
+    dl.add_argument("--kind", help="e.g. milestone.achieved,milestone.at_risk")
+    dl.add_argument("--retry", metavar="ID", help="send this failed delivery again now")
+    pj = read_command("projects", "every project: goals, milestones by health, next milestone, expected finish")
+    pj.add_argument("project", nargs="?")
+    sb = read_command("subscriptions", "who is told about a project (webhooks; secrets never shown)")
+    sb.add_argument("project")
+    rs = read_command("reports", "status updates people posted for a project (StatusReported)")
+    rs.add_argument("project")
+    rs.add_argument("--milestone")
+    pr = sub.add_parser("projections", help="each projection's position, lag, rate and parked count")
+    pr.add_argument("--json", action="store_true")
+    pa = sub.add_parser("parked", help="events a projection could not apply")
+    pa.add_argument("projection", nargs="?")
+    pa.add_argument("--json", action="store_true")
+    from projections import PROJECTIONS
+
+    rb = sub.add_parser("rebuild", help="rebuild a read model from position 1 and swap it in (no downtime)")
+    rb.add_argument("projection", choices=[*PROJECTIONS, "all"])
+    rb.add_argument("--database-url")
+    b = sub.add_parser("bench", help="benchmark intake, rebuild, freshness, queries beside the raw limits")
+    b.add_argument("--projects", type=int, default=2000, help="projects of 10 milestones x 10 tasks (~181 messages each)")
+    b.add_argument("--inbox-projects", type=int, default=200, help="projects sent through the inbox")
+    b.add_argument("--publishers", type=int, default=256, help="concurrent request/reply publishers")
+    b.add_argument("--events", type=int, default=0, help="top the stream up to N events before the rebuild")
+    b.add_argument("--freshness-rate", type=int, default=2000)
+    b.add_argument("--freshness-seconds", type=float, default=10.0)
+    b.add_argument("--query-rate", type=int, default=500)
+    b.add_argument("--query-seconds", type=float, default=5.0)
+    b.add_argument("--raw-messages", type=int, default=100_000)
+    b.add_argument("--bench-nats-url", help="use this NATS server (default: start a durable and a lazy one)")
+    b.add_argument("--database-url", help="PostgreSQL server to create the bench database on (default: embedded)")
+    b.add_argument("--no-lazy", action="store_true", help="skip the intake run on the lazy-fsync server")
+    b.add_argument("--out", default="bench-results.json")
+    rp = sub.add_parser("replay-parked", help="apply a projection's parked events again")
+    rp.add_argument("projection", choices=list(PROJECTIONS))
+    rp.add_argument("--database-url")
+    return p
+
+
+COMMANDS = {"dev": _dev, "serve": _serve, "send": _send, "rejections": _rejections, "status": _status,
+            "history": _history, "audit": _audit, "projections": _projections, "parked": _parked,
+            "rebuild": _rebuild, "replay-parked": _replay_parked, "report": _report, "trend": _trend,
+            "digest": _digest, "deliveries": _deliveries, "reports": _reports, "projects": _projects,
+            "subscriptions": _subscriptions}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {"nats_url": args.nats_url, "data_dir": getattr(args, "data_dir", None)}
+    try:
+        settings = Settings.from_env(**overrides)
+    except (ValueError, msgspec.ValidationError) as exc:  # e.g. MILESTONES_HTTP_PORT=abc
+        sys.stderr.write(f"milestones: bad configuration: {exc}\n")
+        return 2
+    from services.app import logs
+
+    logs.configure(settings.log_format, settings.log_level)
+    if args.command == "send" and not args.file and not args.type:
+        build_parser().error("send needs TYPE key=value ... or --file")
+    try:
+        if args.command == "schema":
+            return _schema(args, settings)
+        if args.command == "bench":
+            return _bench(args)
+        return asyncio.run(COMMANDS[args.command](args, settings))
+    except StartupError as exc:
+        sys.stderr.write(f"milestones: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+

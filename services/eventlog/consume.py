@@ -1,0 +1,41 @@
+"""Pull consumption for the services' durable consumers (inbox, scheduler, notifier): fetch a
+batch, hand it over, ack it, or nack it whole so it comes back in order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import nats
+import structlog
+from nats.aio.msg import Msg
+
+log = structlog.get_logger("milestones.consume")
+
+
+async def consume_batches(psub, batch: int, poll: float, stop: asyncio.Event,
+                          handle: Callable[[list[Msg]], Awaitable[None]], what: str) -> None:
+    """Fetch, handle, ack, until ``stop``; a batch whose handling fails is nacked whole, so it is
+    redelivered in order (handlers are idempotent: receipts, rollup schedules)."""
+    try:
+        while not stop.is_set():
+            try:
+                msgs = await psub.fetch(batch, timeout=poll)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
+                return
+            try:
+                await handle(msgs)
+            except Exception as exc:
+                log.warning("batch will be redelivered", consumer=what, error=repr(exc), messages=len(msgs))
+                for m in msgs:
+                    await m.nak(delay=1.0)
+                continue
+            for m in msgs:
+                await m.ack()
+    finally:
+        try:
+            await psub.unsubscribe()
+        except Exception:  # noqa: BLE001 - shutting down
+            pass

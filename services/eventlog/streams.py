@@ -1,0 +1,114 @@
+"""The JetStream streams Milestones needs: their configuration, creation, in-place upgrade, and
+the checks at start (server version, settings) that stop a service with one clear line."""
+
+from __future__ import annotations
+
+from nats.aio.client import Client as NATS
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from events.errors import StartupError
+from events.subjects import (
+    EVENTS_STREAM,
+    EVENTS_SUBJECTS,
+    INBOX_STREAM,
+    INBOX_SUBJECTS,
+    REJECTIONS_STREAM,
+    REJECTIONS_SUBJECTS,
+)
+
+MIN_SERVER = (2, 12, 0)  # atomic batch publish
+
+def check_server_version(nc: NATS) -> None:
+    v = nc.connected_server_version
+    have = (v.major, v.minor, v.patch)
+    if have < MIN_SERVER:
+        want = ".".join(map(str, MIN_SERVER))
+        raise StartupError(
+            f"nats-server {v.major}.{v.minor}.{v.patch} at {nc.connected_url.netloc if nc.connected_url else '?'}"
+            f" is too old: Milestones needs {want}+ for atomic batch publish "
+            "(run `milestones dev`, which starts a bundled 2.15 server)"
+        )
+
+
+def events_stream_config(replicas: int = 1) -> StreamConfig:
+    return StreamConfig(
+        name=EVENTS_STREAM,
+        description="Milestones event log: the only source of truth",
+        subjects=EVENTS_SUBJECTS,
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW,
+        num_replicas=replicas,
+        deny_delete=True,
+        deny_purge=True,
+        allow_direct=True,
+        allow_atomic=True,
+    )
+
+
+def inbox_stream_config(replicas: int = 1) -> StreamConfig:
+    return StreamConfig(
+        name=INBOX_STREAM,
+        description="Messages published to milestones.inbox.<Type>, kept until the intake acks them",
+        subjects=INBOX_SUBJECTS,
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        # The server refuses message schedules with discard "new". No limits are set on this
+        # stream, so nothing is ever discarded either way; whoever adds limits must choose.
+        discard=DiscardPolicy.OLD,
+        num_replicas=replicas,
+        allow_msg_schedules=True,
+    )
+
+
+def rejections_stream_config(replicas: int = 1) -> StreamConfig:
+    return StreamConfig(
+        name=REJECTIONS_STREAM,
+        description="Inbox messages the intake refused, with the reason",
+        subjects=REJECTIONS_SUBJECTS,
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        deny_delete=True,
+        allow_direct=True,
+    )
+
+
+# Fields whose drift changes semantics; a mismatch stops the service with one line.
+_CHECKED = ("subjects", "storage", "retention", "deny_delete", "deny_purge", "allow_atomic", "allow_direct",
+            "allow_msg_schedules")
+
+
+async def ensure_stream(nc: NATS, want: StreamConfig) -> None:
+    js = nc.jetstream()
+    try:
+        info = await js.stream_info(want.name)
+    except NotFoundError:
+        await js.add_stream(want)
+        return
+    have = info.config
+    # Additive upgrades of a stream an earlier version created: new subjects, message schedules.
+    missing = set(want.subjects or []) - set(have.subjects or [])
+    schedules = bool(want.allow_msg_schedules) and not have.allow_msg_schedules
+    if (missing or schedules) and set(have.subjects or []) <= set(want.subjects or []):
+        have.subjects = sorted({*(have.subjects or []), *missing})
+        have.allow_msg_schedules = bool(want.allow_msg_schedules or have.allow_msg_schedules)
+        if have.allow_msg_schedules:
+            have.discard = DiscardPolicy.OLD  # required by schedules (see inbox_stream_config)
+        have = (await js.update_stream(have)).config
+    for field in _CHECKED:
+        wanted, got = getattr(want, field), getattr(have, field)
+        if wanted is None:
+            continue
+        if field == "subjects":
+            wanted, got = sorted(wanted), sorted(got or [])
+        if isinstance(wanted, bool):
+            got = bool(got)
+        if wanted != got:
+            raise StartupError(
+                f"stream {want.name} exists with {field}={got!r} but Milestones needs {wanted!r}: "
+                "fix the stream (nats stream edit) or point MILESTONES_NATS_URL at another server"
+            )
+
+

@@ -1,0 +1,90 @@
+"""Deadlines: time passing, as an event.
+
+For every milestone planned or rescheduled, the scheduler stores a JetStream message schedule
+(ADR-51, server 2.12+) in ``MILESTONES_INBOX`` on ``milestones.schedules.<project>.<milestone>``:
+``Nats-Schedule: @at <deadline>``, ``Nats-Schedule-Target: milestones.inbox.DeadlineReached``,
+and the ``DeadlineReached`` CloudEvent as the body. When the time comes the *server* publishes
+that CloudEvent into the inbox, where the intake decides it like any other message. So:
+
+- nothing is guessed at query time, nothing fires early, and a deadline survives restarts of
+  every service: the schedule is a stored message, and the inbox keeps what it fires;
+- a reschedule replaces the schedule (one schedule per subject), and a deadline that still
+  fires for a replaced date changes nothing (the decider checks ``due``);
+- the CloudEvent id is ``deadline:<project>:<milestone>:<due>``, so receipts make a second firing
+  of the same deadline harmless.
+
+The deadline of a due date is midnight UTC after it (the milestone is due *by the end of* its
+date). The scheduler follows the event log with a durable consumer and acks an event only
+after its schedule is stored: a crash in between is repaired by redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+
+import structlog
+from nats.aio.client import Client as NATS
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from events import ENCODER, MilestonePlanned, MilestoneRescheduled, decode_stored
+from events.subjects import EVENTS_STREAM, MILESTONE_EVENTS, inbox_subject, schedule_subject
+from services.domain.milestone import deadline
+from services.eventlog.consume import consume_batches
+
+log = structlog.get_logger("milestones.scheduler")
+SCHEDULER_DURABLE = "milestones-scheduler"
+TARGET = inbox_subject("DeadlineReached")
+SOURCE = "milestones-scheduler"
+
+
+def deadline_event(project_id: str, milestone_id: str, due: dt.date, at: dt.datetime) -> bytes:
+    return ENCODER.encode({
+        "specversion": "1.0", "id": f"deadline:{project_id}:{milestone_id}:{due.isoformat()}", "source": SOURCE,
+        "type": "DeadlineReached", "time": at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+        "actor": SOURCE, "data": {"project_id": project_id, "milestone_id": milestone_id, "due": due.isoformat()},
+    })
+
+
+class Scheduler:
+    def __init__(self, nc: NATS, *, deadline_at: Callable[[dt.date], dt.datetime] = deadline,
+                 batch: int = 500, poll: float = 0.25) -> None:
+        self.nc = nc
+        self.js = nc.jetstream(publish_async_max_pending=4000)
+        self.deadline_at = deadline_at  # the clock is an input: tests bring deadlines near
+        self.batch = batch
+        self.poll = poll
+
+    async def schedule(self, project_id: str, milestone_id: str, due: dt.date) -> asyncio.Future:
+        """Store (or replace) the milestone's deadline; returns the future of the stream's ack."""
+        at = self.deadline_at(due)
+        spec = at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return await self.js.publish_async(
+            schedule_subject(project_id, milestone_id), deadline_event(project_id, milestone_id, due, at),
+            headers={"Nats-Schedule": f"@at {spec}", "Nats-Schedule-Target": TARGET})
+
+    async def run(self, stop: asyncio.Event) -> None:
+        psub = await self.js.pull_subscribe(
+            MILESTONE_EVENTS, durable=SCHEDULER_DURABLE, stream=EVENTS_STREAM,
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=60,
+                                  max_ack_pending=self.batch * 2),
+        )
+        await consume_batches(psub, self.batch, self.poll, stop, self._schedule_batch, "scheduler")
+
+    async def _schedule_batch(self, msgs: list) -> None:
+        """Pipelined: one round trip for the batch; published in order, so the last schedule wins."""
+        acks = [a for a in [await self._schedule_for(m.data) for m in msgs] if a is not None]
+        await asyncio.gather(*acks)
+
+    async def _schedule_for(self, data: bytes) -> asyncio.Future | None:
+        try:
+            event = decode_stored(data).data
+        except ValueError:
+            return None  # an event this version cannot read: the projections park it
+        match event:
+            case MilestonePlanned(project_id=p, milestone_id=m, due=due):
+                return await self.schedule(p, m, due)
+            case MilestoneRescheduled(project_id=p, milestone_id=m, new_due=due):
+                return await self.schedule(p, m, due)
+        return None

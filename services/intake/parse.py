@@ -1,0 +1,84 @@
+"""From raw bytes to a reply: size, JSON, CloudEvent envelope, type, data; then the committer.
+
+Every entry point (NATS request/reply, the JetStream inbox, HTTP) goes through ``handle``, so
+one message gets one verdict and one error text wherever it arrives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+
+from events import CLOUDEVENT_BATCH_DECODER, CLOUDEVENT_DECODER, DATA_DECODERS, INBOUND_TYPES, Reply
+from events.envelope import CloudEventIn
+from events.errors import Rejected
+from services.intake.committer import Command, Committer
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_bytes: int = 64 * 1024
+    max_batch: int = 100
+
+
+def _decode_data(n: int | None, ce: CloudEventIn) -> Command:
+    where = f"CloudEvent #{n} (id {ce.id})" if n is not None else f"CloudEvent {ce.id}"
+    decoder = DATA_DECODERS.get(ce.type) if ce.type in INBOUND_TYPES else None
+    if decoder is None:
+        known = ", ".join(sorted(INBOUND_TYPES))
+        raise Rejected("unknown_type", f"{where}: type {ce.type!r} is not one Milestones accepts; use one of: {known}")
+    try:
+        fact = decoder.decode(ce.data)
+    except msgspec.ValidationError as exc:
+        raise Rejected("invalid", f"{where}: {ce.type} data is not valid: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise Rejected("invalid", f"{where}: data is not a JSON object: {exc}") from exc
+    return Command(ce, fact)
+
+
+def parse(body: bytes, limits: Limits, expected_type: str | None = None) -> list[Command]:
+    """Validate a message; raises ``Rejected`` with a contract code and a fix-it message."""
+    if len(body) > limits.max_bytes:
+        raise Rejected("too_large", f"message is {len(body)} bytes; the limit is {limits.max_bytes} bytes: split it")
+    head = body.lstrip()[:1]
+    try:
+        if head == b"{":
+            ces = [CLOUDEVENT_DECODER.decode(body)]
+            batch = False
+        elif head == b"[":
+            ces = CLOUDEVENT_BATCH_DECODER.decode(body)
+            batch = True
+        else:
+            raise Rejected("invalid", "expected a CloudEvent JSON object, or a JSON array of them (structured mode)")
+    except msgspec.ValidationError as exc:
+        raise Rejected("invalid", f"not a valid CloudEvent 1.0: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise Rejected("invalid", f"malformed JSON: {exc}") from exc
+    if batch and not ces:
+        raise Rejected("invalid", "the batch is empty: send at least one CloudEvent")
+    if len(ces) > limits.max_batch:
+        raise Rejected("too_large", f"batch has {len(ces)} events; the limit is {limits.max_batch}: split it")
+    seen: set[tuple[str, str]] = set()
+    commands = []
+    for n, ce in enumerate(ces, 1):
+        key = (ce.source, ce.id)
+        if key in seen:
+            raise Rejected("invalid", f"CloudEvent #{n}: id {ce.id!r} from {ce.source!r} appears twice in this batch")
+        seen.add(key)
+        commands.append(_decode_data(n if batch else None, ce))
+    if expected_type is not None and not batch and commands[0].ce.type != expected_type:
+        raise Rejected(
+            "invalid",
+            f"subject names type {expected_type!r} but the CloudEvent's type is {commands[0].ce.type!r}: "
+            "publish to the subject of its type",
+        )
+    return commands
+
+
+async def handle(body: bytes, committer: Committer, limits: Limits, expected_type: str | None = None) -> Reply:
+    try:
+        commands = parse(body, limits, expected_type)
+    except Rejected as exc:
+        return Reply.fail(exc.code, exc.message)
+    return await committer.submit(commands)

@@ -1,0 +1,1 @@
+"""Telling stakeholders: the outbox, what to send (decision), the webhook sender, project digests."""

@@ -23,11 +23,20 @@ async def raw_stream(nc: NATS) -> None:
         await js.delete_stream(RAW_STREAM)
     except Exception:  # noqa: BLE001 - not there yet
         pass
-    await js.add_stream(StreamConfig(name=RAW_STREAM, subjects=["bench.raw.>"], storage=StorageType.FILE,
-                                     allow_atomic=True, allow_direct=True))
+    await js.add_stream(
+        StreamConfig(
+            name=RAW_STREAM,
+            subjects=["bench.raw.>"],
+            storage=StorageType.FILE,
+            allow_atomic=True,
+            allow_direct=True,
+        )
+    )
 
 
-async def atomic_batches(nc: NATS, payload: bytes, total: int, batch: int = 500, in_flight: int = 4) -> float:
+async def atomic_batches(
+    nc: NATS, payload: bytes, total: int, batch: int = 500, in_flight: int = 4
+) -> float:
     """Messages/s appended as atomic batches, every message on a fresh subject expecting last
     sequence 0 (the intake's receipts do exactly that), ``in_flight`` batches at a time."""
     await raw_stream(nc)
@@ -38,7 +47,9 @@ async def atomic_batches(nc: NATS, payload: bytes, total: int, batch: int = 500,
 
     async def worker() -> None:
         for b in counter:
-            await log.append([OutgoingMessage(f"bench.raw.{run}.{b}.{i}", payload, 0) for i in range(batch)])
+            await log.append(
+                [OutgoingMessage(f"bench.raw.{run}.{b}.{i}", payload, 0) for i in range(batch)]
+            )
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(in_flight)))
@@ -51,7 +62,10 @@ async def publish_async(nc: NATS, payload: bytes, total: int) -> float:
     js = nc.jetstream(publish_async_max_pending=4000)
     run = time.perf_counter_ns()
     started = time.perf_counter()
-    futures = [await js.publish_async(f"bench.raw.{run}.{i}", payload, headers={OCC: "0"}) for i in range(total)]
+    futures = [
+        await js.publish_async(f"bench.raw.{run}.{i}", payload, headers={OCC: "0"})
+        for i in range(total)
+    ]
     acks = await asyncio.gather(*futures)
     assert all(a.seq for a in acks)
     return total / (time.perf_counter() - started)
@@ -74,8 +88,13 @@ async def ordered_read(nc: NATS, stream: str, subject: str) -> tuple[int, float,
             done.set()
 
     started = time.perf_counter()
-    sub = await js.subscribe(subject, stream=stream, cb=on_message, ordered_consumer=True,
-                             config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
+    sub = await js.subscribe(
+        subject,
+        stream=stream,
+        cb=on_message,
+        ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+    )
     await asyncio.wait_for(done.wait(), 600)
     elapsed = time.perf_counter() - started
     await sub.unsubscribe()
@@ -87,14 +106,20 @@ async def pg_upsert(dsn: str, rows: int = 200_000, batch: int = 2000) -> float:
     transaction per batch: the shape of a projection write."""
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("CREATE TEMP TABLE bench_upsert (k text PRIMARY KEY, n integer NOT NULL, "
-                           "v jsonb NOT NULL, at timestamptz NOT NULL DEFAULT now())")
-        sql = ("INSERT INTO bench_upsert (k, n, v) SELECT * FROM unnest($1::text[], $2::int[], $3::jsonb[]) "
-               "ON CONFLICT (k) DO UPDATE SET n = EXCLUDED.n, v = EXCLUDED.v, at = now()")
+        await conn.execute(
+            "CREATE TEMP TABLE bench_upsert (k text PRIMARY KEY, n integer NOT NULL, "
+            "v jsonb NOT NULL, at timestamptz NOT NULL DEFAULT now())"
+        )
+        sql = (
+            "INSERT INTO bench_upsert (k, n, v) SELECT * FROM unnest($1::text[], $2::int[], $3::jsonb[]) "
+            "ON CONFLICT (k) DO UPDATE SET n = EXCLUDED.n, v = EXCLUDED.v, at = now()"
+        )
         value = '{"tasks": {"t1": true, "t2": false}, "health": "on_track"}'
         started = time.perf_counter()
         for b in range(rows // batch):
-            keys = [f"k{(b * batch + i) % (rows // 2)}" for i in range(batch)]  # half updates, half inserts
+            keys = [
+                f"k{(b * batch + i) % (rows // 2)}" for i in range(batch)
+            ]  # half updates, half inserts
             async with conn.transaction():
                 await conn.execute(sql, keys, list(range(batch)), [value] * batch)
         return rows // batch * batch / (time.perf_counter() - started)

@@ -23,12 +23,16 @@ async def main(names: list[str]) -> None:
     nc = await nats.connect(settings.nats_url)
     try:
         started = time.perf_counter()
-        await rebuild([PROJECTIONS[n] for n in names], settings.database_url, nc)  # one read for all
+        await rebuild(
+            [PROJECTIONS[n] for n in names], settings.database_url, nc
+        )  # one read for all
         elapsed = time.perf_counter() - started
     finally:
         await nc.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    sys.stdout.write(json.dumps({"seconds": round(elapsed, 3), "peak_rss_mb": round(peak, 1)}) + "\n")
+    sys.stdout.write(
+        json.dumps({"seconds": round(elapsed, 3), "peak_rss_mb": round(peak, 1)}) + "\n"
+    )
 
 
 if __name__ == "__main__":

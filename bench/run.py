@@ -39,10 +39,12 @@ from events.subjects import EVENTS_STREAM, INBOX_STREAM
 from services.app.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from services.eventlog.log import EventLog, OutgoingMessage
 
-PAYLOAD = (b'{"specversion":"1.0","id":"5f0c1d2e-8a41-5b7c-9d3e-2f6a7b8c9d0e","source":"bench","type":"TaskCompleted",'
-           b'"subject":"milestones.events.p1.m1","time":"2026-11-24T10:00:00Z","recordedtime":"2026-11-24T10:00:00.1Z",'
-           b'"correlationid":"c1","causationid":"c1","data":{"type":"TaskCompleted","project_id":"p1",'
-           b'"milestone_id":"m1","task_id":"t1","completed_at":"2026-11-24T10:00:00Z"}}')
+PAYLOAD = (
+    b'{"specversion":"1.0","id":"5f0c1d2e-8a41-5b7c-9d3e-2f6a7b8c9d0e","source":"bench","type":"TaskCompleted",'
+    b'"subject":"milestones.events.p1.m1","time":"2026-11-24T10:00:00Z","recordedtime":"2026-11-24T10:00:00.1Z",'
+    b'"correlationid":"c1","causationid":"c1","data":{"type":"TaskCompleted","project_id":"p1",'
+    b'"milestone_id":"m1","task_id":"t1","completed_at":"2026-11-24T10:00:00Z"}}'
+)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -53,8 +55,12 @@ def pct(values: list[float], p: float) -> float:
 
 
 def ms(seconds: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(pct(seconds, 50) * 1000, 2), "p99_ms": round(pct(seconds, 99) * 1000, 2),
-            "max_ms": round(max(seconds) * 1000, 2) if seconds else float("nan"), "n": len(seconds)}
+    return {
+        "p50_ms": round(pct(seconds, 50) * 1000, 2),
+        "p99_ms": round(pct(seconds, 99) * 1000, 2),
+        "max_ms": round(max(seconds) * 1000, 2) if seconds else float("nan"),
+        "n": len(seconds),
+    }
 
 
 @dataclass
@@ -108,28 +114,41 @@ class Stack:
     services: dict[str, Service] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "MILESTONES_NATS_URL": self.nats_url, "MILESTONES_DATABASE_URL": self.database_url,
-                "MILESTONES_HTTP_PORT": str(self.http_port), "MILESTONES_LOG_FORMAT": "json",
-                "MILESTONES_LOG_LEVEL": "warning"}
+        return {
+            **os.environ,
+            "MILESTONES_NATS_URL": self.nats_url,
+            "MILESTONES_DATABASE_URL": self.database_url,
+            "MILESTONES_HTTP_PORT": str(self.http_port),
+            "MILESTONES_LOG_FORMAT": "json",
+            "MILESTONES_LOG_LEVEL": "warning",
+        }
 
     def start(self, name: str, *args: str) -> Service:
         log = self.work / f"{name}.log"
-        proc = subprocess.Popen([sys.executable, "-m", "services.cli", *args], env=self.env(),
-                                stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", *args],
+            env=self.env(),
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
         self.services[name] = Service(name, proc, log)
         return self.services[name]
 
     def check_alive(self) -> None:
         for s in self.services.values():
             if s.proc.poll() is not None:
-                raise RuntimeError(f"service {s.name} exited ({s.proc.returncode}): {s.log.read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"service {s.name} exited ({s.proc.returncode}): {s.log.read_text()[-2000:]}"
+                )
 
     def stop(self) -> None:
         for s in reversed(list(self.services.values())):
             s.stop()
 
 
-async def until(predicate: Callable[[], Awaitable[bool]], timeout: float, what: str, stack: Stack | None = None) -> None:
+async def until(
+    predicate: Callable[[], Awaitable[bool]], timeout: float, what: str, stack: Stack | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while not await predicate():
         if stack:
@@ -170,7 +189,9 @@ async def intake_commands(nc: NATS, projects: list[str], publishers: int) -> dic
             project = queue.get_nowait()
             for type_, body in project_messages(project):
                 t0 = time.perf_counter()
-                reply = REPLY_DECODER.decode((await nc.request(f"milestones.commands.{type_}", body, timeout=60)).data)
+                reply = REPLY_DECODER.decode(
+                    (await nc.request(f"milestones.commands.{type_}", body, timeout=60)).data
+                )
                 latencies.append(time.perf_counter() - t0)
                 if not reply.accepted:
                     refused[reply.error.code] = refused.get(reply.error.code, 0) + 1  # type: ignore[union-attr]
@@ -180,8 +201,14 @@ async def intake_commands(nc: NATS, projects: list[str], publishers: int) -> dic
     started = time.perf_counter()
     await asyncio.gather(*(publisher() for _ in range(publishers)))
     elapsed = time.perf_counter() - started
-    return {"messages": len(latencies), "seconds": round(elapsed, 2), "per_s": round(len(latencies) / elapsed),
-            "refused": refused, "last_position": last, **ms(latencies)}
+    return {
+        "messages": len(latencies),
+        "seconds": round(elapsed, 2),
+        "per_s": round(len(latencies) / elapsed),
+        "refused": refused,
+        "last_position": last,
+        **ms(latencies),
+    }
 
 
 async def intake_inbox(nc: NATS, projects: list[str]) -> dict:
@@ -200,15 +227,23 @@ async def intake_inbox(nc: NATS, projects: list[str]) -> dict:
 
     await until(drained, 600, "the inbox to drain")
     elapsed = time.perf_counter() - started
-    return {"messages": len(bodies), "seconds": round(elapsed, 2), "per_s": round(len(bodies) / elapsed),
-            "publish_s": round(published, 2)}
+    return {
+        "messages": len(bodies),
+        "seconds": round(elapsed, 2),
+        "per_s": round(len(bodies) / elapsed),
+        "publish_s": round(published, 2),
+    }
 
 
-async def projections_caught_up(dsn: str, position: int, names: tuple[str, ...] = ("status", "history", "audit")):
+async def projections_caught_up(
+    dsn: str, position: int, names: tuple[str, ...] = ("status", "history", "audit")
+):
     conn = await asyncpg.connect(dsn)
     try:
-        rows = await conn.fetch("SELECT projection, position FROM milestones.checkpoints WHERE projection = ANY($1)",
-                                list(names))
+        rows = await conn.fetch(
+            "SELECT projection, position FROM milestones.checkpoints WHERE projection = ANY($1)",
+            list(names),
+        )
         return len(rows) == len(names) and all(r["position"] >= position for r in rows)
     finally:
         await conn.close()
@@ -234,7 +269,11 @@ async def freshness(nc: NATS, dsn: str, projects: list[str], rate: int, seconds:
     async def send(i: int) -> None:
         nonlocal failures
         project, milestone = targets[i % len(targets)]
-        msg = await nc.request("milestones.commands.MilestoneRescheduled", reschedule(project, milestone, i), timeout=30)
+        msg = await nc.request(
+            "milestones.commands.MilestoneRescheduled",
+            reschedule(project, milestone, i),
+            timeout=30,
+        )
         reply = REPLY_DECODER.decode(msg.data)
         if reply.accepted and reply.events:
             acked[reply.events[-1].position] = time.perf_counter()
@@ -247,8 +286,10 @@ async def freshness(nc: NATS, dsn: str, projects: list[str], rate: int, seconds:
     await listener.close()
     # checkpoints only grow, so the first notification at or past a position is found by bisection
     seen_positions = [p for p, _ in visible_at]
-    lags = [max(0.0, visible_at[bisect.bisect_left(seen_positions, position)][1] - t_ack)
-            for position, t_ack in acked.items()]
+    lags = [
+        max(0.0, visible_at[bisect.bisect_left(seen_positions, position)][1] - t_ack)
+        for position, t_ack in acked.items()
+    ]
     return {"rate_per_s": round(achieved), "refused": failures, **ms(lags)}
 
 
@@ -256,14 +297,18 @@ async def _seen(visible_at: list[tuple[int, float]], position: int) -> bool:
     return any(p >= position for p, _ in visible_at)
 
 
-async def queries(port: int, projects: list[str], rate: int, seconds: float, connections: int = 16) -> dict:
+async def queries(
+    port: int, projects: list[str], rate: int, seconds: float, connections: int = 16
+) -> dict:
     """Open-loop GETs at a steady rate over keep-alive connections; latency per request."""
     pool: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(connections):
         pool.put_nowait(Connection("127.0.0.1", port))
     rng = random.Random(7)
     kinds: dict[str, Callable[[], str]] = {
-        "milestone_by_id": lambda: f"/milestones/m{rng.randrange(10)}?project_id={rng.choice(projects)}",
+        "milestone_by_id": lambda: (
+            f"/milestones/m{rng.randrange(10)}?project_id={rng.choice(projects)}"
+        ),
         "project_milestones": lambda: f"/projects/{rng.choice(projects)}/milestones",
         "audit_page": lambda: f"/audit?project_id={rng.choice(projects)}&limit=50",
     }
@@ -317,7 +362,13 @@ async def rebuild_subprocess(stack: Stack, names: list[str], events: int) -> dic
     """``python -m bench.rebuild_one`` rebuilds ``names`` together and reports its time and its own peak RSS."""
     peaks: dict[str, float] = {}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.rebuild_one", *names, env=stack.env(), stdout=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "bench.rebuild_one",
+        *names,
+        env=stack.env(),
+        stdout=asyncio.subprocess.PIPE,
+    )
 
     async def sample() -> None:  # the services' peak while the rebuild runs
         while proc.returncode is None:
@@ -331,8 +382,13 @@ async def rebuild_subprocess(stack: Stack, names: list[str], events: int) -> dic
     if proc.returncode != 0:
         raise RuntimeError(f"rebuild of {names} failed ({proc.returncode})")
     result = json.loads(out.decode().strip().splitlines()[-1])
-    return {"events": events, "seconds": result["seconds"], "per_s": round(events / result["seconds"]),
-            "rebuild_rss_mb": result["peak_rss_mb"], "services_rss_mb": peaks}
+    return {
+        "events": events,
+        "seconds": result["seconds"],
+        "per_s": round(events / result["seconds"]),
+        "rebuild_rss_mb": result["peak_rss_mb"],
+        "services_rss_mb": peaks,
+    }
 
 
 # -- orchestration ------------------------------------------------------------------------------
@@ -345,7 +401,10 @@ async def servers(opts: Options, work: Path) -> AsyncIterator[tuple[str, str | N
             durable, lazy = opts.nats_url, None
         else:
             durable = started.append(EmbeddedNats(work / "nats-durable").start()) or started[-1].url
-            lazy = started.append(EmbeddedNats(work / "nats-lazy", sync_interval="2m").start()) or started[-1].url
+            lazy = (
+                started.append(EmbeddedNats(work / "nats-lazy", sync_interval="2m").start())
+                or started[-1].url
+            )
         base = opts.database_url
         if not base:
             started.append(EmbeddedPostgres(work / "pg" / "data", delete_on_stop=True).start())
@@ -398,17 +457,26 @@ async def ready(stack: Stack, nc: NATS) -> None:
 
 async def run(opts: Options, report: Callable[[str], None]) -> dict:
     work = Path(tempfile.mkdtemp(prefix="milestones-bench-"))
-    results: dict = {"machine": machine(), "options": msgspec.to_builtins(msgspec.convert(vars(opts), dict))}
+    results: dict = {
+        "machine": machine(),
+        "options": msgspec.to_builtins(msgspec.convert(vars(opts), dict)),
+    }
     async with servers(opts, work) as (durable, lazy, dsn, lazy_dsn):
         # raw limits
-        report("raw limits: JetStream atomic batch and publish_async (OCC header), ordered read, asyncpg upsert")
+        report(
+            "raw limits: JetStream atomic batch and publish_async (OCC header), ordered read, asyncpg upsert"
+        )
         limits: dict = {}
         for label, url in (("durable", durable), ("lazy", lazy)):
             if url is None:
                 continue
             nc = await nats.connect(url)
-            limits[f"atomic_batch_{label}"] = round(await raw.atomic_batches(nc, PAYLOAD, opts.raw_messages, 1000, 2))
-            limits[f"publish_async_{label}"] = round(await raw.publish_async(nc, PAYLOAD, opts.raw_messages // 5))
+            limits[f"atomic_batch_{label}"] = round(
+                await raw.atomic_batches(nc, PAYLOAD, opts.raw_messages, 1000, 2)
+            )
+            limits[f"publish_async_{label}"] = round(
+                await raw.publish_async(nc, PAYLOAD, opts.raw_messages // 5)
+            )
             await nc.jetstream().delete_stream(raw.RAW_STREAM)
             await nc.close()
         limits["pg_upsert_rows"] = round(await raw.pg_upsert(dsn))
@@ -422,21 +490,35 @@ async def run(opts: Options, report: Callable[[str], None]) -> dict:
             stack.start("query", "serve", "query")
             await ready(stack, nc)
             projects = [f"p{i}" for i in range(opts.projects)]
-            report(f"intake: {len(projects)} projects through milestones.commands.* with {opts.publishers} publishers")
+            report(
+                f"intake: {len(projects)} projects through milestones.commands.* with {opts.publishers} publishers"
+            )
             results["intake_commands"] = await intake_commands(nc, projects, opts.publishers)
             report(f"intake: {opts.inbox_projects} projects through milestones.inbox.*")
-            results["intake_inbox"] = await intake_inbox(nc, [f"inbox{i}" for i in range(opts.inbox_projects)])
+            results["intake_inbox"] = await intake_inbox(
+                nc, [f"inbox{i}" for i in range(opts.inbox_projects)]
+            )
             _, _, last = await raw.ordered_read(nc, EVENTS_STREAM, "milestones.events.>")
-            await until(lambda: projections_caught_up(dsn, last), 600, "projections to catch up", stack)
-            report(f"freshness: reschedules at {opts.freshness_rate}/s for {opts.freshness_seconds}s")
-            results["freshness"] = await freshness(nc, dsn, projects, opts.freshness_rate, opts.freshness_seconds)
+            await until(
+                lambda: projections_caught_up(dsn, last), 600, "projections to catch up", stack
+            )
+            report(
+                f"freshness: reschedules at {opts.freshness_rate}/s for {opts.freshness_seconds}s"
+            )
+            results["freshness"] = await freshness(
+                nc, dsn, projects, opts.freshness_rate, opts.freshness_seconds
+            )
             report(f"query: {opts.query_rate} requests/s over HTTP")
-            results["query"] = await queries(stack.http_port, projects, opts.query_rate, opts.query_seconds)
+            results["query"] = await queries(
+                stack.http_port, projects, opts.query_rate, opts.query_seconds
+            )
             if opts.events:
                 report(f"rebuild: topping the stream up to {opts.events} events")
                 results["top_up_appended"] = await top_up(nc, opts.events)
             _, _, last = await raw.ordered_read(nc, EVENTS_STREAM, "milestones.events.>")
-            await until(lambda: projections_caught_up(dsn, last), 900, "projections to catch up", stack)
+            await until(
+                lambda: projections_caught_up(dsn, last), 900, "projections to catch up", stack
+            )
             # timed once the live projections are idle, as the rebuilds will be
             events, per_s, _ = await raw.ordered_read(nc, EVENTS_STREAM, "milestones.events.>")
             limits["ordered_read"] = round(per_s)
@@ -444,13 +526,17 @@ async def run(opts: Options, report: Callable[[str], None]) -> dict:
             for names in (["status", "history", "audit"], ["status"], ["history"], ["audit"]):
                 report(f"rebuild: {' + '.join(names)} from position 1 over {events} events")
                 results["rebuild"]["+".join(names)] = await rebuild_subprocess(stack, names, events)
-            results["services_peak_rss_mb"] = {s.name: s.peak_rss_mb() for s in stack.services.values()}
+            results["services_peak_rss_mb"] = {
+                s.name: s.peak_rss_mb() for s in stack.services.values()
+            }
         finally:
             await nc.close()
             stack.stop()
 
         if lazy and opts.lazy:
-            report("intake on JetStream's lazy default (sync_interval 2m), projections running, for comparison")
+            report(
+                "intake on JetStream's lazy default (sync_interval 2m), projections running, for comparison"
+            )
             lazy_stack = Stack(lazy, lazy_dsn, free_port(), work / "lazy")
             lazy_stack.work.mkdir()
             nc = await nats.connect(lazy)
@@ -459,7 +545,8 @@ async def run(opts: Options, report: Callable[[str], None]) -> dict:
                 lazy_stack.start("projections", "serve", "projections")
                 await ready(lazy_stack, nc)
                 results["intake_commands_lazy"] = await intake_commands(
-                    nc, [f"lazy{i}" for i in range(opts.projects)], opts.publishers)
+                    nc, [f"lazy{i}" for i in range(opts.projects)], opts.publishers
+                )
             finally:
                 await nc.close()
                 lazy_stack.stop()
@@ -474,13 +561,25 @@ def ratios(r: dict) -> dict:
     def ratio(a: float, b: float) -> float:
         return round(a / b, 3) if b else float("nan")
 
-    out = {"intake_vs_atomic_batch_durable": ratio(r["intake_commands"]["per_s"], raw_["atomic_batch_durable"]),
-           "inbox_vs_atomic_batch_durable": ratio(r["intake_inbox"]["per_s"], raw_["atomic_batch_durable"]),
-           "rebuild_all_vs_ordered_read": ratio(r["rebuild"]["status+history+audit"]["per_s"], raw_["ordered_read"])}
+    out = {
+        "intake_vs_atomic_batch_durable": ratio(
+            r["intake_commands"]["per_s"], raw_["atomic_batch_durable"]
+        ),
+        "inbox_vs_atomic_batch_durable": ratio(
+            r["intake_inbox"]["per_s"], raw_["atomic_batch_durable"]
+        ),
+        "rebuild_all_vs_ordered_read": ratio(
+            r["rebuild"]["status+history+audit"]["per_s"], raw_["ordered_read"]
+        ),
+    }
     for name in ("status", "history", "audit"):
-        out[f"rebuild_{name}_vs_ordered_read"] = ratio(r["rebuild"][name]["per_s"], raw_["ordered_read"])
+        out[f"rebuild_{name}_vs_ordered_read"] = ratio(
+            r["rebuild"][name]["per_s"], raw_["ordered_read"]
+        )
     if "intake_commands_lazy" in r and "atomic_batch_lazy" in raw_:
-        out["intake_lazy_vs_atomic_batch_lazy"] = ratio(r["intake_commands_lazy"]["per_s"], raw_["atomic_batch_lazy"])
+        out["intake_lazy_vs_atomic_batch_lazy"] = ratio(
+            r["intake_commands_lazy"]["per_s"], raw_["atomic_batch_lazy"]
+        )
     return out
 
 
@@ -491,35 +590,91 @@ def machine() -> dict:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+    }
 
 
 def table(r: dict) -> str:
     raw_, rt = r["raw"], r["ratios"]
     rows = [("what", "figure", "raw limit (same run)", "ratio")]
     ic = r["intake_commands"]
-    rows.append(("intake, commands (request/reply)", f"{ic['per_s']:,} msg/s  p50 {ic['p50_ms']} ms  p99 {ic['p99_ms']} ms",
-                 f"atomic batch {raw_['atomic_batch_durable']:,}/s", f"{rt['intake_vs_atomic_batch_durable']:.0%}"))
+    rows.append(
+        (
+            "intake, commands (request/reply)",
+            f"{ic['per_s']:,} msg/s  p50 {ic['p50_ms']} ms  p99 {ic['p99_ms']} ms",
+            f"atomic batch {raw_['atomic_batch_durable']:,}/s",
+            f"{rt['intake_vs_atomic_batch_durable']:.0%}",
+        )
+    )
     ib = r["intake_inbox"]
-    rows.append(("intake, inbox (JetStream)", f"{ib['per_s']:,} msg/s", f"atomic batch {raw_['atomic_batch_durable']:,}/s",
-                 f"{rt['inbox_vs_atomic_batch_durable']:.0%}"))
+    rows.append(
+        (
+            "intake, inbox (JetStream)",
+            f"{ib['per_s']:,} msg/s",
+            f"atomic batch {raw_['atomic_batch_durable']:,}/s",
+            f"{rt['inbox_vs_atomic_batch_durable']:.0%}",
+        )
+    )
     if "intake_commands_lazy" in r:
         il = r["intake_commands_lazy"]
-        rows.append(("intake, commands, LAZY fsync (2m)", f"{il['per_s']:,} msg/s  p50 {il['p50_ms']} ms  p99 {il['p99_ms']} ms",
-                     f"atomic batch {raw_.get('atomic_batch_lazy', 0):,}/s", f"{rt.get('intake_lazy_vs_atomic_batch_lazy', 0):.0%}"))
+        rows.append(
+            (
+                "intake, commands, LAZY fsync (2m)",
+                f"{il['per_s']:,} msg/s  p50 {il['p50_ms']} ms  p99 {il['p99_ms']} ms",
+                f"atomic batch {raw_.get('atomic_batch_lazy', 0):,}/s",
+                f"{rt.get('intake_lazy_vs_atomic_batch_lazy', 0):.0%}",
+            )
+        )
     for name, x in r["rebuild"].items():
         key = "rebuild_all_vs_ordered_read" if "+" in name else f"rebuild_{name}_vs_ordered_read"
-        rows.append((f"rebuild {name}", f"{x['per_s']:,} ev/s ({x['events']:,} events, {x['rebuild_rss_mb']} MB peak RSS)",
-                     f"ordered read {raw_['ordered_read']:,}/s", f"{rt[key]:.0%}"))
+        rows.append(
+            (
+                f"rebuild {name}",
+                f"{x['per_s']:,} ev/s ({x['events']:,} events, {x['rebuild_rss_mb']} MB peak RSS)",
+                f"ordered read {raw_['ordered_read']:,}/s",
+                f"{rt[key]:.0%}",
+            )
+        )
     f = r["freshness"]
-    rows.append(("freshness, ack → status visible", f"p50 {f['p50_ms']} ms  p99 {f['p99_ms']} ms at {f['rate_per_s']:,}/s", "", ""))
+    rows.append(
+        (
+            "freshness, ack → status visible",
+            f"p50 {f['p50_ms']} ms  p99 {f['p99_ms']} ms at {f['rate_per_s']:,}/s",
+            "",
+            "",
+        )
+    )
     for name, q in r["query"].items():
-        rows.append((f"query {name} (HTTP)", f"p50 {q['p50_ms']} ms  p99 {q['p99_ms']} ms at {q['rate_per_s']}/s",
-                     "", f"{q['errors']} errors"))
-    rows.append(("publish_async, durable / lazy", f"{raw_['publish_async_durable']:,} / {raw_.get('publish_async_lazy', 0):,} msg/s", "", ""))
+        rows.append(
+            (
+                f"query {name} (HTTP)",
+                f"p50 {q['p50_ms']} ms  p99 {q['p99_ms']} ms at {q['rate_per_s']}/s",
+                "",
+                f"{q['errors']} errors",
+            )
+        )
+    rows.append(
+        (
+            "publish_async, durable / lazy",
+            f"{raw_['publish_async_durable']:,} / {raw_.get('publish_async_lazy', 0):,} msg/s",
+            "",
+            "",
+        )
+    )
     rows.append(("asyncpg batched upsert", f"{raw_['pg_upsert_rows']:,} rows/s", "", ""))
-    rows.append(("peak RSS of services", ", ".join(f"{k} {v} MB" for k, v in r["services_peak_rss_mb"].items()), "", ""))
+    rows.append(
+        (
+            "peak RSS of services",
+            ", ".join(f"{k} {v} MB" for k, v in r["services_peak_rss_mb"].items()),
+            "",
+            "",
+        )
+    )
     widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
     lines = [" | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
@@ -534,6 +689,8 @@ def main(opts: Options) -> int:
     started = time.monotonic()
     results = asyncio.run(run(opts, report))
     sys.stdout.write(table(results) + "\n")
-    sys.stdout.write(f"\n{results['machine']['cpu']}, {results['machine']['cores']} cores; "
-                     f"{time.monotonic() - started:.0f} s; JSON in {opts.out}\n")
+    sys.stdout.write(
+        f"\n{results['machine']['cpu']}, {results['machine']['cores']} cores; "
+        f"{time.monotonic() - started:.0f} s; JSON in {opts.out}\n"
+    )
     return 0

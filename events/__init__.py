@@ -41,7 +41,9 @@ from events.subjects import milestone_subject, project_subject
 
 AnyEvent = Union[MILESTONE_EVENTS + PROJECT_EVENTS]  # type: ignore[valid-type]
 
-EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in MILESTONE_EVENTS + PROJECT_EVENTS}
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls for cls in MILESTONE_EVENTS + PROJECT_EVENTS
+}
 # What other systems may publish (the contract's "types in"); derived-only events are not here.
 DERIVED_ONLY = frozenset({"MilestoneMissed", "DependencyViolated"})
 INBOUND_TYPES: frozenset[str] = frozenset(EVENT_TYPES) - DERIVED_ONLY

@@ -26,8 +26,12 @@ Reason = Annotated[
     str, msgspec.Meta(min_length=1, max_length=2000, description="why: required, not empty")
 ]
 Url = Annotated[str, msgspec.Meta(pattern=r"^https?://\S{1,2000}$", max_length=2048)]
-Secret = Annotated[str, msgspec.Meta(min_length=16, max_length=256,
-                                     description="webhook signing key: 16-256 characters")]
+Secret = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=16, max_length=256, description="webhook signing key: 16-256 characters"
+    ),
+]
 Date = Annotated[dt.date, msgspec.Meta(description="calendar date, YYYY-MM-DD")]
 Timestamp = Annotated[dt.datetime, msgspec.Meta(tz=True, description="RFC 3339 with offset")]
 LagDays = Annotated[int, msgspec.Meta(ge=0, le=3650)]

@@ -6,6 +6,9 @@ from projections.audit import AuditProjection, RejectionsProjection
 from projections.history import HistoryProjection
 from projections.status import StatusProjection
 
-PROJECTIONS = {p.name: p for p in (StatusProjection(), HistoryProjection(), AuditProjection(), RejectionsProjection())}
+PROJECTIONS = {
+    p.name: p
+    for p in (StatusProjection(), HistoryProjection(), AuditProjection(), RejectionsProjection())
+}
 
 __all__ = ["PROJECTIONS"]

@@ -50,25 +50,32 @@ def _decode_jsonb(data: bytes) -> object:
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=_encode_jsonb, decoder=_decode_jsonb,
-                              schema="pg_catalog", format="binary")
+    await conn.set_type_codec(
+        "jsonb", encoder=_encode_jsonb, decoder=_decode_jsonb, schema="pg_catalog", format="binary"
+    )
 
 
 async def connect(dsn: str, search_path: str = SCHEMA) -> asyncpg.Connection:
-    conn = await asyncpg.connect(dsn, server_settings={"search_path": search_path,
-                                                       "application_name": "milestones"})
+    conn = await asyncpg.connect(
+        dsn, server_settings={"search_path": search_path, "application_name": "milestones"}
+    )
     await init_connection(conn)
     return conn
 
 
 async def create_pool(dsn: str, **kwargs: object) -> asyncpg.Pool:
-    return await asyncpg.create_pool(dsn, init=init_connection,
-                                     server_settings={"search_path": SCHEMA, "application_name": "milestones"},
-                                     **kwargs)
+    return await asyncpg.create_pool(
+        dsn,
+        init=init_connection,
+        server_settings={"search_path": SCHEMA, "application_name": "milestones"},
+        **kwargs,
+    )
 
 
 def lock_key(name: str) -> int:
-    return int.from_bytes(hashlib.blake2b(f"milestones:{name}".encode(), digest_size=8).digest(), "big", signed=True)
+    return int.from_bytes(
+        hashlib.blake2b(f"milestones:{name}".encode(), digest_size=8).digest(), "big", signed=True
+    )
 
 
 async def ensure_schema(dsn: str, projections: Sequence) -> None:
@@ -81,7 +88,9 @@ async def ensure_schema(dsn: str, projections: Sequence) -> None:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("schema"))
             await conn.execute(RUNNER_SQL)
-            found = await conn.fetchval(f"SELECT value FROM {SCHEMA}.meta WHERE key = 'schema_version'")
+            found = await conn.fetchval(
+                f"SELECT value FROM {SCHEMA}.meta WHERE key = 'schema_version'"
+            )
             if found is not None and found != SCHEMA_VERSION:
                 raise StartupError(
                     f"database schema {SCHEMA} is version {found}, this build needs {SCHEMA_VERSION}: "
@@ -91,17 +100,33 @@ async def ensure_schema(dsn: str, projections: Sequence) -> None:
                 await conn.execute(projection.schema_sql)
                 await conn.execute(
                     f"INSERT INTO {SCHEMA}.checkpoints (projection) VALUES ($1) ON CONFLICT DO NOTHING",
-                    projection.name)
-            await conn.execute(f"INSERT INTO {SCHEMA}.meta VALUES ('schema_version', $1) ON CONFLICT DO NOTHING",
-                               SCHEMA_VERSION)
+                    projection.name,
+                )
+            await conn.execute(
+                f"INSERT INTO {SCHEMA}.meta VALUES ('schema_version', $1) ON CONFLICT DO NOTHING",
+                SCHEMA_VERSION,
+            )
     finally:
         await conn.close()
 
 
-async def park(conn: asyncpg.Connection, projection: str, position: int, subject: str, type_: str | None,
-               error: str, payload: bytes) -> None:
+async def park(
+    conn: asyncpg.Connection,
+    projection: str,
+    position: int,
+    subject: str,
+    type_: str | None,
+    error: str,
+    payload: bytes,
+) -> None:
     await conn.execute(
         f"INSERT INTO {SCHEMA}.parked_events (projection, position, subject, type, error, payload) "
         "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (projection, position) DO UPDATE "
         "SET error = EXCLUDED.error, attempts = parked_events.attempts + 1, parked_at = now()",
-        projection, position, subject, type_, error[:2000], payload.decode(errors="replace"))
+        projection,
+        position,
+        subject,
+        type_,
+        error[:2000],
+        payload.decode(errors="replace"),
+    )

@@ -54,18 +54,26 @@ def groups(projections: Sequence[Projection]) -> list[list[Projection]]:
     return list(by_source.values())
 
 
-async def rebuild(projection: Projection | Sequence[Projection], dsn: str, nc: NATS, *, batch_size: int = 2000) -> int:
+async def rebuild(
+    projection: Projection | Sequence[Projection], dsn: str, nc: NATS, *, batch_size: int = 2000
+) -> int:
     """Rebuild one projection (or several that read the same stream, with one read) from
     position 1 and swap the new tables in; returns the new checkpoint."""
     members = [projection] if not isinstance(projection, Sequence) else list(projection)
     source = members[0] if len(members) == 1 else Together(members)
     names = sorted(p.name for p in members)
     label = source.name
-    shadow, trash, ck = f"{S}_next_{label.replace('+', '_')}", f"{S}_old_{label.replace('+', '_')}", f"{label}@rebuild"
+    shadow, trash, ck = (
+        f"{S}_next_{label.replace('+', '_')}",
+        f"{S}_old_{label.replace('+', '_')}",
+        f"{label}@rebuild",
+    )
     conn = await db.connect(dsn, f"{shadow}, {S}")
     try:
         for name in names:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", db.lock_key(f"{name}@rebuild")):
+            if not await conn.fetchval(
+                "SELECT pg_try_advisory_lock($1)", db.lock_key(f"{name}@rebuild")
+            ):
                 raise StartupError(f"a rebuild of {name} is already running")
         await conn.execute(f"DROP SCHEMA IF EXISTS {shadow} CASCADE; CREATE SCHEMA {shadow}")
         await conn.execute(source.schema_sql)  # lands in the first schema on the path: the shadow
@@ -79,7 +87,8 @@ async def rebuild(projection: Projection | Sequence[Projection], dsn: str, nc: N
             live = 0
             for name in names:  # a fixed order: two rebuilds never wait on each other in a cycle
                 position = await conn.fetchval(
-                    f"SELECT position FROM {S}.checkpoints WHERE projection = $1 FOR UPDATE", name)
+                    f"SELECT position FROM {S}.checkpoints WHERE projection = $1 FOR UPDATE", name
+                )
                 live = max(live, position or 0)
             if runner.position < live:
                 await runner.consume(conn, never, catch_up=True)
@@ -91,17 +100,26 @@ async def rebuild(projection: Projection | Sequence[Projection], dsn: str, nc: N
                 await conn.execute(
                     f"INSERT INTO {S}.checkpoints (projection, position) VALUES ($1, $2) "
                     "ON CONFLICT (projection) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
-                    name, runner.position)
+                    name,
+                    runner.position,
+                )
                 await conn.execute(f"DELETE FROM {S}.parked_events WHERE projection = $1", name)
                 # an event that failed in any member of a combined rebuild is parked for each of them
                 await conn.execute(
                     f"INSERT INTO {S}.parked_events (projection, position, subject, type, error, payload, attempts, "
                     f"parked_at) SELECT $1, position, subject, type, error, payload, attempts, parked_at FROM {S}.parked_events "
-                    "WHERE projection = $2", name, ck)
-                await conn.execute("SELECT pg_notify($1, $2)", db.NOTIFY_CHANNEL, f"{name}:{runner.position}")
+                    "WHERE projection = $2",
+                    name,
+                    ck,
+                )
+                await conn.execute(
+                    "SELECT pg_notify($1, $2)", db.NOTIFY_CHANNEL, f"{name}:{runner.position}"
+                )
             await conn.execute(f"DELETE FROM {S}.parked_events WHERE projection = $1", ck)
             await conn.execute(f"DELETE FROM {S}.checkpoints WHERE projection = $1", ck)
-        await conn.execute(f"DROP SCHEMA IF EXISTS {trash} CASCADE; DROP SCHEMA IF EXISTS {shadow} CASCADE")
+        await conn.execute(
+            f"DROP SCHEMA IF EXISTS {trash} CASCADE; DROP SCHEMA IF EXISTS {shadow} CASCADE"
+        )
         log.info("rebuild swapped in", projection=label, position=runner.position)
         return runner.position
     finally:
@@ -115,22 +133,43 @@ async def replay_parked(projection: Projection, dsn: str, nc: NATS) -> tuple[int
     conn = await db.connect(dsn)
     applied = 0
     try:
-        parked = await conn.fetch(f"SELECT position FROM {S}.parked_events WHERE projection = $1 ORDER BY position", name)
+        parked = await conn.fetch(
+            f"SELECT position FROM {S}.parked_events WHERE projection = $1 ORDER BY position", name
+        )
         for row in parked:
             msg = await js.get_msg(projection.stream, seq=row["position"], direct=True)
             async with conn.transaction():
-                await conn.fetchval(f"SELECT position FROM {S}.checkpoints WHERE projection = $1 FOR UPDATE", name)
+                await conn.fetchval(
+                    f"SELECT position FROM {S}.checkpoints WHERE projection = $1 FOR UPDATE", name
+                )
                 try:
                     async with conn.transaction():
-                        await projection.apply(conn, [(row["position"], projection.decode(msg.data))], S)
+                        await projection.apply(
+                            conn, [(row["position"], projection.decode(msg.data))], S
+                        )
                 except Exception as exc:
-                    await db.park(conn, name, row["position"], msg.subject, None, f"{type(exc).__name__}: {exc}", msg.data)
-                    log.warning("still parked", projection=name, position=row["position"], error=str(exc))
+                    await db.park(
+                        conn,
+                        name,
+                        row["position"],
+                        msg.subject,
+                        None,
+                        f"{type(exc).__name__}: {exc}",
+                        msg.data,
+                    )
+                    log.warning(
+                        "still parked", projection=name, position=row["position"], error=str(exc)
+                    )
                     continue
-                await conn.execute(f"DELETE FROM {S}.parked_events WHERE projection = $1 AND position = $2",
-                                   name, row["position"])
+                await conn.execute(
+                    f"DELETE FROM {S}.parked_events WHERE projection = $1 AND position = $2",
+                    name,
+                    row["position"],
+                )
                 applied += 1
-        remaining = await conn.fetchval(f"SELECT count(*) FROM {S}.parked_events WHERE projection = $1", name)
+        remaining = await conn.fetchval(
+            f"SELECT count(*) FROM {S}.parked_events WHERE projection = $1", name
+        )
         return applied, remaining
     finally:
         await conn.close()

@@ -30,9 +30,17 @@ PARKED = Counter("milestones_projection_parked_total", "Events parked", ["projec
 POSITION = Gauge("milestones_projection_position", "Checkpoint", ["projection"])
 
 # Errors that say the database or the network failed, not the event: never park for these.
-TRANSIENT = (OSError, asyncpg.InterfaceError, asyncpg.ConnectionDoesNotExistError,
-             asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError, asyncpg.QueryCanceledError,
-             asyncpg.DeadlockDetectedError, asyncpg.SerializationError, asyncio.CancelledError)
+TRANSIENT = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.QueryCanceledError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncio.CancelledError,
+)
 
 
 @dataclass
@@ -84,7 +92,9 @@ class Runner:
         return self.schema if self.schema == db.SCHEMA else f"{self.schema}, {db.SCHEMA}"
 
     async def _acquire(self, conn: asyncpg.Connection, stop: asyncio.Event) -> bool:
-        lock = asyncio.ensure_future(conn.execute("SELECT pg_advisory_lock($1)", db.lock_key(self.checkpoint)))
+        lock = asyncio.ensure_future(
+            conn.execute("SELECT pg_advisory_lock($1)", db.lock_key(self.checkpoint))
+        )
         stopped = asyncio.ensure_future(stop.wait())
         done, _ = await asyncio.wait({lock, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if lock in done:
@@ -95,20 +105,30 @@ class Runner:
         return False
 
     async def _read_checkpoint(self, conn: asyncpg.Connection) -> int:
-        await conn.execute(f"INSERT INTO {db.SCHEMA}.checkpoints (projection) VALUES ($1) ON CONFLICT DO NOTHING",
-                           self.checkpoint)
-        self.position = await conn.fetchval(f"SELECT position FROM {db.SCHEMA}.checkpoints WHERE projection = $1",
-                                            self.checkpoint)
+        await conn.execute(
+            f"INSERT INTO {db.SCHEMA}.checkpoints (projection) VALUES ($1) ON CONFLICT DO NOTHING",
+            self.checkpoint,
+        )
+        self.position = await conn.fetchval(
+            f"SELECT position FROM {db.SCHEMA}.checkpoints WHERE projection = $1", self.checkpoint
+        )
         return self.position
 
     # -- the loop --------------------------------------------------------------------------------
-    async def consume(self, conn: asyncpg.Connection, stop: asyncio.Event, catch_up: bool = False) -> int:
+    async def consume(
+        self, conn: asyncpg.Connection, stop: asyncio.Event, catch_up: bool = False
+    ) -> int:
         """Apply events from checkpoint+1 until ``stop``; with ``catch_up``, return as soon as
         nothing is pending (the end of the stream as it was when the last batch was read)."""
         start = await self._read_checkpoint(conn)
         sub = await self.nc.jetstream().subscribe(
-            self.projection.subject, stream=self.projection.stream, ordered_consumer=True, idle_heartbeat=2.0,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start + 1),
+            self.projection.subject,
+            stream=self.projection.stream,
+            ordered_consumer=True,
+            idle_heartbeat=2.0,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start + 1
+            ),
         )
         stopped = asyncio.ensure_future(stop.wait())
         pending = 1
@@ -148,7 +168,9 @@ class Runner:
         async with conn.transaction():
             # Lock the checkpoint row first: fences a stale runner, and serializes with rebuild swaps.
             current = await conn.fetchval(
-                f"SELECT position FROM {db.SCHEMA}.checkpoints WHERE projection = $1 FOR UPDATE", name)
+                f"SELECT position FROM {db.SCHEMA}.checkpoints WHERE projection = $1 FOR UPDATE",
+                name,
+            )
             decoded = [(s, e) for s, e in decoded if s > current]
             poison = [p for p in poison if p[0] > current]
             if last <= current:
@@ -160,22 +182,35 @@ class Runner:
             except TRANSIENT:
                 raise
             except Exception:
-                poison += await self._one_by_one(conn, decoded, {m.metadata.sequence.stream: m for m in msgs})
+                poison += await self._one_by_one(
+                    conn, decoded, {m.metadata.sequence.stream: m for m in msgs}
+                )
             for seq, m, error in poison:
                 await db.park(conn, name, seq, m.subject, _type_of(m), error, m.data)
                 PARKED.labels(name).inc()
                 self.log.error("event parked", position=seq, subject=m.subject, error=error)
             elapsed = max(time.perf_counter() - started, 1e-6)
-            self._rate = 0.8 * self._rate + 0.2 * (len(msgs) / elapsed) if self._rate else len(msgs) / elapsed
+            self._rate = (
+                0.8 * self._rate + 0.2 * (len(msgs) / elapsed)
+                if self._rate
+                else len(msgs) / elapsed
+            )
             await conn.execute(
                 f"UPDATE {db.SCHEMA}.checkpoints SET position = $2, pending = $3, rate = $4, updated_at = now() "
-                "WHERE projection = $1", name, last, pending, self._rate)
+                "WHERE projection = $1",
+                name,
+                last,
+                pending,
+                self._rate,
+            )
             await conn.execute("SELECT pg_notify($1, $2)", db.NOTIFY_CHANNEL, f"{name}:{last}")
         self.position = last
         APPLIED.labels(name).inc(len(decoded))
         POSITION.labels(name).set(last)
 
-    async def _one_by_one(self, conn: asyncpg.Connection, decoded: list, by_seq: dict[int, Msg]) -> list:
+    async def _one_by_one(
+        self, conn: asyncpg.Connection, decoded: list, by_seq: dict[int, Msg]
+    ) -> list:
         """A batch failed: apply event by event (savepoints), retrying each; park what keeps failing."""
         parked = []
         for seq, event in decoded:

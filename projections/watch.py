@@ -37,7 +37,9 @@ class CheckpointWatcher:
             self._conn = conn = await db.connect(self.dsn)
             await conn.add_listener(db.NOTIFY_CHANNEL, self._on_notify)
         for r in await conn.fetch(f"SELECT projection, position FROM {db.SCHEMA}.checkpoints"):
-            self.positions[r["projection"]] = max(self.positions.get(r["projection"], 0), r["position"])
+            self.positions[r["projection"]] = max(
+                self.positions.get(r["projection"], 0), r["position"]
+            )
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         name, _, pos = payload.rpartition(":")

@@ -33,7 +33,9 @@ def nats_server(tmp_path: Path):
 def settings(nats_server: EmbeddedNats, tmp_path: Path) -> Settings:
     # No deadline scheduler by default: a schedule fired for a past due date would add events
     # while a test compares the log with a read model. tests/test_deadlines.py turns it on.
-    return Settings(nats_url=nats_server.url, data_dir=str(tmp_path), command_workers=64, scheduler=False)
+    return Settings(
+        nats_url=nats_server.url, data_dir=str(tmp_path), command_workers=64, scheduler=False
+    )
 
 
 @pytest.fixture
@@ -118,10 +120,24 @@ def _with_database(url: str, name: str) -> str:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def cloudevent(type_: str, data: dict, *, id: str | None = None, source: str = "tests",
-               time: str = "2026-11-24T10:00:00Z", **ext: object) -> dict:
-    return {"specversion": "1.0", "id": id or uuid.uuid4().hex, "source": source, "type": type_,
-            "time": time, "data": data, **ext}
+def cloudevent(
+    type_: str,
+    data: dict,
+    *,
+    id: str | None = None,
+    source: str = "tests",
+    time: str = "2026-11-24T10:00:00Z",
+    **ext: object,
+) -> dict:
+    return {
+        "specversion": "1.0",
+        "id": id or uuid.uuid4().hex,
+        "source": source,
+        "type": type_,
+        "time": time,
+        "data": data,
+        **ext,
+    }
 
 
 async def request(nc: nats.NATS, ce: dict | list | bytes, subject: str | None = None) -> Reply:
@@ -132,7 +148,9 @@ async def request(nc: nats.NATS, ce: dict | list | bytes, subject: str | None = 
     return REPLY_DECODER.decode(msg.data)
 
 
-async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "condition") -> None:
+async def wait_for(
+    predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "condition"
+) -> None:
     """Wait on a condition with a deadline (no fixed sleeps standing in for synchronisation)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while not await predicate():
@@ -141,15 +159,33 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 10
         await asyncio.sleep(0.01)
 
 
-def plan_project(project: str = "p1", milestone: str = "m1", kind: str = "event",
-                 tasks: tuple[str, ...] = ("t1", "t2"), due: str = "2026-12-01") -> list[dict]:
+def plan_project(
+    project: str = "p1",
+    milestone: str = "m1",
+    kind: str = "event",
+    tasks: tuple[str, ...] = ("t1", "t2"),
+    due: str = "2026-12-01",
+) -> list[dict]:
     events = [
         cloudevent("ProjectCreated", {"project_id": project, "name": "Project"}),
-        cloudevent("MilestonePlanned", {"project_id": project, "milestone_id": milestone,
-                                        "name": "Milestone", "kind": kind, "due": due}),
+        cloudevent(
+            "MilestonePlanned",
+            {
+                "project_id": project,
+                "milestone_id": milestone,
+                "name": "Milestone",
+                "kind": kind,
+                "due": due,
+            },
+        ),
     ]
-    events += [cloudevent("TaskAdded", {"project_id": project, "milestone_id": milestone,
-                                        "task_id": t, "title": f"Task {t}"}) for t in tasks]
+    events += [
+        cloudevent(
+            "TaskAdded",
+            {"project_id": project, "milestone_id": milestone, "task_id": t, "title": f"Task {t}"},
+        )
+        for t in tasks
+    ]
     return events
 
 
@@ -170,7 +206,9 @@ async def system(settings: Settings, db_url: str):
 
     full = msgspec.structs.replace(settings, database_url=db_url)
     async with running(full, intake=True, projections=True, query=True) as run:
-        run.queries.today = lambda: TODAY  # the clock is an input: pinned to the day the test events carry
+        run.queries.today = lambda: (
+            TODAY
+        )  # the clock is an input: pinned to the day the test events carry
         yield run
 
 
@@ -181,20 +219,28 @@ async def api(system):
     from services.app.http import build_http_app
 
     app = build_http_app(system.intake, max_body=256 * 1024, extra_handlers=system.http_handlers)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", timeout=30) as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test", timeout=30
+    ) as client:
         yield client
 
 
-async def caught_up(db_url: str, position: int, projections: tuple[str, ...] = ("status", "history", "audit")) -> None:
+async def caught_up(
+    db_url: str, position: int, projections: tuple[str, ...] = ("status", "history", "audit")
+) -> None:
     """Wait until every named projection's checkpoint has reached ``position``."""
     from projections.db import connect
 
     conn = await connect(db_url)
     try:
+
         async def reached() -> bool:
-            rows = await conn.fetch("SELECT projection, position FROM checkpoints WHERE projection = ANY($1::text[])",
-                                    list(projections))
+            rows = await conn.fetch(
+                "SELECT projection, position FROM checkpoints WHERE projection = ANY($1::text[])",
+                list(projections),
+            )
             return len(rows) == len(projections) and all(r["position"] >= position for r in rows)
+
         await wait_for(reached, timeout=60, what=f"projections {projections} to reach {position}")
     finally:
         await conn.close()

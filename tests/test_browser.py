@@ -21,12 +21,17 @@ from tests.conftest import TODAY, caught_up, cloudevent, request
 
 
 def browser_path() -> str | None:
-    return os.environ.get("MILESTONES_BROWSER") or shutil.which("chromium") or shutil.which("chromium-browser")
+    return (
+        os.environ.get("MILESTONES_BROWSER")
+        or shutil.which("chromium")
+        or shutil.which("chromium-browser")
+    )
 
 
 pytestmark = pytest.mark.skipif(
     browser_path() is None,
-    reason="no browser: install Debian's chromium (apt-get install chromium; .ci/run does) or set MILESTONES_BROWSER")
+    reason="no browser: install Debian's chromium (apt-get install chromium; .ci/run does) or set MILESTONES_BROWSER",
+)
 
 
 @pytest.fixture
@@ -58,23 +63,34 @@ async def browser():
 
 async def open_page(browser, url: str, problems: list[str]):
     page = await browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on(
+        "console",
+        lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None,
+    )
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     response = await page.goto(url)
     assert response is not None and response.status == 200, url
     return page
 
 
-async def test_every_page_loads_the_demo_project_without_console_errors(site, browser, tmp_path: Path):
+async def test_every_page_loads_the_demo_project_without_console_errors(
+    site, browser, tmp_path: Path
+):
     shots = tmp_path / "screenshots"
     shots.mkdir()
     pages = {
         "projects": ("/ui", "Atlas 2.0 release"),
         "gantt": (f"/ui/projects/{PROJECT}", "Design frozen"),
-        "gantt-as-of": (f"/ui/projects/{PROJECT}?as_of={TODAY.replace(day=1).isoformat()}", "Design frozen"),
+        "gantt-as-of": (
+            f"/ui/projects/{PROJECT}?as_of={TODAY.replace(day=1).isoformat()}",
+            "Design frozen",
+        ),
         "trend": (f"/ui/projects/{PROJECT}/trend", "milestone trend analysis"),
         "report": (f"/ui/projects/{PROJECT}/report", "On-time rate"),
-        "milestone": (f"/ui/projects/{PROJECT}/milestones/design", "UX review found accessibility gaps"),
+        "milestone": (
+            f"/ui/projects/{PROJECT}/milestones/design",
+            "UX review found accessibility gaps",
+        ),
         "audit": (f"/ui/audit?project_id={PROJECT}", "Audit trail"),
     }
     problems: list[str] = []
@@ -108,13 +124,21 @@ async def test_charts_are_drawn_keyboard_works_and_svgs_download(site, browser):
 async def test_an_open_page_follows_new_events_without_a_reload(site, browser, nc):
     problems: list[str] = []
     page = await open_page(browser, f"{site}/ui/projects/{PROJECT}", problems)
-    await page.wait_for_function("document.getElementById('live-status').textContent === 'live'", timeout=10_000)
+    await page.wait_for_function(
+        "document.getElementById('live-status').textContent === 'live'", timeout=10_000
+    )
     assert "25%" in await page.inner_text("#m-build")
     await page.evaluate("window.__marker = 'same page'")  # gone if the page reloaded
-    reply = await request(nc, cloudevent("TaskCompleted", {"project_id": PROJECT, "milestone_id": "build",
-                                                          "task_id": "billing"}))
+    reply = await request(
+        nc,
+        cloudevent(
+            "TaskCompleted", {"project_id": PROJECT, "milestone_id": "build", "task_id": "billing"}
+        ),
+    )
     assert reply.accepted
-    await page.wait_for_function("document.querySelector('#m-build').innerText.includes('50%')", timeout=15_000)
+    await page.wait_for_function(
+        "document.querySelector('#m-build').innerText.includes('50%')", timeout=15_000
+    )
     assert await page.evaluate("window.__marker") == "same page"
     assert (await page.inner_text("#live-status")).startswith("updated")
     assert problems == []

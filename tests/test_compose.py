@@ -22,7 +22,16 @@ COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
 
 def test_compose_parses_and_names_the_whole_deployment():
     services = COMPOSE["services"]
-    assert {"nats1", "nats2", "nats3", "postgres", "intake", "projections", "query", "notifier"} <= set(services)
+    assert {
+        "nats1",
+        "nats2",
+        "nats3",
+        "postgres",
+        "intake",
+        "projections",
+        "query",
+        "notifier",
+    } <= set(services)
     for name in ("nats1", "nats2", "nats3"):
         assert "--routes" in services[name]["command"]
 
@@ -30,21 +39,29 @@ def test_compose_parses_and_names_the_whole_deployment():
 def test_every_environment_variable_is_a_setting():
     fields = set(Settings.__annotations__)
     for name, service in COMPOSE["services"].items():
-        for key in (service.get("environment") or {}):
+        for key in service.get("environment") or {}:
             if key.startswith("MILESTONES_"):
-                assert key.removeprefix("MILESTONES_").lower() in fields, f"{name}: {key} is not a setting"
+                assert key.removeprefix("MILESTONES_").lower() in fields, (
+                    f"{name}: {key} is not a setting"
+                )
 
 
 def test_nats_config_is_durable_and_starts_a_real_server(tmp_path: Path):
     conf = COMPOSE["configs"]["nats-conf"]["content"]
     assert re.search(r"^\s*sync_interval:\s*always\s*$", conf, re.M)
-    local = (conf.replace("/data", str(tmp_path / "js"))
-             .replace("0.0.0.0:4222", f"127.0.0.1:{free_port()}")
-             .replace("0.0.0.0:8222", f"127.0.0.1:{free_port()}")
-             .replace("0.0.0.0:6222", f"127.0.0.1:{free_port()}"))
+    local = (
+        conf.replace("/data", str(tmp_path / "js"))
+        .replace("0.0.0.0:4222", f"127.0.0.1:{free_port()}")
+        .replace("0.0.0.0:8222", f"127.0.0.1:{free_port()}")
+        .replace("0.0.0.0:6222", f"127.0.0.1:{free_port()}")
+    )
     (tmp_path / "nats.conf").write_text(local)
-    check = subprocess.run([nats_server_binary(), "-c", str(tmp_path / "nats.conf"), "-t"],
-                           capture_output=True, text=True, timeout=30)
+    check = subprocess.run(
+        [nats_server_binary(), "-c", str(tmp_path / "nats.conf"), "-t"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert check.returncode == 0, check.stderr
 
 
@@ -54,17 +71,31 @@ async def test_each_service_command_starts(settings, nats_server, db_url):
             continue
         command = service["command"]
         env = {**os.environ, **{k: str(v) for k, v in (service.get("environment") or {}).items()}}
-        env.update(MILESTONES_NATS_URL=nats_server.url, MILESTONES_STREAM_REPLICAS="1", MILESTONES_DATABASE_URL=db_url,
-                   MILESTONES_HTTP_HOST="127.0.0.1", MILESTONES_HTTP_PORT=str(free_port()),
-                   MILESTONES_LOG_FORMAT="json")
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.cli", *command,
-                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env)
+        env.update(
+            MILESTONES_NATS_URL=nats_server.url,
+            MILESTONES_STREAM_REPLICAS="1",
+            MILESTONES_DATABASE_URL=db_url,
+            MILESTONES_HTTP_HOST="127.0.0.1",
+            MILESTONES_HTTP_PORT=str(free_port()),
+            MILESTONES_LOG_FORMAT="json",
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services.cli",
+            *command,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+        )
         lines: list[bytes] = []
         try:
+
             async def listening() -> bool:
                 lines.append(await asyncio.wait_for(proc.stdout.readline(), 30))
                 assert lines[-1] or proc.returncode is None, b"".join(lines).decode()
                 return b"listening" in lines[-1] or b"services running" in lines[-1]
+
             await wait_for(listening, timeout=60, what=f"compose service {name} to start")
         finally:
             proc.terminate()

@@ -28,13 +28,30 @@ NS = {"s": "http://www.w3.org/2000/svg"}
 
 def stored(day: str, event) -> StoredEvent:
     t = dt.datetime.combine(D(day), dt.time(12), dt.UTC)
-    return StoredEvent(id=f"e-{day}-{type(event).__name__}", source="test", type=type(event).__name__, subject="s",
-                       time=t, recordedtime=t, correlationid="c", causationid="c", data=event, actor="pm")
+    return StoredEvent(
+        id=f"e-{day}-{type(event).__name__}",
+        source="test",
+        type=type(event).__name__,
+        subject="s",
+        time=t,
+        recordedtime=t,
+        correlationid="c",
+        causationid="c",
+        data=event,
+        actor="pm",
+    )
 
 
 def planned(mid: str, order: int, due: str, phase: str) -> MilestonePlanned:
-    return MilestonePlanned(project_id="p", milestone_id=mid, name=f"Milestone {mid}", kind="event", due=D(due),
-                            order=order, phase=phase)
+    return MilestonePlanned(
+        project_id="p",
+        milestone_id=mid,
+        name=f"Milestone {mid}",
+        kind="event",
+        due=D(due),
+        order=order,
+        phase=phase,
+    )
 
 
 SCRIPT = [
@@ -42,15 +59,38 @@ SCRIPT = [
     ("2026-01-05", planned("a", 1, "2026-02-01", "Design")),
     ("2026-01-05", planned("b", 2, "2026-03-01", "Design")),
     ("2026-01-05", planned("c", 3, "2026-04-01", "Build")),
-    ("2026-01-05", TaskAdded(project_id="p", milestone_id="c", task_id="t", title="T", start=D("2026-02-15"),
-                             due=D("2026-04-10"))),
+    (
+        "2026-01-05",
+        TaskAdded(
+            project_id="p",
+            milestone_id="c",
+            task_id="t",
+            title="T",
+            start=D("2026-02-15"),
+            due=D("2026-04-10"),
+        ),
+    ),
     ("2026-01-05", DependencyAdded(project_id="p", milestone_id="b", depends_on="a", lag_days=0)),
     ("2026-01-05", DependencyAdded(project_id="p", milestone_id="c", depends_on="b", lag_days=5)),
-    ("2026-01-06", BaselineSet(project_id="p", name="v1", planned={"a": D("2026-02-01"), "b": D("2026-03-01"),
-                                                                   "c": D("2026-04-01")})),
+    (
+        "2026-01-06",
+        BaselineSet(
+            project_id="p",
+            name="v1",
+            planned={"a": D("2026-02-01"), "b": D("2026-03-01"), "c": D("2026-04-01")},
+        ),
+    ),
     ("2026-01-30", MilestoneAchieved(project_id="p", milestone_id="a")),
-    ("2026-02-10", MilestoneRescheduled(project_id="p", milestone_id="b", new_due=D("2026-03-20"), reason="x",
-                                        old_due=D("2026-03-01"))),
+    (
+        "2026-02-10",
+        MilestoneRescheduled(
+            project_id="p",
+            milestone_id="b",
+            new_due=D("2026-03-20"),
+            reason="x",
+            old_due=D("2026-03-01"),
+        ),
+    ),
     ("2026-02-16", StatusReported(project_id="p", health="at_risk", note="b late")),
 ]
 EVENTS = [(n + 1, stored(day, e)) for n, (day, e) in enumerate(SCRIPT)]
@@ -78,15 +118,25 @@ def test_gantt_has_a_bar_and_a_diamond_per_milestone_at_its_dates():
     assert [b.get("data-milestone") for b in bars] == ["a", "b", "c"]
     due = {d.get("data-milestone"): d for d in diamonds if d.get("class", "").startswith("diamond")}
     assert {m: (d.get("data-date"), float(d.get("data-x"))) for m, d in due.items()} == {
-        "a": ("2026-02-01", x(D("2026-02-01"))), "b": ("2026-03-20", x(D("2026-03-20"))),
-        "c": ("2026-04-01", x(D("2026-04-01")))}
-    ghosts = {g.get("data-milestone"): g.get("data-date") for g in diamonds if g.get("class") == "baseline"}
+        "a": ("2026-02-01", x(D("2026-02-01"))),
+        "b": ("2026-03-20", x(D("2026-03-20"))),
+        "c": ("2026-04-01", x(D("2026-04-01"))),
+    }
+    ghosts = {
+        g.get("data-milestone"): g.get("data-date")
+        for g in diamonds
+        if g.get("class") == "baseline"
+    }
     assert ghosts == {"a": "2026-02-01", "b": "2026-03-01", "c": "2026-04-01"}
-    c_bar = next(b for b in bars if b.get("data-milestone") == "c")  # the tasks' span: task start to task due
+    c_bar = next(
+        b for b in bars if b.get("data-milestone") == "c"
+    )  # the tasks' span: task start to task due
     assert (c_bar.get("data-start"), c_bar.get("data-end")) == ("2026-02-15", "2026-04-10")
     assert float(c_bar.get("x")) == x(D("2026-02-15"))
     achieved = root.findall(".//s:circle[@class='achieved'][@data-milestone]", NS)
-    assert [(c.get("data-milestone"), c.get("data-date")) for c in achieved] == [("a", "2026-01-30")]
+    assert [(c.get("data-milestone"), c.get("data-date")) for c in achieved] == [
+        ("a", "2026-01-30")
+    ]
     today = root.find(".//s:g[@class='today-mark']", NS)
     assert today.get("data-date") == "2026-03-10" and float(today.get("data-x")) == x(TODAY)
 
@@ -94,27 +144,44 @@ def test_gantt_has_a_bar_and_a_diamond_per_milestone_at_its_dates():
 def test_gantt_draws_arrows_between_the_right_milestones_and_health_in_words():
     root = parse(svg.gantt_svg(view()))
     arrows = root.findall(".//s:path[@class='arrow'][@data-from]", NS)
-    assert sorted((a.get("data-from"), a.get("data-to")) for a in arrows) == [("a", "b"), ("b", "c")]
-    rows = {g.get("data-milestone"): g.get("data-health") for g in root.findall(".//s:g[@class='milestone-row']", NS)}
+    assert sorted((a.get("data-from"), a.get("data-to")) for a in arrows) == [
+        ("a", "b"),
+        ("b", "c"),
+    ]
+    rows = {
+        g.get("data-milestone"): g.get("data-health")
+        for g in root.findall(".//s:g[@class='milestone-row']", NS)
+    }
     # c: b finishes Mar 20 + 5 days lag = Mar 25 <= Apr 1, but its open task is due Apr 10: late
     assert rows == {"a": "achieved", "b": "on_track", "c": "late"}
     words = [t.text for t in root.findall(".//s:text[@class='health-word']", NS)]
     assert words == ["achieved", "on track", "late"]
     phases = [g.get("data-phase") for g in root.findall(".//s:g[@class='phase-row']", NS)]
     assert phases == ["Design", "Build"]
-    assert root.find(".//s:line[@class='forecast'][@data-milestone='c']", NS).get("data-date") == "2026-04-10"
+    assert (
+        root.find(".//s:line[@class='forecast'][@data-milestone='c']", NS).get("data-date")
+        == "2026-04-10"
+    )
 
 
 def test_as_of_draws_the_project_as_it_stood_then():
     then = parse(svg.gantt_svg(view(as_of=D("2026-01-20"))))
-    due = {d.get("data-milestone"): d.get("data-date") for d in then.findall(".//s:path[@data-milestone]", NS)
-           if d.get("class", "").startswith("diamond")}
+    due = {
+        d.get("data-milestone"): d.get("data-date")
+        for d in then.findall(".//s:path[@data-milestone]", NS)
+        if d.get("class", "").startswith("diamond")
+    }
     assert due["b"] == "2026-03-01"  # not yet rescheduled on Jan 20
-    assert then.findall(".//s:circle[@class='achieved'][@data-milestone]", NS) == []  # a not yet achieved
+    assert (
+        then.findall(".//s:circle[@class='achieved'][@data-milestone]", NS) == []
+    )  # a not yet achieved
     assert then.find(".//s:g[@class='today-mark']", NS).get("data-date") == "2026-01-20"
     # the same as folding a log truncated at that day
     truncated = [(p, e) for p, e in EVENTS if e.time.date() <= D("2026-01-20")]
-    assert model.project_view("p", truncated, today=D("2026-01-20")).rows == view(as_of=D("2026-01-20")).rows
+    assert (
+        model.project_view("p", truncated, today=D("2026-01-20")).rows
+        == view(as_of=D("2026-01-20")).rows
+    )
 
 
 def test_trend_chart_has_a_line_per_milestone_and_the_diagonal():
@@ -127,8 +194,13 @@ def test_trend_chart_has_a_line_per_milestone_and_the_diagonal():
     assert abs((x2 - x1) + (y2 - y1)) < 1  # 45 degrees: the same date scale on both axes
     # a was achieved on Jan 30: its line ends on the diagonal at (Jan 30, Jan 30)
     a_points = root.findall(".//s:g[@data-milestone='a']/s:circle", NS)
-    assert (a_points[-1].get("data-date"), a_points[-1].get("data-forecast")) == ("2026-01-30", "2026-01-30")
-    b_forecasts = [p.get("data-forecast") for p in root.findall(".//s:g[@data-milestone='b']/s:circle", NS)]
+    assert (a_points[-1].get("data-date"), a_points[-1].get("data-forecast")) == (
+        "2026-01-30",
+        "2026-01-30",
+    )
+    b_forecasts = [
+        p.get("data-forecast") for p in root.findall(".//s:g[@data-milestone='b']/s:circle", NS)
+    ]
     assert b_forecasts[0] == "2026-03-01" and b_forecasts[-1] == "2026-03-20"  # rising: it slipped
 
 
@@ -145,13 +217,27 @@ def test_pages_are_semantic_and_say_health_in_words():
     assert "data-live" not in then and "<script>" not in then  # time travel is a still picture
 
 
-
 def test_five_hundred_milestones_stay_readable():
     script = [("2026-01-05", ProjectCreated(project_id="p", name="Big"))]
-    script += [("2026-01-05", planned(f"m{n:03d}", n, (D("2026-02-01") + dt.timedelta(days=n % 300)).isoformat(),
-                                      f"Phase {n // 50}")) for n in range(500)]
-    script += [("2026-01-06", DependencyAdded(project_id="p", milestone_id=f"m{n:03d}", depends_on=f"m{n - 1:03d}"))
-               for n in range(1, 500, 7)]
+    script += [
+        (
+            "2026-01-05",
+            planned(
+                f"m{n:03d}",
+                n,
+                (D("2026-02-01") + dt.timedelta(days=n % 300)).isoformat(),
+                f"Phase {n // 50}",
+            ),
+        )
+        for n in range(500)
+    ]
+    script += [
+        (
+            "2026-01-06",
+            DependencyAdded(project_id="p", milestone_id=f"m{n:03d}", depends_on=f"m{n - 1:03d}"),
+        )
+        for n in range(1, 500, 7)
+    ]
     events = [(n + 1, stored(day, e)) for n, (day, e) in enumerate(script)]
     v = model.project_view("p", events, today=TODAY)
     root = parse(svg.gantt_svg(v))

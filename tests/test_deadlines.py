@@ -26,30 +26,62 @@ def ce(type_: str, **data) -> dict:
 
 
 async def milestone_events(nc, milestone: str) -> list:
-    return [decode_stored(m.data) for m in await EventLog(nc).read_subject(f"milestones.events.{P}.{milestone}")]
+    return [
+        decode_stored(m.data)
+        for m in await EventLog(nc).read_subject(f"milestones.events.{P}.{milestone}")
+    ]
 
 
 async def test_deadlines_fire_from_the_server_and_are_judged(system, api, nc, db_url):
     soon = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    fire = {D1: soon + dt.timedelta(seconds=2), D2: soon + dt.timedelta(seconds=4)}  # deadlines brought near
+    fire = {
+        D1: soon + dt.timedelta(seconds=2),
+        D2: soon + dt.timedelta(seconds=4),
+    }  # deadlines brought near
     stop = asyncio.Event()
     scheduler = asyncio.create_task(Scheduler(nc, deadline_at=fire.__getitem__).run(stop))
     try:
         for c in [
             ce("ProjectCreated", name="Launch"),
-            ce("MilestonePlanned", milestone_id="quarter", name="Q4 close", kind="time", due=D1.isoformat()),
+            ce(
+                "MilestonePlanned",
+                milestone_id="quarter",
+                name="Q4 close",
+                kind="time",
+                due=D1.isoformat(),
+            ),
             ce("TaskAdded", milestone_id="quarter", task_id="books", title="Close the books"),
             ce("TaskCompleted", milestone_id="quarter", task_id="books"),
-            ce("MilestonePlanned", milestone_id="contract", name="Contract signed", kind="event", due=D1.isoformat()),
+            ce(
+                "MilestonePlanned",
+                milestone_id="contract",
+                name="Contract signed",
+                kind="event",
+                due=D1.isoformat(),
+            ),
             ce("TaskAdded", milestone_id="contract", task_id="legal", title="Legal review"),
-            ce("MilestonePlanned", milestone_id="moved", name="Moved", kind="time", due=D1.isoformat()),
-            ce("MilestoneRescheduled", milestone_id="moved", new_due=D2.isoformat(), reason="scope grew"),
+            ce(
+                "MilestonePlanned",
+                milestone_id="moved",
+                name="Moved",
+                kind="time",
+                due=D1.isoformat(),
+            ),
+            ce(
+                "MilestoneRescheduled",
+                milestone_id="moved",
+                new_due=D2.isoformat(),
+                reason="scope grew",
+            ),
         ]:
             assert (await request(nc, c)).accepted
 
         async def judged() -> bool:
             for m in ("quarter", "contract", "moved"):
-                if not any(e.type in ("MilestoneAchieved", "MilestoneMissed") for e in await milestone_events(nc, m)):
+                if not any(
+                    e.type in ("MilestoneAchieved", "MilestoneMissed")
+                    for e in await milestone_events(nc, m)
+                ):
                     return False
             return True
 
@@ -58,27 +90,47 @@ async def test_deadlines_fire_from_the_server_and_are_judged(system, api, nc, db
         stop.set()
         await scheduler
 
-    quarter = [(e.type, getattr(e.data, "due", None)) for e in await milestone_events(nc, "quarter")][-2:]
-    assert quarter == [("DeadlineReached", D1), ("MilestoneAchieved", None)]  # its task was done in time
+    quarter = [
+        (e.type, getattr(e.data, "due", None)) for e in await milestone_events(nc, "quarter")
+    ][-2:]
+    assert quarter == [
+        ("DeadlineReached", D1),
+        ("MilestoneAchieved", None),
+    ]  # its task was done in time
     contract = await milestone_events(nc, "contract")
     assert [e.type for e in contract][-2:] == ["DeadlineReached", "MilestoneMissed"]
-    assert contract[-1].data.open_tasks == ["legal"] and contract[-2].source == "milestones-scheduler"
+    assert (
+        contract[-1].data.open_tasks == ["legal"] and contract[-2].source == "milestones-scheduler"
+    )
     moved = [e for e in await milestone_events(nc, "moved") if e.type == "DeadlineReached"]
     assert [e.data.due for e in moved] == [D2]  # the reschedule replaced the first deadline
-    replaced = await EventLog(nc).last_of([receipt_subject(_ce(deadline_event(P, "moved", D1, fire[D1])))])
+    replaced = await EventLog(nc).last_of(
+        [receipt_subject(_ce(deadline_event(P, "moved", D1, fire[D1])))]
+    )
     assert not replaced, "the replaced schedule must never have fired"
 
     # a deadline firing twice (or sent again by a clock service) appends nothing
     before = await EventLog(nc).last_sequence()
-    again = await nc.request("milestones.commands.DeadlineReached", deadline_event(P, "contract", D1, fire[D1]))
+    again = await nc.request(
+        "milestones.commands.DeadlineReached", deadline_event(P, "contract", D1, fire[D1])
+    )
     assert b'"accepted":true' in again.data and await EventLog(nc).last_sequence() == before
 
     # the status read model: missed, with the reason; achieved for the time milestone
-    await caught_up(db_url, max(m.seq for m in await EventLog(nc).read_subject("milestones.events.>")))
-    rows = {r["milestone_id"]: r for r in (await api.get(f"/projects/{P}/milestones")).json()["data"]}
-    assert rows["contract"]["health"] == "missed" and "1 of 1 tasks open" in rows["contract"]["health_reasons"][0]
+    await caught_up(
+        db_url, max(m.seq for m in await EventLog(nc).read_subject("milestones.events.>"))
+    )
+    rows = {
+        r["milestone_id"]: r for r in (await api.get(f"/projects/{P}/milestones")).json()["data"]
+    }
+    assert (
+        rows["contract"]["health"] == "missed"
+        and "1 of 1 tasks open" in rows["contract"]["health_reasons"][0]
+    )
     assert rows["quarter"]["health"] == "achieved"
-    history = (await api.get("/milestones/contract/history", params={"project_id": P})).json()["data"]
+    history = (await api.get("/milestones/contract/history", params={"project_id": P})).json()[
+        "data"
+    ]
     assert history[-1]["type"] == "MilestoneMissed" and "legal" in history[-1]["reason"]
 
 
@@ -88,12 +140,20 @@ def _ce(body: bytes):
     return CLOUDEVENT_DECODER.decode(body)
 
 
-async def test_an_inbox_stream_from_an_earlier_version_is_upgraded_for_schedules(settings, nats_server):
+async def test_an_inbox_stream_from_an_earlier_version_is_upgraded_for_schedules(
+    settings, nats_server
+):
     nc = await nats.connect(nats_server.url)
     try:
         js = nc.jetstream()
-        await js.add_stream(StreamConfig(name=INBOX_STREAM, subjects=["milestones.inbox.>"],
-                                         retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE))
+        await js.add_stream(
+            StreamConfig(
+                name=INBOX_STREAM,
+                subjects=["milestones.inbox.>"],
+                retention=RetentionPolicy.WORK_QUEUE,
+                storage=StorageType.FILE,
+            )
+        )
         await prepare_streams(nc, settings)
         config = (await js.stream_info(INBOX_STREAM)).config
         assert sorted(config.subjects) == sorted(INBOX_SUBJECTS) and config.allow_msg_schedules

@@ -47,7 +47,11 @@ class Spec:
     def _decide(self) -> list[Event]:
         p = domain.plan(self.msg)
         subjects = {p.target, *p.reads}
-        subjects |= {stream_subject(e) for e in self.history if p.all_milestones_of or p.milestones_if_dependent}
+        subjects |= {
+            stream_subject(e)
+            for e in self.history
+            if p.all_milestones_of or p.milestones_if_dependent
+        }
         states = {s: domain.initial_state(s) for s in subjects}
         for event in self.history:
             s = stream_subject(event)
@@ -72,7 +76,9 @@ def given(*history: Event) -> Spec:
 created = ProjectCreated(project_id=P, name="Apollo")
 
 
-def planned(m: str = "m1", kind: str = "event", due: dt.date = dt.date(2026, 12, 1)) -> MilestonePlanned:
+def planned(
+    m: str = "m1", kind: str = "event", due: dt.date = dt.date(2026, 12, 1)
+) -> MilestonePlanned:
     return MilestonePlanned(project_id=P, milestone_id=m, name=m.upper(), kind=kind, due=due)  # type: ignore[arg-type]
 
 
@@ -121,7 +127,9 @@ def test_adding_the_same_task_again_changes_nothing_but_another_title_conflicts(
 
 # -- tracking ---------------------------------------------------------------------------------------
 def test_completing_an_unknown_task():
-    given(created, planned(), task("t1")).when(done("t9")).rejects("not_found", "task t9 is not part of milestone m1")
+    given(created, planned(), task("t1")).when(done("t9")).rejects(
+        "not_found", "task t9 is not part of milestone m1"
+    )
 
 
 def test_completing_a_completed_task_changes_nothing():
@@ -145,10 +153,12 @@ def test_last_task_of_a_time_milestone_does_not_achieve_it_early():
 def test_technical_milestone_needs_passing_checks():
     history = [created, planned(kind="technical"), task("t1", check="pytest"), task("t2")]
     given(*history).when(done("t1")).rejects("invalid", "report result 'passed' or 'failed'")
-    given(*history, done_at("t2")).when(done("t1", result="failed")).then([done_at("t1", result="failed")])
-    given(*history, done_at("t2"), done_at("t1", result="failed")).when(done("t1", result="passed")).then(
-        [done_at("t1", result="passed"), achieved(evidence="all checks passed")]
+    given(*history, done_at("t2")).when(done("t1", result="failed")).then(
+        [done_at("t1", result="failed")]
     )
+    given(*history, done_at("t2"), done_at("t1", result="failed")).when(
+        done("t1", result="passed")
+    ).then([done_at("t1", result="passed"), achieved(evidence="all checks passed")])
 
 
 def test_technical_milestone_refuses_a_reported_achievement_with_unmet_criteria():
@@ -166,29 +176,46 @@ def test_reopening():
 
 # -- rescheduling -------------------------------------------------------------------------------------
 def test_rescheduling_records_the_old_date():
-    move = MilestoneRescheduled(project_id=P, milestone_id="m1", new_due=dt.date(2027, 1, 15), reason="vendor late")
+    move = MilestoneRescheduled(
+        project_id=P, milestone_id="m1", new_due=dt.date(2027, 1, 15), reason="vendor late"
+    )
     given(created, planned()).when(move).then(
-        [MilestoneRescheduled(project_id=P, milestone_id="m1", new_due=dt.date(2027, 1, 15),
-                              reason="vendor late", old_due=dt.date(2026, 12, 1))]
+        [
+            MilestoneRescheduled(
+                project_id=P,
+                milestone_id="m1",
+                new_due=dt.date(2027, 1, 15),
+                reason="vendor late",
+                old_due=dt.date(2026, 12, 1),
+            )
+        ]
     )
 
 
 def test_rescheduling_needs_a_new_date_and_a_real_reason():
-    same = MilestoneRescheduled(project_id=P, milestone_id="m1", new_due=dt.date(2026, 12, 1), reason="x")
+    same = MilestoneRescheduled(
+        project_id=P, milestone_id="m1", new_due=dt.date(2026, 12, 1), reason="x"
+    )
     given(created, planned()).when(same).then([])
-    blank = MilestoneRescheduled(project_id=P, milestone_id="m1", new_due=dt.date(2027, 1, 1), reason="   ")
+    blank = MilestoneRescheduled(
+        project_id=P, milestone_id="m1", new_due=dt.date(2027, 1, 1), reason="   "
+    )
     given(created, planned()).when(blank).rejects("invalid", "reason must say why")
 
 
 def test_rescheduling_an_unplanned_milestone():
-    move = MilestoneRescheduled(project_id=P, milestone_id="m9", new_due=dt.date(2027, 1, 1), reason="x")
+    move = MilestoneRescheduled(
+        project_id=P, milestone_id="m9", new_due=dt.date(2027, 1, 1), reason="x"
+    )
     given(created).when(move).rejects("not_found", "milestone m9 of project apollo is not planned")
 
 
 # -- closed milestones -----------------------------------------------------------------------------------
 def test_an_achieved_milestone_refuses_changes_but_records_late_completions():
     history = [created, planned(), task("t1"), task("t2"), achieved()]
-    move = MilestoneRescheduled(project_id=P, milestone_id="m1", new_due=dt.date(2027, 1, 1), reason="x")
+    move = MilestoneRescheduled(
+        project_id=P, milestone_id="m1", new_due=dt.date(2027, 1, 1), reason="x"
+    )
     given(*history).when(move).rejects("rejected", "is achieved: it cannot be rescheduled")
     given(*history).when(task("t3")).rejects("rejected", "cannot take new tasks")
     given(*history).when(done("t1")).then([done_at("t1")])  # bookkeeping, no second achievement
@@ -228,15 +255,26 @@ def test_removing_a_missing_dependency():
 
 
 def test_a_baseline_snapshots_current_due_dates():
-    move = MilestoneRescheduled(project_id=P, milestone_id="b", new_due=dt.date(2027, 2, 1), reason="x",
-                                old_due=dt.date(2026, 12, 1))
+    move = MilestoneRescheduled(
+        project_id=P,
+        milestone_id="b",
+        new_due=dt.date(2027, 2, 1),
+        reason="x",
+        old_due=dt.date(2026, 12, 1),
+    )
     history = [created, planned("a"), planned("b"), move]
     given(*history).when(BaselineSet(project_id=P, name="v1")).then(
-        [BaselineSet(project_id=P, name="v1", planned={"a": dt.date(2026, 12, 1), "b": dt.date(2027, 2, 1)})]
+        [
+            BaselineSet(
+                project_id=P,
+                name="v1",
+                planned={"a": dt.date(2026, 12, 1), "b": dt.date(2027, 2, 1)},
+            )
+        ]
     )
-    given(*history, BaselineSet(project_id=P, name="v1")).when(BaselineSet(project_id=P, name="v1")).rejects(
-        "conflict", "choose a new name"
-    )
+    given(*history, BaselineSet(project_id=P, name="v1")).when(
+        BaselineSet(project_id=P, name="v1")
+    ).rejects("conflict", "choose a new name")
 
 
 def test_status_reports_need_the_project():
@@ -263,33 +301,48 @@ def reached(m: str = "m1", due: dt.date = DUE) -> DeadlineReached:
 
 
 def test_a_time_milestone_with_its_tasks_done_is_achieved_when_its_date_arrives():
-    given(created, planned(kind="time"), task("a"), done("a")).when(deadline()).then([
-        reached(), MilestoneAchieved(project_id=P, milestone_id="m1", achieved_at=T0, evidence="every task done by 2026-12-01")])
+    given(created, planned(kind="time"), task("a"), done("a")).when(deadline()).then(
+        [
+            reached(),
+            MilestoneAchieved(
+                project_id=P,
+                milestone_id="m1",
+                achieved_at=T0,
+                evidence="every task done by 2026-12-01",
+            ),
+        ]
+    )
 
 
 def test_a_time_milestone_with_open_tasks_is_missed_when_its_date_arrives():
-    given(created, planned(kind="time"), task("a"), task("b"), done("a")).when(deadline()).then([
-        reached(), MilestoneMissed(project_id=P, milestone_id="m1", due=DUE, open_tasks=["b"])])
+    given(created, planned(kind="time"), task("a"), task("b"), done("a")).when(deadline()).then(
+        [reached(), MilestoneMissed(project_id=P, milestone_id="m1", due=DUE, open_tasks=["b"])]
+    )
 
 
 def test_a_time_milestone_whose_check_failed_is_missed():
-    given(created, planned(kind="time"), task("a", check="suite"), done("a", result="failed")).when(deadline()).then([
-        reached(), MilestoneMissed(project_id=P, milestone_id="m1", due=DUE, open_tasks=["a"])])
+    given(created, planned(kind="time"), task("a", check="suite"), done("a", result="failed")).when(
+        deadline()
+    ).then([reached(), MilestoneMissed(project_id=P, milestone_id="m1", due=DUE, open_tasks=["a"])])
 
 
 def test_completing_the_tasks_of_a_time_milestone_does_not_achieve_it_early():
-    given(created, planned(kind="time"), task("a")).when(done("a")).then([
-        TaskCompleted(project_id=P, milestone_id="m1", task_id="a", completed_at=T0)])
+    given(created, planned(kind="time"), task("a")).when(done("a")).then(
+        [TaskCompleted(project_id=P, milestone_id="m1", task_id="a", completed_at=T0)]
+    )
 
 
 def test_an_event_or_technical_milestone_not_achieved_by_its_date_is_missed():
     for kind in ("event", "technical"):
-        given(created, planned(kind=kind), task("a")).when(deadline()).then([
-            reached(), MilestoneMissed(project_id=P, milestone_id="m1", due=DUE, open_tasks=["a"])])
+        given(created, planned(kind=kind), task("a")).when(deadline()).then(
+            [reached(), MilestoneMissed(project_id=P, milestone_id="m1", due=DUE, open_tasks=["a"])]
+        )
 
 
 def test_a_deadline_a_reschedule_replaced_or_a_repeat_or_a_closed_milestone_changes_nothing():
-    moved = MilestoneRescheduled(project_id=P, milestone_id="m1", new_due=dt.date(2027, 1, 15), reason="r", old_due=DUE)
+    moved = MilestoneRescheduled(
+        project_id=P, milestone_id="m1", new_due=dt.date(2027, 1, 15), reason="r", old_due=DUE
+    )
     given(created, planned(kind="time"), task("a"), moved).when(deadline()).then([])
     missed = MilestoneMissed(project_id=P, milestone_id="m1", due=DUE, open_tasks=["a"])
     given(created, planned(kind="time"), task("a"), reached(), missed).when(deadline()).then([])
@@ -302,14 +355,24 @@ def test_a_deadline_a_reschedule_replaced_or_a_repeat_or_a_closed_milestone_chan
 def test_a_missed_milestone_can_still_be_achieved_late_or_rescheduled_and_missed_again():
     missed = MilestoneMissed(project_id=P, milestone_id="m1", due=DUE, open_tasks=["a"])
     history = [created, planned(kind="event"), task("a"), reached(), missed]
-    given(*history).when(done("a")).then([
-        TaskCompleted(project_id=P, milestone_id="m1", task_id="a", completed_at=T0),
-        MilestoneAchieved(project_id=P, milestone_id="m1", achieved_at=T0, evidence="all tasks completed")])
+    given(*history).when(done("a")).then(
+        [
+            TaskCompleted(project_id=P, milestone_id="m1", task_id="a", completed_at=T0),
+            MilestoneAchieved(
+                project_id=P, milestone_id="m1", achieved_at=T0, evidence="all tasks completed"
+            ),
+        ]
+    )
     later = dt.date(2027, 1, 15)
-    moved = MilestoneRescheduled(project_id=P, milestone_id="m1", new_due=later, reason="r", old_due=DUE)
-    given(*history, moved).when(deadline(due=later)).then([
-        DeadlineReached(project_id=P, milestone_id="m1", due=later, reached_at=T0),
-        MilestoneMissed(project_id=P, milestone_id="m1", due=later, open_tasks=["a"])])
+    moved = MilestoneRescheduled(
+        project_id=P, milestone_id="m1", new_due=later, reason="r", old_due=DUE
+    )
+    given(*history, moved).when(deadline(due=later)).then(
+        [
+            DeadlineReached(project_id=P, milestone_id="m1", due=later, reached_at=T0),
+            MilestoneMissed(project_id=P, milestone_id="m1", due=later, open_tasks=["a"]),
+        ]
+    )
 
 
 def test_a_deadline_for_an_unplanned_milestone_is_not_found():
@@ -321,87 +384,156 @@ def d(day: int, month: int = 12) -> dt.date:
     return dt.date(2026, month, day)
 
 
-def moved(m: str, new_due: dt.date, old_due: dt.date, reason: str = "vendor late") -> MilestoneRescheduled:
-    return MilestoneRescheduled(project_id=P, milestone_id=m, new_due=new_due, reason=reason, old_due=old_due)
+def moved(
+    m: str, new_due: dt.date, old_due: dt.date, reason: str = "vendor late"
+) -> MilestoneRescheduled:
+    return MilestoneRescheduled(
+        project_id=P, milestone_id=m, new_due=new_due, reason=reason, old_due=old_due
+    )
 
 
 def chain(policy: str = "notify") -> list[Event]:
     """design (Dec 1) -> build (Dec 10, lag 2) -> launch (Dec 20, lag 0); review (Dec 30) after design."""
-    return [ProjectCreated(project_id=P, name="Apollo", dependency_policy=policy),  # type: ignore[arg-type]
-            planned("design", due=d(1)), planned("build", due=d(10)), planned("launch", due=d(20)),
-            planned("review", due=d(30)),
-            dep("build", "design", 2), dep("launch", "build"), dep("review", "design")]
+    return [
+        ProjectCreated(project_id=P, name="Apollo", dependency_policy=policy),  # type: ignore[arg-type]
+        planned("design", due=d(1)),
+        planned("build", due=d(10)),
+        planned("launch", due=d(20)),
+        planned("review", due=d(30)),
+        dep("build", "design", 2),
+        dep("launch", "build"),
+        dep("review", "design"),
+    ]
 
 
 def violated(m: str, pred: str, finish: dt.date, lag: int, due: dt.date) -> DependencyViolated:
-    return DependencyViolated(project_id=P, milestone_id=m, depends_on=pred, predecessor_finish=finish,
-                              lag_days=lag, due=due, earliest=finish + dt.timedelta(days=lag))
+    return DependencyViolated(
+        project_id=P,
+        milestone_id=m,
+        depends_on=pred,
+        predecessor_finish=finish,
+        lag_days=lag,
+        due=due,
+        earliest=finish + dt.timedelta(days=lag),
+    )
 
 
 def traced(history: list[Event], msg: Event) -> list[tuple[Event, int | None]]:
     spec = given(*history).when(msg)
     p = domain.plan(spec.msg)
-    states = {s: domain.initial_state(s) for s in {p.target, *p.reads, *(stream_subject(e) for e in history)}}
+    states = {
+        s: domain.initial_state(s)
+        for s in {p.target, *p.reads, *(stream_subject(e) for e in history)}
+    }
     for event in history:
         states[stream_subject(event)] = domain.evolve(states[stream_subject(event)], event)
     return domain.decide_traced(spec.msg, states)
 
 
 def test_a_predecessor_moved_past_what_its_successor_allows_violates_the_dependency():
-    when = MilestoneRescheduled(project_id=P, milestone_id="design", new_due=d(9), reason="vendor late")
-    given(*chain()).when(when).then([moved("design", d(9), d(1)), violated("build", "design", d(9), 2, d(10))])
+    when = MilestoneRescheduled(
+        project_id=P, milestone_id="design", new_due=d(9), reason="vendor late"
+    )
+    given(*chain()).when(when).then(
+        [moved("design", d(9), d(1)), violated("build", "design", d(9), 2, d(10))]
+    )
 
 
 def test_a_move_within_the_slack_violates_nothing():
-    when = MilestoneRescheduled(project_id=P, milestone_id="design", new_due=d(8), reason="vendor late")
-    given(*chain()).when(when).then([moved("design", d(8), d(1))])  # 8 + 2 = 10: build is still fine
+    when = MilestoneRescheduled(
+        project_id=P, milestone_id="design", new_due=d(8), reason="vendor late"
+    )
+    given(*chain()).when(when).then(
+        [moved("design", d(8), d(1))]
+    )  # 8 + 2 = 10: build is still fine
 
 
 def test_the_same_violation_is_reported_once_and_a_new_one_again():
     history = [*chain(), moved("design", d(9), d(1)), violated("build", "design", d(9), 2, d(10))]
-    given(*history).when(MilestoneRescheduled(project_id=P, milestone_id="design", new_due=d(12), reason="again")).then(
-        [moved("design", d(12), d(9), "again"), violated("build", "design", d(12), 2, d(10))])
+    given(*history).when(
+        MilestoneRescheduled(project_id=P, milestone_id="design", new_due=d(12), reason="again")
+    ).then([moved("design", d(12), d(9), "again"), violated("build", "design", d(12), 2, d(10))])
 
 
 def test_a_successor_moved_before_its_predecessor_allows_is_violated_itself():
-    when = MilestoneRescheduled(project_id=P, milestone_id="build", new_due=d(2), reason="pulled in")
-    given(*chain()).when(when).then([moved("build", d(2), d(10), "pulled in"),
-                                     violated("build", "design", d(1), 2, d(2))])
+    when = MilestoneRescheduled(
+        project_id=P, milestone_id="build", new_due=d(2), reason="pulled in"
+    )
+    given(*chain()).when(when).then(
+        [moved("build", d(2), d(10), "pulled in"), violated("build", "design", d(1), 2, d(2))]
+    )
 
 
 def test_adding_a_dependency_that_is_already_violated_says_so():
     history = [created, planned("a", due=d(10)), planned("b", due=d(5))]
-    given(*history).when(dep("b", "a", 1)).then([dep("b", "a", 1), violated("b", "a", d(10), 1, d(5))])
+    given(*history).when(dep("b", "a", 1)).then(
+        [dep("b", "a", 1), violated("b", "a", d(10), 1, d(5))]
+    )
 
 
 def test_shift_policy_reschedules_the_whole_downstream_chain_each_caused_by_its_predecessor():
-    when = MilestoneRescheduled(project_id=P, milestone_id="design", new_due=d(15), reason="vendor late")
+    when = MilestoneRescheduled(
+        project_id=P, milestone_id="design", new_due=d(15), reason="vendor late"
+    )
     events = traced(chain("shift"), when)
     # build moves to Dec 17 (15 + 2); launch (Dec 20, lag 0) and review (Dec 30) still fit
     assert events == [
         (moved("design", d(15), d(1)), None),
-        (moved("build", d(17), d(10), "shifted by dependency: design finishes 2026-12-15 + 2 days lag"), 0)]
-    later = traced(chain("shift"), MilestoneRescheduled(project_id=P, milestone_id="design", new_due=d(20), reason="x"))
+        (
+            moved(
+                "build",
+                d(17),
+                d(10),
+                "shifted by dependency: design finishes 2026-12-15 + 2 days lag",
+            ),
+            0,
+        ),
+    ]
+    later = traced(
+        chain("shift"),
+        MilestoneRescheduled(project_id=P, milestone_id="design", new_due=d(20), reason="x"),
+    )
     assert [(e.milestone_id, e.new_due, cause) for e, cause in later] == [  # type: ignore[attr-defined]
-        ("design", d(20), None), ("build", d(22), 0), ("launch", d(22), 1)]
+        ("design", d(20), None),
+        ("build", d(22), 0),
+        ("launch", d(22), 1),
+    ]
 
 
 def test_shift_cascades_and_takes_the_latest_predecessor():
-    history = [ProjectCreated(project_id=P, name="Apollo", dependency_policy="shift"),
-               planned("a", due=d(1)), planned("b", due=d(5)), planned("c", due=d(6)), planned("x", due=d(8)),
-               dep("b", "a", 1), dep("c", "b", 1), dep("c", "x", 0)]
-    events = traced(history, MilestoneRescheduled(project_id=P, milestone_id="a", new_due=d(10), reason="slip"))
+    history = [
+        ProjectCreated(project_id=P, name="Apollo", dependency_policy="shift"),
+        planned("a", due=d(1)),
+        planned("b", due=d(5)),
+        planned("c", due=d(6)),
+        planned("x", due=d(8)),
+        dep("b", "a", 1),
+        dep("c", "b", 1),
+        dep("c", "x", 0),
+    ]
+    events = traced(
+        history, MilestoneRescheduled(project_id=P, milestone_id="a", new_due=d(10), reason="slip")
+    )
     assert [(e.milestone_id, e.old_due, e.new_due, cause) for e, cause in events] == [  # type: ignore[attr-defined]
-        ("a", d(1), d(10), None), ("b", d(5), d(11), 0), ("c", d(6), d(12), 1)]
+        ("a", d(1), d(10), None),
+        ("b", d(5), d(11), 0),
+        ("c", d(6), d(12), 1),
+    ]
     # had x bound c (x + 0 = Dec 8 > b + 1), the move of a would not have moved it
     assert "b finishes 2026-12-11 + 1 days lag" in events[2][0].reason  # type: ignore[attr-defined]
 
 
 def test_shift_never_moves_closed_milestones_and_never_overrides_an_explicit_early_date():
     history = [*chain("shift"), achieved("build")]
-    events = traced(history, MilestoneRescheduled(project_id=P, milestone_id="design", new_due=d(15), reason="x"))
+    events = traced(
+        history,
+        MilestoneRescheduled(project_id=P, milestone_id="design", new_due=d(15), reason="x"),
+    )
     assert [type(e).__name__ for e, _ in events] == ["MilestoneRescheduled"]
-    early = traced(chain("shift"), MilestoneRescheduled(project_id=P, milestone_id="build", new_due=d(2), reason="y"))
+    early = traced(
+        chain("shift"),
+        MilestoneRescheduled(project_id=P, milestone_id="build", new_due=d(2), reason="y"),
+    )
     assert [type(e).__name__ for e, _ in early] == ["MilestoneRescheduled", "DependencyViolated"]
 
 
@@ -412,14 +544,32 @@ def test_derived_events_are_caused_by_the_fact_they_follow():
 
 
 def test_a_time_milestone_missed_only_because_the_last_report_came_late_is_achieved_when_the_work_was_done():
-    history = [created, planned("m1", kind="time", due=DUE), task("a", "m1"),
-               reached(), MilestoneMissed(project_id=P, milestone_id="m1", due=DUE, open_tasks=["a"])]
+    history = [
+        created,
+        planned("m1", kind="time", due=DUE),
+        task("a", "m1"),
+        reached(),
+        MilestoneMissed(project_id=P, milestone_id="m1", due=DUE, open_tasks=["a"]),
+    ]
     in_time = dt.datetime(2026, 11, 30, 17, tzinfo=dt.UTC)
     when = TaskCompleted(project_id=P, milestone_id="m1", task_id="a", completed_at=in_time)
-    given(*history).when(when).then([when, MilestoneAchieved(
-        project_id=P, milestone_id="m1", achieved_at=in_time,
-        evidence="every task done by 2026-12-01, reported after the deadline")])
-    too_late = TaskCompleted(project_id=P, milestone_id="m1", task_id="a", completed_at=dt.datetime(2026, 12, 2, tzinfo=dt.UTC))
+    given(*history).when(when).then(
+        [
+            when,
+            MilestoneAchieved(
+                project_id=P,
+                milestone_id="m1",
+                achieved_at=in_time,
+                evidence="every task done by 2026-12-01, reported after the deadline",
+            ),
+        ]
+    )
+    too_late = TaskCompleted(
+        project_id=P,
+        milestone_id="m1",
+        task_id="a",
+        completed_at=dt.datetime(2026, 12, 2, tzinfo=dt.UTC),
+    )
     given(*history).when(too_late).then([too_late])
 
 
@@ -429,18 +579,32 @@ def test_unsubscribing_ends_exactly_that_subscription():
     sub = StakeholderSubscribed(project_id=P, stakeholder="pmo", url="https://pmo.example/hook")
     off = StakeholderUnsubscribed(project_id=P, stakeholder="pmo", url="https://pmo.example/hook")
     given(created, sub).when(off).then([off])
-    given(created, sub, off).when(off).rejects("not_found", "pmo is not subscribed to project apollo")
+    given(created, sub, off).when(off).rejects(
+        "not_found", "pmo is not subscribed to project apollo"
+    )
     given(created, sub, off).when(sub).then([sub])  # and can subscribe again
-    other = StakeholderUnsubscribed(project_id=P, stakeholder="pmo", url="https://pmo.example/hook", milestone_id="m1")
-    given(created, planned("m1"), sub).when(other).rejects("not_found", "not subscribed to milestone m1")
+    other = StakeholderUnsubscribed(
+        project_id=P, stakeholder="pmo", url="https://pmo.example/hook", milestone_id="m1"
+    )
+    given(created, planned("m1"), sub).when(other).rejects(
+        "not_found", "not subscribed to milestone m1"
+    )
 
 
 def test_a_time_milestone_achieved_at_its_deadline_counts_on_its_due_day():
     midnight_after = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
     fired = DeadlineReached(project_id=P, milestone_id="m1", due=DUE, reached_at=midnight_after)
-    given(created, planned(kind="time"), task("a"), done("a")).when(fired).then([fired, MilestoneAchieved(
-        project_id=P, milestone_id="m1", achieved_at=dt.datetime.combine(DUE, dt.time.max, dt.UTC),
-        evidence="every task done by 2026-12-01")])
+    given(created, planned(kind="time"), task("a"), done("a")).when(fired).then(
+        [
+            fired,
+            MilestoneAchieved(
+                project_id=P,
+                milestone_id="m1",
+                achieved_at=dt.datetime.combine(DUE, dt.time.max, dt.UTC),
+                evidence="every task done by 2026-12-01",
+            ),
+        ]
+    )
 
 
 def test_shift_moves_a_chain_longer_than_the_recursion_limit():
@@ -448,17 +612,32 @@ def test_shift_moves_a_chain_longer_than_the_recursion_limit():
     history: list[Event] = [ProjectCreated(project_id=P, name="Long", dependency_policy="shift")]
     history += [planned(f"m{i}", due=d(1)) for i in range(n)]
     history += [dep(f"m{i}", f"m{i - 1}") for i in range(1, n)]
-    events = traced(history, MilestoneRescheduled(project_id=P, milestone_id="m0", new_due=d(5), reason="x"))
+    events = traced(
+        history, MilestoneRescheduled(project_id=P, milestone_id="m0", new_due=d(5), reason="x")
+    )
     assert len(events) == n and events[-1][0].milestone_id == f"m{n - 1}" and events[-1][1] == n - 2
 
 
 def test_shift_takes_each_successor_after_all_its_moved_predecessors():
     """a -> b -> d and a -> c -> d: d is rescheduled once, after both b and c, to the later of the two."""
-    history = [ProjectCreated(project_id=P, name="Diamond", dependency_policy="shift"),
-               planned("a", due=d(1)), planned("b", due=d(3)), planned("c", due=d(4)), planned("x", due=d(5)),
-               dep("b", "a", 2), dep("c", "a", 3), dep("x", "b", 1), dep("x", "c", 1)]
-    for order in (history, [*history[:5], dep("x", "c", 1), dep("x", "b", 1), dep("c", "a", 3), dep("b", "a", 2)]):
-        events = traced(order, MilestoneRescheduled(project_id=P, milestone_id="a", new_due=d(10), reason="x"))
+    history = [
+        ProjectCreated(project_id=P, name="Diamond", dependency_policy="shift"),
+        planned("a", due=d(1)),
+        planned("b", due=d(3)),
+        planned("c", due=d(4)),
+        planned("x", due=d(5)),
+        dep("b", "a", 2),
+        dep("c", "a", 3),
+        dep("x", "b", 1),
+        dep("x", "c", 1),
+    ]
+    for order in (
+        history,
+        [*history[:5], dep("x", "c", 1), dep("x", "b", 1), dep("c", "a", 3), dep("b", "a", 2)],
+    ):
+        events = traced(
+            order, MilestoneRescheduled(project_id=P, milestone_id="a", new_due=d(10), reason="x")
+        )
         moves = {e.milestone_id: (e.new_due, cause) for e, cause in events}  # type: ignore[attr-defined]
         assert moves["b"][0] == d(12) and moves["c"][0] == d(13) and moves["x"][0] == d(14)
         assert [e.milestone_id for e, _ in events].count("x") == 1  # type: ignore[attr-defined]
@@ -467,9 +646,20 @@ def test_shift_takes_each_successor_after_all_its_moved_predecessors():
 
 def test_shift_moves_a_successor_only_after_every_moved_predecessor_of_it():
     """a -> k -> m and a -> m directly: m must be judged after k has moved (topological order)."""
-    history = [ProjectCreated(project_id=P, name="Order", dependency_policy="shift"),
-               planned("a", due=d(1)), planned("k", due=d(3)), planned("m", due=d(9)),
-               dep("k", "a", 1), dep("m", "a", 1), dep("m", "k", 5)]
-    events = traced(history, MilestoneRescheduled(project_id=P, milestone_id="a", new_due=d(10), reason="x"))
+    history = [
+        ProjectCreated(project_id=P, name="Order", dependency_policy="shift"),
+        planned("a", due=d(1)),
+        planned("k", due=d(3)),
+        planned("m", due=d(9)),
+        dep("k", "a", 1),
+        dep("m", "a", 1),
+        dep("m", "k", 5),
+    ]
+    events = traced(
+        history, MilestoneRescheduled(project_id=P, milestone_id="a", new_due=d(10), reason="x")
+    )
     assert [(e.milestone_id, e.new_due) for e, _ in events] == [  # type: ignore[attr-defined]
-        ("a", d(10)), ("k", d(11)), ("m", d(16))]
+        ("a", d(10)),
+        ("k", d(11)),
+        ("m", d(16)),
+    ]

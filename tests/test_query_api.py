@@ -17,10 +17,22 @@ async def seed(nc) -> int:
     ces = plan_project("apollo", "design", tasks=("sketch", "review"), due="2026-12-01")
     ces += plan_project("apollo", "build", kind="technical", tasks=("ci",), due="2027-02-01")[1:]
     ces += [
-        cloudevent("TaskCompleted", {"project_id": "apollo", "milestone_id": "design", "task_id": "sketch"},
-                   actor="ada", correlationid="corr-1"),
-        cloudevent("MilestoneRescheduled", {"project_id": "apollo", "milestone_id": "design",
-                                            "new_due": "2026-12-15", "reason": "review board moved"}, actor="ada"),
+        cloudevent(
+            "TaskCompleted",
+            {"project_id": "apollo", "milestone_id": "design", "task_id": "sketch"},
+            actor="ada",
+            correlationid="corr-1",
+        ),
+        cloudevent(
+            "MilestoneRescheduled",
+            {
+                "project_id": "apollo",
+                "milestone_id": "design",
+                "new_due": "2026-12-15",
+                "reason": "review board moved",
+            },
+            actor="ada",
+        ),
     ]
     reply = await request(nc, ces)
     assert reply.accepted, reply
@@ -34,9 +46,18 @@ async def test_read_your_writes(api, nc):
     assert r.status_code == 200 and body["stale"] is False if "stale" in body else True
     assert body["position"] >= position
     row = body["data"]
-    assert (row["due"], row["first_due"], row["reschedules"], row["progress"]) == ("2026-12-15", "2026-12-01", 1, 50)
-    assert row["health"] == "on_track" and row["health_reasons"] == ["due 2026-12-15 in 21 days, 50% of tasks done"]
-    stale = (await api.get("/milestones/design", params={"min_position": position + 1000, "wait_ms": 50})).json()
+    assert (row["due"], row["first_due"], row["reschedules"], row["progress"]) == (
+        "2026-12-15",
+        "2026-12-01",
+        1,
+        50,
+    )
+    assert row["health"] == "on_track" and row["health_reasons"] == [
+        "due 2026-12-15 in 21 days, 50% of tasks done"
+    ]
+    stale = (
+        await api.get("/milestones/design", params={"min_position": position + 1000, "wait_ms": 50})
+    ).json()
     assert stale["stale"] is True and stale["data"]["milestone_id"] == "design"
 
 
@@ -47,23 +68,44 @@ async def test_project_milestones_filters_sort_and_pages(api, nc):
     assert [m["milestone_id"] for m in body["data"]] == ["build", "design"]  # order, then id
     by_due = (await api.get("/projects/apollo/milestones", params={**base, "sort": "-due"})).json()
     assert [m["milestone_id"] for m in by_due["data"]] == ["build", "design"]
-    kind = (await api.get("/projects/apollo/milestones", params={**base, "kind": "technical"})).json()
+    kind = (
+        await api.get("/projects/apollo/milestones", params={**base, "kind": "technical"})
+    ).json()
     assert [m["milestone_id"] for m in kind["data"]] == ["build"]
-    window = (await api.get("/projects/apollo/milestones", params={**base, "due_from": "2026-12-10", "due_to": "2026-12-31"})).json()
+    window = (
+        await api.get(
+            "/projects/apollo/milestones",
+            params={**base, "due_from": "2026-12-10", "due_to": "2026-12-31"},
+        )
+    ).json()
     assert [m["milestone_id"] for m in window["data"]] == ["design"]
     first = (await api.get("/projects/apollo/milestones", params={**base, "limit": 1})).json()
-    second = (await api.get("/projects/apollo/milestones", params={**base, "limit": 1, "cursor": first["next_cursor"]})).json()
-    assert [first["data"][0]["milestone_id"], second["data"][0]["milestone_id"]] == ["build", "design"]
+    second = (
+        await api.get(
+            "/projects/apollo/milestones",
+            params={**base, "limit": 1, "cursor": first["next_cursor"]},
+        )
+    ).json()
+    assert [first["data"][0]["milestone_id"], second["data"][0]["milestone_id"]] == [
+        "build",
+        "design",
+    ]
     assert "next_cursor" not in second
 
 
 async def test_history_and_audit(api, nc):
     position = await seed(nc)
-    history = (await api.get("/milestones/design/history", params={"min_position": position})).json()["data"]
+    history = (
+        await api.get("/milestones/design/history", params={"min_position": position})
+    ).json()["data"]
     assert [(h["type"], h["old_due"], h["new_due"]) for h in history] == [
-        ("MilestonePlanned", None, "2026-12-01"), ("MilestoneRescheduled", "2026-12-01", "2026-12-15")]
+        ("MilestonePlanned", None, "2026-12-01"),
+        ("MilestoneRescheduled", "2026-12-01", "2026-12-15"),
+    ]
     assert history[1]["reason"] == "review board moved" and history[1]["actor"] == "ada"
-    audit = (await api.get("/audit", params={"min_position": position, "actor": "ada"})).json()["data"]
+    audit = (await api.get("/audit", params={"min_position": position, "actor": "ada"})).json()[
+        "data"
+    ]
     assert [a["type"] for a in audit] == ["TaskCompleted", "MilestoneRescheduled"]
     assert audit[0]["payload"]["task_id"] == "sketch" and audit[0]["correlation_id"] == "corr-1"
     by_corr = (await api.get("/audit", params={"correlation_id": "corr-1"})).json()["data"]
@@ -74,13 +116,19 @@ async def test_history_and_audit(api, nc):
 
 async def test_audit_exports_stream_jsonl_and_csv(api, nc):
     position = await seed(nc)
-    jsonl = await api.get("/audit", params={"format": "jsonl", "project_id": "apollo", "min_position": position})
+    jsonl = await api.get(
+        "/audit", params={"format": "jsonl", "project_id": "apollo", "min_position": position}
+    )
     lines = [json.loads(line) for line in jsonl.text.splitlines()]
     assert jsonl.headers["content-type"].startswith("application/x-ndjson") and len(lines) == 8
     assert [x["position"] for x in lines] == sorted(x["position"] for x in lines)
     exported = await api.get("/audit", params={"format": "csv", "project_id": "apollo"})
     rows = list(csv.DictReader(io.StringIO(exported.text)))
-    assert len(rows) == 8 and rows[0]["type"] == "ProjectCreated" and json.loads(rows[0]["payload"])["name"] == "Project"
+    assert (
+        len(rows) == 8
+        and rows[0]["type"] == "ProjectCreated"
+        and json.loads(rows[0]["payload"])["name"] == "Project"
+    )
 
 
 async def test_unknown_ids_and_bad_filters(api, nc):
@@ -101,17 +149,28 @@ async def test_unknown_ids_and_bad_filters(api, nc):
     for path, params, status, code in cases:
         r = await api.get(path, params=params)
         assert r.status_code == status, (path, params, r.text)
-        assert r.json()["accepted"] is False and r.json()["error"]["code"] == code and r.json()["error"]["message"]
+        assert (
+            r.json()["accepted"] is False
+            and r.json()["error"]["code"] == code
+            and r.json()["error"]["message"]
+        )
 
 
 async def test_queries_over_nats(system, nc):
     position = await seed(nc)
-    msg = await nc.request("milestones.query.milestone",
-                           ENCODER.encode({"milestone_id": "design", "min_position": position}), timeout=10)
+    msg = await nc.request(
+        "milestones.query.milestone",
+        ENCODER.encode({"milestone_id": "design", "min_position": position}),
+        timeout=10,
+    )
     assert json.loads(msg.data)["data"]["reschedules"] == 1
-    msg = await nc.request("milestones.query.milestones", ENCODER.encode({"project_id": "apollo"}), timeout=10)
+    msg = await nc.request(
+        "milestones.query.milestones", ENCODER.encode({"project_id": "apollo"}), timeout=10
+    )
     assert len(json.loads(msg.data)["data"]) == 2
-    msg = await nc.request("milestones.query.milestone", ENCODER.encode({"milestone_id": "zz"}), timeout=10)
+    msg = await nc.request(
+        "milestones.query.milestone", ENCODER.encode({"milestone_id": "zz"}), timeout=10
+    )
     assert json.loads(msg.data)["error"]["code"] == "not_found"
     msg = await nc.request("milestones.query.nope", b"{}", timeout=10)
     assert json.loads(msg.data)["error"]["code"] == "unknown_type"
@@ -124,7 +183,12 @@ async def test_cli_read_commands(system, nc, settings):
     position = await seed(nc)
     env = {"MILESTONES_NATS_URL": settings.nats_url}
     code, out, _ = await run("status", "apollo", "--min-position", str(position), env=env)
-    assert code == 0 and "design" in out and "on_track" in out and out.splitlines()[0].startswith("PROJECT_ID")
+    assert (
+        code == 0
+        and "design" in out
+        and "on_track" in out
+        and out.splitlines()[0].startswith("PROJECT_ID")
+    )
     code, out, _ = await run("status", "apollo", "design", "--json", env=env)
     assert code == 0 and json.loads(out)["data"]["milestone_id"] == "design"
     code, out, _ = await run("history", "design", env=env)
@@ -139,14 +203,20 @@ async def test_cli_read_commands(system, nc, settings):
 
 
 async def test_projects_goals_health_counts_next_milestone(api, nc, settings):
-    goal = cloudevent("ProjectCreated", {"project_id": "zeta", "name": "Zeta", "goals": ["ship v2", "halve churn"]})
+    goal = cloudevent(
+        "ProjectCreated",
+        {"project_id": "zeta", "name": "Zeta", "goals": ["ship v2", "halve churn"]},
+    )
     position = await seed(nc)
     position = (await request(nc, goal)).events[-1].position
     body = (await api.get("/projects", params={"min_position": position})).json()
     assert [p["project_id"] for p in body["data"]] == ["apollo", "zeta"]
     apollo = (await api.get("/projects/apollo")).json()["data"]
     assert apollo["by_health"] == {"on_track": 2} and apollo["milestones"] == 2
-    assert apollo["next_milestone"]["milestone_id"] == "design" and apollo["expected_finish"] == "2027-02-01"
+    assert (
+        apollo["next_milestone"]["milestone_id"] == "design"
+        and apollo["expected_finish"] == "2027-02-01"
+    )
     zeta = (await api.get("/projects/zeta")).json()["data"]
     assert zeta["goals"] == ["ship v2", "halve churn"] and zeta["next_milestone"] is None
     assert (await api.get("/projects/nobody")).status_code == 404
@@ -161,7 +231,12 @@ async def test_dashboard_pages_answer_bad_input_with_a_page_that_says_what_to_fi
         ("/ui/projects/nope", {}, 404, "project nope is not known"),
         ("/ui/projects/apollo", {"as_of": "yesterday"}, 400, "as_of must be a date YYYY-MM-DD"),
         ("/ui/projects/apollo", {"baseline": "v9"}, 404, "has no baseline"),
-        ("/ui/projects/apollo/milestones/zzz", {}, 404, "milestone zzz is not planned in project apollo"),
+        (
+            "/ui/projects/apollo/milestones/zzz",
+            {},
+            404,
+            "milestone zzz is not planned in project apollo",
+        ),
         ("/ui/projects/apollo", {"as_of": "2020-01-01"}, 404, "did not exist yet on 2020-01-01"),
         ("/ui/audit", {"from_position": "x"}, 400, "from_position must be a whole number"),
         ("/ui/projects/bad%20id/trend", {}, 400, "project_id must match"),
@@ -169,11 +244,15 @@ async def test_dashboard_pages_answer_bad_input_with_a_page_that_says_what_to_fi
     ]
     for path, params, status, text in cases:
         r = await api.get(path, params=params)
-        assert (r.status_code, r.headers["content-type"].split(";")[0]) == (status, "text/html"), path
+        assert (r.status_code, r.headers["content-type"].split(";")[0]) == (status, "text/html"), (
+            path
+        )
         assert text in r.text, (path, r.text[-300:])
-    then = await api.get("/ui", params={"as_of": "2026-11-24"})  # folded from the log as it stood then
+    then = await api.get(
+        "/ui", params={"as_of": "2026-11-24"}
+    )  # folded from the log as it stood then
     assert then.status_code == 200 and "/ui/projects/apollo?as_of=2026-11-24" in then.text
-    assert re.search(r'health-on_track[^>]*>on track</span> 2', then.text)
+    assert re.search(r"health-on_track[^>]*>on track</span> 2", then.text)
     before = await api.get("/ui", params={"as_of": "2020-01-01"})
     assert before.status_code == 200 and "No projects yet." in before.text
     page = await api.get("/ui/projects/apollo")

@@ -21,8 +21,11 @@ from projections.status import COLUMNS, StatusRow, fold
 from services.eventlog.log import EventLog
 from tests.conftest import caught_up, cloudevent, plan_project, request, wait_for
 
-TABLES = {"status": ("ms_status", "project_id, milestone_id"), "history": ("ms_history", "position"),
-          "audit": ("audit_events", "position")}
+TABLES = {
+    "status": ("ms_status", "project_id, milestone_id"),
+    "history": ("ms_history", "position"),
+    "audit": ("audit_events", "position"),
+}
 
 
 async def table_rows(db_url: str, name: str) -> list[tuple]:
@@ -37,11 +40,16 @@ async def table_rows(db_url: str, name: str) -> list[tuple]:
 async def status_fold_matches(db_url: str, nc) -> None:
     conn = await connect(db_url)
     try:
-        rows = {(r["project_id"], r["milestone_id"]): StatusRow(**dict(r))
-                for r in await conn.fetch(f"SELECT {', '.join(COLUMNS)} FROM ms_status")}
+        rows = {
+            (r["project_id"], r["milestone_id"]): StatusRow(**dict(r))
+            for r in await conn.fetch(f"SELECT {', '.join(COLUMNS)} FROM ms_status")
+        }
     finally:
         await conn.close()
-    stored = [(m.seq, decode_stored(m.data)) for m in await EventLog(nc).read_subject("milestones.events.>")]
+    stored = [
+        (m.seq, decode_stored(m.data))
+        for m in await EventLog(nc).read_subject("milestones.events.>")
+    ]
     assert rows == fold(stored)
 
 
@@ -57,10 +65,23 @@ async def load(nc, projects: int, milestones: int = 5, tasks: int = 8, prefix: s
         assert reply.accepted, reply
         batch = []
         for m in range(milestones):
-            batch += [cloudevent("TaskCompleted", {"project_id": p, "milestone_id": f"m{m}", "task_id": f"t{t}"})
-                      for t in range(0, tasks, 2)]
-            batch.append(cloudevent("MilestoneRescheduled", {"project_id": p, "milestone_id": f"m{m}",
-                                                             "new_due": "2027-03-01", "reason": "load"}))
+            batch += [
+                cloudevent(
+                    "TaskCompleted", {"project_id": p, "milestone_id": f"m{m}", "task_id": f"t{t}"}
+                )
+                for t in range(0, tasks, 2)
+            ]
+            batch.append(
+                cloudevent(
+                    "MilestoneRescheduled",
+                    {
+                        "project_id": p,
+                        "milestone_id": f"m{m}",
+                        "new_due": "2027-03-01",
+                        "reason": "load",
+                    },
+                )
+            )
         reply = await request(nc, batch)
         assert reply.accepted, reply
         last = reply.events[-1].position
@@ -68,10 +89,23 @@ async def load(nc, projects: int, milestones: int = 5, tasks: int = 8, prefix: s
 
 
 def projections_process(settings, db_url: str) -> asyncio.Future:
-    env = {**os.environ, "MILESTONES_NATS_URL": settings.nats_url, "MILESTONES_DATABASE_URL": db_url,
-           "MILESTONES_LOG_FORMAT": "json"}
-    return asyncio.create_subprocess_exec(sys.executable, "-m", "services.cli", "serve", "projections", "--no-http",
-                                          env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "MILESTONES_NATS_URL": settings.nats_url,
+        "MILESTONES_DATABASE_URL": db_url,
+        "MILESTONES_LOG_FORMAT": "json",
+    }
+    return asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        "serve",
+        "projections",
+        "--no-http",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
 
 
 async def position_of(db_url: str, name: str) -> int:
@@ -86,8 +120,10 @@ async def test_a_runner_killed_mid_batch_resumes_exactly(intake, nc, settings, d
     last = await load(nc, projects=30)
     proc = await projections_process(settings, db_url)
     try:
+
         async def started() -> bool:
             return await position_of(db_url, "audit") > 0
+
         await wait_for(started, timeout=60, what="the runner to commit a first batch")
         proc.send_signal(signal.SIGKILL)  # a real kill, wherever it is
         await proc.wait()
@@ -118,8 +154,12 @@ async def test_a_standby_takes_over_from_the_checkpoint(intake, nc, settings, db
         standby = await projections_process(settings, db_url)
         conn = await connect(db_url)
         try:
+
             async def waiting() -> bool:  # the standby blocks on every projection's advisory lock
-                return await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") == len(PROJECTIONS)
+                return await conn.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                ) == len(PROJECTIONS)
+
             await wait_for(waiting, timeout=30, what="the standby to wait on the locks")
         finally:
             await conn.close()
@@ -135,41 +175,66 @@ async def test_a_standby_takes_over_from_the_checkpoint(intake, nc, settings, db
                 proc.terminate()
                 await proc.wait()
     await status_fold_matches(db_url, nc)
-    assert len(await table_rows(db_url, "audit")) == len(await EventLog(nc).read_subject("milestones.events.>"))
+    assert len(await table_rows(db_url, "audit")) == len(
+        await EventLog(nc).read_subject("milestones.events.>")
+    )
 
 
 async def test_a_poison_event_is_parked_and_replayed_after_the_fix(intake, nc, db_url):
     for ce in plan_project("p", "m") + plan_project("p", "m2")[1:]:
         await request(nc, ce)
     # A newer writer (mid rolling deploy) stored TaskCompleted v2, which renamed task_id to task.
-    poison = {"id": "v2-event", "source": "intake-v2", "type": "TaskCompleted", "subject": "milestones.events.p.m",
-              "time": "2026-11-24T10:00:00Z", "recordedtime": "2026-11-24T10:00:00Z", "correlationid": "c",
-              "causationid": "c", "schemaversion": 2,
-              "data": {"type": "TaskCompleted", "project_id": "p", "milestone_id": "m", "task": "t1"}}
+    poison = {
+        "id": "v2-event",
+        "source": "intake-v2",
+        "type": "TaskCompleted",
+        "subject": "milestones.events.p.m",
+        "time": "2026-11-24T10:00:00Z",
+        "recordedtime": "2026-11-24T10:00:00Z",
+        "correlationid": "c",
+        "causationid": "c",
+        "schemaversion": 2,
+        "data": {"type": "TaskCompleted", "project_id": "p", "milestone_id": "m", "task": "t1"},
+    }
     ack = await nc.jetstream().publish("milestones.events.p.m", ENCODER.encode(poison))
     # This version's intake cannot fold that milestone any more, and says so; other milestones go on.
-    blocked = await request(nc, cloudevent("TaskCompleted", {"project_id": "p", "milestone_id": "m", "task_id": "t2"}))
-    assert blocked.error.code == "unavailable" and "schemaversion 2 has no upcaster" in blocked.error.message
-    after = await request(nc, cloudevent("TaskCompleted", {"project_id": "p", "milestone_id": "m2", "task_id": "t2"}))
+    blocked = await request(
+        nc, cloudevent("TaskCompleted", {"project_id": "p", "milestone_id": "m", "task_id": "t2"})
+    )
+    assert (
+        blocked.error.code == "unavailable"
+        and "schemaversion 2 has no upcaster" in blocked.error.message
+    )
+    after = await request(
+        nc, cloudevent("TaskCompleted", {"project_id": "p", "milestone_id": "m2", "task_id": "t2"})
+    )
     stop = asyncio.Event()
     runner = Runner(PROJECTIONS["status"], db_url, nc)
     task = asyncio.create_task(runner.run(stop))
     try:
         await caught_up(db_url, after.events[-1].position, ("status",))
         conn = await connect(db_url)
-        parked = await conn.fetch("SELECT position, error FROM parked_events WHERE projection = 'status'")
+        parked = await conn.fetch(
+            "SELECT position, error FROM parked_events WHERE projection = 'status'"
+        )
         tasks = await conn.fetchval("SELECT tasks FROM ms_status WHERE milestone_id = 'm2'")
         await conn.close()
         assert [r["position"] for r in parked] == [ack.seq]
         assert "schemaversion 2 has no upcaster" in parked[0]["error"]
         assert tasks == {"t1": False, "t2": True}  # the runner went on past the poison
-        events.UPCASTERS[("TaskCompleted", 2)] = lambda d: {**{k: v for k, v in d.items() if k != "task"}, "task_id": d["task"]}
+        events.UPCASTERS[("TaskCompleted", 2)] = lambda d: {
+            **{k: v for k, v in d.items() if k != "task"},
+            "task_id": d["task"],
+        }
         try:
             assert await replay_parked(PROJECTIONS["status"], db_url, nc) == (1, 0)
         finally:
             del events.UPCASTERS[("TaskCompleted", 2)]
         conn = await connect(db_url)
-        assert await conn.fetchval("SELECT tasks FROM ms_status WHERE milestone_id = 'm'") == {"t1": True, "t2": False}
+        assert await conn.fetchval("SELECT tasks FROM ms_status WHERE milestone_id = 'm'") == {
+            "t1": True,
+            "t2": False,
+        }
         assert await conn.fetchval("SELECT count(*) FROM parked_events") == 0
         await conn.close()
     finally:
@@ -199,7 +264,9 @@ async def test_rebuild_while_queries_run(system, api, nc, db_url):
     assert not errors, [e.text for e in errors[:3]]
     assert len(results) > 10
     assert all(r.json()["data"] == expected for r in results)  # whole, equal answers throughout
-    again = await load(nc, projects=5, prefix="r")  # the live runners go on writing into the swapped-in tables
+    again = await load(
+        nc, projects=5, prefix="r"
+    )  # the live runners go on writing into the swapped-in tables
     await caught_up(db_url, again)
     await status_fold_matches(db_url, nc)
 
@@ -212,22 +279,40 @@ async def test_pagination_neither_skips_nor_repeats_while_events_arrive(system, 
     async def writer() -> None:
         i = 0
         while not stop.is_set():
-            await request(nc, cloudevent("StatusReported", {"project_id": "p0", "health": "on_track", "note": f"n{i}"}))
-            await request(nc, cloudevent("TaskCompleted", {"project_id": "p1", "milestone_id": f"m{i % 5}", "task_id": "t1"}))
+            await request(
+                nc,
+                cloudevent(
+                    "StatusReported", {"project_id": "p0", "health": "on_track", "note": f"n{i}"}
+                ),
+            )
+            await request(
+                nc,
+                cloudevent(
+                    "TaskCompleted",
+                    {"project_id": "p1", "milestone_id": f"m{i % 5}", "task_id": "t1"},
+                ),
+            )
             i += 1
 
     background = asyncio.create_task(writer())
     seen_audit, seen_milestones = [], []
     cursor = None
     while True:
-        page = (await api.get("/audit", params={"limit": 7, **({"cursor": cursor} if cursor else {})})).json()
+        page = (
+            await api.get("/audit", params={"limit": 7, **({"cursor": cursor} if cursor else {})})
+        ).json()
         seen_audit += [row["position"] for row in page["data"]]
         cursor = page.get("next_cursor")
         if not cursor:
             break
     cursor = None
     while True:
-        page = (await api.get("/projects/p1/milestones", params={"limit": 2, **({"cursor": cursor} if cursor else {})})).json()
+        page = (
+            await api.get(
+                "/projects/p1/milestones",
+                params={"limit": 2, **({"cursor": cursor} if cursor else {})},
+            )
+        ).json()
         seen_milestones += [row["milestone_id"] for row in page["data"]]
         cursor = page.get("next_cursor")
         if not cursor:
@@ -236,7 +321,13 @@ async def test_pagination_neither_skips_nor_repeats_while_events_arrive(system, 
     await background
     assert len(seen_audit) == len(set(seen_audit)) and seen_audit == sorted(seen_audit)
     conn = await connect(db_url)
-    present = [r["position"] for r in await conn.fetch("SELECT position FROM audit_events WHERE position <= $1 ORDER BY position", seen_audit[-1])]
+    present = [
+        r["position"]
+        for r in await conn.fetch(
+            "SELECT position FROM audit_events WHERE position <= $1 ORDER BY position",
+            seen_audit[-1],
+        )
+    ]
     await conn.close()
     assert seen_audit == present  # nothing skipped up to the last page read
     assert seen_milestones == [f"m{i}" for i in range(5)]
@@ -245,26 +336,59 @@ async def test_pagination_neither_skips_nor_repeats_while_events_arrive(system, 
 # -- property: intake -> live read model == rebuilt read model == in-memory fold ------------------------
 IDS = st.sampled_from(["m1", "m2", "m3"])
 TASKS = st.sampled_from(["a", "b", "c"])
-DATES = st.dates(min_value=__import__("datetime").date(2026, 1, 1), max_value=__import__("datetime").date(2027, 12, 31))
+DATES = st.dates(
+    min_value=__import__("datetime").date(2026, 1, 1),
+    max_value=__import__("datetime").date(2027, 12, 31),
+)
 
 
 def messages(project: str):
     def d(**kw):
         return {"project_id": project, **kw}
-    return st.lists(st.one_of(
-        st.builds(lambda m, k, due: ("MilestonePlanned", d(milestone_id=m, name=m, kind=k, due=due.isoformat())),
-                  IDS, st.sampled_from(["time", "event", "technical"]), DATES),
-        st.builds(lambda m, t: ("TaskAdded", d(milestone_id=m, task_id=t, title=t)), IDS, TASKS),
-        st.builds(lambda m, t, r: ("TaskCompleted", d(milestone_id=m, task_id=t, **({"result": r} if r else {}))),
-                  IDS, TASKS, st.sampled_from([None, "passed", "failed"])),
-        st.builds(lambda m, t: ("TaskReopened", d(milestone_id=m, task_id=t)), IDS, TASKS),
-        st.builds(lambda m, due: ("MilestoneRescheduled", d(milestone_id=m, new_due=due.isoformat(), reason="r")), IDS, DATES),
-        st.builds(lambda m: ("MilestoneAchieved", d(milestone_id=m)), IDS),
-        st.builds(lambda m: ("MilestoneCancelled", d(milestone_id=m, reason="r")), IDS),
-    ), min_size=1, max_size=25)
+
+    return st.lists(
+        st.one_of(
+            st.builds(
+                lambda m, k, due: (
+                    "MilestonePlanned",
+                    d(milestone_id=m, name=m, kind=k, due=due.isoformat()),
+                ),
+                IDS,
+                st.sampled_from(["time", "event", "technical"]),
+                DATES,
+            ),
+            st.builds(
+                lambda m, t: ("TaskAdded", d(milestone_id=m, task_id=t, title=t)), IDS, TASKS
+            ),
+            st.builds(
+                lambda m, t, r: (
+                    "TaskCompleted",
+                    d(milestone_id=m, task_id=t, **({"result": r} if r else {})),
+                ),
+                IDS,
+                TASKS,
+                st.sampled_from([None, "passed", "failed"]),
+            ),
+            st.builds(lambda m, t: ("TaskReopened", d(milestone_id=m, task_id=t)), IDS, TASKS),
+            st.builds(
+                lambda m, due: (
+                    "MilestoneRescheduled",
+                    d(milestone_id=m, new_due=due.isoformat(), reason="r"),
+                ),
+                IDS,
+                DATES,
+            ),
+            st.builds(lambda m: ("MilestoneAchieved", d(milestone_id=m)), IDS),
+            st.builds(lambda m: ("MilestoneCancelled", d(milestone_id=m, reason="r")), IDS),
+        ),
+        min_size=1,
+        max_size=25,
+    )
 
 
-@hsettings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 async def test_live_equals_rebuilt_equals_fold(system, nc, db_url, data):
     project = f"prop{data.draw(st.integers(0, 10**9))}"

@@ -32,12 +32,24 @@ def at(day: str, hour: int = 12) -> dt.datetime:
 
 
 def stored(day: str, event) -> StoredEvent:
-    return StoredEvent(id="x", source="test", type=type(event).__name__, subject="s", time=at(day), recordedtime=at(day),
-                       correlationid="c", causationid="c", data=event, actor="pm")
+    return StoredEvent(
+        id="x",
+        source="test",
+        type=type(event).__name__,
+        subject="s",
+        time=at(day),
+        recordedtime=at(day),
+        correlationid="c",
+        causationid="c",
+        data=event,
+        actor="pm",
+    )
 
 
 def planned(mid: str, order: int, due: str) -> MilestonePlanned:
-    return MilestonePlanned(project_id="p", milestone_id=mid, name=mid.upper(), kind="event", due=D(due), order=order)
+    return MilestonePlanned(
+        project_id="p", milestone_id=mid, name=mid.upper(), kind="event", due=D(due), order=order
+    )
 
 
 SCRIPT = [
@@ -46,13 +58,45 @@ SCRIPT = [
     ("2026-01-05", planned("b", 2, "2026-04-01")),
     ("2026-01-05", planned("c", 3, "2026-05-01")),
     ("2026-01-05", planned("d", 4, "2026-06-01")),
-    ("2026-01-10", BaselineSet(project_id="p", name="v1", planned={"a": D("2026-03-01"), "b": D("2026-04-01"),
-                                                                   "c": D("2026-05-01"), "d": D("2026-06-01")})),
-    ("2026-02-02", MilestoneRescheduled(project_id="p", milestone_id="b", new_due=D("2026-04-15"), reason="vendor")),
+    (
+        "2026-01-10",
+        BaselineSet(
+            project_id="p",
+            name="v1",
+            planned={
+                "a": D("2026-03-01"),
+                "b": D("2026-04-01"),
+                "c": D("2026-05-01"),
+                "d": D("2026-06-01"),
+            },
+        ),
+    ),
+    (
+        "2026-02-02",
+        MilestoneRescheduled(
+            project_id="p", milestone_id="b", new_due=D("2026-04-15"), reason="vendor"
+        ),
+    ),
     ("2026-02-27", MilestoneAchieved(project_id="p", milestone_id="a")),
-    ("2026-03-02", BaselineSet(project_id="p", name="v2", planned={"a": D("2026-03-01"), "b": D("2026-04-15"),
-                                                                   "c": D("2026-05-01"), "d": D("2026-06-01")})),
-    ("2026-03-09", MilestoneRescheduled(project_id="p", milestone_id="c", new_due=D("2026-05-20"), reason="scope")),
+    (
+        "2026-03-02",
+        BaselineSet(
+            project_id="p",
+            name="v2",
+            planned={
+                "a": D("2026-03-01"),
+                "b": D("2026-04-15"),
+                "c": D("2026-05-01"),
+                "d": D("2026-06-01"),
+            },
+        ),
+    ),
+    (
+        "2026-03-09",
+        MilestoneRescheduled(
+            project_id="p", milestone_id="c", new_due=D("2026-05-20"), reason="scope"
+        ),
+    ),
     ("2026-04-20", MilestoneAchieved(project_id="p", milestone_id="b")),
     ("2026-04-21", MilestoneCancelled(project_id="p", milestone_id="d", reason="descoped")),
     ("2026-04-22", StatusReported(project_id="p", health="at_risk", note="supplier late")),
@@ -61,29 +105,48 @@ EVENTS = [(n + 1, stored(day, e)) for n, (day, e) in enumerate(SCRIPT)]
 
 
 def lines(report: reporting.Report) -> dict[str, tuple]:
-    return {m.milestone_id: (str(m.reference), str(m.forecast), m.slip_days, m.on_time, m.state, m.reschedules)
-            for m in report.milestones}
+    return {
+        m.milestone_id: (
+            str(m.reference),
+            str(m.forecast),
+            m.slip_days,
+            m.on_time,
+            m.state,
+            m.reschedules,
+        )
+        for m in report.milestones
+    }
 
 
 def test_report_against_the_latest_baseline():
     r = reporting.report("p", EVENTS, today=TODAY)
     assert r.baseline == "v2" and r.baselines == ["v1", "v2"] and r.position == 13
     assert lines(r) == {
-        "a": ("2026-03-01", "2026-02-27", -2, True, "achieved", 0),   # two days early
-        "b": ("2026-04-15", "2026-04-20", 5, False, "achieved", 1),   # v2 took the reschedule in
-        "c": ("2026-05-01", "2026-05-20", 19, None, "open", 1),       # due later than today
-        "d": ("2026-06-01", "2026-06-01", 0, None, "cancelled", 0),   # out of every aggregate
+        "a": ("2026-03-01", "2026-02-27", -2, True, "achieved", 0),  # two days early
+        "b": ("2026-04-15", "2026-04-20", 5, False, "achieved", 1),  # v2 took the reschedule in
+        "c": ("2026-05-01", "2026-05-20", 19, None, "open", 1),  # due later than today
+        "d": ("2026-06-01", "2026-06-01", 0, None, "cancelled", 0),  # out of every aggregate
     }
     assert (r.planned, r.achieved, r.on_time, r.on_time_rate) == (3, 2, 1, 0.5)
     assert (r.mean_slip_days, r.worst_slip_days) == (7.33, 19)  # (-2 + 5 + 19) / 3
-    assert (str(r.reference_finish), str(r.forecast_finish), r.schedule_variance_days) == ("2026-05-01", "2026-05-20", 19)
-    assert [(n.health, n.note, n.actor) for n in r.status_reports] == [("at_risk", "supplier late", "pm")]
+    assert (str(r.reference_finish), str(r.forecast_finish), r.schedule_variance_days) == (
+        "2026-05-01",
+        "2026-05-20",
+        19,
+    )
+    assert [(n.health, n.note, n.actor) for n in r.status_reports] == [
+        ("at_risk", "supplier late", "pm")
+    ]
 
 
 def test_report_against_an_older_baseline():
     r = reporting.report("p", EVENTS, today=TODAY, baseline="v1")
     assert lines(r)["b"][:3] == ("2026-04-01", "2026-04-20", 19)  # against v1, b is 19 days late
-    assert (r.mean_slip_days, r.worst_slip_days, r.schedule_variance_days) == (12.0, 19, 19)  # (-2 + 19 + 19) / 3
+    assert (r.mean_slip_days, r.worst_slip_days, r.schedule_variance_days) == (
+        12.0,
+        19,
+        19,
+    )  # (-2 + 19 + 19) / 3
     with pytest.raises(KeyError):
         reporting.report("p", EVENTS, today=TODAY, baseline="v9")
 
@@ -97,28 +160,49 @@ def test_as_of_is_the_report_of_the_truncated_stream():
         "c": ("2026-05-01", "2026-05-01", 0, None, "open", 0),
         "d": ("2026-06-01", "2026-06-01", 0, None, "open", 0),
     }
-    assert (then.planned, then.achieved, then.on_time_rate, then.mean_slip_days, then.schedule_variance_days) == (
-        4, 1, 1.0, -0.5, 0)
+    assert (
+        then.planned,
+        then.achieved,
+        then.on_time_rate,
+        then.mean_slip_days,
+        then.schedule_variance_days,
+    ) == (4, 1, 1.0, -0.5, 0)
     truncated = reporting.report("p", EVENTS[:9], today=D("2026-03-05"))
     assert msgspec.structs.replace(then, as_of=None) == truncated
     by_position = reporting.report("p", EVENTS, today=D("2026-03-05"), position=9)
     assert by_position == truncated
     # judged as of that day: c was not overdue on 2026-05-15 although today it would be
-    assert lines(reporting.report("p", EVENTS, today=D("2026-06-01"), as_of=D("2026-05-15")))["c"][4] == "open"
+    assert (
+        lines(reporting.report("p", EVENTS, today=D("2026-06-01"), as_of=D("2026-05-15")))["c"][4]
+        == "open"
+    )
     assert lines(reporting.report("p", EVENTS, today=D("2026-06-01")))["c"][4] == "overdue"
 
 
 def test_trend_gives_each_milestone_its_forecast_at_every_report_date():
     t = reporting.trend("p", EVENTS, today=TODAY, until=D("2026-04-22"))
-    mondays = [D("2026-01-05") + dt.timedelta(weeks=w) for w in range(16)]  # 2026-01-05 .. 2026-04-20
-    assert t.report_dates == [*mondays, D("2026-04-22")]  # reschedule days 02-02 and 03-09 are Mondays
-    series = {s.milestone_id: {str(p.report_date): str(p.forecast) for p in s.points} for s in t.series}
+    mondays = [
+        D("2026-01-05") + dt.timedelta(weeks=w) for w in range(16)
+    ]  # 2026-01-05 .. 2026-04-20
+    assert t.report_dates == [
+        *mondays,
+        D("2026-04-22"),
+    ]  # reschedule days 02-02 and 03-09 are Mondays
+    series = {
+        s.milestone_id: {str(p.report_date): str(p.forecast) for p in s.points} for s in t.series
+    }
     assert [s.milestone_id for s in t.series] == ["a", "b", "c", "d"]
-    assert series["b"]["2026-01-26"] == "2026-04-01" and series["b"]["2026-02-02"] == "2026-04-15"  # slipped
-    assert series["b"]["2026-04-20"] == "2026-04-20" and series["b"]["2026-04-22"] == "2026-04-20"  # reached
+    assert (
+        series["b"]["2026-01-26"] == "2026-04-01" and series["b"]["2026-02-02"] == "2026-04-15"
+    )  # slipped
+    assert (
+        series["b"]["2026-04-20"] == "2026-04-20" and series["b"]["2026-04-22"] == "2026-04-20"
+    )  # reached
     assert series["a"]["2026-03-02"] == "2026-02-27"
     assert series["c"]["2026-03-02"] == "2026-05-01" and series["c"]["2026-03-09"] == "2026-05-20"
-    assert "2026-04-22" not in series["d"] and series["d"]["2026-04-20"] == "2026-06-01"  # cancelled on 04-21
+    assert (
+        "2026-04-22" not in series["d"] and series["d"]["2026-04-20"] == "2026-06-01"
+    )  # cancelled on 04-21
 
 
 # -- over the query API, from the real event log ------------------------------------------------------
@@ -130,10 +214,22 @@ async def test_report_and_trend_over_http_and_nats(api, nc, system):
     system.queries.today = lambda: D("2026-05-01")  # the clock is an input
     script = [
         ce("2026-01-05", "ProjectCreated", {"name": "Moon"}),
-        ce("2026-01-05", "MilestonePlanned", {"milestone_id": "m1", "name": "M1", "kind": "event", "due": "2026-03-01", "order": 1}),
-        ce("2026-01-05", "MilestonePlanned", {"milestone_id": "m2", "name": "M2", "kind": "event", "due": "2026-04-01", "order": 2}),
+        ce(
+            "2026-01-05",
+            "MilestonePlanned",
+            {"milestone_id": "m1", "name": "M1", "kind": "event", "due": "2026-03-01", "order": 1},
+        ),
+        ce(
+            "2026-01-05",
+            "MilestonePlanned",
+            {"milestone_id": "m2", "name": "M2", "kind": "event", "due": "2026-04-01", "order": 2},
+        ),
         ce("2026-01-10", "BaselineSet", {"name": "v1"}),
-        ce("2026-02-02", "MilestoneRescheduled", {"milestone_id": "m2", "new_due": "2026-04-20", "reason": "vendor"}),
+        ce(
+            "2026-02-02",
+            "MilestoneRescheduled",
+            {"milestone_id": "m2", "new_due": "2026-04-20", "reason": "vendor"},
+        ),
         ce("2026-02-27", "MilestoneAchieved", {"milestone_id": "m1"}),
         ce("2026-04-22", "MilestoneAchieved", {"milestone_id": "m2"}),
     ]
@@ -146,28 +242,46 @@ async def test_report_and_trend_over_http_and_nats(api, nc, system):
     body = (await api.get("/projects/moon/report")).json()
     r = body["data"]
     assert body["position"] == positions[-1] and r["baseline"] == "v1"
-    assert [(m["milestone_id"], m["reference"], m["achieved_on"], m["slip_days"], m["on_time"]) for m in r["milestones"]] == [
-        ("m1", "2026-03-01", "2026-02-27", -2, True), ("m2", "2026-04-01", "2026-04-22", 21, False)]
+    assert [
+        (m["milestone_id"], m["reference"], m["achieved_on"], m["slip_days"], m["on_time"])
+        for m in r["milestones"]
+    ] == [
+        ("m1", "2026-03-01", "2026-02-27", -2, True),
+        ("m2", "2026-04-01", "2026-04-22", 21, False),
+    ]
     assert (r["on_time_rate"], r["worst_slip_days"], r["schedule_variance_days"]) == (0.5, 21, 21)
 
     # time travel equals the report of the stream truncated at that point
     events = await project_events(EventLog(nc), "moon")
     cut_at = positions[4]
-    by_position = (await api.get("/projects/moon/report", params={"position": cut_at})).json()["data"]
-    expected = reporting.report("moon", [e for e in events if e[0] <= cut_at], today=D("2026-05-01"))
+    by_position = (await api.get("/projects/moon/report", params={"position": cut_at})).json()[
+        "data"
+    ]
+    expected = reporting.report(
+        "moon", [e for e in events if e[0] <= cut_at], today=D("2026-05-01")
+    )
     assert by_position == msgspec.to_builtins(expected)
     by_day = (await api.get("/projects/moon/report", params={"as_of": "2026-02-10"})).json()["data"]
     assert by_day["position"] == cut_at and by_day["achieved"] == 0
 
-    compared = (await api.get("/projects/moon/report", params={"compare_as_of": "2026-02-10"})).json()["data"]
-    assert {c["milestone_id"]: (c["then_forecast"], c["now_forecast"], c["moved_days"]) for c in compared["changes"]} == {
-        "m1": ("2026-03-01", "2026-02-27", -2), "m2": ("2026-04-20", "2026-04-22", 2)}
+    compared = (
+        await api.get("/projects/moon/report", params={"compare_as_of": "2026-02-10"})
+    ).json()["data"]
+    assert {
+        c["milestone_id"]: (c["then_forecast"], c["now_forecast"], c["moved_days"])
+        for c in compared["changes"]
+    } == {"m1": ("2026-03-01", "2026-02-27", -2), "m2": ("2026-04-20", "2026-04-22", 2)}
 
     trend = (await api.get("/projects/moon/trend", params={"until": "2026-04-22"})).json()["data"]
     m2 = next(s for s in trend["series"] if s["milestone_id"] == "m2")
-    assert m2["points"][0] == ["2026-01-05", "2026-04-01"] and m2["points"][-1] == ["2026-04-20", "2026-04-20"]
+    assert m2["points"][0] == ["2026-01-05", "2026-04-01"] and m2["points"][-1] == [
+        "2026-04-20",
+        "2026-04-20",
+    ]
 
-    over_nats = msgspec.json.decode((await nc.request("milestones.query.report", b'{"project_id": "moon"}')).data)
+    over_nats = msgspec.json.decode(
+        (await nc.request("milestones.query.report", b'{"project_id": "moon"}')).data
+    )
     assert over_nats["data"] == r
 
     missing = await api.get("/projects/nowhere/report")
@@ -176,5 +290,7 @@ async def test_report_and_trend_over_http_and_nats(api, nc, system):
         bad = await api.get("/projects/moon/report", params=params)
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid", params
     assert (await api.get("/projects/moon/report", params={"baseline": "v7"})).status_code == 404
-    bad_id = msgspec.json.decode((await nc.request("milestones.query.trend", b'{"project_id": "moon.*"}')).data)
+    bad_id = msgspec.json.decode(
+        (await nc.request("milestones.query.trend", b'{"project_id": "moon.*"}')).data
+    )
     assert bad_id["error"]["code"] == "invalid" and "project_id" in bad_id["error"]["message"]

@@ -18,7 +18,9 @@ class Receiver:
     def __init__(self) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/hook"
-        self.requests: list[tuple[int, dict[str, str], bytes]] = []  # (status answered, headers, body)
+        self.requests: list[
+            tuple[int, dict[str, str], bytes]
+        ] = []  # (status answered, headers, body)
         self.fail_next = 0
         self._server: asyncio.Server | None = None
 
@@ -51,8 +53,10 @@ class Receiver:
                     self.fail_next -= 1
                     status = 503
                 self.requests.append((status, headers, body))
-                writer.write(f"HTTP/1.1 {status} {'OK' if status == 200 else 'Unavailable'}\r\n"
-                             "content-length: 0\r\n\r\n".encode())
+                writer.write(
+                    f"HTTP/1.1 {status} {'OK' if status == 200 else 'Unavailable'}\r\n"
+                    "content-length: 0\r\n\r\n".encode()
+                )
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass

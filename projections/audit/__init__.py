@@ -12,8 +12,22 @@ from events.common import Event
 from events.subjects import ALL_EVENTS, EVENTS_STREAM, REJECTIONS, REJECTIONS_STREAM
 from projections.base import Batch
 
-COLUMNS = ("position", "subject", "project_id", "milestone_id", "type", "event_id", "actor", "source",
-           "occurred_at", "recorded_at", "correlation_id", "causation_id", "schema_version", "payload")
+COLUMNS = (
+    "position",
+    "subject",
+    "project_id",
+    "milestone_id",
+    "type",
+    "event_id",
+    "actor",
+    "source",
+    "occurred_at",
+    "recorded_at",
+    "correlation_id",
+    "causation_id",
+    "schema_version",
+    "payload",
+)
 
 
 def redacted(data: Event) -> Event:
@@ -28,9 +42,22 @@ REDACTED = "(redacted)" + "_" * 6  # still a valid Secret, so the payload keeps 
 
 def row(position: int, stored: StoredEvent) -> tuple:
     data = redacted(stored.data)
-    return (position, stored.subject, data.project_id, getattr(data, "milestone_id", None), stored.type,  # type: ignore[attr-defined]
-            stored.id, stored.actor, stored.source, stored.time, stored.recordedtime, stored.correlationid,
-            stored.causationid, stored.schemaversion, ENCODER.encode(data))
+    return (
+        position,
+        stored.subject,
+        data.project_id,
+        getattr(data, "milestone_id", None),
+        stored.type,  # type: ignore[attr-defined]
+        stored.id,
+        stored.actor,
+        stored.source,
+        stored.time,
+        stored.recordedtime,
+        stored.correlationid,
+        stored.causationid,
+        stored.schemaversion,
+        ENCODER.encode(data),
+    )
 
 
 class AuditProjection:
@@ -42,8 +69,12 @@ class AuditProjection:
     decode = staticmethod(decode_stored)
 
     async def apply(self, conn: asyncpg.Connection, batch: Batch, schema: str) -> None:
-        await conn.copy_records_to_table("audit_events", records=[row(p, e) for p, e in batch],
-                                         columns=COLUMNS, schema_name=schema)
+        await conn.copy_records_to_table(
+            "audit_events",
+            records=[row(p, e) for p, e in batch],
+            columns=COLUMNS,
+            schema_name=schema,
+        )
 
 
 class RejectionsProjection:
@@ -55,8 +86,29 @@ class RejectionsProjection:
     decode = staticmethod(REJECTION_DECODER.decode)
 
     async def apply(self, conn: asyncpg.Connection, batch: Batch, schema: str) -> None:
-        records = [(p, r.inbox_seq, r.subject, r.received, r.code, r.message, r.payload or r.payload_base64)
-                   for p, r in batch]
+        records = [
+            (
+                p,
+                r.inbox_seq,
+                r.subject,
+                r.received,
+                r.code,
+                r.message,
+                r.payload or r.payload_base64,
+            )
+            for p, r in batch
+        ]
         await conn.copy_records_to_table(
-            "audit_rejections", records=records, schema_name=schema,
-            columns=("position", "inbox_seq", "subject", "received_at", "code", "message", "payload"))
+            "audit_rejections",
+            records=records,
+            schema_name=schema,
+            columns=(
+                "position",
+                "inbox_seq",
+                "subject",
+                "received_at",
+                "code",
+                "message",
+                "payload",
+            ),
+        )

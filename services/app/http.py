@@ -14,10 +14,14 @@ from services.intake.service import IntakeService
 
 
 def _error(status: int, code: str, message: str) -> Response[bytes]:
-    return Response(ENCODER.encode(Reply.fail(code, message)), status_code=status, media_type=MediaType.JSON)
+    return Response(
+        ENCODER.encode(Reply.fail(code, message)), status_code=status, media_type=MediaType.JSON
+    )
 
 
-def build_http_app(intake: IntakeService | None, *, max_body: int, extra_handlers: list | None = None) -> Litestar:
+def build_http_app(
+    intake: IntakeService | None, *, max_body: int, extra_handlers: list | None = None
+) -> Litestar:
     handlers: list = [health, metrics, *(extra_handlers or [])]
 
     if intake is not None:
@@ -44,6 +48,11 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/metrics", media_type=CONTENT_TYPE_LATEST, summary="Prometheus metrics", include_in_schema=False)
+@get(
+    "/metrics",
+    media_type=CONTENT_TYPE_LATEST,
+    summary="Prometheus metrics",
+    include_in_schema=False,
+)
 async def metrics() -> bytes:
     return generate_latest()

@@ -40,15 +40,19 @@ def asyncapi_document() -> dict[str, Any]:
 
     broker = NatsBroker()
     document(broker)
-    doc = json.loads(AsyncAPI(broker, title="Milestones intake", version="0.1.0").to_specification().to_json())
+    doc = json.loads(
+        AsyncAPI(broker, title="Milestones intake", version="0.1.0").to_specification().to_json()
+    )
     ce = cloudevent_schema()["$defs"]["CloudEventIn"]
     for message in doc.get("components", {}).get("messages", {}).values():
         message["payload"] = {"oneOf": [ce, {"type": "array", "items": ce}]}
     # The inbox is consumed with nats-py (services.intake.inbox), so FastStream does not list it: same messages.
     for name, channel in list(doc.get("channels", {}).items()):
         inbox = json.loads(json.dumps(channel).replace("milestones.commands", "milestones.inbox"))
-        inbox["description"] = ("Fire and forget: captured by the JetStream stream MILESTONES_INBOX and decided in "
-                                "order; refusals are recorded on milestones.rejections.<Type>.")
+        inbox["description"] = (
+            "Fire and forget: captured by the JetStream stream MILESTONES_INBOX and decided in "
+            "order; refusals are recorded on milestones.rejections.<Type>."
+        )
         doc["channels"][name.replace("commands", "inbox")] = inbox
     return doc
 

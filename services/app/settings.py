@@ -27,8 +27,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     notify_backoff_max_s: int = 3600  # the longest wait between two attempts
     notify_timeout_s: int = 10  # per webhook POST
     notify_sweep_s: int = 300  # re-judge health of subscribed projects this often (the clock moves)
-    digest_every_s: int = 7 * 24 * 3600  # project digest to subscribers this often; 0 = only on demand
-    webhook_secret: str | None = None  # signs webhooks of subscriptions that have no secret of their own
+    digest_every_s: int = (
+        7 * 24 * 3600
+    )  # project digest to subscribers this often; 0 = only on demand
+    webhook_secret: str | None = (
+        None  # signs webhooks of subscriptions that have no secret of their own
+    )
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
     data_dir: str = ".milestones"
@@ -45,10 +49,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
                 try:
                     values[name] = int(raw)
                 except ValueError:
-                    raise ValueError(f"MILESTONES_{name.upper()} must be a whole number, got {raw!r}") from None
+                    raise ValueError(
+                        f"MILESTONES_{name.upper()} must be a whole number, got {raw!r}"
+                    ) from None
             elif field_type == "bool":
                 if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-                    raise ValueError(f"MILESTONES_{name.upper()} must be true or false, got {raw!r}")
+                    raise ValueError(
+                        f"MILESTONES_{name.upper()} must be true or false, got {raw!r}"
+                    )
                 values[name] = raw.lower() in ("1", "true", "yes", "on")
             else:
                 values[name] = raw

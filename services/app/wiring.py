@@ -50,10 +50,17 @@ log = structlog.get_logger("milestones")
 
 async def connect_nats(url: str, name: str = "milestones") -> NATS:
     try:
-        nc = await nats.connect(url.split(","), name=name, connect_timeout=5, max_reconnect_attempts=-1,
-                                allow_reconnect=True)
+        nc = await nats.connect(
+            url.split(","),
+            name=name,
+            connect_timeout=5,
+            max_reconnect_attempts=-1,
+            allow_reconnect=True,
+        )
     except Exception as exc:
-        raise StartupError(f"cannot reach NATS at {url}: {exc!r} (is nats-server running?)") from exc
+        raise StartupError(
+            f"cannot reach NATS at {url}: {exc!r} (is nats-server running?)"
+        ) from exc
     check_server_version(nc)
     return nc
 
@@ -69,7 +76,9 @@ async def prepare_streams(nc: NATS, settings: Settings) -> None:
 
 def require_database(settings: Settings) -> str:
     if not settings.database_url:
-        raise StartupError("no database: set MILESTONES_DATABASE_URL (or run `milestones dev`, which embeds one)")
+        raise StartupError(
+            "no database: set MILESTONES_DATABASE_URL (or run `milestones dev`, which embeds one)"
+        )
     return settings.database_url
 
 
@@ -82,7 +91,9 @@ class Running:
     committer: Committer | None = None
     queries: Queries | None = None
     notifier: Notifier | None = None
-    closing: asyncio.Event = field(default_factory=asyncio.Event)  # set first on stop: live streams end
+    closing: asyncio.Event = field(
+        default_factory=asyncio.Event
+    )  # set first on stop: live streams end
     runners: list[Runner] = field(default_factory=list)
     http_handlers: list = field(default_factory=list)
 
@@ -91,8 +102,14 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings, *, intake: bool = True, projections: bool = False,
-                  query: bool = False, notifier: bool = False) -> AsyncIterator[Running]:
+async def running(
+    settings: Settings,
+    *,
+    intake: bool = True,
+    projections: bool = False,
+    query: bool = False,
+    notifier: bool = False,
+) -> AsyncIterator[Running]:
     async with contextlib.AsyncExitStack() as stack:
         nc = await connect_nats(settings.nats_url, "milestones")
         stack.push_async_callback(nc.drain)
@@ -106,7 +123,9 @@ async def running(settings: Settings, *, intake: bool = True, projections: bool 
             run.committer = Committer(EventLog(nc), max_attempts=settings.append_attempts)
             await run.committer.start()
             stack.push_async_callback(run.committer.stop)
-            run.intake = IntakeService(nc, run.committer, Limits(settings.max_message_bytes, settings.max_batch_events))
+            run.intake = IntakeService(
+                nc, run.committer, Limits(settings.max_message_bytes, settings.max_batch_events)
+            )
             commands = CommandServer(nc, run.intake, workers=settings.command_workers)
             await commands.start()
             stack.push_async_callback(commands.stop)
@@ -121,7 +140,9 @@ async def running(settings: Settings, *, intake: bool = True, projections: bool 
         if query:
             run.queries = Queries(pool, watcher, EventLog(nc), at_risk_gap=settings.at_risk_gap)
             register_queries(broker, run.queries, run.stream_last)
-            run.http_handlers = query_routes(run.queries, run.stream_last) + dashboard_routes(run.queries, run.closing)
+            run.http_handlers = query_routes(run.queries, run.stream_last) + dashboard_routes(
+                run.queries, run.closing
+            )
         await broker.start()
         stack.push_async_callback(broker.stop)
         stop = asyncio.Event()
@@ -133,15 +154,29 @@ async def running(settings: Settings, *, intake: bool = True, projections: bool 
                 tasks.append(asyncio.create_task(Scheduler(nc).run(stop), name="scheduler"))
         if notifier:
             run.notifier = Notifier(
-                nc, pool, watcher, today=today_utc, at_risk_gap=settings.at_risk_gap,
-                max_attempts=settings.notify_max_attempts, backoff_base=settings.notify_backoff_ms / 1000,
-                backoff_max=settings.notify_backoff_max_s, timeout=settings.notify_timeout_s,
-                sweep_every=settings.notify_sweep_s, digest_every=settings.digest_every_s,
-                default_secret=settings.webhook_secret)
+                nc,
+                pool,
+                watcher,
+                today=today_utc,
+                at_risk_gap=settings.at_risk_gap,
+                max_attempts=settings.notify_max_attempts,
+                backoff_base=settings.notify_backoff_ms / 1000,
+                backoff_max=settings.notify_backoff_max_s,
+                timeout=settings.notify_timeout_s,
+                sweep_every=settings.notify_sweep_s,
+                digest_every=settings.digest_every_s,
+                default_secret=settings.webhook_secret,
+            )
             tasks.append(asyncio.create_task(run.notifier.run(stop), name="notifier"))
         if projections:
-            run.runners = [Runner(p, dsn, nc, batch_size=settings.projection_batch) for p in PROJECTIONS.values()]
-            tasks += [asyncio.create_task(r.run(stop), name=f"projection-{r.projection.name}") for r in run.runners]
+            run.runners = [
+                Runner(p, dsn, nc, batch_size=settings.projection_batch)
+                for p in PROJECTIONS.values()
+            ]
+            tasks += [
+                asyncio.create_task(r.run(stop), name=f"projection-{r.projection.name}")
+                for r in run.runners
+            ]
 
         async def stop_tasks() -> None:
             stop.set()
@@ -150,7 +185,13 @@ async def running(settings: Settings, *, intake: bool = True, projections: bool 
                     log.error("task failed", error=repr(result))
 
         stack.push_async_callback(stop_tasks)
-        log.info("services running", intake=intake, projections=projections, query=query, notifier=notifier)
+        log.info(
+            "services running",
+            intake=intake,
+            projections=projections,
+            query=query,
+            notifier=notifier,
+        )
         yield run
 
 
@@ -168,10 +209,22 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
-async def serve_http(app, host: str, port: int, stop: asyncio.Event, closing: asyncio.Event | None = None) -> None:
+async def serve_http(
+    app, host: str, port: int, stop: asyncio.Event, closing: asyncio.Event | None = None
+) -> None:
     # open dashboards hold a server-sent event stream: shutdown gives them 3 s, then closes them
-    server = _Uvicorn(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                                     log_level="warning", lifespan="on", timeout_graceful_shutdown=3))
+    server = _Uvicorn(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=3,
+        )
+    )
     task = asyncio.create_task(server.serve())
     await stop.wait()
     if closing is not None:
@@ -191,19 +244,43 @@ async def load_demo(run: Running) -> None:
         refused += not reply.accepted
         if not reply.accepted:
             log.warning("demo event refused", code=reply.error.code, reason=reply.error.message)  # type: ignore[union-attr]
-    log.info("demo project loaded", project=PROJECT, refused=refused,
-             dashboard=f"http://{run.settings.http_host}:{run.settings.http_port}/ui/projects/{PROJECT}")
+    log.info(
+        "demo project loaded",
+        project=PROJECT,
+        refused=refused,
+        dashboard=f"http://{run.settings.http_host}:{run.settings.http_port}/ui/projects/{PROJECT}",
+    )
 
 
-async def run_services(settings: Settings, stop: asyncio.Event, *, intake: bool = True, projections: bool = False,
-                       query: bool = False, notifier: bool = False, http: bool = True, demo: bool = False) -> None:
-    async with running(settings, intake=intake, projections=projections, query=query, notifier=notifier) as run:
+async def run_services(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    intake: bool = True,
+    projections: bool = False,
+    query: bool = False,
+    notifier: bool = False,
+    http: bool = True,
+    demo: bool = False,
+) -> None:
+    async with running(
+        settings, intake=intake, projections=projections, query=query, notifier=notifier
+    ) as run:
         if demo:
             await load_demo(run)
         if http and (intake or query):
-            app = build_http_app(run.intake, max_body=settings.max_message_bytes * 4, extra_handlers=run.http_handlers)
+            app = build_http_app(
+                run.intake,
+                max_body=settings.max_message_bytes * 4,
+                extra_handlers=run.http_handlers,
+            )
             base = f"http://{settings.http_host}:{settings.http_port}"
-            log.info("http listening", url=base, openapi=f"{base}/schema", events=f"{base}/events" if intake else None)
+            log.info(
+                "http listening",
+                url=base,
+                openapi=f"{base}/schema",
+                events=f"{base}/events" if intake else None,
+            )
             await serve_http(app, settings.http_host, settings.http_port, stop, run.closing)
         else:
             log.info("listening", nats=settings.nats_url)

@@ -44,18 +44,28 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
-
-
 # -- bench --------------------------------------------------------------------------------------
 def _bench(args: argparse.Namespace) -> int:
     from bench.run import Options
     from bench.run import main as bench_main
 
-    return bench_main(Options(
-        projects=args.projects, inbox_projects=args.inbox_projects, publishers=args.publishers, events=args.events,
-        freshness_rate=args.freshness_rate, freshness_seconds=args.freshness_seconds, query_rate=args.query_rate,
-        query_seconds=args.query_seconds, raw_messages=args.raw_messages, nats_url=args.bench_nats_url,
-        database_url=args.database_url, out=args.out, lazy=not args.no_lazy))
+    return bench_main(
+        Options(
+            projects=args.projects,
+            inbox_projects=args.inbox_projects,
+            publishers=args.publishers,
+            events=args.events,
+            freshness_rate=args.freshness_rate,
+            freshness_seconds=args.freshness_seconds,
+            query_rate=args.query_rate,
+            query_seconds=args.query_seconds,
+            raw_messages=args.raw_messages,
+            nats_url=args.bench_nats_url,
+            database_url=args.database_url,
+            out=args.out,
+            lazy=not args.no_lazy,
+        )
+    )
 
 
 # -- dev / serve ------------------------------------------------------------------------------
@@ -83,12 +93,19 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
         settings = msgspec.structs.replace(
             settings, nats_url=nats_server.url, http_port=http_port, database_url=database_url
         )
-        log.info("milestones dev ready", nats=settings.nats_url, http=f"http://{settings.http_host}:{http_port}",
-                 dashboard=f"http://{settings.http_host}:{http_port}/ui",
-                 database=database_url, data_dir=str(data_dir), stop="Ctrl-C")
+        log.info(
+            "milestones dev ready",
+            nats=settings.nats_url,
+            http=f"http://{settings.http_host}:{http_port}",
+            dashboard=f"http://{settings.http_host}:{http_port}/ui",
+            database=database_url,
+            data_dir=str(data_dir),
+            stop="Ctrl-C",
+        )
         stop = _stop_on_signals()
-        await wiring.run_services(settings, stop, intake=True, projections=True, query=True, notifier=True,
-                                  demo=args.demo)
+        await wiring.run_services(
+            settings, stop, intake=True, projections=True, query=True, notifier=True, demo=args.demo
+        )
         log.info("stopped cleanly")
         return 0
     finally:
@@ -101,9 +118,15 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from services.app import wiring
 
     stop = _stop_on_signals()
-    await wiring.run_services(settings, stop, intake=args.service == "intake", projections=args.service == "projections",
-                              query=args.service == "query", notifier=args.service == "notifier",
-                              http=not args.no_http)
+    await wiring.run_services(
+        settings,
+        stop,
+        intake=args.service == "intake",
+        projections=args.service == "projections",
+        query=args.service == "query",
+        notifier=args.service == "notifier",
+        http=not args.no_http,
+    )
     return 0
 
 
@@ -159,7 +182,11 @@ async def _send(args: argparse.Namespace, settings: Settings) -> int:
     try:
         for body in bodies:
             try:
-                ctype = msgspec.json.decode(body).get("type", "unknown") if body.lstrip()[:1] == b"{" else "batch"
+                ctype = (
+                    msgspec.json.decode(body).get("type", "unknown")
+                    if body.lstrip()[:1] == b"{"
+                    else "batch"
+                )
             except msgspec.DecodeError:
                 ctype = "unknown"
             if args.inbox:
@@ -184,8 +211,11 @@ async def _rejections(args: argparse.Namespace, settings: Settings) -> int:
 
     nc = await connect_nats(settings.nats_url, "milestones-cli")
     try:
-        msgs = await direct_batch(nc, REJECTIONS_STREAM,
-                                  {"seq": args.after + 1, "next_by_subj": REJECTIONS, "batch": args.limit})
+        msgs = await direct_batch(
+            nc,
+            REJECTIONS_STREAM,
+            {"seq": args.after + 1, "next_by_subj": REJECTIONS, "batch": args.limit},
+        )
     finally:
         await nc.close()
     for m in msgs:
@@ -193,7 +223,9 @@ async def _rejections(args: argparse.Namespace, settings: Settings) -> int:
             _out(m.data.decode())
             continue
         r = REJECTION_DECODER.decode(m.data)
-        _out(f"{m.seq:>6}  inbox#{r.inbox_seq:<6} {r.received:%Y-%m-%d %H:%M:%S}  {r.subject:<36} {r.code:<12} {r.message}")
+        _out(
+            f"{m.seq:>6}  inbox#{r.inbox_seq:<6} {r.received:%Y-%m-%d %H:%M:%S}  {r.subject:<36} {r.code:<12} {r.message}"
+        )
     if not msgs and not args.json:
         _out("no rejections")
     return 0
@@ -216,14 +248,20 @@ async def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from services.app.wiring import connect_nats
 
     # "all": projections that read the same stream are rebuilt together, with one read
-    chosen = groups(list(PROJECTIONS.values())) if args.projection == "all" else [[PROJECTIONS[args.projection]]]
+    chosen = (
+        groups(list(PROJECTIONS.values()))
+        if args.projection == "all"
+        else [[PROJECTIONS[args.projection]]]
+    )
     dsn = args.database_url or _database_url(settings)
     await ensure_schema(dsn, list(PROJECTIONS.values()))
     nc = await connect_nats(settings.nats_url, "milestones-rebuild")
     try:
         for group in chosen:
             position = await rebuild(group, dsn, nc)
-            _out(f"{', '.join(p.name for p in group)}: rebuilt to position {position} and swapped in")
+            _out(
+                f"{', '.join(p.name for p in group)}: rebuilt to position {position} and swapped in"
+            )
     finally:
         await nc.close()
     return 0
@@ -262,8 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--http-port", type=int, help="default 8080, or a free port when taken")
     d.add_argument("--database-url", help="PostgreSQL URL; default: an embedded PostgreSQL")
     d.add_argument("--data-dir", help="where embedded servers keep data (default .milestones)")
-    d.add_argument("--demo", action="store_true", help="load the sample project atlas (phases, dependencies, "
-                   "reschedules, a baseline, status reports) and open /ui/projects/atlas")
+    d.add_argument(
+        "--demo",
+        action="store_true",
+        help="load the sample project atlas (phases, dependencies, "
+        "reschedules, a baseline, status reports) and open /ui/projects/atlas",
+    )
 
     s = sub.add_parser("serve", help="run one service against configured servers (deployments)")
     s.add_argument("service", choices=["intake", "projections", "query", "notifier"])
@@ -291,7 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     def read_command(name: str, help_: str) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_)
         cmd.add_argument("--json", action="store_true", help="JSON instead of a table")
-        cmd.add_argument("--min-position", type=int, help="wait until the read model has passed this position")
+        cmd.add_argument(
+            "--min-position", type=int, help="wait until the read model has passed this position"
+        )
         cmd.add_argument("--cursor", help="next_cursor of the previous page")
         cmd.add_argument("--limit", type=int)
         return cmd
@@ -299,7 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     st = read_command("status", "milestone status: a project's milestones, or one milestone")
     st.add_argument("project")
     st.add_argument("milestone", nargs="?")
-    st.add_argument("--health", help="comma-separated: on_track,at_risk,late,missed,achieved,cancelled")
+    st.add_argument(
+        "--health", help="comma-separated: on_track,at_risk,late,missed,achieved,cancelled"
+    )
     st.add_argument("--kind", help="comma-separated: time,event,technical")
     st.add_argument("--sort", help="order | due | name, - prefix for descending")
     hi = read_command("history", "a milestone's schedule history")
@@ -310,58 +356,99 @@ def build_parser() -> argparse.ArgumentParser:
         au.add_argument(flag)
     au.add_argument("--since", help="RFC 3339 time")
     au.add_argument("--until", help="RFC 3339 time")
-    rep = sub.add_parser("report", help="planned vs actual for a project (time travel with --as-of/--position)")
+    rep = sub.add_parser(
+        "report", help="planned vs actual for a project (time travel with --as-of/--position)"
+    )
     rep.add_argument("project")
     rep.add_argument("--as-of", help="YYYY-MM-DD: as the project stood at the end of that day")
     rep.add_argument("--position", type=int, help="as the project stood at this stream position")
     rep.add_argument("--baseline", help="compare against this baseline (default: the latest)")
     rep.add_argument("--compare-as-of", help="also report this day and what moved since")
-    rep.add_argument("--compare-position", type=int, help="also report this position and what moved since")
+    rep.add_argument(
+        "--compare-position", type=int, help="also report this position and what moved since"
+    )
     rep.add_argument("--json", action="store_true")
-    tr = sub.add_parser("trend", help="milestone trend analysis: forecast per milestone at each report date")
+    tr = sub.add_parser(
+        "trend", help="milestone trend analysis: forecast per milestone at each report date"
+    )
     tr.add_argument("project")
     tr.add_argument("--until", help="YYYY-MM-DD: last report date (default: today)")
     tr.add_argument("--json", action="store_true")
-    dg = sub.add_parser("digest", help="the project digest: every milestone's health, what changed since the last "
-                        "digest; recorded and sent to the project's subscribers (--preview: only show it)")
+    dg = sub.add_parser(
+        "digest",
+        help="the project digest: every milestone's health, what changed since the last "
+        "digest; recorded and sent to the project's subscribers (--preview: only show it)",
+    )
     dg.add_argument("project")
-    dg.add_argument("--preview", action="store_true", help="show it without recording or sending it")
+    dg.add_argument(
+        "--preview", action="store_true", help="show it without recording or sending it"
+    )
     dg.add_argument("--json", action="store_true")
-    dl = read_command("deliveries", "the webhook delivery log (every notification and its attempts)")
+    dl = read_command(
+        "deliveries", "the webhook delivery log (every notification and its attempts)"
+    )
     dl.add_argument("--project")
     dl.add_argument("--status", help="comma-separated: pending,delivered,failed")
     dl.add_argument("--kind", help="e.g. milestone.achieved,milestone.at_risk")
     dl.add_argument("--retry", metavar="ID", help="send this failed delivery again now")
-    pj = read_command("projects", "every project: goals, milestones by health, next milestone, expected finish")
+    pj = read_command(
+        "projects", "every project: goals, milestones by health, next milestone, expected finish"
+    )
     pj.add_argument("project", nargs="?")
-    sb = read_command("subscriptions", "who is told about a project (webhooks; secrets never shown)")
+    sb = read_command(
+        "subscriptions", "who is told about a project (webhooks; secrets never shown)"
+    )
     sb.add_argument("project")
     rs = read_command("reports", "status updates people posted for a project (StatusReported)")
     rs.add_argument("project")
     rs.add_argument("--milestone")
-    pr = sub.add_parser("projections", help="each projection's position, lag, rate and parked count")
+    pr = sub.add_parser(
+        "projections", help="each projection's position, lag, rate and parked count"
+    )
     pr.add_argument("--json", action="store_true")
     pa = sub.add_parser("parked", help="events a projection could not apply")
     pa.add_argument("projection", nargs="?")
     pa.add_argument("--json", action="store_true")
     from projections import PROJECTIONS
 
-    rb = sub.add_parser("rebuild", help="rebuild a read model from position 1 and swap it in (no downtime)")
+    rb = sub.add_parser(
+        "rebuild", help="rebuild a read model from position 1 and swap it in (no downtime)"
+    )
     rb.add_argument("projection", choices=[*PROJECTIONS, "all"])
     rb.add_argument("--database-url")
-    b = sub.add_parser("bench", help="benchmark intake, rebuild, freshness, queries beside the raw limits")
-    b.add_argument("--projects", type=int, default=2000, help="projects of 10 milestones x 10 tasks (~181 messages each)")
-    b.add_argument("--inbox-projects", type=int, default=200, help="projects sent through the inbox")
-    b.add_argument("--publishers", type=int, default=256, help="concurrent request/reply publishers")
-    b.add_argument("--events", type=int, default=0, help="top the stream up to N events before the rebuild")
+    b = sub.add_parser(
+        "bench", help="benchmark intake, rebuild, freshness, queries beside the raw limits"
+    )
+    b.add_argument(
+        "--projects",
+        type=int,
+        default=2000,
+        help="projects of 10 milestones x 10 tasks (~181 messages each)",
+    )
+    b.add_argument(
+        "--inbox-projects", type=int, default=200, help="projects sent through the inbox"
+    )
+    b.add_argument(
+        "--publishers", type=int, default=256, help="concurrent request/reply publishers"
+    )
+    b.add_argument(
+        "--events", type=int, default=0, help="top the stream up to N events before the rebuild"
+    )
     b.add_argument("--freshness-rate", type=int, default=2000)
     b.add_argument("--freshness-seconds", type=float, default=10.0)
     b.add_argument("--query-rate", type=int, default=500)
     b.add_argument("--query-seconds", type=float, default=5.0)
     b.add_argument("--raw-messages", type=int, default=100_000)
-    b.add_argument("--bench-nats-url", help="use this NATS server (default: start a durable and a lazy one)")
-    b.add_argument("--database-url", help="PostgreSQL server to create the bench database on (default: embedded)")
-    b.add_argument("--no-lazy", action="store_true", help="skip the intake run on the lazy-fsync server")
+    b.add_argument(
+        "--bench-nats-url", help="use this NATS server (default: start a durable and a lazy one)"
+    )
+    b.add_argument(
+        "--database-url",
+        help="PostgreSQL server to create the bench database on (default: embedded)",
+    )
+    b.add_argument(
+        "--no-lazy", action="store_true", help="skip the intake run on the lazy-fsync server"
+    )
     b.add_argument("--out", default="bench-results.json")
     rp = sub.add_parser("replay-parked", help="apply a projection's parked events again")
     rp.add_argument("projection", choices=list(PROJECTIONS))
@@ -369,11 +456,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS = {"dev": _dev, "serve": _serve, "send": _send, "rejections": _rejections, "status": _status,
-            "history": _history, "audit": _audit, "projections": _projections, "parked": _parked,
-            "rebuild": _rebuild, "replay-parked": _replay_parked, "report": _report, "trend": _trend,
-            "digest": _digest, "deliveries": _deliveries, "reports": _reports, "projects": _projects,
-            "subscriptions": _subscriptions}
+COMMANDS = {
+    "dev": _dev,
+    "serve": _serve,
+    "send": _send,
+    "rejections": _rejections,
+    "status": _status,
+    "history": _history,
+    "audit": _audit,
+    "projections": _projections,
+    "parked": _parked,
+    "rebuild": _rebuild,
+    "replay-parked": _replay_parked,
+    "report": _report,
+    "trend": _trend,
+    "digest": _digest,
+    "deliveries": _deliveries,
+    "reports": _reports,
+    "projects": _projects,
+    "subscriptions": _subscriptions,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -400,4 +502,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-

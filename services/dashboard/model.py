@@ -67,8 +67,15 @@ class ProjectView(msgspec.Struct, kw_only=True):
     report: reporting.Report  # planned vs actual at the same point (it gives the baseline dates)
 
 
-def project_view(project_id: str, events: Sequence[Positioned], *, today: dt.date, as_of: dt.date | None = None,
-                 baseline: str | None = None, gap: int = health.DEFAULT_GAP) -> ProjectView:
+def project_view(
+    project_id: str,
+    events: Sequence[Positioned],
+    *,
+    today: dt.date,
+    as_of: dt.date | None = None,
+    baseline: str | None = None,
+    gap: int = health.DEFAULT_GAP,
+) -> ProjectView:
     """Raises ``KeyError(baseline)`` for an unknown baseline name."""
     cut = reporting.cut(events, as_of=as_of)
     judged_on = min(as_of, today) if as_of else today
@@ -85,21 +92,47 @@ def project_view(project_id: str, events: Sequence[Positioned], *, today: dt.dat
         v = verdicts[r.milestone_id]
         achieved = r.achieved_at.astimezone(dt.UTC).date() if r.achieved_at else None
         end = max([r.due, *r.task_dues.values()])
-        out.append(Row(
-            milestone_id=r.milestone_id, name=r.name, kind=r.kind, phase=r.phase, order=r.ord,
-            start=min(r.work_start or r.planned_on, end), end=end, due=r.due, first_due=r.first_due,
-            baseline_due=planned_in.get(r.milestone_id), achieved_on=achieved, expected_finish=v.expected_finish,
-            health=v.health, reasons=v.reasons, predecessors=dict(r.predecessors), progress=r.progress,
-            tasks_done=r.tasks_done, tasks_total=r.tasks_total, reschedules=r.reschedules,
-            success_criteria=r.success_criteria,
-            last_report=msgspec.to_builtins(r.last_report) if r.last_report else None))
+        out.append(
+            Row(
+                milestone_id=r.milestone_id,
+                name=r.name,
+                kind=r.kind,
+                phase=r.phase,
+                order=r.ord,
+                start=min(r.work_start or r.planned_on, end),
+                end=end,
+                due=r.due,
+                first_due=r.first_due,
+                baseline_due=planned_in.get(r.milestone_id),
+                achieved_on=achieved,
+                expected_finish=v.expected_finish,
+                health=v.health,
+                reasons=v.reasons,
+                predecessors=dict(r.predecessors),
+                progress=r.progress,
+                tasks_done=r.tasks_done,
+                tasks_total=r.tasks_total,
+                reschedules=r.reschedules,
+                success_criteria=r.success_criteria,
+                last_report=msgspec.to_builtins(r.last_report) if r.last_report else None,
+            )
+        )
     out.sort(key=lambda row: (phase_rank[row.phase], row.order, row.milestone_id))
     phases = sorted(phase_rank, key=lambda p: phase_rank[p])
     return ProjectView(
-        project_id=project_id, name=project_name(cut, project_id),
-        goals=list(created.goals) if created else [], policy=created.dependency_policy if created else "notify",
-        as_of=as_of, judged_on=judged_on, position=report.position, baseline=report.baseline,
-        baselines=report.baselines, phases=phases, rows=out, report=report)
+        project_id=project_id,
+        name=project_name(cut, project_id),
+        goals=list(created.goals) if created else [],
+        policy=created.dependency_policy if created else "notify",
+        as_of=as_of,
+        judged_on=judged_on,
+        position=report.position,
+        baseline=report.baseline,
+        baselines=report.baselines,
+        phases=phases,
+        rows=out,
+        report=report,
+    )
 
 
 def _created(events: Sequence[Positioned]) -> ProjectCreated | None:
@@ -111,7 +144,9 @@ def project_name(events: Sequence[Positioned], project_id: str) -> str:
     return created.name if created else project_id
 
 
-def tasks_of(events: Sequence[Positioned], milestone_id: str, as_of: dt.date | None = None) -> list[Task]:
+def tasks_of(
+    events: Sequence[Positioned], milestone_id: str, as_of: dt.date | None = None
+) -> list[Task]:
     cut = reporting.cut(events, as_of=as_of)
     rows = status.fold(cut)
     done = next((r.tasks for (_, m), r in rows.items() if m == milestone_id), {})
@@ -119,6 +154,14 @@ def tasks_of(events: Sequence[Positioned], milestone_id: str, as_of: dt.date | N
     for _, e in cut:
         if isinstance(e.data, TaskAdded) and e.data.milestone_id == milestone_id:
             t = e.data
-            tasks.append(Task(task_id=t.task_id, title=t.title, done=done.get(t.task_id, False), start=t.start,
-                              due=t.due, check=t.check))
+            tasks.append(
+                Task(
+                    task_id=t.task_id,
+                    title=t.title,
+                    done=done.get(t.task_id, False),
+                    start=t.start,
+                    due=t.due,
+                    check=t.check,
+                )
+            )
     return tasks

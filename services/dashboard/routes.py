@@ -26,8 +26,10 @@ from services.query.params import encode_cursor, p_date
 from services.query.queries import Queries, project_events
 
 HTML = "text/html; charset=utf-8"
-FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><path d="M8 1 L15 8 L8 15 L1 8 Z" '
-           'fill="#1565c0"/></svg>')
+FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><path d="M8 1 L15 8 L8 15 L1 8 Z" '
+    'fill="#1565c0"/></svg>'
+)
 
 
 def _html(body: str, status: int = 200) -> Response[str]:
@@ -49,8 +51,11 @@ async def _svg_file(render: Callable[[], Awaitable[tuple[str, str]]]) -> Respons
     except Rejected as exc:
         status = 404 if exc.code == "not_found" else 400
         return _html(pages.error_page(status, exc.message), status)
-    return Response(body, media_type="image/svg+xml",
-                    headers={"content-disposition": f'attachment; filename="{filename}"'})
+    return Response(
+        body,
+        media_type="image/svg+xml",
+        headers={"content-disposition": f'attachment; filename="{filename}"'},
+    )
 
 
 def dashboard_routes(queries: Queries, closing: asyncio.Event | None = None) -> list:
@@ -64,11 +69,23 @@ def dashboard_routes(queries: Queries, closing: asyncio.Event | None = None) -> 
         events = await project_events(queries.log, pid)
         as_of = p_date(q, "as_of")
         try:
-            view = model.project_view(pid, events, today=queries.today(), as_of=as_of,
-                                      baseline=q.get("baseline") or None, gap=queries.at_risk_gap)
+            view = model.project_view(
+                pid,
+                events,
+                today=queries.today(),
+                as_of=as_of,
+                baseline=q.get("baseline") or None,
+                gap=queries.at_risk_gap,
+            )
         except KeyError:
-            raise Rejected("not_found", f"project {pid} has no baseline {q.get('baseline')!r}") from None
-        if not view.rows and as_of is not None and not any(p for p, _ in reporting.cut(events, as_of=as_of)):
+            raise Rejected(
+                "not_found", f"project {pid} has no baseline {q.get('baseline')!r}"
+            ) from None
+        if (
+            not view.rows
+            and as_of is not None
+            and not any(p for p, _ in reporting.cut(events, as_of=as_of))
+        ):
             raise Rejected("not_found", f"project {pid} did not exist yet on {as_of.isoformat()}")
         return view, events
 
@@ -78,9 +95,14 @@ def dashboard_routes(queries: Queries, closing: asyncio.Event | None = None) -> 
 
     @get("/favicon.ico", include_in_schema=False)
     async def favicon() -> Response[str]:
-        return Response(FAVICON, media_type="image/svg+xml", headers={"cache-control": "max-age=86400"})
+        return Response(
+            FAVICON, media_type="image/svg+xml", headers={"cache-control": "max-age=86400"}
+        )
 
-    @get("/ui", summary="Dashboard: every project with counts by health, next milestone, expected finish")
+    @get(
+        "/ui",
+        summary="Dashboard: every project with counts by health, next milestone, expected finish",
+    )
     async def projects(request: Request) -> Response[str]:
         async def render() -> str:
             q = params(request)
@@ -90,13 +112,18 @@ def dashboard_routes(queries: Queries, closing: asyncio.Event | None = None) -> 
                 return pages.projects_page(page.data, None, page.next_cursor)
             rows = []
             for p in page.data:  # as they stood then: folded from each project's log
-                events = reporting.cut(await project_events(queries.log, p["project_id"]), as_of=as_of)
+                events = reporting.cut(
+                    await project_events(queries.log, p["project_id"]), as_of=as_of
+                )
                 if not events:
                     continue
                 folded = sorted(status.fold(events).values(), key=lambda r: (r.ord, r.milestone_id))
                 judged_on = min(as_of, queries.today())
-                rows.append({**p, **health.summary(health.judged(folded, judged_on, queries.at_risk_gap))})
+                rows.append(
+                    {**p, **health.summary(health.judged(folded, judged_on, queries.at_risk_gap))}
+                )
             return pages.projects_page(rows, as_of, page.next_cursor)
+
         return await _page(render)
 
     @get("/ui/projects/{project_id:str}", summary="Dashboard: a project's Gantt chart")
@@ -104,6 +131,7 @@ def dashboard_routes(queries: Queries, closing: asyncio.Event | None = None) -> 
         async def render() -> str:
             view, _ = await view_of(project_id, params(request))
             return pages.gantt_page(view, svg.gantt_svg(view, link=f"/ui/projects/{project_id}"))
+
         return await _page(render)
 
     @get("/ui/projects/{project_id:str}/gantt.svg", summary="The Gantt chart as an SVG file")
@@ -112,11 +140,14 @@ def dashboard_routes(queries: Queries, closing: asyncio.Event | None = None) -> 
             view, _ = await view_of(project_id, params(request))
             suffix = f"-{view.as_of.isoformat()}" if view.as_of else ""
             return svg.gantt_svg(view), f"{project_id}-gantt{suffix}.svg"
+
         return await _svg_file(render)
 
     async def trend_of(project_id: str, q: dict[str, Any]) -> tuple[reporting.Trend, str]:
         events = await project_events(queries.log, project_id)
-        result = reporting.trend(project_id, events, today=queries.today(), until=p_date(q, "until"))
+        result = reporting.trend(
+            project_id, events, today=queries.today(), until=p_date(q, "until")
+        )
         return result, model.project_name(events, project_id)
 
     @get("/ui/projects/{project_id:str}/trend", summary="Dashboard: milestone trend analysis chart")
@@ -124,17 +155,31 @@ def dashboard_routes(queries: Queries, closing: asyncio.Event | None = None) -> 
         async def render() -> str:
             q = params(request)
             result, name = await trend_of(project_id, q)
-            table = [{"name": s.name, "points": {p.report_date: p.forecast.isoformat() for p in s.points}}
-                     for s in result.series]
+            table = [
+                {
+                    "name": s.name,
+                    "points": {p.report_date: p.forecast.isoformat() for p in s.points},
+                }
+                for s in result.series
+            ]
             chart = svg.trend_svg(result, title=f"Milestone trend analysis of {name}")
-            return pages.trend_page(project_id, name, chart, p_date(q, "until"), table, result.report_dates)
+            return pages.trend_page(
+                project_id, name, chart, p_date(q, "until"), table, result.report_dates
+            )
+
         return await _page(render)
 
-    @get("/ui/projects/{project_id:str}/trend.svg", summary="The milestone trend analysis chart as an SVG file")
+    @get(
+        "/ui/projects/{project_id:str}/trend.svg",
+        summary="The milestone trend analysis chart as an SVG file",
+    )
     async def trend_file(request: Request, project_id: FromPath[str]) -> Response:
         async def render() -> tuple[str, str]:
             result, name = await trend_of(project_id, params(request))
-            return svg.trend_svg(result, title=f"Milestone trend analysis of {name}"), f"{project_id}-trend.svg"
+            return svg.trend_svg(
+                result, title=f"Milestone trend analysis of {name}"
+            ), f"{project_id}-trend.svg"
+
         return await _svg_file(render)
 
     @get("/ui/projects/{project_id:str}/report", summary="Dashboard: planned vs actual")
@@ -143,22 +188,48 @@ def dashboard_routes(queries: Queries, closing: asyncio.Event | None = None) -> 
             q = params(request)
             view, _ = await view_of(project_id, q)
             return pages.report_page(project_id, view.name, view.report)
+
         return await _page(render)
 
-    @get("/ui/projects/{project_id:str}/milestones/{milestone_id:str}", summary="Dashboard: one milestone")
-    async def milestone(request: Request, project_id: FromPath[str], milestone_id: FromPath[str]) -> Response[str]:
+    @get(
+        "/ui/projects/{project_id:str}/milestones/{milestone_id:str}",
+        summary="Dashboard: one milestone",
+    )
+    async def milestone(
+        request: Request, project_id: FromPath[str], milestone_id: FromPath[str]
+    ) -> Response[str]:
         async def render() -> str:
             q = params(request)
             view, events = await view_of(project_id, q)
             if not any(r.milestone_id == milestone_id for r in view.rows):
-                raise Rejected("not_found", f"milestone {milestone_id} is not planned in project {project_id}"
-                               + (f" as of {view.as_of.isoformat()}" if view.as_of else ""))
+                raise Rejected(
+                    "not_found",
+                    f"milestone {milestone_id} is not planned in project {project_id}"
+                    + (f" as of {view.as_of.isoformat()}" if view.as_of else ""),
+                )
             cut = reporting.cut(events, as_of=view.as_of)
             mine = [(p, e) for p, e in cut if getattr(e.data, "milestone_id", None) == milestone_id]
-            rows = [dict(zip(history.COLUMNS, r, strict=True)) for p, e in mine for r in history.rows(p, e)]
-            audit = [{"position": p, "occurred_at": e.time, "type": e.type, "actor": e.actor, "source": e.source,
-                      "correlationid": e.correlationid, "causationid": e.causationid} for p, e in mine]
-            return pages.milestone_page(view, milestone_id, model.tasks_of(events, milestone_id, view.as_of), rows, audit)
+            rows = [
+                dict(zip(history.COLUMNS, r, strict=True))
+                for p, e in mine
+                for r in history.rows(p, e)
+            ]
+            audit = [
+                {
+                    "position": p,
+                    "occurred_at": e.time,
+                    "type": e.type,
+                    "actor": e.actor,
+                    "source": e.source,
+                    "correlationid": e.correlationid,
+                    "causationid": e.causationid,
+                }
+                for p, e in mine
+            ]
+            return pages.milestone_page(
+                view, milestone_id, model.tasks_of(events, milestone_id, view.as_of), rows, audit
+            )
+
         return await _page(render)
 
     @get("/ui/audit", summary="Dashboard: the audit trail, filtered and paginated, with exports")
@@ -174,17 +245,36 @@ def dashboard_routes(queries: Queries, closing: asyncio.Event | None = None) -> 
                 try:
                     cursor = encode_cursor([max(0, int(q["from_position"]) - 1)])
                 except ValueError:
-                    raise Rejected("invalid", f"from_position must be a whole number, got {q['from_position']!r}") from None
+                    raise Rejected(
+                        "invalid",
+                        f"from_position must be a whole number, got {q['from_position']!r}",
+                    ) from None
             result = await queries.audit({**filters, "cursor": cursor, "limit": 100})
             return pages.audit_page(result.data, q, result.next_cursor, as_of)
+
         return await _page(render)
 
     @get("/ui/live", summary="Server-sent events: 'position' whenever the status read model moves")
     async def live(request: Request) -> Stream:
-        return Stream(_positions(queries, closing), media_type="text/event-stream",
-                      headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+        return Stream(
+            _positions(queries, closing),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
 
-    return [root, favicon, projects, gantt, gantt_file, trend, trend_file, report, milestone, audit, live]
+    return [
+        root,
+        favicon,
+        projects,
+        gantt,
+        gantt_file,
+        trend,
+        trend_file,
+        report,
+        milestone,
+        audit,
+        live,
+    ]
 
 
 async def _positions(queries: Queries, closing: asyncio.Event) -> AsyncIterator[bytes]:

@@ -57,8 +57,11 @@ def plan(msg: Event) -> Plan:
             return Plan(target, (), all_milestones_of=p)
         case DependencyRemoved(milestone_id=m, depends_on=d):
             return Plan(target, (milestone_subject(p, m), milestone_subject(p, d)))
-        case (StakeholderSubscribed(milestone_id=m) | StakeholderUnsubscribed(milestone_id=m)
-              | StatusReported(milestone_id=m)) if m:
+        case (
+            StakeholderSubscribed(milestone_id=m)
+            | StakeholderUnsubscribed(milestone_id=m)
+            | StatusReported(milestone_id=m)
+        ) if m:
             return Plan(target, (milestone_subject(p, m),))
         case BaselineSet():
             return Plan(target, (), all_milestones_of=p)
@@ -107,7 +110,11 @@ def decide_traced(msg: Event, states: Mapping[str, State]) -> Traced:
         events = project.decide(msg, target, milestones)
         owner = target
     traced: Traced = [(event, None if i == 0 else 0) for i, event in enumerate(events)]
-    if not isinstance(owner, Project) or not owner.dependencies and not isinstance(msg, DependencyAdded):
+    if (
+        not isinstance(owner, Project)
+        or not owner.dependencies
+        and not isinstance(msg, DependencyAdded)
+    ):
         return traced
     for i, event in enumerate(events):
         moved = None

@@ -65,6 +65,7 @@ class MilestoneFacts(Protocol):
     @property
     def predecessors(self) -> Mapping[str, int]: ...
 
+
 HEALTH = ("on_track", "at_risk", "late", "missed", "achieved", "cancelled")
 
 
@@ -86,14 +87,19 @@ def _days(n: int) -> str:
     return f"{n} day{'s' if abs(n) != 1 else ''}"
 
 
-def judge(rows: Iterable[MilestoneFacts], today: dt.date, gap: int = DEFAULT_GAP) -> dict[str, Judgement]:
+def judge(
+    rows: Iterable[MilestoneFacts], today: dt.date, gap: int = DEFAULT_GAP
+) -> dict[str, Judgement]:
     """Every row of one project, judged as of ``today``. Predecessors outside ``rows`` are ignored."""
     by_id = {r.milestone_id: r for r in rows}
     out: dict[str, Judgement] = {}
 
     def preds_of(mid: str) -> list[tuple[str, int]]:
-        return [(p, lag) for p, lag in sorted(by_id[mid].predecessors.items())
-                if p in by_id and p != mid and not by_id[p].cancelled]
+        return [
+            (p, lag)
+            for p, lag in sorted(by_id[mid].predecessors.items())
+            if p in by_id and p != mid and not by_id[p].cancelled
+        ]
 
     # predecessors first, iteratively (a chain may be longer than Python's recursion limit); the
     # graph is acyclic (DependencyAdded refuses cycles), and a cycle in bad data is cut, not looped
@@ -106,8 +112,12 @@ def judge(rows: Iterable[MilestoneFacts], today: dt.date, gap: int = DEFAULT_GAP
                 continue
             if expanded:
                 on_path.discard(mid)
-                out[mid] = _judge(by_id[mid], today, gap,
-                                  [(p, lag, out[p]) for p, lag in preds_of(mid) if p in out])
+                out[mid] = _judge(
+                    by_id[mid],
+                    today,
+                    gap,
+                    [(p, lag, out[p]) for p, lag in preds_of(mid) if p in out],
+                )
                 continue
             on_path.add(mid)
             stack.append((mid, True))
@@ -115,16 +125,25 @@ def judge(rows: Iterable[MilestoneFacts], today: dt.date, gap: int = DEFAULT_GAP
     return out
 
 
-def _judge(row: MilestoneFacts, today: dt.date, gap: int, preds: list[tuple[str, int, Judgement]]) -> Judgement:
-    blocked = [Blocker(milestone_id=p, lag_days=lag, expected_finish=j.expected_finish, health=j.health)
-               for p, lag, j in preds if j.health != "achieved"]
+def _judge(
+    row: MilestoneFacts, today: dt.date, gap: int, preds: list[tuple[str, int, Judgement]]
+) -> Judgement:
+    blocked = [
+        Blocker(milestone_id=p, lag_days=lag, expected_finish=j.expected_finish, health=j.health)
+        for p, lag, j in preds
+        if j.health != "achieved"
+    ]
     if row.achieved_at is not None:
         on = row.achieved_at.astimezone(dt.UTC).date()
         late = (on - row.due).days
-        reason = f"achieved {on.isoformat()}" + (f", {_days(late)} after its due date" if late > 0 else "")
+        reason = f"achieved {on.isoformat()}" + (
+            f", {_days(late)} after its due date" if late > 0 else ""
+        )
         return Judgement(health="achieved", reasons=[reason], expected_finish=on, blocked_by=[])
     if row.cancelled:
-        return Judgement(health="cancelled", reasons=["cancelled"], expected_finish=row.due, blocked_by=[])
+        return Judgement(
+            health="cancelled", reasons=["cancelled"], expected_finish=row.due, blocked_by=[]
+        )
 
     # the expected finish, and why
     finish, drivers = row.due, []
@@ -135,45 +154,75 @@ def _judge(row: MilestoneFacts, today: dt.date, gap: int, preds: list[tuple[str,
         earliest = j.expected_finish + dt.timedelta(days=lag)
         if earliest > row.due:
             lag_text = f" + {_days(lag)} lag" if lag else ""
-            drivers.append((earliest, f"predecessor {p} ({j.health}) finishes {j.expected_finish.isoformat()}"
-                            f"{lag_text}: {earliest.isoformat()} at the earliest"))
+            drivers.append(
+                (
+                    earliest,
+                    f"predecessor {p} ({j.health}) finishes {j.expected_finish.isoformat()}"
+                    f"{lag_text}: {earliest.isoformat()} at the earliest",
+                )
+            )
     if drivers:
         finish = max(d for d, _ in drivers)
 
     open_tasks = row.tasks_total - row.tasks_done
     if row.missed or today > row.due:
         overdue = (today - row.due).days
-        reason = (f"due {row.due.isoformat()} passed" + (f" {_days(overdue)} ago" if overdue > 0 else "")
-                  + f" without achievement, {open_tasks} of {row.tasks_total} tasks open")
-        return Judgement(health="missed", reasons=[reason], expected_finish=max(finish, today), blocked_by=blocked)
+        reason = (
+            f"due {row.due.isoformat()} passed"
+            + (f" {_days(overdue)} ago" if overdue > 0 else "")
+            + f" without achievement, {open_tasks} of {row.tasks_total} tasks open"
+        )
+        return Judgement(
+            health="missed",
+            reasons=[reason],
+            expected_finish=max(finish, today),
+            blocked_by=blocked,
+        )
     if finish > row.due:
-        reasons = [f"expected to finish {finish.isoformat()}, {_days((finish - row.due).days)} after its due date "
-                   f"{row.due.isoformat()}"] + [text for _, text in sorted(drivers, reverse=True)]
+        reasons = [
+            f"expected to finish {finish.isoformat()}, {_days((finish - row.due).days)} after its due date "
+            f"{row.due.isoformat()}"
+        ] + [text for _, text in sorted(drivers, reverse=True)]
         return Judgement(health="late", reasons=reasons, expected_finish=finish, blocked_by=blocked)
 
     reasons = []
     for p, _lag, j in preds:
         if j.health in ("late", "missed"):
-            reasons.append(f"predecessor {p} is {j.health} (expected {j.expected_finish.isoformat()})")
+            reasons.append(
+                f"predecessor {p} is {j.health} (expected {j.expected_finish.isoformat()})"
+            )
     start = row.work_start or row.planned_on
     if row.tasks_total and row.due > start:
         elapsed = min(100, max(0, 100 * (today - start).days // (row.due - start).days))
         if elapsed - row.progress >= gap:
-            reasons.append(f"{elapsed}% of the time to {row.due.isoformat()} has passed but {row.progress}% of "
-                           f"tasks are done ({open_tasks} open; at risk from {gap} points behind)")
+            reasons.append(
+                f"{elapsed}% of the time to {row.due.isoformat()} has passed but {row.progress}% of "
+                f"tasks are done ({open_tasks} open; at risk from {gap} points behind)"
+            )
     if reasons:
-        return Judgement(health="at_risk", reasons=reasons, expected_finish=finish, blocked_by=blocked)
-    return Judgement(health="on_track",
-                     reasons=[f"due {row.due.isoformat()} in {_days((row.due - today).days)}, {row.progress}% of tasks done"],
-                     expected_finish=finish, blocked_by=blocked)
+        return Judgement(
+            health="at_risk", reasons=reasons, expected_finish=finish, blocked_by=blocked
+        )
+    return Judgement(
+        health="on_track",
+        reasons=[
+            f"due {row.due.isoformat()} in {_days((row.due - today).days)}, {row.progress}% of tasks done"
+        ],
+        expected_finish=finish,
+        blocked_by=blocked,
+    )
 
 
 def present(row: MilestoneFacts, verdict: Judgement) -> dict[str, Any]:
     """A status row as the API shows it: its facts, then its health with the reasons."""
     out = {name: getattr(row, name) for name in row.__struct_fields__}
     out["order"] = out.pop("ord")
-    out.update(health=verdict.health, health_reasons=verdict.reasons, expected_finish=verdict.expected_finish,
-               blocked_by=verdict.blocked_by)
+    out.update(
+        health=verdict.health,
+        health_reasons=verdict.reasons,
+        expected_finish=verdict.expected_finish,
+        blocked_by=verdict.blocked_by,
+    )
     return out
 
 
@@ -185,11 +234,20 @@ def judged(rows: Sequence[MilestoneFacts], today: dt.date, gap: int = DEFAULT_GA
 def summary(milestones: list[dict]) -> dict:
     """A project at a glance, from its judged rows: how many milestones, how many of each
     health, the next open one, and when the last one that is not cancelled should finish."""
-    open_ = sorted((m for m in milestones if m["health"] not in ("achieved", "cancelled")), key=lambda m: m["due"])
+    open_ = sorted(
+        (m for m in milestones if m["health"] not in ("achieved", "cancelled")),
+        key=lambda m: m["due"],
+    )
     counts: dict[str, int] = {}
     for m in milestones:
         counts[m["health"]] = counts.get(m["health"], 0) + 1
-    return {"milestones": len(milestones), "by_health": counts,
-            "next_milestone": {k: open_[0][k] for k in ("milestone_id", "name", "due", "health")} if open_ else None,
-            "expected_finish": max((m["expected_finish"] for m in milestones if m["health"] != "cancelled"),
-                                   default=None)}
+    return {
+        "milestones": len(milestones),
+        "by_health": counts,
+        "next_milestone": {k: open_[0][k] for k in ("milestone_id", "name", "due", "health")}
+        if open_
+        else None,
+        "expected_finish": max(
+            (m["expected_finish"] for m in milestones if m["health"] != "cancelled"), default=None
+        ),
+    }

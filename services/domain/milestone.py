@@ -57,7 +57,9 @@ class Milestone(msgspec.Struct, frozen=True, kw_only=True):
     achieved_at: dt.datetime | None = None
     cancelled: bool = False
     missed: bool = False  # the current due date arrived without achievement
-    violations: dict[str, dt.date] = {}  # predecessor -> earliest date reported by DependencyViolated
+    violations: dict[
+        str, dt.date
+    ] = {}  # predecessor -> earliest date reported by DependencyViolated
 
     @property
     def closed(self) -> bool:
@@ -132,7 +134,9 @@ def _unknown_task(state: Milestone, task_id: str) -> Rejected:
 
 
 def _criteria_met(tasks: dict[str, Task]) -> bool:
-    return bool(tasks) and all(t.done and (t.check is None or t.last_result == "passed") for t in tasks.values())
+    return bool(tasks) and all(
+        t.done and (t.check is None or t.last_result == "passed") for t in tasks.values()
+    )
 
 
 def decide(msg: Event, state: Milestone, *, project_exists: bool = True) -> list[Event]:
@@ -142,7 +146,8 @@ def decide(msg: Event, state: Milestone, *, project_exists: bool = True) -> list
         case MilestonePlanned():
             if not project_exists:
                 raise Rejected(
-                    "not_found", f"project {msg.project_id} does not exist: send ProjectCreated first"
+                    "not_found",
+                    f"project {msg.project_id} does not exist: send ProjectCreated first",
                 )
             if state.planned:
                 raise Rejected(
@@ -179,9 +184,14 @@ def decide(msg: Event, state: Milestone, *, project_exists: bool = True) -> list
             after = evolve(state, msg)
             # a time milestone missed because the report of its last task arrived after the
             # deadline, though the task was done before it: achieved when the work was done
-            in_time = (state.kind == "time" and state.missed and state.due is not None and at is not None
-                       and at < deadline(state.due)
-                       and _criteria_met(after.tasks))
+            in_time = (
+                state.kind == "time"
+                and state.missed
+                and state.due is not None
+                and at is not None
+                and at < deadline(state.due)
+                and _criteria_met(after.tasks)
+            )
             auto = (
                 not closed
                 and result != "failed"
@@ -194,7 +204,8 @@ def decide(msg: Event, state: Milestone, *, project_exists: bool = True) -> list
             if not auto:
                 return [msg]
             evidence = {"event": "all tasks completed", "technical": "all checks passed"}.get(
-                state.kind, f"every task done by {state.due}, reported after the deadline")
+                state.kind, f"every task done by {state.due}, reported after the deadline"
+            )
             return [
                 msg,
                 MilestoneAchieved(
@@ -238,15 +249,30 @@ def decide(msg: Event, state: Milestone, *, project_exists: bool = True) -> list
         case DeadlineReached(due=due) if closed or due != state.due or state.missed:
             return []  # closed, a deadline a reschedule replaced, or a repeat
         case DeadlineReached(due=due):
-            checks_passed = all(t.check is None or t.last_result == "passed" for t in state.tasks.values())
+            checks_passed = all(
+                t.check is None or t.last_result == "passed" for t in state.tasks.values()
+            )
             # achieved *by* its date: on the due day itself, though the deadline fires just after it
             end_of_due = dt.datetime.combine(due, dt.time.max, dt.UTC)
             if state.kind == "time" and not state.open_tasks and checks_passed:
-                return [msg, MilestoneAchieved(project_id=state.project_id, milestone_id=state.milestone_id,
-                                               achieved_at=min(msg.reached_at or end_of_due, end_of_due),
-                                               evidence=f"every task done by {due.isoformat()}")]
-            return [msg, MilestoneMissed(project_id=state.project_id, milestone_id=state.milestone_id, due=due,
-                                         open_tasks=state.open_tasks)]
+                return [
+                    msg,
+                    MilestoneAchieved(
+                        project_id=state.project_id,
+                        milestone_id=state.milestone_id,
+                        achieved_at=min(msg.reached_at or end_of_due, end_of_due),
+                        evidence=f"every task done by {due.isoformat()}",
+                    ),
+                ]
+            return [
+                msg,
+                MilestoneMissed(
+                    project_id=state.project_id,
+                    milestone_id=state.milestone_id,
+                    due=due,
+                    open_tasks=state.open_tasks,
+                ),
+            ]
 
         case MilestoneCancelled() if state.cancelled:
             return []

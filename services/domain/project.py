@@ -58,7 +58,9 @@ def evolve(state: Project, event: Event) -> Project:
     return state
 
 
-def cycle_path(deps: Mapping[str, Mapping[str, int]], successor: str, predecessor: str) -> list[str] | None:
+def cycle_path(
+    deps: Mapping[str, Mapping[str, int]], successor: str, predecessor: str
+) -> list[str] | None:
     """The path predecessor -> ... -> successor through existing edges, if adding
     successor-depends-on-predecessor would close a cycle."""
     # Edges point from a successor to its predecessors; a cycle exists when the new
@@ -104,21 +106,32 @@ def _downstream(succs: Mapping[str, list[tuple[str, int]]], start: str) -> list[
             continue
         visited.add(node)
         stack.append((node, True))
-        stack.extend((succ, False) for succ, _ in reversed(succs.get(node, [])) if succ not in visited)
+        stack.extend(
+            (succ, False) for succ, _ in reversed(succs.get(node, [])) if succ not in visited
+        )
     return order[::-1][1:]
 
 
-def _violation(project_id: str, succ: Milestone, pred: str, finish: dt.date, lag: int,
-               due: dt.date) -> DependencyViolated | None:
+def _violation(
+    project_id: str, succ: Milestone, pred: str, finish: dt.date, lag: int, due: dt.date
+) -> DependencyViolated | None:
     earliest = finish + dt.timedelta(days=lag)
     if earliest <= due or succ.violations.get(pred) == earliest:
         return None  # satisfied, or this very violation was reported already
-    return DependencyViolated(project_id=project_id, milestone_id=succ.milestone_id, depends_on=pred,
-                              predecessor_finish=finish, lag_days=lag, due=due, earliest=earliest)
+    return DependencyViolated(
+        project_id=project_id,
+        milestone_id=succ.milestone_id,
+        depends_on=pred,
+        predecessor_finish=finish,
+        lag_days=lag,
+        due=due,
+        earliest=earliest,
+    )
 
 
-def consequences(state: Project, milestones: Mapping[str, Milestone], moved: str, cause: int,
-                 offset: int) -> Traced:
+def consequences(
+    state: Project, milestones: Mapping[str, Milestone], moved: str, cause: int, offset: int
+) -> Traced:
     """What the dependencies make of ``moved`` finishing when ``milestones[moved]`` says (it was
     just rescheduled, or a dependency was just added to it). ``cause`` is the index of the event
     that moved it (or added the dependency); ``offset`` the index the first new event gets.
@@ -148,11 +161,17 @@ def consequences(state: Project, milestones: Mapping[str, Milestone], moved: str
             succ = milestones.get(succ_id)
             if succ is None or not succ.planned or succ.closed or succ.due is None:
                 continue
-            if (v := _violation(state.project_id, succ, moved, me.finish, lag, succ.due)) is not None:
+            if (
+                v := _violation(state.project_id, succ, moved, me.finish, lag, succ.due)
+            ) is not None:
                 out.append((v, cause))
         return out
 
-    finish = {mid: ms.finish for mid, ms in milestones.items() if ms.finish is not None and not ms.cancelled}
+    finish = {
+        mid: ms.finish
+        for mid, ms in milestones.items()
+        if ms.finish is not None and not ms.cancelled
+    }
     caused_by: dict[str, int] = {moved: cause}
     preds_of = state.dependencies
     for node in _downstream(succs, moved):
@@ -168,10 +187,19 @@ def consequences(state: Project, milestones: Mapping[str, Milestone], moved: str
         if binding is None or binding[0] <= ms.due or binding[1] not in caused_by:
             continue  # satisfied, or bound by a predecessor this move did not touch
         earliest, pred, lag = binding
-        out.append((MilestoneRescheduled(
-            project_id=state.project_id, milestone_id=node, new_due=earliest, old_due=ms.due,
-            reason=f"shifted by dependency: {pred} finishes {finish[pred].isoformat()}"
-                   + (f" + {lag} days lag" if lag else "")), caused_by[pred]))
+        out.append(
+            (
+                MilestoneRescheduled(
+                    project_id=state.project_id,
+                    milestone_id=node,
+                    new_due=earliest,
+                    old_due=ms.due,
+                    reason=f"shifted by dependency: {pred} finishes {finish[pred].isoformat()}"
+                    + (f" + {lag} days lag" if lag else ""),
+                ),
+                caused_by[pred],
+            )
+        )
         caused_by[node] = offset + len(out) - 1
         finish[node] = earliest
     return out

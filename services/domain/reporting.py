@@ -99,7 +99,9 @@ class _Project(msgspec.Struct, kw_only=True):
     position: int = 0
 
 
-def cut(events: Sequence[Positioned], *, position: int | None = None, as_of: dt.date | None = None) -> list[Positioned]:
+def cut(
+    events: Sequence[Positioned], *, position: int | None = None, as_of: dt.date | None = None
+) -> list[Positioned]:
     """The events as the log stood at ``position`` and/or by the end of the day ``as_of``."""
     out = list(events)
     if position is not None:
@@ -126,13 +128,28 @@ def fold(events: Iterable[Positioned]) -> _Project:
             case BaselineSet(name=name, planned=planned):
                 project.baselines[name] = dict(planned)
             case StatusReported() as e:
-                project.notes.append(StatusNote(position=position, time=stored.time, health=e.health, note=e.note,
-                                                milestone_id=e.milestone_id, actor=stored.actor))
+                project.notes.append(
+                    StatusNote(
+                        position=position,
+                        time=stored.time,
+                        health=e.health,
+                        note=e.note,
+                        milestone_id=e.milestone_id,
+                        actor=stored.actor,
+                    )
+                )
     return project
 
 
-def report(project_id: str, events: Sequence[Positioned], *, today: dt.date, as_of: dt.date | None = None,
-           position: int | None = None, baseline: str | None = None) -> Report:
+def report(
+    project_id: str,
+    events: Sequence[Positioned],
+    *,
+    today: dt.date,
+    as_of: dt.date | None = None,
+    position: int | None = None,
+    baseline: str | None = None,
+) -> Report:
     """The planned-versus-actual report, as the project stood at ``position``/``as_of``."""
     state = fold(cut(events, position=position, as_of=as_of))
     names = list(state.baselines)
@@ -152,12 +169,26 @@ def report(project_id: str, events: Sequence[Positioned], *, today: dt.date, as_
             status = "achieved"
         else:
             status = "overdue" if m.due < judged_on else "open"
-        lines.append(MilestoneLine(
-            milestone_id=mid, name=m.planned.name, kind=m.planned.kind, phase=m.planned.phase,
-            order=m.planned.order, first_planned=m.planned.due, reference=reference,
-            baseline_due=planned_in.get(mid), due=m.due, achieved_on=m.achieved_on, cancelled=m.cancelled,
-            reschedules=m.reschedules, forecast=forecast, slip_days=(forecast - reference).days,
-            on_time=on_time, state=status))
+        lines.append(
+            MilestoneLine(
+                milestone_id=mid,
+                name=m.planned.name,
+                kind=m.planned.kind,
+                phase=m.planned.phase,
+                order=m.planned.order,
+                first_planned=m.planned.due,
+                reference=reference,
+                baseline_due=planned_in.get(mid),
+                due=m.due,
+                achieved_on=m.achieved_on,
+                cancelled=m.cancelled,
+                reschedules=m.reschedules,
+                forecast=forecast,
+                slip_days=(forecast - reference).days,
+                on_time=on_time,
+                state=status,
+            )
+        )
     live = [line for line in lines if not line.cancelled]
     achieved = [line for line in live if line.achieved_on]
     on_time = sum(1 for line in achieved if line.on_time)
@@ -165,13 +196,23 @@ def report(project_id: str, events: Sequence[Positioned], *, today: dt.date, as_
     reference_finish = max((line.reference for line in live), default=None)
     forecast_finish = max((line.forecast for line in live), default=None)
     return Report(
-        project_id=project_id, position=state.position, as_of=as_of, baseline=chosen, baselines=names,
-        milestones=lines, planned=len(live), achieved=len(achieved), on_time=on_time,
+        project_id=project_id,
+        position=state.position,
+        as_of=as_of,
+        baseline=chosen,
+        baselines=names,
+        milestones=lines,
+        planned=len(live),
+        achieved=len(achieved),
+        on_time=on_time,
         on_time_rate=round(on_time / len(achieved), 4) if achieved else None,
         mean_slip_days=round(sum(slips) / len(slips), 2) if slips else None,
         worst_slip_days=max(slips) if slips else None,
-        reference_finish=reference_finish, forecast_finish=forecast_finish,
-        schedule_variance_days=(forecast_finish - reference_finish).days if forecast_finish and reference_finish else None,
+        reference_finish=reference_finish,
+        forecast_finish=forecast_finish,
+        schedule_variance_days=(forecast_finish - reference_finish).days
+        if forecast_finish and reference_finish
+        else None,
         status_reports=state.notes,
     )
 
@@ -184,9 +225,16 @@ def compare(then: Report, now: Report) -> list[dict]:
         old = before.get(m.milestone_id)
         if old is not None and (old.forecast, old.state) == (m.forecast, m.state):
             continue
-        changes.append({"milestone_id": m.milestone_id, "then_forecast": old.forecast if old else None,
-                        "now_forecast": m.forecast, "then_state": old.state if old else None, "now_state": m.state,
-                        "moved_days": (m.forecast - old.forecast).days if old else None})
+        changes.append(
+            {
+                "milestone_id": m.milestone_id,
+                "then_forecast": old.forecast if old else None,
+                "now_forecast": m.forecast,
+                "then_state": old.state if old else None,
+                "now_state": m.state,
+                "moved_days": (m.forecast - old.forecast).days if old else None,
+            }
+        )
     return changes
 
 
@@ -214,8 +262,14 @@ class Trend(msgspec.Struct, kw_only=True):
 def report_dates(events: Sequence[Positioned], until: dt.date) -> list[dt.date]:
     """Every day with a ``StatusReported`` or a reschedule, and a weekly cut-off (Mondays) from
     the first planned milestone to ``until``."""
-    days = {e.time.astimezone(dt.UTC).date() for _, e in events if isinstance(e.data, (StatusReported, MilestoneRescheduled))}
-    planned = [e.time.astimezone(dt.UTC).date() for _, e in events if isinstance(e.data, MilestonePlanned)]
+    days = {
+        e.time.astimezone(dt.UTC).date()
+        for _, e in events
+        if isinstance(e.data, (StatusReported, MilestoneRescheduled))
+    }
+    planned = [
+        e.time.astimezone(dt.UTC).date() for _, e in events if isinstance(e.data, MilestonePlanned)
+    ]
     if planned:
         start = min(planned)
         monday = start + dt.timedelta(days=(7 - start.weekday()) % 7)
@@ -226,7 +280,9 @@ def report_dates(events: Sequence[Positioned], until: dt.date) -> list[dt.date]:
     return sorted(d for d in days if d <= until)
 
 
-def trend(project_id: str, events: Sequence[Positioned], *, today: dt.date, until: dt.date | None = None) -> Trend:
+def trend(
+    project_id: str, events: Sequence[Positioned], *, today: dt.date, until: dt.date | None = None
+) -> Trend:
     """Milestone trend analysis: for each report date, each milestone's forecast on that date
     (x: report date, y: forecast; flat = on plan, rising = slipping, on the diagonal = reached)."""
     last_day = until or today
@@ -237,10 +293,18 @@ def trend(project_id: str, events: Sequence[Positioned], *, today: dt.date, unti
         for mid, m in state.milestones.items():
             if m.cancelled:
                 continue
-            line = series.setdefault(mid, TrendSeries(milestone_id=mid, name=m.planned.name, points=[], achieved_on=None))
+            line = series.setdefault(
+                mid, TrendSeries(milestone_id=mid, name=m.planned.name, points=[], achieved_on=None)
+            )
             line.points.append(TrendPoint(day, m.achieved_on or m.due))
             line.achieved_on = m.achieved_on
     order = fold(events).milestones
-    ranked = sorted(series.values(), key=lambda s: (order[s.milestone_id].planned.order, s.milestone_id))
-    return Trend(project_id=project_id, position=max((p for p, _ in events), default=0), report_dates=dates,
-                 series=ranked)
+    ranked = sorted(
+        series.values(), key=lambda s: (order[s.milestone_id].planned.order, s.milestone_id)
+    )
+    return Trend(
+        project_id=project_id,
+        position=max((p for p, _ in events), default=0),
+        report_dates=dates,
+        series=ranked,
+    )

@@ -13,8 +13,14 @@ from nats.aio.msg import Msg
 log = structlog.get_logger("milestones.consume")
 
 
-async def consume_batches(psub, batch: int, poll: float, stop: asyncio.Event,
-                          handle: Callable[[list[Msg]], Awaitable[None]], what: str) -> None:
+async def consume_batches(
+    psub,
+    batch: int,
+    poll: float,
+    stop: asyncio.Event,
+    handle: Callable[[list[Msg]], Awaitable[None]],
+    what: str,
+) -> None:
     """Fetch, handle, ack, until ``stop``; a batch whose handling fails is nacked whole, so it is
     redelivered in order (handlers are idempotent: receipts, rollup schedules)."""
     try:
@@ -28,7 +34,9 @@ async def consume_batches(psub, batch: int, poll: float, stop: asyncio.Event,
             try:
                 await handle(msgs)
             except Exception as exc:
-                log.warning("batch will be redelivered", consumer=what, error=repr(exc), messages=len(msgs))
+                log.warning(
+                    "batch will be redelivered", consumer=what, error=repr(exc), messages=len(msgs)
+                )
                 for m in msgs:
                     await m.nak(delay=1.0)
                 continue

@@ -49,7 +49,9 @@ class OutgoingMessage:
     expected_last_seq: int | None = None  # set on the first message per subject in a batch
 
 
-async def direct_batch(nc: NATS, stream: str, request: dict, timeout: float = 5.0) -> list[StoredMessage]:
+async def direct_batch(
+    nc: NATS, stream: str, request: dict, timeout: float = 5.0
+) -> list[StoredMessage]:
     """One batched direct get (ADR-31): the server streams messages to our inbox, then EOB.
 
     Collected by a subscription callback rather than ``next_msg``: nats-py's ``next_msg`` costs
@@ -67,9 +69,15 @@ async def direct_batch(nc: NATS, stream: str, request: dict, timeout: float = 5.
         if status in ("404", "204"):  # nothing there / end of batch
             done.set_result(None)
         elif status:
-            done.set_exception(AppendFailed(f"direct get on {stream} failed: {status} {headers.get('Description', '')}"))
+            done.set_exception(
+                AppendFailed(
+                    f"direct get on {stream} failed: {status} {headers.get('Description', '')}"
+                )
+            )
         else:
-            out.append(StoredMessage(int(headers["Nats-Sequence"]), headers["Nats-Subject"], msg.data))
+            out.append(
+                StoredMessage(int(headers["Nats-Sequence"]), headers["Nats-Subject"], msg.data)
+            )
 
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox, cb=on_message)
@@ -94,7 +102,9 @@ class EventLog:
     async def _direct_batch(self, request: dict) -> list[StoredMessage]:
         return await direct_batch(self.nc, EVENTS_STREAM, request, self.timeout)
 
-    async def read_subject(self, subject: str, after: int = 0, page: int = 1000) -> list[StoredMessage]:
+    async def read_subject(
+        self, subject: str, after: int = 0, page: int = 1000
+    ) -> list[StoredMessage]:
         """Every message on one subject with a sequence above ``after``, in order."""
         out: list[StoredMessage] = []
         start = after + 1
@@ -139,7 +149,9 @@ class EventLog:
                 continue
             headers["Nats-Batch-Commit"] = "1"
             try:
-                reply = await self.nc.request(m.subject, m.data, headers=headers, timeout=self.timeout)
+                reply = await self.nc.request(
+                    m.subject, m.data, headers=headers, timeout=self.timeout
+                )
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
                 raise AppendFailed(f"no answer to the batch commit: {exc!r}") from exc
             ack = msgspec.json.decode(reply.data)
@@ -147,7 +159,9 @@ class EventLog:
             if error:
                 if error.get("err_code") in _WRONG_LAST_SEQ:
                     raise AppendConflict(error.get("description", "wrong last sequence"))
-                raise AppendFailed(f"batch refused: {error.get('description')} ({error.get('err_code')})")
+                raise AppendFailed(
+                    f"batch refused: {error.get('description')} ({error.get('err_code')})"
+                )
             if ack.get("count") != last:
                 raise AppendFailed(f"batch acknowledged {ack.get('count')} of {last} messages")
             return int(ack["seq"])

@@ -19,6 +19,7 @@ from events.subjects import (
 
 MIN_SERVER = (2, 12, 0)  # atomic batch publish
 
+
 def check_server_version(nc: NATS) -> None:
     v = nc.connected_server_version
     have = (v.major, v.minor, v.patch)
@@ -76,8 +77,16 @@ def rejections_stream_config(replicas: int = 1) -> StreamConfig:
 
 
 # Fields whose drift changes semantics; a mismatch stops the service with one line.
-_CHECKED = ("subjects", "storage", "retention", "deny_delete", "deny_purge", "allow_atomic", "allow_direct",
-            "allow_msg_schedules")
+_CHECKED = (
+    "subjects",
+    "storage",
+    "retention",
+    "deny_delete",
+    "deny_purge",
+    "allow_atomic",
+    "allow_direct",
+    "allow_msg_schedules",
+)
 
 
 async def ensure_stream(nc: NATS, want: StreamConfig) -> None:
@@ -110,5 +119,3 @@ async def ensure_stream(nc: NATS, want: StreamConfig) -> None:
                 f"stream {want.name} exists with {field}={got!r} but Milestones needs {wanted!r}: "
                 "fix the stream (nats stream edit) or point MILESTONES_NATS_URL at another server"
             )
-
-

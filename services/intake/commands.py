@@ -38,8 +38,13 @@ class CommandServer:
         self.sub = None
 
     async def start(self) -> None:
-        self.sub = await self.nc.subscribe(COMMANDS, queue=INTAKE_QUEUE, cb=self._on_message,
-                                           pending_msgs_limit=1_000_000, pending_bytes_limit=1 << 30)
+        self.sub = await self.nc.subscribe(
+            COMMANDS,
+            queue=INTAKE_QUEUE,
+            cb=self._on_message,
+            pending_msgs_limit=1_000_000,
+            pending_bytes_limit=1 << 30,
+        )
 
     async def stop(self) -> None:
         """Stop taking requests, answer the ones in flight."""
@@ -62,11 +67,16 @@ class CommandServer:
     async def _handle(self, msg: Msg) -> None:
         try:
             correlation = msg.headers.get(CORRELATION_HEADER) if msg.headers else None
-            reply = await self.intake.handle(msg.data, "commands", type_token(msg.subject), correlation)
+            reply = await self.intake.handle(
+                msg.data, "commands", type_token(msg.subject), correlation
+            )
         except Exception as exc:  # never let one message take the service down; say so in the reply
             log.exception("command failed", subject=msg.subject)
-            reply = Reply.fail("unavailable", f"the intake failed on this message ({type(exc).__name__}); "
-                                              "nothing was half-written, send it again")
+            reply = Reply.fail(
+                "unavailable",
+                f"the intake failed on this message ({type(exc).__name__}); "
+                "nothing was half-written, send it again",
+            )
         if msg.reply:
             try:
                 await msg.respond(ENCODER.encode(reply))
@@ -80,10 +90,13 @@ def document(broker) -> None:
     from faststream.nats.message import NatsMessage
 
     @broker.subscriber(
-        COMMANDS, queue=INTAKE_QUEUE,
+        COMMANDS,
+        queue=INTAKE_QUEUE,
         title="milestones.commands.<Type>",
         description="Request/reply: one CloudEvent (or a JSON array on milestones.commands.batch); "
         "the reply says accepted with event positions, or why not.",
     )
-    async def on_command(msg: NatsMessage = Context("message")) -> bytes:  # pragma: no cover - docs only
+    async def on_command(
+        msg: NatsMessage = Context("message"),
+    ) -> bytes:  # pragma: no cover - docs only
         raise NotImplementedError

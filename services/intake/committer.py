@@ -71,7 +71,9 @@ class _Unit:
     future: asyncio.Future[Reply]
     attempts: int = 0
     receipts: list[str] = field(default_factory=list)
-    verify: bool = False  # read receipts and every subject before deciding (after a failed fast round)
+    verify: bool = (
+        False  # read receipts and every subject before deciding (after a failed fast round)
+    )
 
 
 _Refs = list[tuple[str, str, str]]  # (event type, event id, subject) per appended event
@@ -137,7 +139,9 @@ class Committer:
         while not self._queue.empty():
             unit = self._queue.get_nowait()
             if not unit.future.done():
-                unit.future.set_result(Reply.fail("unavailable", "the intake is shutting down: retry"))
+                unit.future.set_result(
+                    Reply.fail("unavailable", "the intake is shutting down: retry")
+                )
 
     async def submit(self, commands: Sequence[Command]) -> Reply:
         """Decide and append ``commands`` as one unit: all accepted, or none."""
@@ -229,9 +233,16 @@ class Committer:
                 unit.future.set_result(self._answer_from_receipts(unit, last))
                 continue
             if claimed.intersection(unit.receipts):
-                deferred.append(unit)  # the same CloudEvent twice in one round: answer it next round
+                deferred.append(
+                    unit
+                )  # the same CloudEvent twice in one round: answer it next round
                 continue
-            blocked = [unreadable[s] for p in plans[id(unit)] for s in (p.target, *p.reads) if s in unreadable]
+            blocked = [
+                unreadable[s]
+                for p in plans[id(unit)]
+                for s in (p.target, *p.reads)
+                if s in unreadable
+            ]
             if blocked:
                 unit.future.set_result(Reply.fail("unavailable", blocked[0]))
                 continue
@@ -252,13 +263,18 @@ class Committer:
                 continue
             except Exception as exc:
                 log.exception("decide failed", ce_ids=[c.ce.id for c in unit.commands])
-                unit.future.set_result(Reply.fail("internal", f"the intake failed on this message: {exc!r}"))
+                unit.future.set_result(
+                    Reply.fail("internal", f"the intake failed on this message: {exc!r}")
+                )
                 continue
             if len(outgoing) + len(unit_msgs) > self.max_messages:
                 if not outgoing:
                     unit.future.set_result(
-                        Reply.fail("too_large", f"this batch needs {len(unit_msgs)} log messages; "
-                                   f"at most {self.max_messages} fit in one atomic append: send fewer events")
+                        Reply.fail(
+                            "too_large",
+                            f"this batch needs {len(unit_msgs)} log messages; "
+                            f"at most {self.max_messages} fit in one atomic append: send fewer events",
+                        )
                     )
                 else:
                     deferred.append(unit)
@@ -281,9 +297,17 @@ class Committer:
             log.info("append conflict, deciding again", units=len(accepted), reason=str(exc))
             for unit, _ in accepted:  # decide again on a full read
                 unit.verify = True
-            return self._count_attempt([u for u, _ in accepted], "conflict", (
-                "the milestone kept changing while this message was decided; "
-                f"gave up after {self.max_attempts} attempts: send it again")) + deferred
+            return (
+                self._count_attempt(
+                    [u for u, _ in accepted],
+                    "conflict",
+                    (
+                        "the milestone kept changing while this message was decided; "
+                        f"gave up after {self.max_attempts} attempts: send it again"
+                    ),
+                )
+                + deferred
+            )
         except AppendFailed as exc:
             log.warning("append failed", units=len(accepted), reason=str(exc))
             return self._count_attempt([u for u, _ in accepted], "unavailable", str(exc)) + deferred
@@ -340,17 +364,24 @@ class Committer:
             if plan.milestones_if_dependent:
                 whole = plan.milestones_if_dependent
                 if f"{project_subject(whole)}.*" not in wildcards and getattr(
-                        state_of(project_subject(whole)), "dependencies", None):
+                    state_of(project_subject(whole)), "dependencies", None
+                ):
                     raise _ReadMore()  # dependencies appeared since the cache said none: read them all
             if whole:
                 prefix = f"{project_subject(whole)}."
-                needed += [s for s in {*last, *working, *overlay} if s.startswith(prefix) and s.count(".") == 3]
+                needed += [
+                    s
+                    for s in {*last, *working, *overlay}
+                    if s.startswith(prefix) and s.count(".") == 3
+                ]
             states = {s: state_of(s) for s in needed}
             try:
                 traced = domain.decide_traced(domain.stamp(cmd.fact, cmd.ce.time), states)
             except Rejected as rej:
                 if len(unit.commands) > 1:
-                    raise Rejected(rej.code, f"event #{n + 1} (id {cmd.ce.id}): {rej.message}") from rej
+                    raise Rejected(
+                        rej.code, f"event #{n + 1} (id {cmd.ce.id}): {rej.message}"
+                    ) from rej
                 raise
             events = [event for event, _ in traced]
             per_command: list[tuple[str, str, str]] = []
@@ -386,7 +417,10 @@ class Committer:
     @staticmethod
     def _refs_from_receipt(stored: StoredMessage) -> list[EventRef]:
         receipt = RECEIPT_DECODER.decode(stored.data)
-        return [EventRef(etype, eid, stored.seq + 1 + i) for i, (etype, eid) in enumerate(receipt.events)]
+        return [
+            EventRef(etype, eid, stored.seq + 1 + i)
+            for i, (etype, eid) in enumerate(receipt.events)
+        ]
 
     def _answer_from_receipts(self, unit: _Unit, last: dict[str, StoredMessage]) -> Reply:
         return Reply.ok([ref for r in unit.receipts for ref in self._refs_from_receipt(last[r])])
@@ -418,10 +452,15 @@ class Committer:
             try:
                 for m in messages:
                     state = domain.evolve(state, decode_stored(m.data).data)  # type: ignore[arg-type]
-            except (ValueError, TypeError) as exc:  # msgspec errors and UnknownSchemaVersion are ValueErrors
+            except (
+                ValueError,
+                TypeError,
+            ) as exc:  # msgspec errors and UnknownSchemaVersion are ValueErrors
                 log.error("aggregate history unreadable", subject=subject, error=str(exc))
-                unreadable[subject] = (f"the history of {subject} holds an event this version cannot read ({exc}): "
-                                       "upgrade the intake or add an upcaster; nothing was written")
+                unreadable[subject] = (
+                    f"the history of {subject} holds an event this version cannot read ({exc}): "
+                    "upgrade the intake or add an upcaster; nothing was written"
+                )
                 self._cache.pop(subject, None)
                 return
             self._remember(subject, _Cached(state, messages[-1].seq if messages else latest))

@@ -40,16 +40,32 @@ SOURCE = "milestones-scheduler"
 
 
 def deadline_event(project_id: str, milestone_id: str, due: dt.date, at: dt.datetime) -> bytes:
-    return ENCODER.encode({
-        "specversion": "1.0", "id": f"deadline:{project_id}:{milestone_id}:{due.isoformat()}", "source": SOURCE,
-        "type": "DeadlineReached", "time": at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
-        "actor": SOURCE, "data": {"project_id": project_id, "milestone_id": milestone_id, "due": due.isoformat()},
-    })
+    return ENCODER.encode(
+        {
+            "specversion": "1.0",
+            "id": f"deadline:{project_id}:{milestone_id}:{due.isoformat()}",
+            "source": SOURCE,
+            "type": "DeadlineReached",
+            "time": at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+            "actor": SOURCE,
+            "data": {
+                "project_id": project_id,
+                "milestone_id": milestone_id,
+                "due": due.isoformat(),
+            },
+        }
+    )
 
 
 class Scheduler:
-    def __init__(self, nc: NATS, *, deadline_at: Callable[[dt.date], dt.datetime] = deadline,
-                 batch: int = 500, poll: float = 0.25) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        *,
+        deadline_at: Callable[[dt.date], dt.datetime] = deadline,
+        batch: int = 500,
+        poll: float = 0.25,
+    ) -> None:
         self.nc = nc
         self.js = nc.jetstream(publish_async_max_pending=4000)
         self.deadline_at = deadline_at  # the clock is an input: tests bring deadlines near
@@ -61,14 +77,22 @@ class Scheduler:
         at = self.deadline_at(due)
         spec = at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return await self.js.publish_async(
-            schedule_subject(project_id, milestone_id), deadline_event(project_id, milestone_id, due, at),
-            headers={"Nats-Schedule": f"@at {spec}", "Nats-Schedule-Target": TARGET})
+            schedule_subject(project_id, milestone_id),
+            deadline_event(project_id, milestone_id, due, at),
+            headers={"Nats-Schedule": f"@at {spec}", "Nats-Schedule-Target": TARGET},
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         psub = await self.js.pull_subscribe(
-            MILESTONE_EVENTS, durable=SCHEDULER_DURABLE, stream=EVENTS_STREAM,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=60,
-                                  max_ack_pending=self.batch * 2),
+            MILESTONE_EVENTS,
+            durable=SCHEDULER_DURABLE,
+            stream=EVENTS_STREAM,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=60,
+                max_ack_pending=self.batch * 2,
+            ),
         )
         await consume_batches(psub, self.batch, self.poll, stop, self._schedule_batch, "scheduler")
 

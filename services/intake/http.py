@@ -8,18 +8,33 @@ from events import ENCODER, Reply
 from events.errors import http_status
 from services.intake.service import IntakeService
 
-JSON_TYPES = ("application/json", "application/cloudevents+json", "application/cloudevents-batch+json")
+JSON_TYPES = (
+    "application/json",
+    "application/cloudevents+json",
+    "application/cloudevents-batch+json",
+)
 
 
 def intake_routes(intake: IntakeService) -> list:
-    @post("/events", summary="Report facts as CloudEvents (one object, or a JSON array)", status_code=202)
+    @post(
+        "/events",
+        summary="Report facts as CloudEvents (one object, or a JSON array)",
+        status_code=202,
+    )
     async def post_events(request: Request) -> Response[bytes]:
-        ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        ctype = (
+            request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        )
         if ctype not in JSON_TYPES:
-            reply = Reply.fail("invalid", f"Content-Type {ctype!r} is not accepted: send application/cloudevents+json")
+            reply = Reply.fail(
+                "invalid",
+                f"Content-Type {ctype!r} is not accepted: send application/cloudevents+json",
+            )
             return Response(ENCODER.encode(reply), status_code=415, media_type=MediaType.JSON)
         body = await request.body()
-        reply = await intake.handle(body, "http", correlation=request.headers.get("x-correlation-id"))
+        reply = await intake.handle(
+            body, "http", correlation=request.headers.get("x-correlation-id")
+        )
         status = 202 if reply.error is None else http_status(reply.error.code)
         return Response(ENCODER.encode(reply), status_code=status, media_type=MediaType.JSON)
 

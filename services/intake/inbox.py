@@ -24,7 +24,9 @@ INBOX_DURABLE = "milestones-intake"
 
 
 class InboxConsumer:
-    def __init__(self, nc: NATS, intake: IntakeService, batch: int = 200, poll: float = 0.25) -> None:
+    def __init__(
+        self, nc: NATS, intake: IntakeService, batch: int = 200, poll: float = 0.25
+    ) -> None:
         self.nc = nc
         self.intake = intake
         self.batch = batch
@@ -32,8 +34,14 @@ class InboxConsumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         psub = await self.nc.jetstream().pull_subscribe(
-            INBOX, durable=INBOX_DURABLE, stream=INBOX_STREAM,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
-                                  ack_wait=60, max_ack_pending=self.batch * 4),
+            INBOX,
+            durable=INBOX_DURABLE,
+            stream=INBOX_STREAM,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=60,
+                max_ack_pending=self.batch * 4,
+            ),
         )
         await consume_batches(psub, self.batch, self.poll, stop, self.intake.handle_inbox, "inbox")

@@ -27,7 +27,10 @@ def _decode_data(n: int | None, ce: CloudEventIn) -> Command:
     decoder = DATA_DECODERS.get(ce.type) if ce.type in INBOUND_TYPES else None
     if decoder is None:
         known = ", ".join(sorted(INBOUND_TYPES))
-        raise Rejected("unknown_type", f"{where}: type {ce.type!r} is not one Milestones accepts; use one of: {known}")
+        raise Rejected(
+            "unknown_type",
+            f"{where}: type {ce.type!r} is not one Milestones accepts; use one of: {known}",
+        )
     try:
         fact = decoder.decode(ce.data)
     except msgspec.ValidationError as exc:
@@ -40,7 +43,10 @@ def _decode_data(n: int | None, ce: CloudEventIn) -> Command:
 def parse(body: bytes, limits: Limits, expected_type: str | None = None) -> list[Command]:
     """Validate a message; raises ``Rejected`` with a contract code and a fix-it message."""
     if len(body) > limits.max_bytes:
-        raise Rejected("too_large", f"message is {len(body)} bytes; the limit is {limits.max_bytes} bytes: split it")
+        raise Rejected(
+            "too_large",
+            f"message is {len(body)} bytes; the limit is {limits.max_bytes} bytes: split it",
+        )
     head = body.lstrip()[:1]
     try:
         if head == b"{":
@@ -50,7 +56,10 @@ def parse(body: bytes, limits: Limits, expected_type: str | None = None) -> list
             ces = CLOUDEVENT_BATCH_DECODER.decode(body)
             batch = True
         else:
-            raise Rejected("invalid", "expected a CloudEvent JSON object, or a JSON array of them (structured mode)")
+            raise Rejected(
+                "invalid",
+                "expected a CloudEvent JSON object, or a JSON array of them (structured mode)",
+            )
     except msgspec.ValidationError as exc:
         raise Rejected("invalid", f"not a valid CloudEvent 1.0: {exc}") from exc
     except msgspec.DecodeError as exc:
@@ -58,13 +67,18 @@ def parse(body: bytes, limits: Limits, expected_type: str | None = None) -> list
     if batch and not ces:
         raise Rejected("invalid", "the batch is empty: send at least one CloudEvent")
     if len(ces) > limits.max_batch:
-        raise Rejected("too_large", f"batch has {len(ces)} events; the limit is {limits.max_batch}: split it")
+        raise Rejected(
+            "too_large", f"batch has {len(ces)} events; the limit is {limits.max_batch}: split it"
+        )
     seen: set[tuple[str, str]] = set()
     commands = []
     for n, ce in enumerate(ces, 1):
         key = (ce.source, ce.id)
         if key in seen:
-            raise Rejected("invalid", f"CloudEvent #{n}: id {ce.id!r} from {ce.source!r} appears twice in this batch")
+            raise Rejected(
+                "invalid",
+                f"CloudEvent #{n}: id {ce.id!r} from {ce.source!r} appears twice in this batch",
+            )
         seen.add(key)
         commands.append(_decode_data(n if batch else None, ce))
     if expected_type is not None and not batch and commands[0].ce.type != expected_type:
@@ -76,7 +90,9 @@ def parse(body: bytes, limits: Limits, expected_type: str | None = None) -> list
     return commands
 
 
-async def handle(body: bytes, committer: Committer, limits: Limits, expected_type: str | None = None) -> Reply:
+async def handle(
+    body: bytes, committer: Committer, limits: Limits, expected_type: str | None = None
+) -> Reply:
     try:
         commands = parse(body, limits, expected_type)
     except Rejected as exc:

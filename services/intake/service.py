@@ -20,7 +20,9 @@ from services.intake.parse import Limits, handle
 
 log = structlog.get_logger("milestones.intake")
 
-MESSAGES = Counter("milestones_intake_messages_total", "Messages handled by the intake", ["path", "outcome"])
+MESSAGES = Counter(
+    "milestones_intake_messages_total", "Messages handled by the intake", ["path", "outcome"]
+)
 LATENCY = Histogram("milestones_intake_seconds", "Time from receipt to verdict", ["path"])
 # Transient: the message itself is fine, the system was not; the inbox retries these.
 TRANSIENT = frozenset({"unavailable", "internal"})
@@ -33,8 +35,13 @@ class IntakeService:
         self.committer = committer
         self.limits = limits
 
-    async def handle(self, body: bytes, path: str, expected_type: str | None = None,
-                     correlation: str | None = None) -> Reply:
+    async def handle(
+        self,
+        body: bytes,
+        path: str,
+        expected_type: str | None = None,
+        correlation: str | None = None,
+    ) -> Reply:
         started = time.perf_counter()
         with structlog.contextvars.bound_contextvars(path=path, correlation_id=correlation):
             reply = await handle(body, self.committer, self.limits, expected_type)
@@ -61,7 +68,9 @@ class IntakeService:
             if not reply.accepted and reply not in transient:
                 await self._record_rejection(msg, reply)
         if transient:
-            raise RuntimeError(f"{len(transient)} inbox message(s) hit a transient failure: redelivering")
+            raise RuntimeError(
+                f"{len(transient)} inbox message(s) hit a transient failure: redelivering"
+            )
 
     async def _record_rejection(self, msg: Msg, reply: Reply) -> None:
         assert reply.error is not None
@@ -71,12 +80,24 @@ class IntakeService:
         except UnicodeDecodeError:
             text, b64 = None, base64.b64encode(msg.data).decode()
         rejection = Rejection(
-            inbox_seq=seq, subject=msg.subject, received=dt.datetime.now(dt.UTC),
-            code=reply.error.code, message=reply.error.message, payload=text, payload_base64=b64,
+            inbox_seq=seq,
+            subject=msg.subject,
+            received=dt.datetime.now(dt.UTC),
+            code=reply.error.code,
+            message=reply.error.message,
+            payload=text,
+            payload_base64=b64,
         )
         token = type_token(msg.subject) or "unknown"
         await self.js.publish(
-            rejection_subject(token), ENCODER.encode(rejection),
-            stream=REJECTIONS_STREAM, headers={"Nats-Msg-Id": f"inbox-{seq}"},
+            rejection_subject(token),
+            ENCODER.encode(rejection),
+            stream=REJECTIONS_STREAM,
+            headers={"Nats-Msg-Id": f"inbox-{seq}"},
         )
-        log.warning("inbox message rejected", inbox_seq=seq, code=reply.error.code, reason=reply.error.message)
+        log.warning(
+            "inbox message rejected",
+            inbox_seq=seq,
+            code=reply.error.code,
+            reason=reply.error.message,
+        )

@@ -30,14 +30,18 @@ def describe(kind: str, data: dict[str, Any]) -> str:
         case "MilestoneAchieved":
             return f"{m} achieved" + (f" ({data['evidence']})" if data.get("evidence") else "")
         case "DependencyViolated":
-            return (f"{m} (due {data.get('due')}) cannot finish before {data.get('earliest')}: "
-                    f"{data.get('depends_on')} finishes {data.get('predecessor_finish')}")
+            return (
+                f"{m} (due {data.get('due')}) cannot finish before {data.get('earliest')}: "
+                f"{data.get('depends_on')} finishes {data.get('predecessor_finish')}"
+            )
         case "MilestoneMissed":
             return f"{m} missed its due date {data.get('due')} with {len(data.get('open_tasks') or [])} open task(s)"
         case "MilestonePlanned":
             return f"{m} planned for {data.get('due')} ({data.get('kind')})"
         case "TaskCompleted":
-            return f"{m}: task {data.get('task_id')} completed" + (f" ({data['result']})" if data.get("result") else "")
+            return f"{m}: task {data.get('task_id')} completed" + (
+                f" ({data['result']})" if data.get("result") else ""
+            )
         case "TaskAdded":
             return f"{m}: task {data.get('task_id')} added"
         case "TaskReopened":
@@ -45,31 +49,62 @@ def describe(kind: str, data: dict[str, Any]) -> str:
         case "MilestoneCancelled":
             return f"{m} cancelled: {data.get('reason')}"
         case "StatusReported":
-            return f"status {data.get('health')}" + (f" for {m}" if m else "") + f": {data.get('note')}"
+            return (
+                f"status {data.get('health')}"
+                + (f" for {m}" if m else "")
+                + f": {data.get('note')}"
+            )
         case "BaselineSet":
             return f"baseline {data.get('name')} set"
         case "DependencyAdded":
-            return f"{m} now depends on {data.get('depends_on')} (lag {data.get('lag_days', 0)} days)"
+            return (
+                f"{m} now depends on {data.get('depends_on')} (lag {data.get('lag_days', 0)} days)"
+            )
     return kind + (f" {m}" if m else "")
 
 
-def matching(subs: Sequence[Subscription], project_id: str, milestone_id: str | None) -> list[Subscription]:
-    return [s for s in subs if s.project_id == project_id and (s.scope == "" or s.scope == milestone_id)]
+def matching(
+    subs: Sequence[Subscription], project_id: str, milestone_id: str | None
+) -> list[Subscription]:
+    return [
+        s for s in subs if s.project_id == project_id and (s.scope == "" or s.scope == milestone_id)
+    ]
 
 
-def event_notifications(position: int, stored: StoredEvent, subs: Sequence[Subscription],
-                        now: dt.datetime) -> list[tuple[Notification, Subscription]]:
+def event_notifications(
+    position: int, stored: StoredEvent, subs: Sequence[Subscription], now: dt.datetime
+) -> list[tuple[Notification, Subscription]]:
     kind = KINDS.get(stored.type)
     if kind is None:
         return []
     data = msgspec.to_builtins(stored.data)
     data.pop("type", None)
     milestone_id = data.get("milestone_id")
-    event = {"type": stored.type, "id": stored.id, "time": stored.time, "actor": stored.actor,
-             "correlationid": stored.correlationid, "causationid": stored.causationid, "data": data}
+    event = {
+        "type": stored.type,
+        "id": stored.id,
+        "time": stored.time,
+        "actor": stored.actor,
+        "correlationid": stored.correlationid,
+        "causationid": stored.causationid,
+        "data": data,
+    }
     out = []
     for sub in matching(subs, data["project_id"], milestone_id):
-        out.append((Notification(id=delivery_id(stored.id, sub), kind=kind, project_id=data["project_id"], milestone_id=milestone_id,
-                                 stakeholder=sub.stakeholder, summary=describe(stored.type, data), created_at=now,
-                                 position=position, event=event), sub))
+        out.append(
+            (
+                Notification(
+                    id=delivery_id(stored.id, sub),
+                    kind=kind,
+                    project_id=data["project_id"],
+                    milestone_id=milestone_id,
+                    stakeholder=sub.stakeholder,
+                    summary=describe(stored.type, data),
+                    created_at=now,
+                    position=position,
+                    event=event,
+                ),
+                sub,
+            )
+        )
     return out

@@ -46,42 +46,84 @@ class Digest(msgspec.Struct, kw_only=True):
     more_changes: int
 
 
-async def build(conn: asyncpg.Connection, project_id: str, today: dt.date, gap: int = health.DEFAULT_GAP,
-                *, record: bool = True) -> Digest:
+async def build(
+    conn: asyncpg.Connection,
+    project_id: str,
+    today: dt.date,
+    gap: int = health.DEFAULT_GAP,
+    *,
+    record: bool = True,
+) -> Digest:
     rows = (await status_queries.load(conn, [project_id]))[project_id]
     position = await audit_queries.last_position(conn, project_id)
     if position is None:
         raise Rejected("not_found", f"project {project_id} is not known")
-    previous = await conn.fetchrow("SELECT position, created_at FROM digests WHERE project_id = $1 "
-                                   "ORDER BY position DESC, created_at DESC LIMIT 1", project_id)
+    previous = await conn.fetchrow(
+        "SELECT position, created_at FROM digests WHERE project_id = $1 "
+        "ORDER BY position DESC, created_at DESC LIMIT 1",
+        project_id,
+    )
     since = previous["position"] if previous else 0
     changed, total = await audit_queries.project_changes(conn, project_id, since, MAX_CHANGES)
     milestones = health.judged(rows, today, gap)
     digest = Digest(
-        project_id=project_id, created_at=dt.datetime.now(dt.UTC), today=today, position=position,
-        since_position=since, since=previous["created_at"] if previous else None,
-        counts=dict(sorted(health.summary(milestones)["by_health"].items())), milestones=milestones,
-        changes=[Change(position=c["position"], occurred_at=c["occurred_at"], type=c["type"],
-                        milestone_id=c["milestone_id"], actor=c["actor"], summary=describe(c["type"], c["payload"]))
-                 for c in changed],
-        more_changes=max(0, total - MAX_CHANGES))
+        project_id=project_id,
+        created_at=dt.datetime.now(dt.UTC),
+        today=today,
+        position=position,
+        since_position=since,
+        since=previous["created_at"] if previous else None,
+        counts=dict(sorted(health.summary(milestones)["by_health"].items())),
+        milestones=milestones,
+        changes=[
+            Change(
+                position=c["position"],
+                occurred_at=c["occurred_at"],
+                type=c["type"],
+                milestone_id=c["milestone_id"],
+                actor=c["actor"],
+                summary=describe(c["type"], c["payload"]),
+            )
+            for c in changed
+        ],
+        more_changes=max(0, total - MAX_CHANGES),
+    )
     if record:
-        await conn.execute("INSERT INTO digests VALUES ($1, $2, $3, $4) ON CONFLICT (project_id, position) "
-                           "DO UPDATE SET created_at = EXCLUDED.created_at, body = EXCLUDED.body",
-                           project_id, position, digest.created_at, msgspec.json.encode(digest))
+        await conn.execute(
+            "INSERT INTO digests VALUES ($1, $2, $3, $4) ON CONFLICT (project_id, position) "
+            "DO UPDATE SET created_at = EXCLUDED.created_at, body = EXCLUDED.body",
+            project_id,
+            position,
+            digest.created_at,
+            msgspec.json.encode(digest),
+        )
     return digest
 
 
-async def send(conn: asyncpg.Connection, project_id: str, today: dt.date, gap: int = health.DEFAULT_GAP) -> tuple[Digest, int]:
+async def send(
+    conn: asyncpg.Connection, project_id: str, today: dt.date, gap: int = health.DEFAULT_GAP
+) -> tuple[Digest, int]:
     """Build and record a digest and queue it for the project's (whole-project) subscribers."""
     async with conn.transaction():
         digest = await build(conn, project_id, today, gap)
         subs = [s for s in await subscriptions(conn, [project_id]) if s.scope == ""]
         body = msgspec.to_builtins(digest)
-        items = [(Notification(id=delivery_id(f"digest:{project_id}:{digest.created_at.isoformat()}", s),
-                               kind="project.digest", project_id=project_id, stakeholder=s.stakeholder,
-                               created_at=digest.created_at, position=digest.position, digest=body,
-                               summary=summary(digest)), s) for s in subs]
+        items = [
+            (
+                Notification(
+                    id=delivery_id(f"digest:{project_id}:{digest.created_at.isoformat()}", s),
+                    kind="project.digest",
+                    project_id=project_id,
+                    stakeholder=s.stakeholder,
+                    created_at=digest.created_at,
+                    position=digest.position,
+                    digest=body,
+                    summary=summary(digest),
+                ),
+                s,
+            )
+            for s in subs
+        ]
         return digest, await enqueue(conn, items)
 
 
@@ -89,9 +131,15 @@ async def send_due(pool: asyncpg.Pool, today: dt.date, gap: int, every: float) -
     """Digests for the subscribed projects whose last digest is older than ``every`` seconds."""
     async with pool.acquire() as conn:
         subscribed = await status_queries.subscribed_projects(conn, whole_project_only=True)
-        recent = {r["project_id"] for r in await conn.fetch(
-            "SELECT DISTINCT project_id FROM digests WHERE project_id = ANY($1::text[]) "
-            "AND created_at > now() - make_interval(secs => $2)", subscribed, every)}
+        recent = {
+            r["project_id"]
+            for r in await conn.fetch(
+                "SELECT DISTINCT project_id FROM digests WHERE project_id = ANY($1::text[]) "
+                "AND created_at > now() - make_interval(secs => $2)",
+                subscribed,
+                every,
+            )
+        }
         due = [p for p in subscribed if p not in recent]
         sent = 0
         for project_id in due:
@@ -107,18 +155,29 @@ def summary(d: Digest) -> str:
 def render(d: dict[str, Any]) -> str:
     """A digest as text (the CLI)."""
     lines = [f"Digest of {d['project_id']} on {d['today']} (events up to position {d['position']})"]
-    lines.append("By health: " + (", ".join(f"{h} {n}" for h, n in d["counts"].items()) or "no milestones"))
+    lines.append(
+        "By health: " + (", ".join(f"{h} {n}" for h, n in d["counts"].items()) or "no milestones")
+    )
     lines.append("")
     for m in d["milestones"]:
-        lines.append(f"  [{m['health'].upper():>9}] {m['milestone_id']} {m['name']!r} due {m['due']}, "
-                     f"{m['progress']}% done: {m['health_reasons'][0]}")
+        lines.append(
+            f"  [{m['health'].upper():>9}] {m['milestone_id']} {m['name']!r} due {m['due']}, "
+            f"{m['progress']}% done: {m['health_reasons'][0]}"
+        )
         if m.get("last_report"):
             r = m["last_report"]
-            lines.append(f"              reported {r['health']} by {r.get('actor') or '?'}: {r['note']}")
+            lines.append(
+                f"              reported {r['health']} by {r.get('actor') or '?'}: {r['note']}"
+            )
     since = f"since {d['since'][:16].replace('T', ' ')}" if d.get("since") else "since the start"
     lines += ["", f"Changes {since} ({len(d['changes']) + d['more_changes']}):"]
-    lines += [f"  {c['occurred_at'][:10]} #{c['position']} {c['summary']}" + (f" ({c['actor']})" if c["actor"] else "")
-              for c in d["changes"]] or ["  none"]
+    lines += [
+        f"  {c['occurred_at'][:10]} #{c['position']} {c['summary']}"
+        + (f" ({c['actor']})" if c["actor"] else "")
+        for c in d["changes"]
+    ] or ["  none"]
     if d["more_changes"]:
-        lines.append(f"  ... and {d['more_changes']} more (see `milestones audit --project {d['project_id']}`)")
+        lines.append(
+            f"  ... and {d['more_changes']} more (see `milestones audit --project {d['project_id']}`)"
+        )
     return "\n".join(lines)

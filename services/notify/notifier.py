@@ -49,14 +49,30 @@ NOTIFIER_DURABLE = "milestones-notifier"
 
 
 class Notifier:
-    def __init__(self, nc: NATS, pool: asyncpg.Pool, watcher: CheckpointWatcher, *, today: Callable[[], dt.date],
-                 at_risk_gap: int = health.DEFAULT_GAP, max_attempts: int = 12, backoff_base: float = 1.0,
-                 backoff_max: float = 3600.0, timeout: float = 10.0, sweep_every: float = 300.0,
-                 digest_every: float = 0.0, default_secret: str | None = None, batch: int = 200,
-                 poll: float = 0.5, wait_for_read_models: float = 30.0) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        pool: asyncpg.Pool,
+        watcher: CheckpointWatcher,
+        *,
+        today: Callable[[], dt.date],
+        at_risk_gap: int = health.DEFAULT_GAP,
+        max_attempts: int = 12,
+        backoff_base: float = 1.0,
+        backoff_max: float = 3600.0,
+        timeout: float = 10.0,
+        sweep_every: float = 300.0,
+        digest_every: float = 0.0,
+        default_secret: str | None = None,
+        batch: int = 200,
+        poll: float = 0.5,
+        wait_for_read_models: float = 30.0,
+    ) -> None:
         self.nc = nc
         self.pool = pool
-        self.watcher = watcher  # the status read model (subscriptions included) must have passed a batch
+        self.watcher = (
+            watcher  # the status read model (subscriptions included) must have passed a batch
+        )
         self.today = today
         self.gap = at_risk_gap
         self.sweep_every = sweep_every
@@ -65,19 +81,39 @@ class Notifier:
         self.poll = poll
         self.wait_for_read_models = wait_for_read_models
         self._wake = asyncio.Event()
-        self.sender = Sender(pool, self._wake, max_attempts=max_attempts, backoff_base=backoff_base,
-                             backoff_max=backoff_max, timeout=timeout, default_secret=default_secret, poll=poll)
+        self.sender = Sender(
+            pool,
+            self._wake,
+            max_attempts=max_attempts,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            timeout=timeout,
+            default_secret=default_secret,
+            poll=poll,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Needs its tables (``ensure_schema``: the wiring creates them for the query service and
         the notifier) and the status read model kept by a projection runner somewhere."""
         psub = await self.nc.jetstream().pull_subscribe(
-            ALL_EVENTS, durable=NOTIFIER_DURABLE, stream=EVENTS_STREAM,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
-                                  ack_wait=120, max_ack_pending=self.batch * 2))
-        tasks = [asyncio.create_task(consume_batches(psub, self.batch, self.poll, stop, self.handle, "notifier")),
-                 asyncio.create_task(self.sender.run(stop)), asyncio.create_task(self._periodic(stop))]
+            ALL_EVENTS,
+            durable=NOTIFIER_DURABLE,
+            stream=EVENTS_STREAM,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=120,
+                max_ack_pending=self.batch * 2,
+            ),
+        )
+        tasks = [
+            asyncio.create_task(
+                consume_batches(psub, self.batch, self.poll, stop, self.handle, "notifier")
+            ),
+            asyncio.create_task(self.sender.run(stop)),
+            asyncio.create_task(self._periodic(stop)),
+        ]
         try:
             await stop.wait()
         finally:
@@ -92,7 +128,9 @@ class Notifier:
     # -- deciding ----------------------------------------------------------------------------------
     async def _caught_up(self, projection: str, position: int) -> None:
         _, reached = await self.watcher.wait(projection, position, self.wait_for_read_models)
-        if not reached:  # the batch is nacked and comes back: nothing is decided on a stale read model
+        if (
+            not reached
+        ):  # the batch is nacked and comes back: nothing is decided on a stale read model
             raise RuntimeError(f"read model {projection} has not reached position {position} yet")
 
     async def handle(self, msgs: list) -> None:
@@ -127,8 +165,13 @@ class Notifier:
         async with self.pool.acquire() as conn, conn.transaction():
             subs = await subscriptions(conn, projects)
             by_project = await status_queries.load(conn, projects)
-            seen = {(r["project_id"], r["milestone_id"]): (r["health"], r["due"]) for r in await conn.fetch(
-                "SELECT * FROM notified_health WHERE project_id = ANY($1::text[]) FOR UPDATE", projects)}
+            seen = {
+                (r["project_id"], r["milestone_id"]): (r["health"], r["due"])
+                for r in await conn.fetch(
+                    "SELECT * FROM notified_health WHERE project_id = ANY($1::text[]) FOR UPDATE",
+                    projects,
+                )
+            }
             items: list[tuple[Notification, Subscription]] = []
             announce, clear = [], []
             for pid, project_rows in by_project.items():
@@ -144,18 +187,35 @@ class Notifier:
                         continue
                     announce.append((pid, r.milestone_id, v.health, r.due))
                     for sub in matching(subs, pid, r.milestone_id):
-                        nid = delivery_id(f"health:{pid}:{r.milestone_id}:{v.health}:{r.due.isoformat()}", sub)
-                        items.append((Notification(
-                            id=nid, kind="milestone.at_risk", project_id=pid, milestone_id=r.milestone_id,
-                            stakeholder=sub.stakeholder, created_at=now, health=v.health, reasons=v.reasons,
-                            summary=f"{r.milestone_id} ({r.name}) is {v.health.replace('_', ' ')}: {v.reasons[0]}"),
-                            sub))
+                        nid = delivery_id(
+                            f"health:{pid}:{r.milestone_id}:{v.health}:{r.due.isoformat()}", sub
+                        )
+                        items.append(
+                            (
+                                Notification(
+                                    id=nid,
+                                    kind="milestone.at_risk",
+                                    project_id=pid,
+                                    milestone_id=r.milestone_id,
+                                    stakeholder=sub.stakeholder,
+                                    created_at=now,
+                                    health=v.health,
+                                    reasons=v.reasons,
+                                    summary=f"{r.milestone_id} ({r.name}) is {v.health.replace('_', ' ')}: {v.reasons[0]}",
+                                ),
+                                sub,
+                            )
+                        )
             if clear:
-                await conn.executemany("DELETE FROM notified_health WHERE project_id = $1 AND milestone_id = $2", clear)
+                await conn.executemany(
+                    "DELETE FROM notified_health WHERE project_id = $1 AND milestone_id = $2", clear
+                )
             if announce:
                 await conn.executemany(
                     "INSERT INTO notified_health VALUES ($1, $2, $3, $4) ON CONFLICT (project_id, milestone_id) "
-                    "DO UPDATE SET health = EXCLUDED.health, due = EXCLUDED.due", announce)
+                    "DO UPDATE SET health = EXCLUDED.health, due = EXCLUDED.due",
+                    announce,
+                )
             return await enqueue(conn, items)
 
     async def _periodic(self, stop: asyncio.Event) -> None:
@@ -171,7 +231,9 @@ class Notifier:
                     watched = await status_queries.subscribed_projects(conn)
                 new = await self.check_health(watched) if watched else 0
                 if self.digest_every > 0:
-                    new += await digest.send_due(self.pool, self.today(), self.gap, self.digest_every)
+                    new += await digest.send_due(
+                        self.pool, self.today(), self.gap, self.digest_every
+                    )
                 if new:
                     self.wake()
             except (OSError, asyncpg.PostgresError) as exc:

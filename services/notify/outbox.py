@@ -44,8 +44,11 @@ class Subscription(msgspec.Struct, kw_only=True, frozen=True):
     url: str
     secret: str | None
 
+
 def delivery_id(key: str, sub: Subscription) -> str:
-    return str(uuid.uuid5(_NS, f"{key}\n{sub.project_id}\n{sub.scope}\n{sub.stakeholder}\n{sub.url}"))
+    return str(
+        uuid.uuid5(_NS, f"{key}\n{sub.project_id}\n{sub.scope}\n{sub.stakeholder}\n{sub.url}")
+    )
 
 
 async def ensure_schema(conn: asyncpg.Connection) -> None:
@@ -58,14 +61,30 @@ async def subscriptions(conn: asyncpg.Connection, projects: Iterable[str]) -> li
     return [Subscription(**r) for r in await status_queries.subscriptions(conn, projects)]
 
 
-async def enqueue(conn: asyncpg.Connection, items: Sequence[tuple[Notification, Subscription]]) -> int:
+async def enqueue(
+    conn: asyncpg.Connection, items: Sequence[tuple[Notification, Subscription]]
+) -> int:
     """Write deliveries; an id already there is a repeat and is skipped. Returns how many are new."""
     if not items:
         return 0
-    rows = [(n.id, n.kind, n.project_id, n.milestone_id, s.stakeholder, s.url, s.secret, n.position, ENCODER.encode(n))
-            for n, s in items]
+    rows = [
+        (
+            n.id,
+            n.kind,
+            n.project_id,
+            n.milestone_id,
+            s.stakeholder,
+            s.url,
+            s.secret,
+            n.position,
+            ENCODER.encode(n),
+        )
+        for n, s in items
+    ]
     inserted = await conn.fetch(
         "INSERT INTO deliveries (id, kind, project_id, milestone_id, stakeholder, url, secret, position, body) "
         "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], "
-        "$8::bigint[], $9::bytea[]) ON CONFLICT (id) DO NOTHING RETURNING id", *map(list, zip(*rows, strict=True)))
+        "$8::bigint[], $9::bytea[]) ON CONFLICT (id) DO NOTHING RETURNING id",
+        *map(list, zip(*rows, strict=True)),
+    )
     return len(inserted)

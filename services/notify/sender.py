@@ -32,8 +32,18 @@ def backoff(attempt: int, base: float, cap: float, retry_after: float | None = N
 
 
 class Sender:
-    def __init__(self, pool: asyncpg.Pool, wake: asyncio.Event, *, max_attempts: int, backoff_base: float,
-                 backoff_max: float, timeout: float, default_secret: str | None, poll: float) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        wake: asyncio.Event,
+        *,
+        max_attempts: int,
+        backoff_base: float,
+        backoff_max: float,
+        timeout: float,
+        default_secret: str | None,
+        poll: float,
+    ) -> None:
         self.pool = pool
         self.wake = wake  # set when new deliveries were queued
         self.max_attempts = max_attempts
@@ -47,11 +57,14 @@ class Sender:
         "UPDATE deliveries d SET next_attempt_at = now() + make_interval(secs => $1) FROM ("
         "SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= now() "
         "ORDER BY next_attempt_at LIMIT 32 FOR UPDATE SKIP LOCKED) c WHERE d.id = c.id "
-        "RETURNING d.id, d.kind, d.url, d.secret, d.body, d.attempts")
+        "RETURNING d.id, d.kind, d.url, d.secret, d.body, d.attempts"
+    )
 
     async def run(self, stop: asyncio.Event) -> None:
         limits = httpx.Limits(max_connections=32)
-        async with httpx.AsyncClient(timeout=self.timeout, limits=limits, follow_redirects=False) as client:
+        async with httpx.AsyncClient(
+            timeout=self.timeout, limits=limits, follow_redirects=False
+        ) as client:
             while not stop.is_set():
                 try:
                     claimed = await self.pool.fetch(self._CLAIM, self.timeout + 30)
@@ -70,9 +83,14 @@ class Sender:
     async def _attempt(self, client: httpx.AsyncClient, d: asyncpg.Record) -> None:
         attempt = d["attempts"] + 1
         body: bytes = d["body"]
-        headers = {"content-type": "application/json", "user-agent": "milestones-notifier",
-                   "idempotency-key": d["id"], "x-milestones-delivery": d["id"], "x-milestones-kind": d["kind"],
-                   "x-milestones-attempt": str(attempt)}
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "milestones-notifier",
+            "idempotency-key": d["id"],
+            "x-milestones-delivery": d["id"],
+            "x-milestones-kind": d["kind"],
+            "x-milestones-attempt": str(attempt),
+        }
         secret = d["secret"] or self.default_secret
         if secret:
             headers["x-milestones-signature"] = sign(secret, body)
@@ -98,19 +116,36 @@ class Sender:
         elif attempt >= self.max_attempts:
             state, delay = "failed", 0.0
         else:
-            state, delay = "pending", backoff(attempt, self.backoff_base, self.backoff_max, retry_after)
+            state, delay = (
+                "pending",
+                backoff(attempt, self.backoff_base, self.backoff_max, retry_after),
+            )
         ATTEMPTS.labels(outcome=state).inc()
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO delivery_attempts VALUES ($1, $2, now(), $3, $4, $5) ON CONFLICT DO NOTHING",
-                d["id"], attempt, code, error, elapsed)
+                d["id"],
+                attempt,
+                code,
+                error,
+                elapsed,
+            )
             await conn.execute(
                 "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = now() + make_interval(secs => $4), "
                 "last_status = $5, last_error = $6, delivered_at = CASE WHEN $2 = 'delivered' THEN now() END "
-                "WHERE id = $1", d["id"], state, attempt, delay, code, error)
+                "WHERE id = $1",
+                d["id"],
+                state,
+                attempt,
+                delay,
+                code,
+                error,
+            )
         if state == "delivered":
             bound.info("webhook delivered", status=code, ms=round(elapsed, 1))
         elif state == "failed":
             bound.error("webhook failed for good", error=error)
         else:
-            bound.warning("webhook attempt failed; will retry", error=error, retry_in_s=round(delay, 2))
+            bound.warning(
+                "webhook attempt failed; will retry", error=error, retry_in_s=round(delay, 2)
+            )

@@ -15,8 +15,12 @@ from events.subjects import QUERIES
 from services.query.queries import Queries
 
 
-def register_queries(broker: NatsBroker, queries: Queries, stream_last: Callable[[], Awaitable[int]],
-                     workers: int = 64) -> None:
+def register_queries(
+    broker: NatsBroker,
+    queries: Queries,
+    stream_last: Callable[[], Awaitable[int]],
+    workers: int = 64,
+) -> None:
     handlers = {
         "milestone": queries.milestone,
         "milestones": queries.project_milestones,
@@ -34,11 +38,15 @@ def register_queries(broker: NatsBroker, queries: Queries, stream_last: Callable
         "retry_delivery": queries.retry_delivery,
     }
 
-    @broker.subscriber(QUERIES, queue="milestones-query", max_workers=workers,
-                       title="milestones.query.<name>",
-                       description="Request/reply queries: milestone, milestones, history, audit, rejections, "
-                       "projections, parked, report, trend, projects, status_reports, subscriptions, digest (record, send), "
-                       "deliveries, retry_delivery. Body: a JSON object of the HTTP query parameters.")
+    @broker.subscriber(
+        QUERIES,
+        queue="milestones-query",
+        max_workers=workers,
+        title="milestones.query.<name>",
+        description="Request/reply queries: milestone, milestones, history, audit, rejections, "
+        "projections, parked, report, trend, projects, status_reports, subscriptions, digest (record, send), "
+        "deliveries, retry_delivery. Body: a JSON object of the HTTP query parameters.",
+    )
     async def on_query(msg: NatsMessage = Context("message")) -> bytes:
         name = msg.raw_message.subject.rsplit(".", 1)[-1]
         try:
@@ -49,7 +57,10 @@ def register_queries(broker: NatsBroker, queries: Queries, stream_last: Callable
                 return ENCODER.encode(await queries.projections(await stream_last()))
             handler = handlers.get(name)
             if handler is None:
-                raise Rejected("unknown_type", f"no query {name!r}: use one of {', '.join([*handlers, 'projections'])}")
+                raise Rejected(
+                    "unknown_type",
+                    f"no query {name!r}: use one of {', '.join([*handlers, 'projections'])}",
+                )
             return ENCODER.encode(await handler({k: v for k, v in params.items() if v is not None}))
         except msgspec.DecodeError as exc:
             return ENCODER.encode(Reply.fail("invalid", f"malformed JSON: {exc}"))

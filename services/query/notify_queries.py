@@ -45,13 +45,24 @@ class NotifyQueries:
         if not isinstance(pid, str) or not ID.fullmatch(pid):
             raise bad(f"project_id must match {ID_PATTERN}, got {pid!r}")
         position, stale = await self.consistent("status", params)
-        flags = {name: str(params.get(name, "")).lower() in ("1", "true", "yes") for name in ("record", "send")}
+        flags = {
+            name: str(params.get(name, "")).lower() in ("1", "true", "yes")
+            for name in ("record", "send")
+        }
         async with self.pool.acquire() as conn:
             if flags["send"]:
                 built, queued = await digest.send(conn, pid, self.today(), self.at_risk_gap)
                 return One({"digest": built, "queued_deliveries": queued}, position, stale)
-            return One({"digest": await digest.build(conn, pid, self.today(), self.at_risk_gap, record=flags["record"]),
-                        "queued_deliveries": 0}, position, stale)
+            return One(
+                {
+                    "digest": await digest.build(
+                        conn, pid, self.today(), self.at_risk_gap, record=flags["record"]
+                    ),
+                    "queued_deliveries": 0,
+                },
+                position,
+                stale,
+            )
 
     DELIVERY_STATUS = ("pending", "delivered", "failed")
 
@@ -74,7 +85,9 @@ class NotifyQueries:
             try:
                 after = (dt.datetime.fromisoformat(cursor[0]), str(cursor[1]))
             except Exception:
-                raise bad("cursor is not one this API handed out: pass next_cursor unchanged") from None
+                raise bad(
+                    "cursor is not one this API handed out: pass next_cursor unchanged"
+                ) from None
             where.append(f"(d.created_at, d.id) > ({arg(after[0])}, {arg(after[1])})")
         limit = p_int(params, "limit", 100, 1, MAX_LIMIT)
         rows = await self.pool.fetch(
@@ -84,7 +97,9 @@ class NotifyQueries:
             "'status', a.status_code, 'error', a.error, 'ms', round(a.duration_ms::numeric, 1)) ORDER BY a.attempt) "
             "FROM delivery_attempts a WHERE a.delivery_id = d.id), '[]'::jsonb) AS attempt_log "
             f"FROM deliveries d{' WHERE ' + ' AND '.join(where) if where else ''} "
-            f"ORDER BY d.created_at, d.id LIMIT {limit + 1}", *args)
+            f"ORDER BY d.created_at, d.id LIMIT {limit + 1}",
+            *args,
+        )
         next_cursor = None
         if len(rows) > limit:
             rows = rows[:limit]
@@ -96,11 +111,15 @@ class NotifyQueries:
         did = str(params.get("id") or "")
         row = await self.pool.fetchrow(
             "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = now() "
-            "WHERE id = $1 AND status <> 'delivered' RETURNING id, status", did)
+            "WHERE id = $1 AND status <> 'delivered' RETURNING id, status",
+            did,
+        )
         if row is None:
             known = await self.pool.fetchval("SELECT status FROM deliveries WHERE id = $1", did)
             if known is None:
-                raise Rejected("not_found", f"delivery {did!r} is not known: see `milestones deliveries`")
+                raise Rejected(
+                    "not_found", f"delivery {did!r} is not known: see `milestones deliveries`"
+                )
             raise Rejected("conflict", f"delivery {did} was delivered already: nothing to retry")
         return One(dict(row), self.watcher.positions.get("status", 0))
 
@@ -109,5 +128,7 @@ class NotifyQueries:
         position, stale = await self.consistent("status", params)
         rows = await self.pool.fetch(
             "SELECT project_id, milestone_id, stakeholder, url, secret IS NOT NULL AS signed, position, subscribed_at "
-            "FROM ms_subscriptions WHERE project_id = $1 ORDER BY position", params.get("project_id"))
+            "FROM ms_subscriptions WHERE project_id = $1 ORDER BY position",
+            params.get("project_id"),
+        )
         return Page([dict(r) for r in rows], position, None, stale)

@@ -71,7 +71,9 @@ def p_time(params: Mapping[str, Any], name: str) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-def p_choice(params: Mapping[str, Any], name: str, choices: tuple[str, ...], default: str | None = None) -> str | None:
+def p_choice(
+    params: Mapping[str, Any], name: str, choices: tuple[str, ...], default: str | None = None
+) -> str | None:
     raw = params.get(name)
     if raw in (None, ""):
         return default
@@ -100,7 +102,9 @@ def decode_cursor(params: Mapping[str, Any]) -> list[Any] | None:
     if raw in (None, ""):
         return None
     try:
-        values = msgspec.json.decode(base64.urlsafe_b64decode(str(raw) + "=" * (-len(str(raw)) % 4)))
+        values = msgspec.json.decode(
+            base64.urlsafe_b64decode(str(raw) + "=" * (-len(str(raw)) % 4))
+        )
         assert isinstance(values, list)
         return values
     except Exception:

@@ -49,27 +49,35 @@ KINDS = ("time", "event", "technical")
 SORTS = {"order": ("order", int), "due": ("due", dt.date.fromisoformat), "name": ("name", str)}
 
 
-
-
 # -- evaluation: report and trend, computed from the event log (time travel is a cut of the log) ---------
 
 
 async def project_events(log_: EventLog, project_id: object) -> list[reporting.Positioned]:
-    if not isinstance(project_id, str) or not ID.fullmatch(project_id):  # it becomes part of a subject
+    if not isinstance(project_id, str) or not ID.fullmatch(
+        project_id
+    ):  # it becomes part of a subject
         raise bad(f"project_id must match {ID_PATTERN}, got {project_id!r}")
-    own, milestones = await asyncio.gather(log_.read_subject(project_subject(project_id)),
-                                           log_.read_subject(milestones_of(project_id)))
+    own, milestones = await asyncio.gather(
+        log_.read_subject(project_subject(project_id)), log_.read_subject(milestones_of(project_id))
+    )
     msgs = [*own, *milestones]
     if not msgs:
         raise Rejected("not_found", f"project {project_id} is not known")
     return sorted(((m.seq, decode_stored(m.data)) for m in msgs), key=lambda pe: pe[0])
 
 
-def _report(project_id: str, events: list, today: dt.date, params: Mapping[str, Any], prefix: str = "") -> reporting.Report:
-    as_of, position = p_date(params, f"{prefix}as_of"), p_int(params, f"{prefix}position", 0) or None
+def _report(
+    project_id: str, events: list, today: dt.date, params: Mapping[str, Any], prefix: str = ""
+) -> reporting.Report:
+    as_of, position = (
+        p_date(params, f"{prefix}as_of"),
+        p_int(params, f"{prefix}position", 0) or None,
+    )
     baseline = params.get("baseline") or None
     try:
-        return reporting.report(project_id, events, today=today, as_of=as_of, position=position, baseline=baseline)
+        return reporting.report(
+            project_id, events, today=today, as_of=as_of, position=position, baseline=baseline
+        )
     except KeyError:
         raise Rejected("not_found", f"project {project_id} has no baseline {baseline!r}") from None
 
@@ -79,8 +87,14 @@ def today_utc() -> dt.date:
 
 
 class Queries(NotifyQueries):
-    def __init__(self, pool: asyncpg.Pool, watcher: CheckpointWatcher, log_: EventLog,
-                 today: Callable[[], dt.date] = today_utc, at_risk_gap: int = health.DEFAULT_GAP) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        watcher: CheckpointWatcher,
+        log_: EventLog,
+        today: Callable[[], dt.date] = today_utc,
+        at_risk_gap: int = health.DEFAULT_GAP,
+    ) -> None:
         self.pool = pool
         self.at_risk_gap = at_risk_gap
         self.watcher = watcher
@@ -96,13 +110,17 @@ class Queries(NotifyQueries):
         if not (params.get("compare_as_of") or params.get("compare_position")):
             return One(now, now.position)
         then = _report(str(pid), events, self.today(), params, "compare_")
-        return One({"now": now, "then": then, "changes": reporting.compare(then, now)}, now.position)
+        return One(
+            {"now": now, "then": then, "changes": reporting.compare(then, now)}, now.position
+        )
 
     async def trend(self, params: Mapping[str, Any]) -> One:
         """Milestone trend analysis data: forecast per milestone at each report date (``until``: last day)."""
         pid = params.get("project_id")
         events = await project_events(self.log, pid)
-        result = reporting.trend(str(pid), events, today=self.today(), until=p_date(params, "until"))
+        result = reporting.trend(
+            str(pid), events, today=self.today(), until=p_date(params, "until")
+        )
         return One(result, result.position)
 
     async def consistent(self, projection: str, params: Mapping[str, Any]) -> tuple[int, bool]:
@@ -123,16 +141,32 @@ class Queries(NotifyQueries):
         position, stale = await self.consistent("status", params)
         mid, pid = params.get("milestone_id"), params.get("project_id")
         if not pid:
-            owners = await self.pool.fetch("SELECT project_id FROM ms_status WHERE milestone_id = $1", mid)
+            owners = await self.pool.fetch(
+                "SELECT project_id FROM ms_status WHERE milestone_id = $1", mid
+            )
             if len(owners) > 1:
-                raise Rejected("conflict", f"milestone id {mid} exists in projects "
-                               f"{', '.join(r['project_id'] for r in owners)}: add project_id")
+                raise Rejected(
+                    "conflict",
+                    f"milestone id {mid} exists in projects "
+                    f"{', '.join(r['project_id'] for r in owners)}: add project_id",
+                )
             pid = owners[0]["project_id"] if owners else None
         # health needs the predecessors: the whole project is judged (one indexed read)
-        found = [r for r in self._judged(await self._project_rows(str(pid))) if r["milestone_id"] == mid] if pid else []
+        found = (
+            [
+                r
+                for r in self._judged(await self._project_rows(str(pid)))
+                if r["milestone_id"] == mid
+            ]
+            if pid
+            else []
+        )
         if not found:
             where = f" in project {params.get('project_id')}" if params.get("project_id") else ""
-            raise Rejected("not_found", f"milestone {mid}{where} is not known (yet: pass min_position to wait for a write)")
+            raise Rejected(
+                "not_found",
+                f"milestone {mid}{where} is not known (yet: pass min_position to wait for a write)",
+            )
         return One(found[0], position, stale)
 
     async def project_milestones(self, params: Mapping[str, Any]) -> Page:
@@ -143,7 +177,9 @@ class Queries(NotifyQueries):
         sort = str(params.get("sort") or "order")
         desc = sort.startswith("-")
         if sort.lstrip("-") not in SORTS:
-            raise bad(f"sort must be one of {', '.join(SORTS)} (prefix - for descending), got {sort!r}")
+            raise bad(
+                f"sort must be one of {', '.join(SORTS)} (prefix - for descending), got {sort!r}"
+            )
         column, parse = SORTS[sort.lstrip("-")]
         wanted_health = p_list(params, "health", HEALTH)
         kinds = p_list(params, "kind", KINDS)
@@ -155,27 +191,41 @@ class Queries(NotifyQueries):
             try:
                 after = (parse(cursor[0]), str(cursor[1]))
             except Exception:
-                raise bad("cursor does not fit this sort: pass next_cursor with the same sort") from None
+                raise bad(
+                    "cursor does not fit this sort: pass next_cursor with the same sort"
+                ) from None
         rows = await self._project_rows(str(pid))
         if not rows and not await self.pool.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM audit_events WHERE project_id = $1)", pid):
+            "SELECT EXISTS (SELECT 1 FROM audit_events WHERE project_id = $1)", pid
+        ):
             raise Rejected("not_found", f"project {pid} is not known")
-        judged = [r for r in self._judged(rows)
-                  if (wanted_health is None or r["health"] in wanted_health)
-                  and (kinds is None or r["kind"] in kinds)
-                  and (phase is None or r["phase"] == phase)
-                  and (due_from is None or r["due"] >= due_from)
-                  and (due_to is None or r["due"] <= due_to)]
+        judged = [
+            r
+            for r in self._judged(rows)
+            if (wanted_health is None or r["health"] in wanted_health)
+            and (kinds is None or r["kind"] in kinds)
+            and (phase is None or r["phase"] == phase)
+            and (due_from is None or r["due"] >= due_from)
+            and (due_to is None or r["due"] <= due_to)
+        ]
         judged.sort(key=lambda r: (r[column], r["milestone_id"]), reverse=desc)
         if after is not None:
-            judged = [r for r in judged if ((r[column], r["milestone_id"]) < after if desc
-                                            else (r[column], r["milestone_id"]) > after)]
+            judged = [
+                r
+                for r in judged
+                if (
+                    (r[column], r["milestone_id"]) < after
+                    if desc
+                    else (r[column], r["milestone_id"]) > after
+                )
+            ]
         next_cursor = None
         if len(judged) > limit:
             judged = judged[:limit]
             key = judged[-1][column]
-            next_cursor = encode_cursor([key.isoformat() if isinstance(key, dt.date) else key,
-                                         judged[-1]["milestone_id"]])
+            next_cursor = encode_cursor(
+                [key.isoformat() if isinstance(key, dt.date) else key, judged[-1]["milestone_id"]]
+            )
         return Page(judged, position, next_cursor, stale)
 
     async def projects(self, params: Mapping[str, Any]) -> Page:
@@ -189,7 +239,9 @@ class Queries(NotifyQueries):
             args.append(str(params["project_id"]))
         projects = await self.pool.fetch(
             "SELECT project_id, name, goals, dependency_policy, created_at, position FROM ms_projects "
-            f"WHERE {where} ORDER BY project_id LIMIT {limit + 1}", *args)
+            f"WHERE {where} ORDER BY project_id LIMIT {limit + 1}",
+            *args,
+        )
         page = projects[:limit]
         rows = await status_queries.load(self.pool, [p["project_id"] for p in page])
         out = [{**dict(p), **health.summary(self._judged(rows[p["project_id"]]))} for p in page]
@@ -212,7 +264,9 @@ class Queries(NotifyQueries):
             where += f" AND position < ${len(args)}"
         rows = await self.pool.fetch(
             "SELECT position, project_id, milestone_id, reported_at, actor, health, note FROM ms_status_reports "
-            f"WHERE {where} ORDER BY position DESC LIMIT {limit + 1}", *args)
+            f"WHERE {where} ORDER BY position DESC LIMIT {limit + 1}",
+            *args,
+        )
         next_cursor = encode_cursor([rows[limit - 1]["position"]]) if len(rows) > limit else None
         return Page([dict(r) for r in rows[:limit]], position, next_cursor, stale)
 
@@ -231,7 +285,9 @@ class Queries(NotifyQueries):
         rows = await self.pool.fetch(
             "SELECT position, project_id, milestone_id, occurred_at, recorded_at, type, old_due, new_due, reason, "
             f"actor, source FROM ms_history WHERE milestone_id = $1 AND position > $2{extra} "
-            f"ORDER BY position LIMIT {limit + 1}", *args)
+            f"ORDER BY position LIMIT {limit + 1}",
+            *args,
+        )
         if not rows and not after:
             await self.milestone({"milestone_id": mid, "project_id": pid})  # 404 when unknown
         next_cursor = encode_cursor([rows[limit - 1]["position"]]) if len(rows) > limit else None
@@ -240,8 +296,14 @@ class Queries(NotifyQueries):
     def audit_filter(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
         where: list[str] = []
         args: list[Any] = []
-        for param, column in (("project_id", "project_id"), ("milestone_id", "milestone_id"), ("actor", "actor"),
-                              ("source", "source"), ("type", "type"), ("correlation_id", "correlation_id")):
+        for param, column in (
+            ("project_id", "project_id"),
+            ("milestone_id", "milestone_id"),
+            ("actor", "actor"),
+            ("source", "source"),
+            ("type", "type"),
+            ("correlation_id", "correlation_id"),
+        ):
             if params.get(param):
                 args.append(str(params[param]))
                 where.append(f"{column} = ${len(args)}")
@@ -254,15 +316,19 @@ class Queries(NotifyQueries):
             where.append(f"position > ${len(args)}")
         return (" WHERE " + " AND ".join(where)) if where else "", args
 
-    AUDIT_COLUMNS = ("position, subject, project_id, milestone_id, type, event_id, actor, source, occurred_at, "
-                     "recorded_at, correlation_id, causation_id, schema_version, payload")
+    AUDIT_COLUMNS = (
+        "position, subject, project_id, milestone_id, type, event_id, actor, source, occurred_at, "
+        "recorded_at, correlation_id, causation_id, schema_version, payload"
+    )
 
     async def audit(self, params: Mapping[str, Any]) -> Page:
         position, stale = await self.consistent("audit", params)
         limit = p_int(params, "limit", 100, 1, MAX_LIMIT)
         where, args = self.audit_filter(params)
         rows = await self.pool.fetch(
-            f"SELECT {self.AUDIT_COLUMNS} FROM audit_events{where} ORDER BY position LIMIT {limit + 1}", *args)
+            f"SELECT {self.AUDIT_COLUMNS} FROM audit_events{where} ORDER BY position LIMIT {limit + 1}",
+            *args,
+        )
         next_cursor = encode_cursor([rows[limit - 1]["position"]]) if len(rows) > limit else None
         return Page([dict(r) for r in rows[:limit]], position, next_cursor, stale)
 
@@ -270,8 +336,11 @@ class Queries(NotifyQueries):
         """Every matching audit row, streamed through a server-side cursor (never all in memory)."""
         where, args = self.audit_filter(params)
         async with self.pool.acquire() as conn, conn.transaction():
-            async for row in conn.cursor(f"SELECT {self.AUDIT_COLUMNS} FROM audit_events{where} ORDER BY position",
-                                         *args, prefetch=500):
+            async for row in conn.cursor(
+                f"SELECT {self.AUDIT_COLUMNS} FROM audit_events{where} ORDER BY position",
+                *args,
+                prefetch=500,
+            ):
                 yield row
 
     async def rejections(self, params: Mapping[str, Any]) -> Page:
@@ -280,7 +349,9 @@ class Queries(NotifyQueries):
         after = int((decode_cursor(params) or [0])[0])
         rows = await self.pool.fetch(
             "SELECT position, inbox_seq, subject, received_at, code, message, payload FROM audit_rejections "
-            f"WHERE position > $1 ORDER BY position LIMIT {limit + 1}", after)
+            f"WHERE position > $1 ORDER BY position LIMIT {limit + 1}",
+            after,
+        )
         next_cursor = encode_cursor([rows[limit - 1]["position"]]) if len(rows) > limit else None
         return Page([dict(r) for r in rows[:limit]], position, next_cursor, stale)
 
@@ -288,7 +359,8 @@ class Queries(NotifyQueries):
         rows = await self.pool.fetch(
             f"SELECT c.projection, c.position, c.pending, c.rate, c.updated_at, "
             f"(SELECT count(*) FROM {db.SCHEMA}.parked_events p WHERE p.projection = c.projection) AS parked "
-            f"FROM {db.SCHEMA}.checkpoints c ORDER BY c.projection")
+            f"FROM {db.SCHEMA}.checkpoints c ORDER BY c.projection"
+        )
         return [{**dict(r), "stream_last": stream_last} for r in rows]
 
     async def parked(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -299,6 +371,7 @@ class Queries(NotifyQueries):
             where = " WHERE projection = $1"
         rows = await self.pool.fetch(
             f"SELECT projection, position, subject, type, error, attempts, parked_at, payload "
-            f"FROM {db.SCHEMA}.parked_events{where} ORDER BY projection, position LIMIT 1000", *args)
+            f"FROM {db.SCHEMA}.parked_events{where} ORDER BY projection, position LIMIT 1000",
+            *args,
+        )
         return [dict(r) for r in rows]
-

@@ -46,3 +46,18 @@ class Event(
     msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=True, omit_defaults=True
 ):
     """Base of every event: the tag is the class name, so ``type`` names the fact."""
+
+
+class ProjectEvent(Event, frozen=True, kw_only=True, tag_field="type", tag=True):
+    """A fact of the project aggregate (stored on ``milestones.events.<project_id>``). Some name
+    a milestone too (a dependency, a subscription's or a report's scope): that is their own
+    field, and the project is still their aggregate."""
+
+    project_id: Id
+
+
+class MilestoneEvent(Event, frozen=True, kw_only=True, tag_field="type", tag=True):
+    """A fact of one milestone's aggregate (``milestones.events.<project_id>.<milestone_id>``)."""
+
+    project_id: Id
+    milestone_id: Id

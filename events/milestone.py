@@ -1,13 +1,14 @@
-"""Events of the milestone aggregate, stored on ``milestones.events.<project_id>.<milestone_id>``."""
+"""Events of the milestone aggregate, stored on
+``milestones.events.<project_id>.<milestone_id>``."""
 
 from __future__ import annotations
 
 from events.common import (
     CheckResult,
     Date,
-    Event,
     Id,
     LagDays,
+    MilestoneEvent,
     MilestoneKind,
     Name,
     Reason,
@@ -16,9 +17,7 @@ from events.common import (
 )
 
 
-class MilestonePlanned(Event, frozen=True, kw_only=True):
-    project_id: Id
-    milestone_id: Id
+class MilestonePlanned(MilestoneEvent, frozen=True, kw_only=True):
     name: Name
     kind: MilestoneKind
     due: Date
@@ -27,9 +26,7 @@ class MilestonePlanned(Event, frozen=True, kw_only=True):
     success_criteria: Text | None = None
 
 
-class TaskAdded(Event, frozen=True, kw_only=True):
-    project_id: Id
-    milestone_id: Id
+class TaskAdded(MilestoneEvent, frozen=True, kw_only=True):
     task_id: Id
     title: Name
     start: Date | None = None
@@ -37,71 +34,55 @@ class TaskAdded(Event, frozen=True, kw_only=True):
     check: Text | None = None  # technical milestones: the check that must pass
 
 
-class TaskCompleted(Event, frozen=True, kw_only=True):
-    project_id: Id
-    milestone_id: Id
+class TaskCompleted(MilestoneEvent, frozen=True, kw_only=True):
     task_id: Id
     completed_at: Timestamp | None = None  # the CloudEvent time when absent
     result: CheckResult | None = None  # a "failed" check keeps the task open
 
 
-class TaskReopened(Event, frozen=True, kw_only=True):
-    project_id: Id
-    milestone_id: Id
+class TaskReopened(MilestoneEvent, frozen=True, kw_only=True):
     task_id: Id
     reason: Text | None = None
 
 
-class MilestoneRescheduled(Event, frozen=True, kw_only=True):
-    project_id: Id
-    milestone_id: Id
+class MilestoneRescheduled(MilestoneEvent, frozen=True, kw_only=True):
     new_due: Date
     reason: Reason
     old_due: Date | None = None  # filled in by the service from the milestone's state
 
 
-class MilestoneAchieved(Event, frozen=True, kw_only=True):
-    project_id: Id
-    milestone_id: Id
+class MilestoneAchieved(MilestoneEvent, frozen=True, kw_only=True):
     achieved_at: Timestamp | None = None  # the CloudEvent time when absent
     evidence: Text | None = None
 
 
-class MilestoneCancelled(Event, frozen=True, kw_only=True):
-    project_id: Id
-    milestone_id: Id
+class MilestoneCancelled(MilestoneEvent, frozen=True, kw_only=True):
     reason: Reason
 
 
-class DeadlineReached(Event, frozen=True, kw_only=True):
+class DeadlineReached(MilestoneEvent, frozen=True, kw_only=True):
     """Time passing, as an event: the milestone's due date has arrived. Appended by the scheduler
     (a JetStream message schedule fires it into the inbox) or sent by any clock service. ``due``
     names the deadline that arrived; one that a reschedule has replaced changes nothing."""
 
-    project_id: Id
-    milestone_id: Id
     due: Date
     reached_at: Timestamp | None = None  # the CloudEvent time when absent
 
 
-class MilestoneMissed(Event, frozen=True, kw_only=True):
+class MilestoneMissed(MilestoneEvent, frozen=True, kw_only=True):
     """Derived: the deadline arrived and the milestone was not achieved (with what was open)."""
 
-    project_id: Id
-    milestone_id: Id
     due: Date
     open_tasks: list[Id] = []
 
 
-class DependencyViolated(Event, frozen=True, kw_only=True):
+class DependencyViolated(MilestoneEvent, frozen=True, kw_only=True):
     """Derived: this milestone (a successor) is now due before its predecessor ``depends_on``
     allows: the predecessor's finish (its due date, or the day it was achieved) plus the lag
     falls after this milestone's due date. Emitted when the predecessor moves, when this
     milestone moves too early, or when the dependency is added; under the ``shift`` policy the
     successor is rescheduled instead (a ``MilestoneRescheduled`` caused by the move)."""
 
-    project_id: Id
-    milestone_id: Id
     depends_on: Id
     predecessor_finish: Date
     lag_days: LagDays = 0

@@ -9,71 +9,65 @@ from __future__ import annotations
 from events.common import (
     Date,
     DependencyPolicy,
-    Event,
     Health,
     Id,
     LagDays,
     Name,
+    ProjectEvent,
     Secret,
     Text,
     Url,
 )
 
 
-class ProjectCreated(Event, frozen=True, kw_only=True):
-    project_id: Id
+class ProjectCreated(ProjectEvent, frozen=True, kw_only=True):
     name: Name
     goals: list[Text] = []
     dependency_policy: DependencyPolicy = "notify"
 
 
-class DependencyAdded(Event, frozen=True, kw_only=True):
+class DependencyAdded(ProjectEvent, frozen=True, kw_only=True):
     """Finish-to-start: ``milestone_id`` may be due no earlier than ``depends_on`` + lag."""
 
-    project_id: Id
     milestone_id: Id
     depends_on: Id
     lag_days: LagDays = 0
 
 
-class DependencyRemoved(Event, frozen=True, kw_only=True):
-    project_id: Id
+class DependencyRemoved(ProjectEvent, frozen=True, kw_only=True):
     milestone_id: Id
     depends_on: Id
 
 
-class BaselineSet(Event, frozen=True, kw_only=True):
-    """A named snapshot of planned dates. Publishers send the name; the service fills ``planned``."""
+class BaselineSet(ProjectEvent, frozen=True, kw_only=True):
+    # one line: the docstring is the exported JSON Schema's description, which must not change
+    """A named snapshot of planned dates. Publishers send the name; the service fills ``planned``."""  # noqa: E501
 
-    project_id: Id
     name: Name
     planned: dict[str, Date] = {}
 
 
-class StakeholderSubscribed(Event, frozen=True, kw_only=True):
+class StakeholderSubscribed(ProjectEvent, frozen=True, kw_only=True):
     """Webhooks for a project (every milestone) or one milestone. With ``secret``, each POST is
     signed with HMAC-SHA256 over the body using it (the audit trail and queries never show it)."""
 
-    project_id: Id
     stakeholder: Name
     url: Url
     milestone_id: Id | None = None
     secret: Secret | None = None
 
 
-class StakeholderUnsubscribed(Event, frozen=True, kw_only=True):
+class StakeholderUnsubscribed(ProjectEvent, frozen=True, kw_only=True):
     """Ends a subscription made with the same stakeholder, url and milestone_id (or none)."""
 
-    project_id: Id
     stakeholder: Name
     url: Url
     milestone_id: Id | None = None
 
 
-class StatusReported(Event, frozen=True, kw_only=True):
+class StatusReported(ProjectEvent, frozen=True, kw_only=True):
     """A person's status update: kept, shown and used as a report date for trend analysis."""
 
-    project_id: Id
     health: Health
     note: Text
     milestone_id: Id | None = None

@@ -1,4 +1,5 @@
-"""The deciders as specifications: given past events, when a message, then new events (or a refusal)."""
+"""The deciders as specifications: given past events, when a message, then new events (or a
+refusal)."""
 
 from __future__ import annotations
 
@@ -125,7 +126,7 @@ def test_adding_the_same_task_again_changes_nothing_but_another_title_conflicts(
     given(created, planned(), task("t1")).when(other).rejects("conflict", "another title")
 
 
-# -- tracking ---------------------------------------------------------------------------------------
+# -- tracking --------------------------------------------------------------------------------------
 def test_completing_an_unknown_task():
     given(created, planned(), task("t1")).when(done("t9")).rejects(
         "not_found", "task t9 is not part of milestone m1"
@@ -174,7 +175,7 @@ def test_reopening():
     given(created, planned(), task("t1"), task("t2")).when(reopen).then([])
 
 
-# -- rescheduling -------------------------------------------------------------------------------------
+# -- rescheduling ----------------------------------------------------------------------------------
 def test_rescheduling_records_the_old_date():
     move = MilestoneRescheduled(
         project_id=P, milestone_id="m1", new_due=dt.date(2027, 1, 15), reason="vendor late"
@@ -210,7 +211,7 @@ def test_rescheduling_an_unplanned_milestone():
     given(created).when(move).rejects("not_found", "milestone m9 of project apollo is not planned")
 
 
-# -- closed milestones -----------------------------------------------------------------------------------
+# -- closed milestones -----------------------------------------------------------------------------
 def test_an_achieved_milestone_refuses_changes_but_records_late_completions():
     history = [created, planned(), task("t1"), task("t2"), achieved()]
     move = MilestoneRescheduled(
@@ -233,7 +234,7 @@ def test_a_cancelled_milestone_refuses_everything():
     given(*history).when(cancel).then([])
 
 
-# -- project: dependencies, baselines, status -------------------------------------------------------------
+# -- project: dependencies, baselines, status ------------------------------------------------------
 def dep(m: str, d: str, lag: int = 0) -> DependencyAdded:
     return DependencyAdded(project_id=P, milestone_id=m, depends_on=d, lag_days=lag)
 
@@ -288,7 +289,7 @@ def test_subjects_follow_the_aggregate():
     assert stream_subject(dep("b", "a")) == project_subject(P) == "milestones.events.apollo"
 
 
-# -- time passing is an event: DeadlineReached ------------------------------------------------------
+# -- time passing is an event: DeadlineReached -----------------------------------------------------
 DUE = dt.date(2026, 12, 1)
 
 
@@ -393,7 +394,8 @@ def moved(
 
 
 def chain(policy: str = "notify") -> list[Event]:
-    """design (Dec 1) -> build (Dec 10, lag 2) -> launch (Dec 20, lag 0); review (Dec 30) after design."""
+    """design (Dec 1) -> build (Dec 10, lag 2) -> launch (Dec 20, lag 0); review (Dec 30) after
+    design."""
     return [
         ProjectCreated(project_id=P, name="Apollo", dependency_policy=policy),  # type: ignore[arg-type]
         planned("design", due=d(1)),
@@ -543,7 +545,7 @@ def test_derived_events_are_caused_by_the_fact_they_follow():
     assert [cause for _, cause in traced([*chain()], moved("design", d(9), d(1)))] == [None, 0]
 
 
-def test_a_time_milestone_missed_only_because_the_last_report_came_late_is_achieved_when_the_work_was_done():
+def test_a_time_milestone_missed_only_because_its_last_report_came_late_is_achieved_when_done():
     history = [
         created,
         planned("m1", kind="time", due=DUE),
@@ -619,7 +621,8 @@ def test_shift_moves_a_chain_longer_than_the_recursion_limit():
 
 
 def test_shift_takes_each_successor_after_all_its_moved_predecessors():
-    """a -> b -> d and a -> c -> d: d is rescheduled once, after both b and c, to the later of the two."""
+    """a -> b -> d and a -> c -> d: d is rescheduled once, after both b and c, to the later of the
+    two."""
     history = [
         ProjectCreated(project_id=P, name="Diamond", dependency_policy="shift"),
         planned("a", due=d(1)),

@@ -99,7 +99,8 @@ def test_lateness_travels_down_a_chain_and_an_achieved_predecessor_counts_with_i
     ]
     h = judge(rows, TODAY)
     assert (h["a"].health, h["a"].reasons[1]) == ("late", "open task t0 is due 2026-06-25")
-    # b still fits, behind a late predecessor; c's predecessor is only at risk: lateness travels by dates
+    # b still fits, behind a late predecessor; c's predecessor is only at risk: lateness travels
+    # by dates
     assert (h["b"].health, h["c"].health) == ("at_risk", "on_track")
     assert h["b"].reasons == ["predecessor a is late (expected 2026-06-25)"]
     done = judge(
@@ -118,7 +119,8 @@ def test_at_risk_when_progress_is_behind_elapsed_time_by_the_threshold():
     assert health(row("x", dt.date(2026, 6, 21), done=1, total=5))["x"] == (
         "at_risk",
         [
-            "45% of the time to 2026-06-21 has passed but 20% of tasks are done (4 open; at risk from 25 points behind)"
+            "45% of the time to 2026-06-21 has passed but 20% of tasks are done "
+            "(4 open; at risk from 25 points behind)"
         ],
     )
     assert (

@@ -7,7 +7,17 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
-from events import ENCODER, REJECTION_DECODER, StakeholderSubscribed, StoredEvent, decode_stored
+from events import (
+    ENCODER,
+    REJECTION_DECODER,
+    MilestoneEvent,
+    ProjectEvent,
+    StakeholderSubscribed,
+    StoredEvent,
+    UnhandledEvent,
+    decode_stored,
+    milestone_of,
+)
 from events.common import Event
 from events.subjects import ALL_EVENTS, EVENTS_STREAM, REJECTIONS, REJECTIONS_STREAM
 from projections.base import Batch
@@ -41,13 +51,15 @@ REDACTED = "(redacted)" + "_" * 6  # still a valid Secret, so the payload keeps 
 
 
 def row(position: int, stored: StoredEvent) -> tuple:
-    data = redacted(stored.data)
+    data = stored.data
+    if not isinstance(data, ProjectEvent | MilestoneEvent):
+        raise UnhandledEvent(type(data).__name__, "the audit projection")
     return (
         position,
         stored.subject,
         data.project_id,
-        getattr(data, "milestone_id", None),
-        stored.type,  # type: ignore[attr-defined]
+        milestone_of(data),
+        stored.type,
         stored.id,
         stored.actor,
         stored.source,
@@ -56,7 +68,7 @@ def row(position: int, stored: StoredEvent) -> tuple:
         stored.correlationid,
         stored.causationid,
         stored.schemaversion,
-        ENCODER.encode(data),
+        ENCODER.encode(redacted(data)),
     )
 
 

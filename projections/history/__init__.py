@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import asyncpg
 
 from events import (
+    BaselineSet,
+    DeadlineReached,
+    DependencyAdded,
+    DependencyRemoved,
     DependencyViolated,
     MilestoneAchieved,
     MilestoneCancelled,
     MilestoneMissed,
     MilestonePlanned,
     MilestoneRescheduled,
+    ProjectCreated,
+    StakeholderSubscribed,
+    StakeholderUnsubscribed,
+    StatusReported,
     StoredEvent,
+    TaskAdded,
+    TaskCompleted,
+    TaskReopened,
+    UnhandledEvent,
     decode_stored,
 )
 from events.subjects import ALL_EVENTS, EVENTS_STREAM
@@ -36,6 +49,7 @@ COLUMNS = (
 
 def rows(position: int, stored: StoredEvent) -> list[tuple]:
     e = stored.data
+    change: tuple[dt.date | None, dt.date | None, str | None]
     match e:
         case MilestonePlanned(due=due):
             change = (None, due, None)
@@ -62,8 +76,20 @@ def rows(position: int, stored: StoredEvent) -> list[tuple]:
                 f"deadline passed with {len(open_tasks)} open task(s)"
                 + (f": {', '.join(open_tasks)}" if open_tasks else ""),
             )
+        case TaskAdded() | TaskCompleted() | TaskReopened() | DeadlineReached():
+            return []  # the work and the clock: a change of schedule they make is its own event
+        case (
+            ProjectCreated()
+            | DependencyAdded()
+            | DependencyRemoved()
+            | BaselineSet()
+            | StakeholderSubscribed()
+            | StakeholderUnsubscribed()
+            | StatusReported()
+        ):
+            return []  # the project's facts; what a dependency does arrives as DependencyViolated
         case _:
-            return []
+            raise UnhandledEvent(type(e).__name__, "the history projection")
     return [
         (
             position,

@@ -1,10 +1,12 @@
-"""Status read model: one row per milestone with the facts its health is judged from, every
-status report, every project, and the stakeholders' webhook subscriptions (the notifier reads
-them once this checkpoint has passed the event it notifies, so a subscription covers every event
-appended after it). ``evolve`` is pure; ``apply`` does the I/O.
+"""Status read model: one row per milestone with the facts its health is judged from.
+
+Also every status report, every project, and the stakeholders' webhook subscriptions (the
+notifier reads them once this checkpoint has passed the event it notifies, so a subscription
+covers every event appended after it). ``evolve`` is pure; ``apply`` does the I/O.
 
 Health is not stored: it depends on the clock and on the predecessors' rows, so
-``services.domain.health.judge`` computes it when a query asks (the clock is an input; see the README).
+``services.domain.health.judge`` computes it when a query asks (the clock is an input; see the
+README).
 """
 
 from __future__ import annotations
@@ -17,16 +19,19 @@ import asyncpg
 import msgspec
 
 from events import (
+    BaselineSet,
     DeadlineReached,
     DependencyAdded,
     DependencyRemoved,
     DependencyViolated,
     MilestoneAchieved,
     MilestoneCancelled,
+    MilestoneEvent,
     MilestoneMissed,
     MilestonePlanned,
     MilestoneRescheduled,
     ProjectCreated,
+    ProjectEvent,
     StakeholderSubscribed,
     StakeholderUnsubscribed,
     StatusReported,
@@ -34,7 +39,9 @@ from events import (
     TaskAdded,
     TaskCompleted,
     TaskReopened,
+    UnhandledEvent,
     decode_stored,
+    milestone_of,
 )
 from events.subjects import ALL_EVENTS, EVENTS_STREAM
 from projections.base import Batch
@@ -64,9 +71,8 @@ class StatusRow(msgspec.Struct, kw_only=True, frozen=True):
     ord: int
     success_criteria: str | None
     planned_on: dt.date  # the day it was planned
-    work_start: (
-        dt.date | None
-    )  # the earliest start of its tasks (where elapsed time starts, when known)
+    # the earliest start of its tasks (where elapsed time starts, when known)
+    work_start: dt.date | None
     due: dt.date
     first_due: dt.date
     achieved_at: dt.datetime | None
@@ -111,66 +117,127 @@ def _with_tasks(row: StatusRow, tasks: dict[str, bool]) -> StatusRow:
 
 def key_of(stored: StoredEvent) -> tuple[str, str] | None:
     """The row an event changes: its milestone, or for project events the milestone they name."""
-    e = stored.data
-    mid = getattr(e, "milestone_id", None)
-    return (e.project_id, mid) if mid else None  # type: ignore[attr-defined]
+    event = stored.data
+    if not isinstance(event, ProjectEvent | MilestoneEvent):
+        raise UnhandledEvent(type(event).__name__, "the status projection")
+    milestone_id = milestone_of(event)
+    return (event.project_id, milestone_id) if milestone_id else None
 
 
 def evolve(row: StatusRow | None, position: int, stored: StoredEvent) -> StatusRow | None:
     """Pure: the row after one event (``None`` until the milestone is planned)."""
     event = stored.data
-    replace = msgspec.structs.replace
     match event:
         case MilestonePlanned():
-            return StatusRow(
-                project_id=event.project_id,
-                milestone_id=event.milestone_id,
-                name=event.name,
-                kind=event.kind,
-                phase=event.phase,
-                ord=event.order,
-                success_criteria=event.success_criteria,
-                planned_on=min(stored.time.date(), event.due),
-                work_start=None,
-                due=event.due,
-                first_due=event.due,
-                achieved_at=None,
-                cancelled=False,
-                missed=False,
-                tasks={},
-                task_dues={},
-                tasks_total=0,
-                tasks_done=0,
-                progress=0,
-                predecessors={},
-                violations={},
-                last_report=None,
-                reschedules=0,
-                last_position=position,
-                updated_at=stored.recordedtime,
-            )
+            return _planned(event, position, stored)
+        case ProjectCreated() | BaselineSet() | StakeholderSubscribed() | StakeholderUnsubscribed():
+            return row  # not a milestone row's facts: projects and subscriptions have their own
         case _ if row is None:
             return None
+        case TaskAdded() | TaskCompleted() | TaskReopened():
+            after = _tasks(row, event)
+        case MilestoneRescheduled() | MilestoneAchieved() | MilestoneCancelled():
+            after = _outcome(row, event, stored.time)
+        case MilestoneMissed():
+            after = msgspec.structs.replace(row, missed=True)
+        case DependencyAdded() | DependencyRemoved() | DependencyViolated():
+            after = _dependencies(row, event, position)
+        case StatusReported(health=health, note=note):
+            report = Report(
+                health=health,
+                note=note,
+                actor=stored.actor,
+                reported_at=stored.time,
+                position=position,
+            )
+            after = msgspec.structs.replace(row, last_report=report)
+        case DeadlineReached():
+            after = row  # the decision (achieved or missed) follows as its own event
+        case _:
+            raise UnhandledEvent(type(event).__name__, "the status projection")
+    if after is None:  # a task the row does not know: the row stays as it was
+        return row
+    return msgspec.structs.replace(after, last_position=position, updated_at=stored.recordedtime)
+
+
+def _planned(event: MilestonePlanned, position: int, stored: StoredEvent) -> StatusRow:
+    return StatusRow(
+        project_id=event.project_id,
+        milestone_id=event.milestone_id,
+        name=event.name,
+        kind=event.kind,
+        phase=event.phase,
+        ord=event.order,
+        success_criteria=event.success_criteria,
+        planned_on=min(stored.time.date(), event.due),
+        work_start=None,
+        due=event.due,
+        first_due=event.due,
+        achieved_at=None,
+        cancelled=False,
+        missed=False,
+        tasks={},
+        task_dues={},
+        tasks_total=0,
+        tasks_done=0,
+        progress=0,
+        predecessors={},
+        violations={},
+        last_report=None,
+        reschedules=0,
+        last_position=position,
+        updated_at=stored.recordedtime,
+    )
+
+
+def _tasks(row: StatusRow, event: TaskAdded | TaskCompleted | TaskReopened) -> StatusRow | None:
+    """The row after a task changed, or None for a task the row does not know."""
+    replace = msgspec.structs.replace
+    match event:
         case TaskAdded(task_id=t, start=start, due=due):
             row = _with_tasks(row, {**row.tasks, t: False})
             if due is not None:
                 row = replace(row, task_dues={**row.task_dues, t: due})
             if start is not None and (row.work_start is None or start < row.work_start):
                 row = replace(row, work_start=start)
+            return row
         case TaskCompleted(task_id=t, result=result) if t in row.tasks:
-            row = _with_tasks(row, {**row.tasks, t: result != "failed"})
+            return _with_tasks(row, {**row.tasks, t: result != "failed"})
         case TaskReopened(task_id=t) if t in row.tasks:
-            row = _with_tasks(row, {**row.tasks, t: False})
+            return _with_tasks(row, {**row.tasks, t: False})
+    return None
+
+
+def _outcome(
+    row: StatusRow,
+    event: MilestoneRescheduled | MilestoneAchieved | MilestoneCancelled,
+    time: dt.datetime,
+) -> StatusRow:
+    replace = msgspec.structs.replace
+    match event:
         case MilestoneRescheduled(new_due=new_due):
-            row = replace(
+            return replace(
                 row, due=new_due, reschedules=row.reschedules + 1, missed=False, violations={}
             )
         case MilestoneAchieved(achieved_at=at):
-            row = replace(row, achieved_at=at or stored.time)
+            return replace(row, achieved_at=at or time)
         case MilestoneCancelled():
-            row = replace(row, cancelled=True)
-        case MilestoneMissed():
-            row = replace(row, missed=True)
+            return replace(row, cancelled=True)
+
+
+def _dependencies(
+    row: StatusRow, event: DependencyAdded | DependencyRemoved | DependencyViolated, position: int
+) -> StatusRow:
+    replace = msgspec.structs.replace
+    match event:
+        case DependencyAdded(depends_on=d, lag_days=lag):
+            return replace(row, predecessors={**row.predecessors, d: lag})
+        case DependencyRemoved(depends_on=d):
+            return replace(
+                row,
+                predecessors={k: v for k, v in row.predecessors.items() if k != d},
+                violations={k: v for k, v in row.violations.items() if k != d},
+            )
         case DependencyViolated(depends_on=d):
             facts = Violation(
                 predecessor_finish=event.predecessor_finish,
@@ -178,39 +245,19 @@ def evolve(row: StatusRow | None, position: int, stored: StoredEvent) -> StatusR
                 earliest=event.earliest,
                 position=position,
             )
-            row = replace(row, violations={**row.violations, d: facts})
-        case DependencyAdded(depends_on=d, lag_days=lag):
-            row = replace(row, predecessors={**row.predecessors, d: lag})
-        case DependencyRemoved(depends_on=d):
-            row = replace(
-                row,
-                predecessors={k: v for k, v in row.predecessors.items() if k != d},
-                violations={k: v for k, v in row.violations.items() if k != d},
-            )
-        case StatusReported(health=health, note=note):
-            row = replace(
-                row,
-                last_report=Report(
-                    health=health,
-                    note=note,
-                    actor=stored.actor,
-                    reported_at=stored.time,
-                    position=position,
-                ),
-            )
-        case DeadlineReached():
-            pass  # the decision (achieved or missed) follows as its own event
-        case _:
-            return row
-    return replace(row, last_position=position, updated_at=stored.recordedtime)
+            return replace(row, violations={**row.violations, d: facts})
 
 
 def from_db(record: Any) -> StatusRow:
     return msgspec.convert(dict(record), StatusRow, strict=False)
 
 
+def _placeholders(n: int) -> str:
+    return ", ".join(f"${i}" for i in range(1, n + 1))
+
+
 _UPSERT = (
-    f"INSERT INTO ms_status ({', '.join(COLUMNS)}) VALUES ({', '.join(f'${i}' for i in range(1, len(COLUMNS) + 1))}) "
+    f"INSERT INTO ms_status ({', '.join(COLUMNS)}) VALUES ({_placeholders(len(COLUMNS))}) "
     "ON CONFLICT (project_id, milestone_id) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS if c not in ("project_id", "milestone_id"))
 )
@@ -305,7 +352,7 @@ class StatusProjection:
             if (sub := subscription_row(position, stored)) is not None:
                 await conn.execute(
                     f"INSERT INTO ms_subscriptions ({', '.join(SUBSCRIPTION_COLUMNS)}) VALUES "
-                    f"({', '.join(f'${i + 1}' for i in range(len(SUBSCRIPTION_COLUMNS)))}) ON CONFLICT DO NOTHING",
+                    f"({_placeholders(len(SUBSCRIPTION_COLUMNS))}) ON CONFLICT DO NOTHING",
                     *sub,
                 )
             elif isinstance(e := stored.data, StakeholderUnsubscribed):

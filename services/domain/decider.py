@@ -47,24 +47,22 @@ class Plan(NamedTuple):
 
 def plan(msg: Event) -> Plan:
     target = stream_subject(msg)
-    p = msg.project_id  # type: ignore[attr-defined]
     match msg:
-        case MilestonePlanned():
+        case MilestonePlanned(project_id=p):
             return Plan(target, (project_subject(p),))
-        case MilestoneRescheduled():  # dependencies: the project's graph and its milestones' dates
+        case MilestoneRescheduled(project_id=p):
+            # dependencies: the project's graph and its milestones' dates
             return Plan(target, (project_subject(p),), milestones_if_dependent=p)
-        case DependencyAdded():
+        case DependencyAdded(project_id=p) | BaselineSet(project_id=p):
             return Plan(target, (), all_milestones_of=p)
-        case DependencyRemoved(milestone_id=m, depends_on=d):
+        case DependencyRemoved(project_id=p, milestone_id=m, depends_on=d):
             return Plan(target, (milestone_subject(p, m), milestone_subject(p, d)))
         case (
-            StakeholderSubscribed(milestone_id=m)
-            | StakeholderUnsubscribed(milestone_id=m)
-            | StatusReported(milestone_id=m)
+            StakeholderSubscribed(project_id=p, milestone_id=m)
+            | StakeholderUnsubscribed(project_id=p, milestone_id=m)
+            | StatusReported(project_id=p, milestone_id=m)
         ) if m:
             return Plan(target, (milestone_subject(p, m),))
-        case BaselineSet():
-            return Plan(target, (), all_milestones_of=p)
     return Plan(target, ())
 
 
@@ -82,7 +80,8 @@ def evolve(state: State, event: Event) -> State:
 
 
 def stamp(msg: Event, time: dt.datetime) -> Event:
-    """Fill times a publisher may omit with the CloudEvent's own ``time`` (time comes in messages)."""
+    """Fill times a publisher may omit with the CloudEvent's own ``time`` (time comes in
+    messages)."""
     match msg:
         case TaskCompleted(completed_at=None):
             return msgspec.structs.replace(msg, completed_at=time)
@@ -99,7 +98,7 @@ def decide_traced(msg: Event, states: Mapping[str, State]) -> Traced:
     to its current state (the first event is the message's own fact; what a rule derives from it,
     e.g. ``MilestoneAchieved`` after the last ``TaskCompleted``, is caused by that fact)."""
     target = states[stream_subject(msg)]
-    owner = states.get(project_subject(msg.project_id))  # type: ignore[attr-defined]
+    owner = states.get(project_subject(target.project_id))
     milestones = {s.milestone_id: s for s in states.values() if isinstance(s, Milestone)}
     if isinstance(target, Milestone):
         exists = True

@@ -34,8 +34,9 @@ from events import (
     TaskAdded,
     TaskCompleted,
     TaskReopened,
+    UnhandledEvent,
 )
-from events.common import Event
+from events.common import Event, ProjectEvent
 from events.errors import Rejected
 
 
@@ -57,9 +58,8 @@ class Milestone(msgspec.Struct, frozen=True, kw_only=True):
     achieved_at: dt.datetime | None = None
     cancelled: bool = False
     missed: bool = False  # the current due date arrived without achievement
-    violations: dict[
-        str, dt.date
-    ] = {}  # predecessor -> earliest date reported by DependencyViolated
+    # predecessor -> earliest date reported by DependencyViolated
+    violations: dict[str, dt.date] = {}
 
     @property
     def closed(self) -> bool:
@@ -76,7 +76,8 @@ class Milestone(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def deadline(due: dt.date) -> dt.datetime:
-    """When a due date has passed: midnight UTC after it (a milestone is due *by the end* of its date)."""
+    """When a due date has passed: midnight UTC after it (a milestone is due *by the end* of its
+    date)."""
     return dt.datetime.combine(due + dt.timedelta(days=1), dt.time(0), dt.UTC)
 
 
@@ -100,6 +101,8 @@ def evolve(state: Milestone, event: Event) -> Milestone:
             return _with_task(state, t, replace(task, done=result != "failed", last_result=result))
         case TaskReopened(task_id=t) if t in state.tasks:
             return _with_task(state, t, replace(state.tasks[t], done=False))
+        case TaskCompleted() | TaskReopened():
+            return state  # a task it does not know (decide refuses those; old logs may have them)
         case MilestoneRescheduled(new_due=new_due):
             return replace(state, due=new_due, missed=False, violations={})
         case DependencyViolated(depends_on=d, earliest=earliest):
@@ -110,7 +113,11 @@ def evolve(state: Milestone, event: Event) -> Milestone:
             return replace(state, achieved_at=at)
         case MilestoneCancelled():
             return replace(state, cancelled=True)
-    return state
+        case DeadlineReached():
+            return state  # what it meant follows as its own event (achieved or missed)
+        case ProjectEvent():
+            return state  # the project's fact, not this milestone's
+    raise UnhandledEvent(type(event).__name__, "the milestone's evolve")
 
 
 def _not_planned(state: Milestone) -> Rejected:
@@ -141,33 +148,61 @@ def _criteria_met(tasks: dict[str, Task]) -> bool:
 
 def decide(msg: Event, state: Milestone, *, project_exists: bool = True) -> list[Event]:
     """Decide what a message means for this milestone. Raises ``Rejected``."""
-    closed = state.cancelled or state.achieved_at is not None
     match msg:
+        case MilestoneMissed() | DependencyViolated():
+            raise Rejected(
+                "unknown_type", f"{type(msg).__name__} is derived: only the system records it"
+            )
+        case ProjectEvent():
+            raise Rejected("unknown_type", f"{type(msg).__name__} is a project message")
         case MilestonePlanned():
-            if not project_exists:
-                raise Rejected(
-                    "not_found",
-                    f"project {msg.project_id} does not exist: send ProjectCreated first",
-                )
-            if state.planned:
-                raise Rejected(
-                    "conflict",
-                    f"milestone {state.milestone_id} is already planned: "
-                    "use MilestoneRescheduled to change its due date",
-                )
-            return [msg]
+            return _plan(msg, state, project_exists)
         case _ if not state.planned:
             raise _not_planned(state)
+        case TaskAdded():
+            return _add_task(msg, state)
+        case TaskCompleted():
+            return _complete_task(msg, state)
+        case TaskReopened():
+            return _reopen_task(msg, state)
+        case MilestoneRescheduled():
+            return _reschedule(msg, state)
+        case MilestoneAchieved():
+            return _achieve(msg, state)
+        case MilestoneCancelled():
+            return _cancel(msg, state)
+        case DeadlineReached():
+            return _reach_deadline(msg, state)
+    raise UnhandledEvent(type(msg).__name__, "the milestone's decide")
 
-        case TaskAdded(task_id=t, title=title):
-            if closed:
-                raise _closed(state, "take new tasks")
-            if t in state.tasks:
-                if state.tasks[t].title == title:
-                    return []
-                raise Rejected("conflict", f"task {t} already exists with another title")
-            return [msg]
 
+def _plan(msg: MilestonePlanned, state: Milestone, project_exists: bool) -> list[Event]:
+    if not project_exists:
+        raise Rejected(
+            "not_found", f"project {msg.project_id} does not exist: send ProjectCreated first"
+        )
+    if state.planned:
+        raise Rejected(
+            "conflict",
+            f"milestone {state.milestone_id} is already planned: "
+            "use MilestoneRescheduled to change its due date",
+        )
+    return [msg]
+
+
+def _add_task(msg: TaskAdded, state: Milestone) -> list[Event]:
+    match msg:
+        case TaskAdded() if state.closed:
+            raise _closed(state, "take new tasks")
+        case TaskAdded(task_id=t, title=title) if t in state.tasks:
+            if state.tasks[t].title == title:
+                return []
+            raise Rejected("conflict", f"task {t} already exists with another title")
+    return [msg]
+
+
+def _complete_task(msg: TaskCompleted, state: Milestone) -> list[Event]:
+    match msg:
         case TaskCompleted(task_id=t) if t not in state.tasks:
             raise _unknown_task(state, t)
         case TaskCompleted() if state.cancelled:
@@ -180,104 +215,106 @@ def decide(msg: Event, state: Milestone, *, project_exists: bool = True) -> list
                 f"task {t} carries a check ({state.tasks[t].check}): "
                 "report result 'passed' or 'failed'",
             )
-        case TaskCompleted(task_id=t, result=result, completed_at=at):
-            after = evolve(state, msg)
-            # a time milestone missed because the report of its last task arrived after the
-            # deadline, though the task was done before it: achieved when the work was done
-            in_time = (
-                state.kind == "time"
-                and state.missed
-                and state.due is not None
-                and at is not None
-                and at < deadline(state.due)
-                and _criteria_met(after.tasks)
-            )
-            auto = (
-                not closed
-                and result != "failed"
-                and (
-                    (state.kind == "event" and not after.open_tasks)
-                    or (state.kind == "technical" and _criteria_met(after.tasks))
-                    or in_time
-                )
-            )
-            if not auto:
-                return [msg]
-            evidence = {"event": "all tasks completed", "technical": "all checks passed"}.get(
-                state.kind, f"every task done by {state.due}, reported after the deadline"
-            )
-            return [
-                msg,
-                MilestoneAchieved(
-                    project_id=state.project_id,
-                    milestone_id=state.milestone_id,
-                    achieved_at=at,
-                    evidence=evidence,
-                ),
-            ]
+    achieved = _achievement(msg, state)
+    return [msg] if achieved is None else [msg, achieved]
 
-        case TaskReopened(task_id=t) if t not in state.tasks:
-            raise _unknown_task(state, t)
-        case TaskReopened() if closed:
-            raise _closed(state, "reopen tasks")
-        case TaskReopened(task_id=t):
-            return [msg] if state.tasks[t].done else []
 
-        case MilestoneRescheduled() if closed:
-            raise _closed(state, "be rescheduled")
-        case MilestoneRescheduled(new_due=new_due, reason=reason):
-            if not reason.strip():
-                raise Rejected("invalid", "reason must say why the milestone moves")
-            if new_due == state.due:
-                return []
-            return [msgspec.structs.replace(msg, old_due=state.due)]
+def _achievement(msg: TaskCompleted, state: Milestone) -> MilestoneAchieved | None:
+    """The achievement a completed task brings about when it meets its milestone kind's rule."""
+    after = evolve(state, msg)
+    at = msg.completed_at
+    # a time milestone missed because the report of its last task arrived after the
+    # deadline, though the task was done before it: achieved when the work was done
+    in_time = (
+        state.kind == "time"
+        and state.missed
+        and state.due is not None
+        and at is not None
+        and at < deadline(state.due)
+        and _criteria_met(after.tasks)
+    )
+    auto = (
+        not state.closed
+        and msg.result != "failed"
+        and (
+            (state.kind == "event" and not after.open_tasks)
+            or (state.kind == "technical" and _criteria_met(after.tasks))
+            or in_time
+        )
+    )
+    if not auto:
+        return None
+    evidence = {"event": "all tasks completed", "technical": "all checks passed"}.get(
+        state.kind, f"every task done by {state.due}, reported after the deadline"
+    )
+    return MilestoneAchieved(
+        project_id=state.project_id,
+        milestone_id=state.milestone_id,
+        achieved_at=at,
+        evidence=evidence,
+    )
 
-        case MilestoneAchieved() if state.cancelled:
-            raise _closed(state, "be achieved")
-        case MilestoneAchieved() if state.achieved_at is not None:
-            return []
-        case MilestoneAchieved() if state.kind == "technical" and not _criteria_met(state.tasks):
-            pending = ", ".join(state.open_tasks) or "checks not passed"
-            raise Rejected(
-                "rejected",
-                f"technical milestone {state.milestone_id} has unmet criteria ({pending}): "
-                "complete its tasks with passing checks",
-            )
-        case MilestoneAchieved():
-            return [msg]
 
-        case DeadlineReached(due=due) if closed or due != state.due or state.missed:
-            return []  # closed, a deadline a reschedule replaced, or a repeat
-        case DeadlineReached(due=due):
-            checks_passed = all(
-                t.check is None or t.last_result == "passed" for t in state.tasks.values()
-            )
-            # achieved *by* its date: on the due day itself, though the deadline fires just after it
-            end_of_due = dt.datetime.combine(due, dt.time.max, dt.UTC)
-            if state.kind == "time" and not state.open_tasks and checks_passed:
-                return [
-                    msg,
-                    MilestoneAchieved(
-                        project_id=state.project_id,
-                        milestone_id=state.milestone_id,
-                        achieved_at=min(msg.reached_at or end_of_due, end_of_due),
-                        evidence=f"every task done by {due.isoformat()}",
-                    ),
-                ]
-            return [
-                msg,
-                MilestoneMissed(
-                    project_id=state.project_id,
-                    milestone_id=state.milestone_id,
-                    due=due,
-                    open_tasks=state.open_tasks,
-                ),
-            ]
+def _reopen_task(msg: TaskReopened, state: Milestone) -> list[Event]:
+    if msg.task_id not in state.tasks:
+        raise _unknown_task(state, msg.task_id)
+    if state.closed:
+        raise _closed(state, "reopen tasks")
+    return [msg] if state.tasks[msg.task_id].done else []
 
-        case MilestoneCancelled() if state.cancelled:
-            return []
-        case MilestoneCancelled() if state.achieved_at is not None:
-            raise _closed(state, "be cancelled")
-        case MilestoneCancelled():
-            return [msg]
-    raise Rejected("unknown_type", f"{type(msg).__name__} is not a milestone message")
+
+def _reschedule(msg: MilestoneRescheduled, state: Milestone) -> list[Event]:
+    if state.closed:
+        raise _closed(state, "be rescheduled")
+    if not msg.reason.strip():
+        raise Rejected("invalid", "reason must say why the milestone moves")
+    if msg.new_due == state.due:
+        return []
+    return [msgspec.structs.replace(msg, old_due=state.due)]
+
+
+def _achieve(msg: MilestoneAchieved, state: Milestone) -> list[Event]:
+    if state.cancelled:
+        raise _closed(state, "be achieved")
+    if state.achieved_at is not None:
+        return []
+    if state.kind == "technical" and not _criteria_met(state.tasks):
+        pending = ", ".join(state.open_tasks) or "checks not passed"
+        raise Rejected(
+            "rejected",
+            f"technical milestone {state.milestone_id} has unmet criteria ({pending}): "
+            "complete its tasks with passing checks",
+        )
+    return [msg]
+
+
+def _cancel(msg: MilestoneCancelled, state: Milestone) -> list[Event]:
+    if state.cancelled:
+        return []
+    if state.achieved_at is not None:
+        raise _closed(state, "be cancelled")
+    return [msg]
+
+
+def _reach_deadline(msg: DeadlineReached, state: Milestone) -> list[Event]:
+    due = msg.due
+    if state.closed or due != state.due or state.missed:
+        return []  # closed, a deadline a reschedule replaced, or a repeat
+    checks_passed = all(t.check is None or t.last_result == "passed" for t in state.tasks.values())
+    # achieved *by* its date: on the due day itself, though the deadline fires just after it
+    end_of_due = dt.datetime.combine(due, dt.time.max, dt.UTC)
+    if state.kind == "time" and not state.open_tasks and checks_passed:
+        achieved = MilestoneAchieved(
+            project_id=state.project_id,
+            milestone_id=state.milestone_id,
+            achieved_at=min(msg.reached_at or end_of_due, end_of_due),
+            evidence=f"every task done by {due.isoformat()}",
+        )
+        return [msg, achieved]
+    missed = MilestoneMissed(
+        project_id=state.project_id,
+        milestone_id=state.milestone_id,
+        due=due,
+        open_tasks=state.open_tasks,
+    )
+    return [msg, missed]

@@ -17,8 +17,9 @@ from events import (
     StakeholderSubscribed,
     StakeholderUnsubscribed,
     StatusReported,
+    UnhandledEvent,
 )
-from events.common import Event
+from events.common import Event, MilestoneEvent
 from events.errors import Rejected
 from services.domain.milestone import Milestone
 
@@ -55,7 +56,11 @@ def evolve(state: Project, event: Event) -> Project:
             return replace(state, stakeholders=state.stakeholders | {(who, url, m)})
         case StakeholderUnsubscribed(stakeholder=who, url=url, milestone_id=m):
             return replace(state, stakeholders=state.stakeholders - {(who, url, m)})
-    return state
+        case StatusReported():
+            return state  # a person's view: no rule of the project depends on it
+        case MilestoneEvent():
+            return state  # a milestone's own fact, not the project's
+    raise UnhandledEvent(type(event).__name__, "the project's evolve")
 
 
 def cycle_path(
@@ -206,8 +211,11 @@ def consequences(
 
 
 def decide(msg: Event, state: Project, milestones: Mapping[str, Milestone]) -> list[Event]:
-    """``milestones`` holds the states the message refers to (the plan of the message, ``services.domain.decider.plan``, names them)."""
+    """``milestones`` holds the states the message refers to (the plan of the message,
+    ``services.domain.decider.plan``, names them)."""
     match msg:
+        case MilestoneEvent():
+            raise Rejected("unknown_type", f"{type(msg).__name__} is a milestone message")
         case ProjectCreated() if state.created:
             raise Rejected("conflict", f"project {state.project_id} already exists")
         case ProjectCreated():
@@ -216,51 +224,68 @@ def decide(msg: Event, state: Project, milestones: Mapping[str, Milestone]) -> l
             raise Rejected(
                 "not_found", f"project {state.project_id} does not exist: send ProjectCreated first"
             )
-
-        case DependencyAdded(milestone_id=m, depends_on=d) if m == d:
-            raise Rejected("invalid", f"milestone {m} cannot depend on itself")
-        case DependencyAdded(milestone_id=m, depends_on=d, lag_days=lag):
-            _require_planned(milestones, m, d)
-            if state.dependencies.get(m, {}).get(d) == lag:
-                return []
-            path = cycle_path(state.dependencies, m, d)
-            if path is not None:
-                loop = " -> ".join([m, *path])
-                raise Rejected("rejected", f"dependency would close a cycle: {loop}")
-            return [msg]
+        case DependencyAdded():
+            return _add_dependency(msg, state, milestones)
         case DependencyRemoved(milestone_id=m, depends_on=d):
             if d not in state.dependencies.get(m, {}):
                 raise Rejected("not_found", f"milestone {m} does not depend on {d}")
             return [msg]
-
-        case BaselineSet(name=name) if name in state.baselines:
-            raise Rejected("conflict", f"baseline {name!r} already exists: choose a new name")
         case BaselineSet():
-            planned = {
-                mid: ms.due
-                for mid, ms in sorted(milestones.items())
-                if ms.planned and not ms.cancelled and ms.due is not None
-            }
-            return [msgspec.structs.replace(msg, planned=planned)]
-
-        case StakeholderSubscribed(milestone_id=m) if m is not None:
-            _require_planned(milestones, m)
-            return [] if (msg.stakeholder, msg.url, m) in state.stakeholders else [msg]
+            return _set_baseline(msg, state, milestones)
         case StakeholderSubscribed():
-            return [] if (msg.stakeholder, msg.url, None) in state.stakeholders else [msg]
+            return _subscribe(msg, state, milestones)
+        case StakeholderUnsubscribed():
+            return _unsubscribe(msg, state)
+        case StatusReported(milestone_id=m):
+            if m is not None:
+                _require_planned(milestones, m)
+            return [msg]
+    raise UnhandledEvent(type(msg).__name__, "the project's decide")
 
-        case StakeholderUnsubscribed(stakeholder=who, url=url, milestone_id=m):
-            if (who, url, m) not in state.stakeholders:
-                scope = f"milestone {m}" if m else f"project {state.project_id}"
-                raise Rejected("not_found", f"{who} is not subscribed to {scope} at {url}")
-            return [msg]
 
-        case StatusReported(milestone_id=m) if m is not None:
-            _require_planned(milestones, m)
-            return [msg]
-        case StatusReported():
-            return [msg]
-    raise Rejected("unknown_type", f"{type(msg).__name__} is not a project message")
+def _add_dependency(
+    msg: DependencyAdded, state: Project, milestones: Mapping[str, Milestone]
+) -> list[Event]:
+    m, d = msg.milestone_id, msg.depends_on
+    if m == d:
+        raise Rejected("invalid", f"milestone {m} cannot depend on itself")
+    _require_planned(milestones, m, d)
+    if state.dependencies.get(m, {}).get(d) == msg.lag_days:
+        return []
+    path = cycle_path(state.dependencies, m, d)
+    if path is not None:
+        loop = " -> ".join([m, *path])
+        raise Rejected("rejected", f"dependency would close a cycle: {loop}")
+    return [msg]
+
+
+def _set_baseline(
+    msg: BaselineSet, state: Project, milestones: Mapping[str, Milestone]
+) -> list[Event]:
+    if msg.name in state.baselines:
+        raise Rejected("conflict", f"baseline {msg.name!r} already exists: choose a new name")
+    planned = {
+        mid: ms.due
+        for mid, ms in sorted(milestones.items())
+        if ms.planned and not ms.cancelled and ms.due is not None
+    }
+    return [msgspec.structs.replace(msg, planned=planned)]
+
+
+def _subscribe(
+    msg: StakeholderSubscribed, state: Project, milestones: Mapping[str, Milestone]
+) -> list[Event]:
+    if msg.milestone_id is not None:
+        _require_planned(milestones, msg.milestone_id)
+    return [] if (msg.stakeholder, msg.url, msg.milestone_id) in state.stakeholders else [msg]
+
+
+def _unsubscribe(msg: StakeholderUnsubscribed, state: Project) -> list[Event]:
+    who, url, m = msg.stakeholder, msg.url, msg.milestone_id
+    if (who, url, m) not in state.stakeholders:
+        scope = f"milestone {m}" if m else f"project {state.project_id}"
+        raise Rejected("not_found", f"{who} is not subscribed to {scope} at {url}")
+    return [msg]
 
 
 def _require_planned(milestones: Mapping[str, Milestone], *ids: str) -> None:

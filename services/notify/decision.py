@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from events import StoredEvent
+from events import StoredEvent, UnhandledEvent
 from services.notify.outbox import Notification, Subscription, delivery_id
 
 KINDS = {
@@ -26,7 +26,8 @@ def describe(kind: str, data: dict[str, Any]) -> str:
     m = data.get("milestone_id")
     match kind:
         case "MilestoneRescheduled":
-            return f"{m} moved from {data.get('old_due')} to {data.get('new_due')}: {data.get('reason')}"
+            moved = f"{data.get('old_due')} to {data.get('new_due')}"
+            return f"{m} moved from {moved}: {data.get('reason')}"
         case "MilestoneAchieved":
             return f"{m} achieved" + (f" ({data['evidence']})" if data.get("evidence") else "")
         case "DependencyViolated":
@@ -35,7 +36,8 @@ def describe(kind: str, data: dict[str, Any]) -> str:
                 f"{data.get('depends_on')} finishes {data.get('predecessor_finish')}"
             )
         case "MilestoneMissed":
-            return f"{m} missed its due date {data.get('due')} with {len(data.get('open_tasks') or [])} open task(s)"
+            open_tasks = len(data.get("open_tasks") or [])
+            return f"{m} missed its due date {data.get('due')} with {open_tasks} open task(s)"
         case "MilestonePlanned":
             return f"{m} planned for {data.get('due')} ({data.get('kind')})"
         case "TaskCompleted":
@@ -60,7 +62,15 @@ def describe(kind: str, data: dict[str, Any]) -> str:
             return (
                 f"{m} now depends on {data.get('depends_on')} (lag {data.get('lag_days', 0)} days)"
             )
-    return kind + (f" {m}" if m else "")
+        case (
+            "ProjectCreated"
+            | "DependencyRemoved"
+            | "DeadlineReached"
+            | "StakeholderSubscribed"
+            | "StakeholderUnsubscribed"
+        ):
+            return kind + (f" {m}" if m else "")  # the type and the milestone say enough
+    raise UnhandledEvent(kind, "describe")
 
 
 def matching(

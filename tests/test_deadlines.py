@@ -13,8 +13,8 @@ from events import decode_stored
 from events.subjects import INBOX_STREAM, INBOX_SUBJECTS
 from services.app.wiring import prepare_streams
 from services.eventlog.log import EventLog
-from services.intake.committer import receipt_subject
 from services.intake.deadlines import Scheduler, deadline_event
+from services.intake.round import receipt_subject
 from tests.conftest import caught_up, cloudevent, request, wait_for
 
 P = "launch"

@@ -1,0 +1,1 @@
+"""`milestones bench`: the workload, the raw limits, the scenarios and the report."""

@@ -57,7 +57,8 @@ async def atomic_batches(
 
 
 async def publish_async(nc: NATS, payload: bytes, total: int) -> float:
-    """Messages/s with nats-py's ``publish_async`` (pipelined, one ack per message), OCC header on each."""
+    """Messages/s with nats-py's ``publish_async`` (pipelined, one ack per message), OCC header on
+    each."""
     await raw_stream(nc)
     js = nc.jetstream(publish_async_max_pending=4000)
     run = time.perf_counter_ns()
@@ -72,7 +73,8 @@ async def publish_async(nc: NATS, payload: bytes, total: int) -> float:
 
 
 async def ordered_read(nc: NATS, stream: str, subject: str) -> tuple[int, float, int]:
-    """(messages, messages/s, last sequence) reading ``subject`` from the start with an ordered push consumer."""
+    """(messages, messages/s, last sequence) reading ``subject`` from the start with an ordered
+    push consumer."""
     js = nc.jetstream()
     info = await js.stream_info(stream)
     if not info.state.messages:
@@ -111,7 +113,8 @@ async def pg_upsert(dsn: str, rows: int = 200_000, batch: int = 2000) -> float:
             "v jsonb NOT NULL, at timestamptz NOT NULL DEFAULT now())"
         )
         sql = (
-            "INSERT INTO bench_upsert (k, n, v) SELECT * FROM unnest($1::text[], $2::int[], $3::jsonb[]) "
+            "INSERT INTO bench_upsert (k, n, v) "
+            "SELECT * FROM unnest($1::text[], $2::int[], $3::jsonb[]) "
             "ON CONFLICT (k) DO UPDATE SET n = EXCLUDED.n, v = EXCLUDED.v, at = now()"
         )
         value = '{"tasks": {"t1": true, "t2": false}, "health": "on_track"}'

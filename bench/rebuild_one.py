@@ -1,5 +1,6 @@
-"""Rebuild the named projections together (one read of the stream) and print {"seconds", "peak_rss_mb"} as JSON: run as its
-own process by the benchmark so the peak RSS is the rebuild's alone."""
+"""Rebuild the named projections together (one read of the stream) and print {"seconds",
+"peak_rss_mb"} as JSON: run as its own process by the benchmark so the peak RSS is the rebuild's
+alone."""
 
 from __future__ import annotations
 

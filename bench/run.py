@@ -194,7 +194,8 @@ async def intake_commands(nc: NATS, projects: list[str], publishers: int) -> dic
                 )
                 latencies.append(time.perf_counter() - t0)
                 if not reply.accepted:
-                    refused[reply.error.code] = refused.get(reply.error.code, 0) + 1  # type: ignore[union-attr]
+                    assert reply.error is not None  # a refusal always says why
+                    refused[reply.error.code] = refused.get(reply.error.code, 0) + 1
                 elif reply.events:
                     last = max(last, reply.events[-1].position)
 
@@ -312,29 +313,34 @@ async def queries(
         "project_milestones": lambda: f"/projects/{rng.choice(projects)}/milestones",
         "audit_page": lambda: f"/audit?project_id={rng.choice(projects)}&limit=50",
     }
-    out = {}
-    for name, path in kinds.items():
-        latencies: list[float] = []
-        errors = 0
-
-        async def one(p: str) -> None:
-            nonlocal errors
-            conn = await pool.get()
-            t0 = time.perf_counter()
-            try:
-                status, _ = await conn.get(p)
-                errors += status != 200
-            except (OSError, asyncio.IncompleteReadError):
-                errors += 1
-                await conn.close()
-            latencies.append(time.perf_counter() - t0)
-            pool.put_nowait(conn)
-
-        achieved = await open_loop(rate, int(rate * seconds), lambda _i: one(path()))
-        out[name] = {"rate_per_s": round(achieved), "errors": errors, **ms(latencies)}
+    out = {name: await _query_kind(pool, path, rate, seconds) for name, path in kinds.items()}
     while not pool.empty():
         await pool.get_nowait().close()
     return out
+
+
+async def _query_kind(
+    pool: asyncio.Queue[Connection], path: Callable[[], str], rate: int, seconds: float
+) -> dict:
+    """One kind of query at ``rate`` for ``seconds``: achieved rate, errors and latencies."""
+    latencies: list[float] = []
+    errors = 0
+
+    async def one(p: str) -> None:
+        nonlocal errors
+        conn = await pool.get()
+        t0 = time.perf_counter()
+        try:
+            status, _ = await conn.get(p)
+            errors += status != 200
+        except (OSError, asyncio.IncompleteReadError):
+            errors += 1
+            await conn.close()
+        latencies.append(time.perf_counter() - t0)
+        pool.put_nowait(conn)
+
+    achieved = await open_loop(rate, int(rate * seconds), lambda _i: one(path()))
+    return {"rate_per_s": round(achieved), "errors": errors, **ms(latencies)}
 
 
 async def top_up(nc: NATS, events: int) -> int:
@@ -359,7 +365,8 @@ async def top_up(nc: NATS, events: int) -> int:
 
 
 async def rebuild_subprocess(stack: Stack, names: list[str], events: int) -> dict:
-    """``python -m bench.rebuild_one`` rebuilds ``names`` together and reports its time and its own peak RSS."""
+    """``python -m bench.rebuild_one`` rebuilds ``names`` together and reports its time and its
+    own peak RSS."""
     peaks: dict[str, float] = {}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -464,7 +471,8 @@ async def run(opts: Options, report: Callable[[str], None]) -> dict:
     async with servers(opts, work) as (durable, lazy, dsn, lazy_dsn):
         # raw limits
         report(
-            "raw limits: JetStream atomic batch and publish_async (OCC header), ordered read, asyncpg upsert"
+            "raw limits: JetStream atomic batch and publish_async (OCC header), ordered read, "
+            "asyncpg upsert"
         )
         limits: dict = {}
         for label, url in (("durable", durable), ("lazy", lazy)):
@@ -491,7 +499,8 @@ async def run(opts: Options, report: Callable[[str], None]) -> dict:
             await ready(stack, nc)
             projects = [f"p{i}" for i in range(opts.projects)]
             report(
-                f"intake: {len(projects)} projects through milestones.commands.* with {opts.publishers} publishers"
+                f"intake: {len(projects)} projects through milestones.commands.* "
+                f"with {opts.publishers} publishers"
             )
             results["intake_commands"] = await intake_commands(nc, projects, opts.publishers)
             report(f"intake: {opts.inbox_projects} projects through milestones.inbox.*")
@@ -535,7 +544,8 @@ async def run(opts: Options, report: Callable[[str], None]) -> dict:
 
         if lazy and opts.lazy:
             report(
-                "intake on JetStream's lazy default (sync_interval 2m), projections running, for comparison"
+                "intake on JetStream's lazy default (sync_interval 2m), projections running, "
+                "for comparison"
             )
             lazy_stack = Stack(lazy, lazy_dsn, free_port(), work / "lazy")
             lazy_stack.work.mkdir()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 PREFIX = "milestones"
 
-# -- the event log: one subject per aggregate, receipts beside them ----------------------------------
+# -- the event log: one subject per aggregate, receipts beside them --------------------------------
 EVENTS_STREAM = "MILESTONES"
 EVENTS_PREFIX = f"{PREFIX}.events"
 RECEIPTS_PREFIX = f"{PREFIX}.ids"
@@ -15,7 +15,7 @@ ALL_EVENTS = f"{EVENTS_PREFIX}.>"  # every event (receipts are on another prefix
 MILESTONE_EVENTS = f"{EVENTS_PREFIX}.*.*"  # events of every milestone aggregate
 EVENTS_SUBJECTS = [f"{EVENTS_PREFIX}.*", MILESTONE_EVENTS, f"{RECEIPTS_PREFIX}.*"]
 
-# -- in: request/reply commands and the durable inbox -------------------------------------------------
+# -- in: request/reply commands and the durable inbox ----------------------------------------------
 COMMANDS_PREFIX = f"{PREFIX}.commands"
 COMMANDS = f"{COMMANDS_PREFIX}.*"
 BATCH_TOKEN = "batch"  # milestones.commands.batch / milestones.inbox.batch: a JSON array
@@ -25,13 +25,13 @@ INBOX = f"{INBOX_PREFIX}.>"
 SCHEDULES_PREFIX = f"{PREFIX}.schedules"  # deadline timers (ADR-51 message schedules)
 INBOX_SUBJECTS = [INBOX, f"{SCHEDULES_PREFIX}.>"]
 
-# -- refusals of inbox messages ------------------------------------------------------------------------
+# -- refusals of inbox messages --------------------------------------------------------------------
 REJECTIONS_STREAM = "MILESTONES_REJECTIONS"
 REJECTIONS_PREFIX = f"{PREFIX}.rejections"
 REJECTIONS = f"{REJECTIONS_PREFIX}.>"
 REJECTIONS_SUBJECTS = [REJECTIONS]
 
-# -- out: queries ---------------------------------------------------------------------------------------
+# -- out: queries ----------------------------------------------------------------------------------
 QUERY_PREFIX = f"{PREFIX}.query"
 QUERIES = f"{QUERY_PREFIX}.*"
 

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 import msgspec
+from asyncpg.pool import PoolConnectionProxy
 
 from events.errors import StartupError
+from projections.base import Projection
 
 SCHEMA = "milestones"
 SCHEMA_VERSION = "2"  # 2: status keeps facts (health judged at query time), status reports
 NOTIFY_CHANNEL = "milestones_checkpoint"
+
+# A connection of its own (``connect``) or one acquired from a pool (``create_pool``).
+Conn = asyncpg.Connection | PoolConnectionProxy
 
 RUNNER_SQL = f"""
 CREATE SCHEMA IF NOT EXISTS {SCHEMA};
@@ -63,12 +69,14 @@ async def connect(dsn: str, search_path: str = SCHEMA) -> asyncpg.Connection:
     return conn
 
 
-async def create_pool(dsn: str, **kwargs: object) -> asyncpg.Pool:
+async def create_pool(dsn: str, *, min_size: int = 10, max_size: int = 10) -> asyncpg.Pool:
+    """A pool of ``connect``'s connections (asyncpg's default sizes unless given)."""
     return await asyncpg.create_pool(
         dsn,
         init=init_connection,
         server_settings={"search_path": SCHEMA, "application_name": "milestones"},
-        **kwargs,
+        min_size=min_size,
+        max_size=max_size,
     )
 
 
@@ -78,7 +86,7 @@ def lock_key(name: str) -> int:
     )
 
 
-async def ensure_schema(dsn: str, projections: Sequence) -> None:
+async def ensure_schema(dsn: str, projections: Sequence[Projection[Any]]) -> None:
     """Create what is missing; refuse (one line) a database made by an incompatible version."""
     try:
         conn = await connect(dsn)
@@ -93,13 +101,15 @@ async def ensure_schema(dsn: str, projections: Sequence) -> None:
             )
             if found is not None and found != SCHEMA_VERSION:
                 raise StartupError(
-                    f"database schema {SCHEMA} is version {found}, this build needs {SCHEMA_VERSION}: "
+                    f"database schema {SCHEMA} is version {found}, "
+                    f"this build needs {SCHEMA_VERSION}: "
                     "drop the read-model schema and let it rebuild from the event log"
                 )
             for projection in projections:
                 await conn.execute(projection.schema_sql)
                 await conn.execute(
-                    f"INSERT INTO {SCHEMA}.checkpoints (projection) VALUES ($1) ON CONFLICT DO NOTHING",
+                    f"INSERT INTO {SCHEMA}.checkpoints (projection) VALUES ($1) "
+                    "ON CONFLICT DO NOTHING",
                     projection.name,
                 )
             await conn.execute(

@@ -10,7 +10,8 @@ and sets the checkpoint. Queries see either the old tables or the new ones, neve
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Generic
 
 import asyncpg
 import structlog
@@ -18,49 +19,54 @@ from nats.aio.client import Client as NATS
 
 from events.errors import StartupError
 from projections import db
-from projections.base import Batch, Projection
+from projections.base import Batch, Projection, R
 from projections.runner import Runner
 
 log = structlog.get_logger("milestones.rebuild")
 S = db.SCHEMA
 
 
-class Together:
+class Together(Generic[R]):
     """Several projections of one stream and subject as one: each event is read and decoded once
     and applied to every member in the same transaction. A rebuild of status + history + audit
     this way reads the stream once instead of three times (the read and the decode are most of a
     rebuild's CPU, measured with py-spy)."""
 
-    def __init__(self, members: Sequence[Projection]) -> None:
+    def __init__(self, members: Sequence[Projection[R]]) -> None:
         first = members[0]
         if any((p.stream, p.subject) != (first.stream, first.subject) for p in members):
             raise ValueError("projections rebuilt together must read the same stream and subject")
         self.members = list(members)
         self.name = "+".join(p.name for p in members)
-        self.stream, self.subject, self.decode = first.stream, first.subject, first.decode
+        self.stream, self.subject = first.stream, first.subject
+        self.decode: Callable[[bytes], R] = first.decode
         self.tables = tuple(t for p in members for t in p.tables)
         self.schema_sql = "\n".join(p.schema_sql for p in members)
 
-    async def apply(self, conn: asyncpg.Connection, batch: Batch, schema: str) -> None:
+    async def apply(self, conn: asyncpg.Connection, batch: Batch[R], schema: str) -> None:
         for p in self.members:
             await p.apply(conn, batch, schema)
 
 
-def groups(projections: Sequence[Projection]) -> list[list[Projection]]:
+def groups(projections: Sequence[Projection[R]]) -> list[list[Projection[R]]]:
     """Projections grouped by what they read, so each group can be rebuilt with one read."""
-    by_source: dict[tuple[str, str], list[Projection]] = {}
+    by_source: dict[tuple[str, str], list[Projection[R]]] = {}
     for p in projections:
         by_source.setdefault((p.stream, p.subject), []).append(p)
     return list(by_source.values())
 
 
 async def rebuild(
-    projection: Projection | Sequence[Projection], dsn: str, nc: NATS, *, batch_size: int = 2000
+    projection: Projection[R] | Sequence[Projection[R]],
+    dsn: str,
+    nc: NATS,
+    *,
+    batch_size: int = 2000,
 ) -> int:
     """Rebuild one projection (or several that read the same stream, with one read) from
     position 1 and swap the new tables in; returns the new checkpoint."""
     members = [projection] if not isinstance(projection, Sequence) else list(projection)
-    source = members[0] if len(members) == 1 else Together(members)
+    source: Projection[R] = members[0] if len(members) == 1 else Together(members)
     names = sorted(p.name for p in members)
     label = source.name
     shadow, trash, ck = (
@@ -99,16 +105,18 @@ async def rebuild(
             for name in names:
                 await conn.execute(
                     f"INSERT INTO {S}.checkpoints (projection, position) VALUES ($1, $2) "
-                    "ON CONFLICT (projection) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
+                    "ON CONFLICT (projection) DO UPDATE "
+                    "SET position = EXCLUDED.position, updated_at = now()",
                     name,
                     runner.position,
                 )
                 await conn.execute(f"DELETE FROM {S}.parked_events WHERE projection = $1", name)
-                # an event that failed in any member of a combined rebuild is parked for each of them
+                # an event that failed in any member of a combined rebuild is parked for each
                 await conn.execute(
-                    f"INSERT INTO {S}.parked_events (projection, position, subject, type, error, payload, attempts, "
-                    f"parked_at) SELECT $1, position, subject, type, error, payload, attempts, parked_at FROM {S}.parked_events "
-                    "WHERE projection = $2",
+                    f"INSERT INTO {S}.parked_events (projection, position, subject, type, error, "
+                    "payload, attempts, parked_at) "
+                    "SELECT $1, position, subject, type, error, payload, attempts, parked_at "
+                    f"FROM {S}.parked_events WHERE projection = $2",
                     name,
                     ck,
                 )
@@ -126,7 +134,7 @@ async def rebuild(
         await conn.close()
 
 
-async def replay_parked(projection: Projection, dsn: str, nc: NATS) -> tuple[int, int]:
+async def replay_parked(projection: Projection[R], dsn: str, nc: NATS) -> tuple[int, int]:
     """Apply parked events again, oldest first. Returns (applied, still parked)."""
     name = projection.name
     js = nc.jetstream()
@@ -138,6 +146,7 @@ async def replay_parked(projection: Projection, dsn: str, nc: NATS) -> tuple[int
         )
         for row in parked:
             msg = await js.get_msg(projection.stream, seq=row["position"], direct=True)
+            data = msg.data or b""  # nats-py gives an empty body as None
             async with conn.transaction():
                 await conn.fetchval(
                     f"SELECT position FROM {S}.checkpoints WHERE projection = $1 FOR UPDATE", name
@@ -145,17 +154,17 @@ async def replay_parked(projection: Projection, dsn: str, nc: NATS) -> tuple[int
                 try:
                     async with conn.transaction():
                         await projection.apply(
-                            conn, [(row["position"], projection.decode(msg.data))], S
+                            conn, [(row["position"], projection.decode(data))], S
                         )
                 except Exception as exc:
                     await db.park(
                         conn,
                         name,
                         row["position"],
-                        msg.subject,
+                        msg.subject or "",
                         None,
                         f"{type(exc).__name__}: {exc}",
-                        msg.data,
+                        data,
                     )
                     log.warning(
                         "still parked", projection=name, position=row["position"], error=str(exc)

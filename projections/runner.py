@@ -12,22 +12,26 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Generic
 
 import asyncpg
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from prometheus_client import Counter, Gauge
 
 from projections import db
-from projections.base import Projection
+from projections.base import Batch, Projection, R
 
 log = structlog.get_logger("milestones.projections")
 
 APPLIED = Counter("milestones_projection_events_total", "Events applied", ["projection"])
 PARKED = Counter("milestones_projection_parked_total", "Events parked", ["projection"])
 POSITION = Gauge("milestones_projection_position", "Checkpoint", ["projection"])
+
+Parked = tuple[int, Msg, str]  # (position, message, why it is parked)
 
 # Errors that say the database or the network failed, not the event: never park for these.
 TRANSIENT = (
@@ -44,8 +48,8 @@ TRANSIENT = (
 
 
 @dataclass
-class Runner:
-    projection: Projection
+class Runner(Generic[R]):
+    projection: Projection[R]
     dsn: str
     nc: NATS
     schema: str = db.SCHEMA
@@ -136,7 +140,8 @@ class Runner:
             # num_pending counts what has not been *delivered*; on a short stream the consumer may
             # already have pushed everything to us, so add what it has delivered.
             info = await sub.consumer_info()
-            pending = info.num_pending + info.delivered.consumer_seq
+            delivered = info.delivered.consumer_seq if info.delivered is not None else 0
+            pending = (info.num_pending or 0) + delivered
         try:
             while not stop.is_set() and pending:
                 getter = asyncio.ensure_future(sub.next_msg(timeout=None))
@@ -156,7 +161,8 @@ class Runner:
     async def apply(self, conn: asyncpg.Connection, msgs: list[Msg]) -> None:
         started = time.perf_counter()
         name = self.checkpoint
-        decoded, poison = [], []
+        decoded: Batch[R] = []
+        poison: list[Parked] = []
         for m in msgs:
             seq = m.metadata.sequence.stream
             try:
@@ -166,7 +172,8 @@ class Runner:
         last = msgs[-1].metadata.sequence.stream
         pending = msgs[-1].metadata.num_pending
         async with conn.transaction():
-            # Lock the checkpoint row first: fences a stale runner, and serializes with rebuild swaps.
+            # Lock the checkpoint row first: fences a stale runner, and serializes with rebuild
+            # swaps.
             current = await conn.fetchval(
                 f"SELECT position FROM {db.SCHEMA}.checkpoints WHERE projection = $1 FOR UPDATE",
                 name,
@@ -196,7 +203,8 @@ class Runner:
                 else len(msgs) / elapsed
             )
             await conn.execute(
-                f"UPDATE {db.SCHEMA}.checkpoints SET position = $2, pending = $3, rate = $4, updated_at = now() "
+                f"UPDATE {db.SCHEMA}.checkpoints "
+                "SET position = $2, pending = $3, rate = $4, updated_at = now() "
                 "WHERE projection = $1",
                 name,
                 last,
@@ -209,10 +217,11 @@ class Runner:
         POSITION.labels(name).set(last)
 
     async def _one_by_one(
-        self, conn: asyncpg.Connection, decoded: list, by_seq: dict[int, Msg]
-    ) -> list:
-        """A batch failed: apply event by event (savepoints), retrying each; park what keeps failing."""
-        parked = []
+        self, conn: asyncpg.Connection, decoded: Batch[R], by_seq: dict[int, Msg]
+    ) -> list[Parked]:
+        """A batch failed: apply event by event (savepoints), retrying each; park what keeps
+        failing."""
+        parked: list[Parked] = []
         for seq, event in decoded:
             error = ""
             for _attempt in range(self.park_after):
@@ -229,7 +238,7 @@ class Runner:
         return parked
 
 
-def _buffered(sub, limit: int) -> list[Msg]:
+def _buffered(sub: Subscription, limit: int) -> list[Msg]:
     """Up to ``limit`` messages nats-py has already buffered, without a task per message.
 
     Why not a subscription callback: with a callback, nats-py answers the server's flow control

@@ -14,7 +14,8 @@ from projections import db
 
 
 class CheckpointWatcher:
-    """Projection positions, pushed by NOTIFY from the runners' transactions (polled as a fallback)."""
+    """Projection positions, pushed by NOTIFY from the runners' transactions (polled as a
+    fallback)."""
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
@@ -41,8 +42,8 @@ class CheckpointWatcher:
                 self.positions.get(r["projection"], 0), r["position"]
             )
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        name, _, pos = payload.rpartition(":")
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        name, _, pos = str(payload).rpartition(":")  # "<projection>:<position>", a str
         self.positions[name] = max(self.positions.get(name, 0), int(pos))
         asyncio.get_running_loop().create_task(self._wake())
 

@@ -1,1 +1,1 @@
-"""The Milestones services: a pure domain core and the thin shells around it (see README "Architecture")."""
+"""The Milestones services: a pure domain core and the thin shells around it."""

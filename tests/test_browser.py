@@ -30,7 +30,10 @@ def browser_path() -> str | None:
 
 pytestmark = pytest.mark.skipif(
     browser_path() is None,
-    reason="no browser: install Debian's chromium (apt-get install chromium; .ci/run does) or set MILESTONES_BROWSER",
+    reason=(
+        "no browser: install Debian's chromium (apt-get install chromium; .ci/run does) "
+        "or set MILESTONES_BROWSER"
+    ),
 )
 
 

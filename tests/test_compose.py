@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import yaml
@@ -90,13 +91,23 @@ async def test_each_service_command_starts(settings, nats_server, db_url):
         )
         lines: list[bytes] = []
         try:
-
-            async def listening() -> bool:
-                lines.append(await asyncio.wait_for(proc.stdout.readline(), 30))
-                assert lines[-1] or proc.returncode is None, b"".join(lines).decode()
-                return b"listening" in lines[-1] or b"services running" in lines[-1]
-
-            await wait_for(listening, timeout=60, what=f"compose service {name} to start")
+            await wait_for(
+                says_started(proc, lines), timeout=60, what=f"compose service {name} to start"
+            )
         finally:
             proc.terminate()
             assert await asyncio.wait_for(proc.wait(), 30) == 0, b"".join(lines).decode()
+
+
+def says_started(
+    proc: asyncio.subprocess.Process, lines: list[bytes]
+) -> Callable[[], Awaitable[bool]]:
+    """A ``wait_for`` predicate: reads the service's next line of output into ``lines``; true once
+    the service says it is up."""
+
+    async def listening() -> bool:
+        lines.append(await asyncio.wait_for(proc.stdout.readline(), 30))
+        assert lines[-1] or proc.returncode is None, b"".join(lines).decode()
+        return b"listening" in lines[-1] or b"services running" in lines[-1]
+
+    return listening

@@ -72,7 +72,8 @@ async def test_notify_policy_reports_the_violation_and_status_shows_it(system, a
     )
     assert [b["milestone_id"] for b in build["blocked_by"]] == ["design"]
     assert build["violations"]["design"]["earliest"] == "2026-12-11"
-    # launch (due Dec 12, lag 1 after build) is pushed to Dec 12 at the earliest: it fits, but build is late
+    # launch (due Dec 12, lag 1 after build) is pushed to Dec 12 at the earliest: it fits, but
+    # build is late
     assert launch["health"] == "at_risk" and launch["health_reasons"] == [
         "predecessor build is late (expected 2026-12-11)"
     ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 from events.subjects import EVENTS_STREAM
 from services.notify.notifier import NOTIFIER_DURABLE, Notifier
@@ -21,7 +22,7 @@ def ce(type_: str, **data: object) -> dict:
 
 
 @contextlib.asynccontextmanager
-async def notifier(system, **kw: object):
+async def notifier(system, **kw: Any):
     queries = system.queries
     n = Notifier(
         system.nc,
@@ -33,7 +34,7 @@ async def notifier(system, **kw: object):
         sweep_every=3600,
         poll=0.05,
         **kw,
-    )  # type: ignore[arg-type]
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(n.run(stop))
     try:

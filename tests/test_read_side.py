@@ -54,7 +54,8 @@ async def status_fold_matches(db_url: str, nc) -> None:
 
 
 async def load(nc, projects: int, milestones: int = 5, tasks: int = 8, prefix: str = "p") -> int:
-    """A workload: projects with milestones and tasks, half the tasks completed, some reschedules."""
+    """A workload: projects with milestones and tasks, half the tasks completed, some
+    reschedules."""
     last = 0
     for n in range(projects):
         p = f"{prefix}{n}"
@@ -197,7 +198,8 @@ async def test_a_poison_event_is_parked_and_replayed_after_the_fix(intake, nc, d
         "data": {"type": "TaskCompleted", "project_id": "p", "milestone_id": "m", "task": "t1"},
     }
     ack = await nc.jetstream().publish("milestones.events.p.m", ENCODER.encode(poison))
-    # This version's intake cannot fold that milestone any more, and says so; other milestones go on.
+    # This version's intake cannot fold that milestone any more, and says so; other milestones go
+    # on.
     blocked = await request(
         nc, cloudevent("TaskCompleted", {"project_id": "p", "milestone_id": "m", "task_id": "t2"})
     )
@@ -333,7 +335,7 @@ async def test_pagination_neither_skips_nor_repeats_while_events_arrive(system, 
     assert seen_milestones == [f"m{i}" for i in range(5)]
 
 
-# -- property: intake -> live read model == rebuilt read model == in-memory fold ------------------------
+# -- property: intake -> live read model == rebuilt read model == in-memory fold ----------------
 IDS = st.sampled_from(["m1", "m2", "m3"])
 TASKS = st.sampled_from(["a", "b", "c"])
 DATES = st.dates(

@@ -1,1 +1,1 @@
-"""The application shell: settings, logging, the one wiring module, embedded servers, demo, schema export."""
+"""The application shell: settings, logging, wiring, embedded servers, demo, schema export."""

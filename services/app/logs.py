@@ -6,12 +6,13 @@ import logging
 import sys
 
 import structlog
+from structlog.typing import Processor
 
 
 def configure(fmt: str = "auto", level: str = "info") -> None:
     pretty = sys.stderr.isatty() if fmt == "auto" else fmt == "console"
     renderer = structlog.dev.ConsoleRenderer() if pretty else structlog.processors.JSONRenderer()
-    shared = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

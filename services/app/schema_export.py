@@ -13,7 +13,8 @@ from events.envelope import CloudEventIn
 
 
 def data_schema(name: str) -> dict[str, Any]:
-    """The schema of a type's ``data``. The ``type`` tag lives in the envelope, so it is optional here."""
+    """The schema of a type's ``data``. The ``type`` tag lives in the envelope, so it is optional
+    here."""
     schema = msgspec.json.schema(EVENT_TYPES[name])
     body = schema["$defs"][name]
     body["required"] = [f for f in body.get("required", []) if f != "type"]
@@ -46,7 +47,8 @@ def asyncapi_document() -> dict[str, Any]:
     ce = cloudevent_schema()["$defs"]["CloudEventIn"]
     for message in doc.get("components", {}).get("messages", {}).values():
         message["payload"] = {"oneOf": [ce, {"type": "array", "items": ce}]}
-    # The inbox is consumed with nats-py (services.intake.inbox), so FastStream does not list it: same messages.
+    # The inbox is consumed with nats-py (services.intake.inbox), so FastStream does not list it:
+    # same messages.
     for name, channel in list(doc.get("channels", {}).items()):
         inbox = json.loads(json.dumps(channel).replace("milestones.commands", "milestones.inbox"))
         inbox["description"] = (

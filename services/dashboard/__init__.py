@@ -1,1 +1,1 @@
-"""The dashboard: page models folded from the log, SVG charts, HTML pages, and their routes under /ui."""
+"""The dashboard: page models folded from the log, SVG charts, HTML pages, routes under /ui."""

@@ -15,20 +15,31 @@ from services.domain.reporting import Report
 
 CSS = """
 :root{color-scheme:light}*{box-sizing:border-box}
-body{margin:0;font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:#212121;background:#fff}
-header{display:flex;gap:1.5rem;align-items:center;padding:.6rem 1.2rem;background:#263238;color:#fff}
+body{margin:0;font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:#212121;\
+background:#fff}
+header{display:flex;gap:1.5rem;align-items:center;padding:.6rem 1.2rem;background:#263238;\
+color:#fff}
 header a{color:#fff}header nav{display:flex;gap:1rem;flex-wrap:wrap}
-main{padding:1rem 1.2rem;max-width:1500px}h1{font-size:1.5rem;margin:.2rem 0 .6rem}h2{font-size:1.15rem;margin-top:1.6rem}
-a{color:#0d47a1}a:focus,button:focus,input:focus,select:focus,summary:focus{outline:3px solid #ffab00;outline-offset:2px}
-table{border-collapse:collapse;margin:.5rem 0;font-size:14px}th,td{border-bottom:1px solid #e0e0e0;padding:.3rem .6rem;text-align:left;vertical-align:top}
+main{padding:1rem 1.2rem;max-width:1500px}h1{font-size:1.5rem;margin:.2rem 0 .6rem}\
+h2{font-size:1.15rem;margin-top:1.6rem}
+a{color:#0d47a1}\
+a:focus,button:focus,input:focus,select:focus,summary:focus{outline:3px solid #ffab00;\
+outline-offset:2px}
+table{border-collapse:collapse;margin:.5rem 0;font-size:14px}\
+th,td{border-bottom:1px solid #e0e0e0;padding:.3rem .6rem;text-align:left;vertical-align:top}
 th{background:#eceff1}caption{text-align:left;font-weight:600;padding:.3rem 0}
-.health{display:inline-block;padding:0 .45rem;border-radius:.6rem;color:#fff;font-size:13px;font-weight:600;white-space:nowrap}
-.muted{color:#616161}.controls{display:flex;gap:1rem;flex-wrap:wrap;align-items:end;margin:.4rem 0 1rem}
-.controls label{display:flex;flex-direction:column;font-size:13px}.controls input,.controls select{font:inherit;padding:.2rem}
-.chart{overflow:auto;border:1px solid #e0e0e0;max-height:80vh}.tabs{display:flex;gap:1rem;margin:.3rem 0 .8rem}
+.health{display:inline-block;padding:0 .45rem;border-radius:.6rem;color:#fff;font-size:13px;\
+font-weight:600;white-space:nowrap}
+.muted{color:#616161}\
+.controls{display:flex;gap:1rem;flex-wrap:wrap;align-items:end;margin:.4rem 0 1rem}
+.controls label{display:flex;flex-direction:column;font-size:13px}\
+.controls input,.controls select{font:inherit;padding:.2rem}
+.chart{overflow:auto;border:1px solid #e0e0e0;max-height:80vh}\
+.tabs{display:flex;gap:1rem;margin:.3rem 0 .8rem}
 .timeline{list-style:none;padding-left:0;border-left:3px solid #b0bec5;margin-left:.5rem}
 .timeline li{margin:0 0 .7rem 0;padding-left:.8rem}.kpis{display:flex;gap:1.2rem;flex-wrap:wrap}
-.kpi{border:1px solid #e0e0e0;border-radius:.4rem;padding:.4rem .8rem}.kpi b{display:block;font-size:1.3rem}
+.kpi{border:1px solid #e0e0e0;border-radius:.4rem;padding:.4rem .8rem}\
+.kpi b{display:block;font-size:1.3rem}
 #live-status{font-size:12px;color:#cfd8dc;margin-left:auto}
 """
 
@@ -47,7 +58,10 @@ LIVE_JS = """
       if (res.ok) {
         const doc = new DOMParser().parseFromString(await res.text(), 'text/html');
         const fresh = doc.querySelector('main');
-        if (fresh) { main.innerHTML = fresh.innerHTML; note.textContent = 'updated ' + new Date().toLocaleTimeString(); }
+        if (fresh) {
+          main.innerHTML = fresh.innerHTML;
+          note.textContent = 'updated ' + new Date().toLocaleTimeString();
+        }
       }
     } finally { busy = false; if (again) { again = false; refresh(); } }
   }
@@ -60,7 +74,10 @@ LIVE_JS = """
 
 def health_badge(health: str) -> str:
     colour = HEALTH_COLOURS.get(health, "#424242")
-    return f'<span class="health health-{escape(health)}" style="background:{colour}">{escape(HEALTH_WORDS.get(health, health))}</span>'
+    return (
+        f'<span class="health health-{escape(health)}" style="background:{colour}">'
+        f"{escape(HEALTH_WORDS.get(health, health))}</span>"
+    )
 
 
 def page(
@@ -74,7 +91,8 @@ def page(
         f"<title>{escape(title)} · Milestones</title><style>{CSS}</style></head><body>"
         '<header><strong>Milestones</strong><nav aria-label="main">'
         '<a href="/ui">Projects</a><a href="/ui/audit">Audit</a><a href="/schema">API</a></nav>'
-        f'<span id="live-status" role="status" aria-live="polite">{"live" if live else ""}</span></header>'
+        f'<span id="live-status" role="status" aria-live="polite">{"live" if live else ""}</span>'
+        "</header>"
         f'<main id="main"{main_attrs}>'
         + (f'<p class="muted">{trail}</p>' if trail else "")
         + body
@@ -87,7 +105,8 @@ def page(
 def error_page(status: int, message: str) -> str:
     return page(
         "Error",
-        f'<h1>{status}</h1><p role="alert">{escape(message)}</p><p><a href="/ui">All projects</a></p>',
+        f'<h1>{status}</h1><p role="alert">{escape(message)}</p><p>'
+        '<a href="/ui">All projects</a></p>',
     )
 
 
@@ -106,8 +125,10 @@ def as_of_form(
     )
     value = as_of.isoformat() if as_of else ""
     return (
-        f'<form class="controls" method="get" action="{escape(action)}" aria-label="time travel">{hidden_inputs}'
-        f'<label for="as_of">As of (time travel)<input id="as_of" type="date" name="as_of" value="{value}"></label>'
+        f'<form class="controls" method="get" action="{escape(action)}" '
+        f'aria-label="time travel">{hidden_inputs}'
+        '<label for="as_of">As of (time travel)'
+        f'<input id="as_of" type="date" name="as_of" value="{value}"></label>'
         f'{extra}<button type="submit">Show</button>'
         + (f' <a href="{escape(action)}">Back to now</a>' if as_of else "")
         + "</form>"
@@ -121,7 +142,8 @@ def projects_page(projects: list[dict], as_of: dt.date | None, next_cursor: str 
         nxt = p.get("next_milestone")
         nxt_text = (
             (
-                f'<a href="/ui/projects/{escape(p["project_id"])}/milestones/{escape(nxt["milestone_id"])}">'
+                f'<a href="/ui/projects/{escape(p["project_id"])}/milestones/'
+                f'{escape(nxt["milestone_id"])}">'
                 f"{escape(nxt['name'])}</a> {escape(str(nxt['due']))} {health_badge(nxt['health'])}"
             )
             if nxt
@@ -129,9 +151,11 @@ def projects_page(projects: list[dict], as_of: dt.date | None, next_cursor: str 
         )
         query = _qs({"as_of": as_of})
         rows.append(
-            f'<tr><th scope="row"><a href="/ui/projects/{escape(p["project_id"])}{query}">{escape(p["name"])}</a>'
+            '<tr><th scope="row">'
+            f'<a href="/ui/projects/{escape(p["project_id"])}{query}">{escape(p["name"])}</a>'
             f'<div class="muted">{escape(p["project_id"])}</div></th><td>{p["milestones"]}</td>'
-            f"<td>{counts or '—'}</td><td>{nxt_text}</td><td>{escape(str(p.get('expected_finish') or '—'))}</td>"
+            f"<td>{counts or '—'}</td><td>{nxt_text}</td>"
+            f"<td>{escape(str(p.get('expected_finish') or '—'))}</td>"
             f"<td>{'<br>'.join(escape(g) for g in p.get('goals') or []) or '—'}</td></tr>"
         )
     more = (
@@ -144,8 +168,10 @@ def projects_page(projects: list[dict], as_of: dt.date | None, next_cursor: str 
             "<table><caption>Projects"
             + (f" as of {as_of.isoformat()}" if as_of else "")
             + "</caption><thead><tr>"
-            '<th scope="col">Project</th><th scope="col">Milestones</th><th scope="col">By health</th>'
-            '<th scope="col">Next milestone</th><th scope="col">Expected finish</th><th scope="col">Goals</th>'
+            '<th scope="col">Project</th><th scope="col">Milestones</th>'
+            '<th scope="col">By health</th>'
+            '<th scope="col">Next milestone</th><th scope="col">Expected finish</th>'
+            '<th scope="col">Goals</th>'
             f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
         )
         if rows
@@ -187,7 +213,8 @@ def gantt_page(view: ProjectView, svg: str) -> str:
         for b in view.baselines
     )
     extra = (
-        f'<label for="baseline">Baseline<select id="baseline" name="baseline">{baselines}</select></label>'
+        '<label for="baseline">Baseline'
+        f'<select id="baseline" name="baseline">{baselines}</select></label>'
         if view.baselines
         else ""
     )
@@ -200,10 +227,14 @@ def gantt_page(view: ProjectView, svg: str) -> str:
     details = []
     for r in view.rows:
         details.append(
-            f'<tr id="m-{escape(r.milestone_id)}"><th scope="row"><a href="/ui/projects/{pid}/milestones/{escape(r.milestone_id)}'
-            f'{_qs({"as_of": view.as_of})}">{escape(r.name)}</a><div class="muted">{escape(r.milestone_id)} · {escape(r.kind)}</div></th>'
-            f"<td>{escape(r.phase or '—')}</td><td>{r.due.isoformat()}</td><td>{_d(r.baseline_due)}</td>"
-            f"<td>{r.expected_finish.isoformat()}</td><td>{_d(r.achieved_on)}</td><td>{r.progress}%</td>"
+            f'<tr id="m-{escape(r.milestone_id)}"><th scope="row">'
+            f'<a href="/ui/projects/{pid}/milestones/{escape(r.milestone_id)}'
+            f'{_qs({"as_of": view.as_of})}">{escape(r.name)}</a>'
+            f'<div class="muted">{escape(r.milestone_id)} · {escape(r.kind)}</div></th>'
+            f"<td>{escape(r.phase or '—')}</td><td>{r.due.isoformat()}</td>"
+            f"<td>{_d(r.baseline_due)}</td>"
+            f"<td>{r.expected_finish.isoformat()}</td><td>{_d(r.achieved_on)}</td>"
+            f"<td>{r.progress}%</td>"
             f"<td>{health_badge(r.health)}<ul>"
             + "".join(f"<li>{escape(x)}</li>" for x in r.reasons)
             + "</ul></td>"
@@ -213,15 +244,20 @@ def gantt_page(view: ProjectView, svg: str) -> str:
         f"<h1>{escape(view.name)}</h1>"
         + project_tabs(view.project_id, view.as_of, "Gantt")
         + (f"<h2>Goals</h2><ul>{goals}</ul>" if goals else "")
-        + f'<p>{summary} <span class="muted">· dependency policy {escape(view.policy)} · position {view.position}'
+        + f'<p>{summary} <span class="muted">· dependency policy {escape(view.policy)} '
+        f"· position {view.position}"
         + (f" · baseline {escape(view.baseline)}" if view.baseline else "")
         + "</span></p>"
         + as_of_form(f"/ui/projects/{pid}", view.as_of, extra)
-        + f'<p><a href="/ui/projects/{pid}/gantt.svg{q}" download="{pid}-gantt.svg">Download the Gantt chart (SVG)</a></p>'
+        + f'<p><a href="/ui/projects/{pid}/gantt.svg{q}" download="{pid}-gantt.svg">'
+        "Download the Gantt chart (SVG)</a></p>"
         + f'<figure class="chart" aria-label="Gantt chart">{svg}</figure>'
-        + '<h2 id="milestones">Milestones</h2><table><caption>Every milestone with its health and why (the chart in words)</caption>'
-        '<thead><tr><th scope="col">Milestone</th><th scope="col">Phase</th><th scope="col">Due</th><th scope="col">Baseline</th>'
-        '<th scope="col">Expected</th><th scope="col">Achieved</th><th scope="col">Done</th><th scope="col">Health and reasons</th>'
+        + '<h2 id="milestones">Milestones</h2><table>'
+        "<caption>Every milestone with its health and why (the chart in words)</caption>"
+        '<thead><tr><th scope="col">Milestone</th><th scope="col">Phase</th>'
+        '<th scope="col">Due</th><th scope="col">Baseline</th>'
+        '<th scope="col">Expected</th><th scope="col">Achieved</th><th scope="col">Done</th>'
+        '<th scope="col">Health and reasons</th>'
         f'<th scope="col">Depends on</th></tr></thead><tbody>{"".join(details)}</tbody></table>'
     )
     return page(
@@ -245,9 +281,11 @@ def trend_page(
     dates: list[dt.date],
 ) -> str:
     form = (
-        f'<form class="controls" method="get" action="/ui/projects/{escape(pid)}/trend" aria-label="time travel">'
+        f'<form class="controls" method="get" action="/ui/projects/{escape(pid)}/trend" '
+        'aria-label="time travel">'
         f'<label for="until">Report dates until (as of)<input id="until" type="date" name="until" '
-        f'value="{until.isoformat() if until else ""}"></label><button type="submit">Show</button></form>'
+        f'value="{until.isoformat() if until else ""}"></label>'
+        '<button type="submit">Show</button></form>'
     )
     head = "".join(f'<th scope="col">{d.isoformat()}</th>' for d in dates)
     rows = "".join(
@@ -260,12 +298,14 @@ def trend_page(
         f"<h1>{escape(name)}: milestone trend analysis</h1>"
         + project_tabs(pid, None, "Trend (MTA)")
         + form
-        + "<p>Each line is a milestone: its forecast (y) at each report date (x). Flat is on plan, rising is "
-        "slipping, a line that meets the diagonal has been reached.</p>"
-        + f'<p><a href="/ui/projects/{escape(pid)}/trend.svg{_qs({"until": until})}" download="{escape(pid)}-trend.svg">'
+        + "<p>Each line is a milestone: its forecast (y) at each report date (x). "
+        "Flat is on plan, rising is slipping, a line that meets the diagonal has been reached.</p>"
+        + f'<p><a href="/ui/projects/{escape(pid)}/trend.svg{_qs({"until": until})}" '
+        f'download="{escape(pid)}-trend.svg">'
         "Download the trend chart (SVG)</a></p>"
         + f'<figure class="chart" aria-label="Milestone trend analysis chart">{svg}</figure>'
-        + f'<details><summary>The chart as a table</summary><table><thead><tr><th scope="col">Milestone</th>{head}'
+        + "<details><summary>The chart as a table</summary><table><thead><tr>"
+        f'<th scope="col">Milestone</th>{head}'
         f"</tr></thead><tbody>{rows}</tbody></table></details>"
     )
     return page(
@@ -298,10 +338,13 @@ def report_page(pid: str, name: str, report: Report) -> str:
         ),
     ]
     rows = "".join(
-        f'<tr><th scope="row"><a href="/ui/projects/{escape(pid)}/milestones/{escape(m.milestone_id)}">{escape(m.name)}</a></th>'
+        '<tr><th scope="row">'
+        f'<a href="/ui/projects/{escape(pid)}/milestones/{escape(m.milestone_id)}">'
+        f"{escape(m.name)}</a></th>"
         f"<td>{_d(m.reference)}</td><td>{_d(m.forecast)}</td><td>{_d(m.achieved_on)}</td>"
         f"<td>{'+' if m.slip_days > 0 else ''}{m.slip_days}</td><td>{m.reschedules}</td>"
-        f"<td>{'yes' if m.on_time else ('no' if m.on_time is False else '—')}</td><td>{escape(m.state)}</td></tr>"
+        f"<td>{'yes' if m.on_time else ('no' if m.on_time is False else '—')}</td>"
+        f"<td>{escape(m.state)}</td></tr>"
         for m in report.milestones
     )
     baselines = "".join(
@@ -311,13 +354,15 @@ def report_page(pid: str, name: str, report: Report) -> str:
         for b in report.baselines
     )
     extra = (
-        f'<label for="baseline">Baseline<select id="baseline" name="baseline">{baselines}</select></label>'
+        '<label for="baseline">Baseline'
+        f'<select id="baseline" name="baseline">{baselines}</select></label>'
         if report.baselines
         else ""
     )
     notes = "".join(
         f"<li><time>{n.time.date().isoformat()}</time> {health_badge(n.health)} "
-        f'{escape(n.milestone_id or "project")}: {escape(n.note)} <span class="muted">({escape(n.actor or "?")})</span></li>'
+        f"{escape(n.milestone_id or 'project')}: {escape(n.note)} "
+        f'<span class="muted">({escape(n.actor or "?")})</span></li>'
         for n in reversed(report.status_reports)
     )
     body = (
@@ -327,9 +372,12 @@ def report_page(pid: str, name: str, report: Report) -> str:
         + '<div class="kpis">'
         + "".join(f'<div class="kpi">{escape(k)}<b>{escape(v)}</b></div>' for k, v in kpis)
         + "</div>"
-        + f"<table><caption>Reference: {escape(report.baseline or 'first planned dates')}; slip in days (+ is late)</caption>"
-        '<thead><tr><th scope="col">Milestone</th><th scope="col">Planned</th><th scope="col">Forecast / actual</th>'
-        '<th scope="col">Achieved</th><th scope="col">Slip</th><th scope="col">Reschedules</th><th scope="col">On time</th>'
+        + f"<table><caption>Reference: {escape(report.baseline or 'first planned dates')}; "
+        "slip in days (+ is late)</caption>"
+        '<thead><tr><th scope="col">Milestone</th><th scope="col">Planned</th>'
+        '<th scope="col">Forecast / actual</th>'
+        '<th scope="col">Achieved</th><th scope="col">Slip</th><th scope="col">Reschedules</th>'
+        '<th scope="col">On time</th>'
         f'<th scope="col">State</th></tr></thead><tbody>{rows}</tbody></table>'
         + (f"<h2>Status reports</h2><ul>{notes}</ul>" if notes else "")
     )
@@ -367,7 +415,8 @@ def milestone_page(
         rep = r.last_report
         report = (
             f"<p>Last status report: {health_badge(rep['health'])} {escape(rep['note'])} "
-            f'<span class="muted">({escape(rep.get("actor") or "?")}, {escape(str(rep["reported_at"])[:10])})</span></p>'
+            f'<span class="muted">({escape(rep.get("actor") or "?")}, '
+            f"{escape(str(rep['reported_at'])[:10])})</span></p>"
         )
     task_rows = "".join(
         f'<tr><th scope="row">{escape(t.title)}<div class="muted">{escape(t.task_id)}</div></th>'
@@ -376,7 +425,8 @@ def milestone_page(
         for t in tasks
     )
     timeline = "".join(
-        f'<li><time datetime="{escape(str(h["occurred_at"]))}">{escape(str(h["occurred_at"])[:10])}</time> '
+        f'<li><time datetime="{escape(str(h["occurred_at"]))}">'
+        f"{escape(str(h['occurred_at'])[:10])}</time> "
         f"<strong>{escape(h['type'])}</strong>"
         + (
             f" {escape(_d(h['old_due']))} → {escape(_d(h['new_due']))}"
@@ -384,14 +434,19 @@ def milestone_page(
             else ""
         )
         + (f": {escape(h['reason'])}" if h.get("reason") else "")
-        + f' <span class="muted">by {escape(h.get("actor") or "?")} · <a href="/ui/audit?{urlencode({"project_id": view.project_id, "from_position": h["position"]})}#p{h["position"]}">'
-        f"position {h['position']}</a></span></li>"
+        + f' <span class="muted">by {escape(h.get("actor") or "?")} · <a href="/ui/audit?'
+        f"{urlencode({'project_id': view.project_id, 'from_position': h['position']})}"
+        f'#p{h["position"]}">position {h["position"]}</a></span></li>'
         for h in history
     )
     audit_rows = "".join(
-        f'<tr><td><a href="/ui/audit?{urlencode({"project_id": view.project_id, "from_position": a["position"]})}#p{a["position"]}">{a["position"]}</a></td>'
-        f"<td>{escape(str(a['occurred_at'])[:19])}</td><td>{escape(a['type'])}</td><td>{escape(a.get('actor') or '—')}</td>"
-        f"<td>{escape(a['source'])}</td><td>{escape(a['correlationid'])}</td><td>{escape(a['causationid'])}</td></tr>"
+        '<tr><td><a href="/ui/audit?'
+        f"{urlencode({'project_id': view.project_id, 'from_position': a['position']})}"
+        f'#p{a["position"]}">{a["position"]}</a></td>'
+        f"<td>{escape(str(a['occurred_at'])[:19])}</td><td>{escape(a['type'])}</td>"
+        f"<td>{escape(a.get('actor') or '—')}</td>"
+        f"<td>{escape(a['source'])}</td><td>{escape(a['correlationid'])}</td>"
+        f"<td>{escape(a['causationid'])}</td></tr>"
         for a in audit
     )
     body = (
@@ -408,11 +463,15 @@ def milestone_page(
             f'<tr><th scope="row">{escape(k)}</th><td>{escape(v)}</td></tr>' for k, v in facts
         )
         + "</tbody></table>"
-        + '<h2>Tasks</h2><table><thead><tr><th scope="col">Task</th><th scope="col">State</th><th scope="col">Start</th>'
-        f'<th scope="col">Due</th><th scope="col">Check</th></tr></thead><tbody>{task_rows}</tbody></table>'
+        + '<h2>Tasks</h2><table><thead><tr><th scope="col">Task</th><th scope="col">State</th>'
+        '<th scope="col">Start</th>'
+        '<th scope="col">Due</th><th scope="col">Check</th></tr></thead>'
+        f"<tbody>{task_rows}</tbody></table>"
         + f'<h2>History</h2><ol class="timeline">{timeline}</ol>'
-        + '<h2>Audit trail</h2><table><thead><tr><th scope="col">Position</th><th scope="col">Occurred</th>'
-        '<th scope="col">Type</th><th scope="col">Actor</th><th scope="col">Source</th><th scope="col">Correlation</th>'
+        + '<h2>Audit trail</h2><table><thead><tr><th scope="col">Position</th>'
+        '<th scope="col">Occurred</th>'
+        '<th scope="col">Type</th><th scope="col">Actor</th><th scope="col">Source</th>'
+        '<th scope="col">Correlation</th>'
         f'<th scope="col">Causation</th></tr></thead><tbody>{audit_rows}</tbody></table>'
     )
     return page(
@@ -435,8 +494,11 @@ def audit_page(
         for k in AUDIT_FILTERS
     )
     form = (
-        f'<form class="controls" method="get" action="/ui/audit" aria-label="filter the audit trail">{inputs}'
-        f'<label for="as_of">As of<input id="as_of" type="date" name="as_of" value="{as_of.isoformat() if as_of else ""}"></label>'
+        '<form class="controls" method="get" action="/ui/audit" '
+        f'aria-label="filter the audit trail">{inputs}'
+        '<label for="as_of">As of'
+        f'<input id="as_of" type="date" name="as_of" value="{as_of.isoformat() if as_of else ""}">'
+        "</label>"
         '<button type="submit">Filter</button> <a href="/ui/audit">Clear</a></form>'
     )
     export = {k: params.get(k) for k in AUDIT_FILTERS}
@@ -447,25 +509,29 @@ def audit_page(
         f'<a href="/audit{_qs({**export, "format": "jsonl"})}">JSON Lines</a></p>'
     )
     body_rows = "".join(
-        f'<tr id="p{r["position"]}"><td>{r["position"]}</td><td>{escape(str(r["occurred_at"])[:19])}</td>'
+        f'<tr id="p{r["position"]}"><td>{r["position"]}</td>'
+        f"<td>{escape(str(r['occurred_at'])[:19])}</td>"
         f"<td>{escape(r['type'])}</td><td>{escape(r['project_id'])}</td>"
-        f"<td>{escape(r.get('milestone_id') or '—')}</td><td>{escape(r.get('actor') or '—')}</td><td>{escape(r['source'])}</td>"
-        f"<td>{escape(r['correlation_id'])}</td><td><details><summary>data</summary><pre>{escape(str(r['payload']))}</pre></details></td></tr>"
+        f"<td>{escape(r.get('milestone_id') or '—')}</td><td>{escape(r.get('actor') or '—')}</td>"
+        f"<td>{escape(r['source'])}</td>"
+        f"<td>{escape(r['correlation_id'])}</td><td><details><summary>data</summary>"
+        f"<pre>{escape(str(r['payload']))}</pre></details></td></tr>"
         for r in rows
     )
+    next_page = {**{k: params.get(k) for k in AUDIT_FILTERS}, "as_of": as_of, "cursor": next_cursor}
     more = (
-        (
-            f'<p><a rel="next" href="/ui/audit{_qs({**{k: params.get(k) for k in AUDIT_FILTERS}, "as_of": as_of, "cursor": next_cursor})}">'
-            "Next page</a></p>"
-        )
+        f'<p><a rel="next" href="/ui/audit{_qs(next_page)}">Next page</a></p>'
         if next_cursor
         else ""
     )
     table = (
         (
-            '<table><caption>Audit trail, oldest first</caption><thead><tr><th scope="col">Position</th>'
-            '<th scope="col">Occurred</th><th scope="col">Type</th><th scope="col">Project</th><th scope="col">Milestone</th>'
-            '<th scope="col">Actor</th><th scope="col">Source</th><th scope="col">Correlation</th><th scope="col">Event</th>'
+            "<table><caption>Audit trail, oldest first</caption><thead><tr>"
+            '<th scope="col">Position</th>'
+            '<th scope="col">Occurred</th><th scope="col">Type</th><th scope="col">Project</th>'
+            '<th scope="col">Milestone</th>'
+            '<th scope="col">Actor</th><th scope="col">Source</th><th scope="col">Correlation</th>'
+            '<th scope="col">Event</th>'
             f"</tr></thead><tbody>{body_rows}</tbody></table>"
         )
         if rows

@@ -56,8 +56,10 @@ text{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;font-size:12
 .bar{fill:#cfd8dc}.progress{fill:#90a4ae}.baseline{fill:none;stroke:#616161;stroke-dasharray:3 2}
 .today{stroke:#6a1b9a;stroke-width:2;stroke-dasharray:6 3}.today-label{fill:#6a1b9a;font-weight:600}
 .arrow{fill:none;stroke:#455a64;stroke-width:1.3}.achieved{fill:#fff;stroke:#1565c0;stroke-width:2}
-.health-word{font-size:11px;font-weight:600}.row-link:focus rect.hit,.row-link:hover rect.hit{fill:#fff8e1}
-.hit{fill:transparent}.diagonal{stroke:#616161;stroke-dasharray:4 4}.series{fill:none;stroke-width:2}
+.health-word{font-size:11px;font-weight:600}\
+.row-link:focus rect.hit,.row-link:hover rect.hit{fill:#fff8e1}
+.hit{fill:transparent}.diagonal{stroke:#616161;stroke-dasharray:4 4}\
+.series{fill:none;stroke-width:2}
 """
 
 
@@ -118,7 +120,8 @@ def gantt_svg(view: ProjectView, *, link: str | None = None) -> str:
             phase = r.phase
             lines.append(
                 f'<g class="phase-row" data-phase="{escape(str(r.phase or ""))}">'
-                f'<rect class="phase-band" x="0" y="{y}" width="{LABEL_W + CHART_W + 90}" height="{ROW_H}"/>'
+                f'<rect class="phase-band" x="0" y="{y}" width="{LABEL_W + CHART_W + 90}" '
+                f'height="{ROW_H}"/>'
                 f'<text class="phase" x="8" y="{y + 17}">{escape(r.phase or "No phase")}</text></g>'
             )
             y += ROW_H
@@ -139,12 +142,15 @@ def gantt_svg(view: ProjectView, *, link: str | None = None) -> str:
             elbow = x1 + 6
             d = f"M{x1},{y1} H{elbow} V{y2} H{x2}"
             arrows.append(
-                f'<path class="arrow" data-from="{escape(pred)}" data-to="{escape(r.milestone_id)}" '
-                f'd="{d}" marker-end="url(#arrowhead)"><title>{escape(pred)} → {escape(r.milestone_id)}'
+                f'<path class="arrow" data-from="{escape(pred)}" '
+                f'data-to="{escape(r.milestone_id)}" '
+                f'd="{d}" marker-end="url(#arrowhead)">'
+                f"<title>{escape(pred)} → {escape(r.milestone_id)}"
                 f" (finish-to-start, lag {r.predecessors[pred]} days)</title></path>"
             )
     axis = [
-        f'<g class="axis"><line class="grid" x1="{LABEL_W}" y1="{TOP - 6}" x2="{LABEL_W + CHART_W}" y2="{TOP - 6}"/>'
+        f'<g class="axis"><line class="grid" x1="{LABEL_W}" y1="{TOP - 6}" '
+        f'x2="{LABEL_W + CHART_W}" y2="{TOP - 6}"/>'
     ]
     for m in _months(start, end):
         x = scale.x(m)
@@ -163,12 +169,14 @@ def gantt_svg(view: ProjectView, *, link: str | None = None) -> str:
     title = f"Gantt chart of {view.name} ({view.project_id})"
     width = LABEL_W + CHART_W + 100
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="gantt" role="img" aria-labelledby="gantt-title" '
-        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" data-start="{start.isoformat()}" '
-        f'data-px-per-day="{scale.px}">'
+        '<svg xmlns="http://www.w3.org/2000/svg" class="gantt" role="img" '
+        'aria-labelledby="gantt-title" '
+        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'data-start="{start.isoformat()}" data-px-per-day="{scale.px}">'
         f'<title id="gantt-title">{escape(title)}</title><style>{STYLE}</style>'
-        '<defs><marker id="arrowhead" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
-        'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#455a64"/></marker></defs>'
+        '<defs><marker id="arrowhead" viewBox="0 0 10 10" refX="9" refY="5" '
+        'markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
+        '<path d="M0,0 L10,5 L0,10 z" fill="#455a64"/></marker></defs>'
         + "".join(axis)
         + "".join(lines)
         + today
@@ -186,14 +194,17 @@ def _gantt_row(view: ProjectView, r, scale: Scale, y: float, link: str | None) -
     dx = scale.x(r.due)
     label = r.name if len(r.name) <= 34 else r.name[:33] + "…"
     tip = (
-        f"{r.name} ({r.milestone_id}), {r.kind}: due {_date(r.due)}, expected {_date(r.expected_finish)}, "
+        f"{r.name} ({r.milestone_id}), {r.kind}: "
+        f"due {_date(r.due)}, expected {_date(r.expected_finish)}, "
         f"{r.progress}% of {r.tasks_total} tasks done; {word}: " + "; ".join(r.reasons)
     )
     parts = [
         f'<rect class="hit" x="0" y="{y}" width="{LABEL_W + CHART_W + 90}" height="{ROW_H}"/>',
         f'<text class="label" x="16" y="{cy + 4}">{escape(label)}</text>',
-        f'<rect class="bar" data-milestone="{escape(r.milestone_id)}" data-start="{r.start.isoformat()}" '
-        f'data-end="{r.end.isoformat()}" x="{bx}" y="{y + 8}" width="{round(bw, 1)}" height="{ROW_H - 16}" rx="2"/>',
+        f'<rect class="bar" data-milestone="{escape(r.milestone_id)}" '
+        f'data-start="{r.start.isoformat()}" '
+        f'data-end="{r.end.isoformat()}" x="{bx}" y="{y + 8}" width="{round(bw, 1)}" '
+        f'height="{ROW_H - 16}" rx="2"/>',
         f'<rect class="progress" x="{bx}" y="{y + 8}" width="{round(bw * r.progress / 100, 1)}" '
         f'height="{ROW_H - 16}" rx="2"/>',
     ]
@@ -202,7 +213,8 @@ def _gantt_row(view: ProjectView, r, scale: Scale, y: float, link: str | None) -
         parts.append(
             f'<path class="baseline" data-milestone="{escape(r.milestone_id)}" '
             f'data-date="{r.baseline_due.isoformat()}" data-x="{gx}" d="{_diamond(gx, cy, 8)}">'
-            f"<title>baseline {escape(view.baseline or '')}: {r.baseline_due.isoformat()}</title></path>"
+            f"<title>baseline {escape(view.baseline or '')}: "
+            f"{r.baseline_due.isoformat()}</title></path>"
         )
     parts.append(
         f'<path class="diamond health-{r.health}" data-milestone="{escape(r.milestone_id)}" '
@@ -219,10 +231,12 @@ def _gantt_row(view: ProjectView, r, scale: Scale, y: float, link: str | None) -
         fx = scale.x(r.expected_finish)
         parts.append(
             f'<line class="forecast" data-milestone="{escape(r.milestone_id)}" '
-            f'data-date="{r.expected_finish.isoformat()}" data-x="{fx}" x1="{dx + 7}" y1="{cy}" x2="{fx}" '
-            f'y2="{cy}" stroke="{colour}" stroke-width="2" stroke-dasharray="3 2">'
+            f'data-date="{r.expected_finish.isoformat()}" data-x="{fx}" '
+            f'x1="{dx + 7}" y1="{cy}" x2="{fx}" y2="{cy}" '
+            f'stroke="{colour}" stroke-width="2" stroke-dasharray="3 2">'
             f"<title>expected {r.expected_finish.isoformat()}</title></line>"
-            f'<line x1="{fx}" y1="{cy - 5}" x2="{fx}" y2="{cy + 5}" stroke="{colour}" stroke-width="2"/>'
+            f'<line x1="{fx}" y1="{cy - 5}" x2="{fx}" y2="{cy + 5}" stroke="{colour}" '
+            'stroke-width="2"/>'
         )
     wx = max(scale.x(r.end), dx) + 12
     if r.health in ("late", "missed") and r.expected_finish > r.due:  # after the whisker
@@ -232,7 +246,8 @@ def _gantt_row(view: ProjectView, r, scale: Scale, y: float, link: str | None) -
     )
     body = "".join(parts)
     row = (
-        f'<g class="milestone-row" data-milestone="{escape(r.milestone_id)}" data-health="{r.health}">'
+        f'<g class="milestone-row" data-milestone="{escape(r.milestone_id)}" '
+        f'data-health="{r.health}">'
         f"<title>{escape(tip)}</title>{body}</g>"
     )
     if link:
@@ -259,10 +274,12 @@ def _legend(y: float) -> str:
         f'<text x="{LABEL_W + 182}" y="{y2 + 4}">baseline</text>'
         f'<circle class="achieved" cx="{LABEL_W + 260}" cy="{y2}" r="4"/>'
         f'<text x="{LABEL_W + 270}" y="{y2 + 4}">achieved</text>'
-        f'<path class="arrow" d="M{LABEL_W + 350},{y2} H{LABEL_W + 380}" marker-end="url(#arrowhead)"/>'
+        f'<path class="arrow" d="M{LABEL_W + 350},{y2} H{LABEL_W + 380}" '
+        'marker-end="url(#arrowhead)"/>'
         f'<text x="{LABEL_W + 386}" y="{y2 + 4}">depends on (finish-to-start)</text>'
-        f'<line x1="{LABEL_W + 590}" y1="{y2}" x2="{LABEL_W + 620}" y2="{y2}" stroke="#d84315" stroke-width="2" '
-        f'stroke-dasharray="3 2"/><text x="{LABEL_W + 626}" y="{y2 + 4}">late: expected finish</text>'
+        f'<line x1="{LABEL_W + 590}" y1="{y2}" x2="{LABEL_W + 620}" y2="{y2}" '
+        'stroke="#d84315" stroke-width="2" stroke-dasharray="3 2"/>'
+        f'<text x="{LABEL_W + 626}" y="{y2 + 4}">late: expected finish</text>'
     )
     return f'<g class="legend" aria-label="legend">{"".join(items)}</g>'
 
@@ -275,7 +292,8 @@ def trend_svg(trend: Trend, *, title: str = "") -> str:
     forecasts = [p.forecast for s in trend.series for p in s.points]
     if not dates or not forecasts:
         return (
-            '<svg xmlns="http://www.w3.org/2000/svg" class="trend" role="img" width="400" height="60">'
+            '<svg xmlns="http://www.w3.org/2000/svg" class="trend" role="img" width="400" '
+            'height="60">'
             '<text x="10" y="30">No report dates yet: plan a milestone first.</text></svg>'
         )
     # one date range on both axes, so the diagonal (forecast = report date) is at 45 degrees: the
@@ -289,19 +307,23 @@ def trend_svg(trend: Trend, *, title: str = "") -> str:
         return round(top + size - (d - d_min).days * size / span, 1)
 
     parts = [
-        f'<rect x="{left}" y="{top}" width="{size}" height="{size}" fill="#fafafa" stroke="#bdbdbd"/>'
+        f'<rect x="{left}" y="{top}" width="{size}" height="{size}" fill="#fafafa" '
+        'stroke="#bdbdbd"/>'
     ]
     for m in _months(d_min, d_max):
         parts.append(
             f'<line class="grid" x1="{xs.x(m)}" y1="{top}" x2="{xs.x(m)}" y2="{top + size}"/>'
-            f'<text class="tick" x="{xs.x(m)}" y="{top + size + 16}" text-anchor="middle">{m.strftime("%b %Y")}</text>'
+            f'<text class="tick" x="{xs.x(m)}" y="{top + size + 16}" '
+            f'text-anchor="middle">{m.strftime("%b %Y")}</text>'
             f'<line class="grid" x1="{left}" y1="{y(m)}" x2="{left + size}" y2="{y(m)}"/>'
-            f'<text class="tick" x="{left - 6}" y="{y(m) + 4}" text-anchor="end">{m.strftime("%b %Y")}</text>'
+            f'<text class="tick" x="{left - 6}" y="{y(m) + 4}" '
+            f'text-anchor="end">{m.strftime("%b %Y")}</text>'
         )
     parts.append(
         f'<path d="M{left},{top + size} L{left + size},{top} L{left},{top} Z" fill="#fff"/>'
         f'<line class="diagonal" data-from="{d_min.isoformat()}" data-to="{d_max.isoformat()}" '
-        f'x1="{xs.x(d_min)}" y1="{y(d_min)}" x2="{xs.x(d_max)}" y2="{y(d_max)}"><title>forecast = report date: '
+        f'x1="{xs.x(d_min)}" y1="{y(d_min)}" x2="{xs.x(d_max)}" y2="{y(d_max)}">'
+        "<title>forecast = report date: "
         "a line that meets it has been reached</title></line>"
     )
     labels: list[tuple[float, float, str, str]] = []
@@ -323,12 +345,15 @@ def trend_svg(trend: Trend, *, title: str = "") -> str:
             else f"forecast {last[1].isoformat()}"
         )
         parts.append(
-            f'<g class="series-group" data-milestone="{escape(s.milestone_id)}"><title>{escape(s.name)}: {state}</title>'
-            f'<polyline class="series" data-milestone="{escape(s.milestone_id)}" points="{pts}" stroke="{colour}"'
+            f'<g class="series-group" data-milestone="{escape(s.milestone_id)}">'
+            f"<title>{escape(s.name)}: {state}</title>"
+            f'<polyline class="series" data-milestone="{escape(s.milestone_id)}" points="{pts}" '
+            f'stroke="{colour}"'
             + (f' stroke-dasharray="{dash}"' if dash else "")
             + "/>"
             + "".join(
-                f'<circle class="point" data-date="{a.isoformat()}" data-forecast="{b.isoformat()}" '
+                f'<circle class="point" data-date="{a.isoformat()}" '
+                f'data-forecast="{b.isoformat()}" '
                 f'cx="{xs.x(a)}" cy="{y(b)}" r="2.5" fill="{colour}"/>'
                 for a, b in points
             )
@@ -342,16 +367,19 @@ def trend_svg(trend: Trend, *, title: str = "") -> str:
         ly = max(ly, placed[-1] + 13) if placed else ly
         placed.append(ly)
         parts.append(
-            f'<text class="series-label" x="{lx + 6}" y="{ly + 4}" fill="{colour}">{escape(text)}</text>'
+            f'<text class="series-label" x="{lx + 6}" y="{ly + 4}" '
+            f'fill="{colour}">{escape(text)}</text>'
         )
     parts.append(
         f'<text x="{left + size / 2}" y="{top + size + 40}" text-anchor="middle">report date</text>'
-        f'<text transform="translate(22,{top + size / 2}) rotate(-90)" text-anchor="middle">forecast date</text>'
+        f'<text transform="translate(22,{top + size / 2}) rotate(-90)" '
+        'text-anchor="middle">forecast date</text>'
     )
     width, height = left + size + 220, top + size + 60
     label = title or f"Milestone trend analysis of {trend.project_id}"
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="trend" role="img" aria-labelledby="trend-title" '
+        '<svg xmlns="http://www.w3.org/2000/svg" class="trend" role="img" '
+        'aria-labelledby="trend-title" '
         f'width="{width}" height="{height}" viewBox="0 0 {width} {height}"><title id="trend-title">'
         f"{escape(label)}</title><style>{STYLE}</style>{''.join(parts)}</svg>"
     )

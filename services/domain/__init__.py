@@ -1,4 +1,7 @@
-"""The pure core: deciders, health, reporting. No I/O, no clock, no random ids; imports ``events`` only."""
+"""The pure core: deciders, health, reporting. No I/O, no clock, no random ids.
+
+It imports ``events`` only (an import contract in pyproject.toml keeps it so).
+"""
 
 from __future__ import annotations
 

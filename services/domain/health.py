@@ -1,4 +1,5 @@
-"""Health, explained: one rule set, judged against the clock (an input) over a project's status rows.
+"""Health, explained: one rule set, judged against the clock (an input) over a project's status
+rows.
 
 Pure. ``judge(rows, today)`` gives every milestone its health, the reasons that decided it, its
 expected finish and what blocks it. The rules, first match wins (also in the README):
@@ -90,7 +91,8 @@ def _days(n: int) -> str:
 def judge(
     rows: Iterable[MilestoneFacts], today: dt.date, gap: int = DEFAULT_GAP
 ) -> dict[str, Judgement]:
-    """Every row of one project, judged as of ``today``. Predecessors outside ``rows`` are ignored."""
+    """Every row of one project, judged as of ``today``. Predecessors outside ``rows`` are
+    ignored."""
     by_id = {r.milestone_id: r for r in rows}
     out: dict[str, Judgement] = {}
 
@@ -180,8 +182,8 @@ def _judge(
         )
     if finish > row.due:
         reasons = [
-            f"expected to finish {finish.isoformat()}, {_days((finish - row.due).days)} after its due date "
-            f"{row.due.isoformat()}"
+            f"expected to finish {finish.isoformat()}, "
+            f"{_days((finish - row.due).days)} after its due date {row.due.isoformat()}"
         ] + [text for _, text in sorted(drivers, reverse=True)]
         return Judgement(health="late", reasons=reasons, expected_finish=finish, blocked_by=blocked)
 
@@ -196,8 +198,9 @@ def _judge(
         elapsed = min(100, max(0, 100 * (today - start).days // (row.due - start).days))
         if elapsed - row.progress >= gap:
             reasons.append(
-                f"{elapsed}% of the time to {row.due.isoformat()} has passed but {row.progress}% of "
-                f"tasks are done ({open_tasks} open; at risk from {gap} points behind)"
+                f"{elapsed}% of the time to {row.due.isoformat()} has passed "
+                f"but {row.progress}% of tasks are done "
+                f"({open_tasks} open; at risk from {gap} points behind)"
             )
     if reasons:
         return Judgement(
@@ -206,7 +209,8 @@ def _judge(
     return Judgement(
         health="on_track",
         reasons=[
-            f"due {row.due.isoformat()} in {_days((row.due - today).days)}, {row.progress}% of tasks done"
+            f"due {row.due.isoformat()} in {_days((row.due - today).days)}, "
+            f"{row.progress}% of tasks done"
         ],
         expected_finish=finish,
         blocked_by=blocked,

@@ -191,7 +191,7 @@ def report(
         )
     live = [line for line in lines if not line.cancelled]
     achieved = [line for line in live if line.achieved_on]
-    on_time = sum(1 for line in achieved if line.on_time)
+    on_time_count = sum(1 for line in achieved if line.on_time)
     slips = [line.slip_days for line in live]
     reference_finish = max((line.reference for line in live), default=None)
     forecast_finish = max((line.forecast for line in live), default=None)
@@ -204,8 +204,8 @@ def report(
         milestones=lines,
         planned=len(live),
         achieved=len(achieved),
-        on_time=on_time,
-        on_time_rate=round(on_time / len(achieved), 4) if achieved else None,
+        on_time=on_time_count,
+        on_time_rate=round(on_time_count / len(achieved), 4) if achieved else None,
         mean_slip_days=round(sum(slips) / len(slips), 2) if slips else None,
         worst_slip_days=max(slips) if slips else None,
         reference_finish=reference_finish,

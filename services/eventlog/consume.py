@@ -9,12 +9,13 @@ from collections.abc import Awaitable, Callable
 import nats
 import structlog
 from nats.aio.msg import Msg
+from nats.js.client import JetStreamContext
 
 log = structlog.get_logger("milestones.consume")
 
 
 async def consume_batches(
-    psub,
+    psub: JetStreamContext.PullSubscription,
     batch: int,
     poll: float,
     stop: asyncio.Event,

@@ -25,8 +25,9 @@ def check_server_version(nc: NATS) -> None:
     have = (v.major, v.minor, v.patch)
     if have < MIN_SERVER:
         want = ".".join(map(str, MIN_SERVER))
+        at = nc.connected_url.netloc if nc.connected_url else "?"
         raise StartupError(
-            f"nats-server {v.major}.{v.minor}.{v.patch} at {nc.connected_url.netloc if nc.connected_url else '?'}"
+            f"nats-server {v.major}.{v.minor}.{v.patch} at {at}"
             f" is too old: Milestones needs {want}+ for atomic batch publish "
             "(run `milestones dev`, which starts a bundled 2.15 server)"
         )
@@ -51,7 +52,9 @@ def events_stream_config(replicas: int = 1) -> StreamConfig:
 def inbox_stream_config(replicas: int = 1) -> StreamConfig:
     return StreamConfig(
         name=INBOX_STREAM,
-        description="Messages published to milestones.inbox.<Type>, kept until the intake acks them",
+        description=(
+            "Messages published to milestones.inbox.<Type>, kept until the intake acks them"
+        ),
         subjects=INBOX_SUBJECTS,
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
@@ -90,6 +93,8 @@ _CHECKED = (
 
 
 async def ensure_stream(nc: NATS, want: StreamConfig) -> None:
+    if not want.name:
+        raise ValueError("nats: stream name is required")  # what nats-py would raise
     js = nc.jetstream()
     try:
         info = await js.stream_info(want.name)

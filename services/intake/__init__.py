@@ -1,1 +1,1 @@
-"""The write side: parse CloudEvents, decide in group-commit rounds, append; NATS, inbox, HTTP, deadlines."""
+"""The write side: parse CloudEvents, decide in group-commit rounds, append atomically."""

@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 import structlog
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from events import ENCODER, MilestonePlanned, MilestoneRescheduled, decode_stored
@@ -96,8 +97,9 @@ class Scheduler:
         )
         await consume_batches(psub, self.batch, self.poll, stop, self._schedule_batch, "scheduler")
 
-    async def _schedule_batch(self, msgs: list) -> None:
-        """Pipelined: one round trip for the batch; published in order, so the last schedule wins."""
+    async def _schedule_batch(self, msgs: list[Msg]) -> None:
+        """Pipelined: one round trip for the batch; published in order, so the last schedule
+        wins."""
         acks = [a for a in [await self._schedule_for(m.data) for m in msgs] if a is not None]
         await asyncio.gather(*acks)
 

@@ -84,7 +84,8 @@ def parse(body: bytes, limits: Limits, expected_type: str | None = None) -> list
     if expected_type is not None and not batch and commands[0].ce.type != expected_type:
         raise Rejected(
             "invalid",
-            f"subject names type {expected_type!r} but the CloudEvent's type is {commands[0].ce.type!r}: "
+            f"subject names type {expected_type!r} "
+            f"but the CloudEvent's type is {commands[0].ce.type!r}: "
             "publish to the subject of its type",
         )
     return commands

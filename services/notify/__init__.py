@@ -1,1 +1,1 @@
-"""Telling stakeholders: the outbox, what to send (decision), the webhook sender, project digests."""
+"""Telling stakeholders: outbox, what to send (decision), webhook sender, project digests."""

@@ -16,6 +16,7 @@ import msgspec
 
 from events.errors import Rejected
 from projections.audit import queries as audit_queries
+from projections.db import Conn
 from projections.status import queries as status_queries
 from services.domain import health
 from services.notify.decision import describe
@@ -47,7 +48,7 @@ class Digest(msgspec.Struct, kw_only=True):
 
 
 async def build(
-    conn: asyncpg.Connection,
+    conn: Conn,
     project_id: str,
     today: dt.date,
     gap: int = health.DEFAULT_GAP,
@@ -101,7 +102,7 @@ async def build(
 
 
 async def send(
-    conn: asyncpg.Connection, project_id: str, today: dt.date, gap: int = health.DEFAULT_GAP
+    conn: Conn, project_id: str, today: dt.date, gap: int = health.DEFAULT_GAP
 ) -> tuple[Digest, int]:
     """Build and record a digest and queue it for the project's (whole-project) subscribers."""
     async with conn.transaction():
@@ -149,7 +150,8 @@ async def send_due(pool: asyncpg.Pool, today: dt.date, gap: int, every: float) -
 
 def summary(d: Digest) -> str:
     counts = ", ".join(f"{n} {h.replace('_', ' ')}" for h, n in d.counts.items()) or "no milestones"
-    return f"{d.project_id}: {counts}; {len(d.changes) + d.more_changes} change(s) since the last digest"
+    changes = len(d.changes) + d.more_changes
+    return f"{d.project_id}: {counts}; {changes} change(s) since the last digest"
 
 
 def render(d: dict[str, Any]) -> str:
@@ -178,6 +180,7 @@ def render(d: dict[str, Any]) -> str:
     ] or ["  none"]
     if d["more_changes"]:
         lines.append(
-            f"  ... and {d['more_changes']} more (see `milestones audit --project {d['project_id']}`)"
+            f"  ... and {d['more_changes']} more "
+            f"(see `milestones audit --project {d['project_id']}`)"
         )
     return "\n".join(lines)

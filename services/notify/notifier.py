@@ -6,8 +6,9 @@ Two halves, joined by the ``deliveries`` table (a transactional outbox):
    follows the event log. For each event that matters (``MilestoneAchieved``,
    ``MilestoneRescheduled``, ``DependencyViolated``, ``MilestoneMissed``) it writes one delivery
    per matching subscription (once the status read model, which holds the subscriptions, has
-   passed the batch), and for the subscribed projects the batch touched it judges health and writes a ``milestone.at_risk`` delivery when a
-   milestone *enters* at risk or late (once per health and due date). Rows are inserted with
+   passed the batch), and for the subscribed projects the batch touched it judges health and
+   writes a ``milestone.at_risk`` delivery when a milestone *enters* at risk or late (once per
+   health and due date). Rows are inserted with
    ``ON CONFLICT DO NOTHING`` on a deterministic id, and the batch is acked only after they are
    committed: a crash before the ack redelivers the batch and duplicates nothing. So no
    notification is lost and none is made twice. A periodic sweep repeats the health check
@@ -31,9 +32,10 @@ from collections.abc import Callable, Iterable
 import asyncpg
 import structlog
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from events import StoredEvent, decode_stored
+from events import MilestoneEvent, ProjectEvent, StoredEvent, decode_stored
 from events.subjects import ALL_EVENTS, EVENTS_STREAM
 from projections.status import queries as status_queries
 from projections.watch import CheckpointWatcher
@@ -70,9 +72,8 @@ class Notifier:
     ) -> None:
         self.nc = nc
         self.pool = pool
-        self.watcher = (
-            watcher  # the status read model (subscriptions included) must have passed a batch
-        )
+        # the status read model (subscriptions included) must have passed a batch
+        self.watcher = watcher
         self.today = today
         self.gap = at_risk_gap
         self.sweep_every = sweep_every
@@ -128,12 +129,11 @@ class Notifier:
     # -- deciding ----------------------------------------------------------------------------------
     async def _caught_up(self, projection: str, position: int) -> None:
         _, reached = await self.watcher.wait(projection, position, self.wait_for_read_models)
-        if (
-            not reached
-        ):  # the batch is nacked and comes back: nothing is decided on a stale read model
+        if not reached:
+            # the batch is nacked and comes back: nothing is decided on a stale read model
             raise RuntimeError(f"read model {projection} has not reached position {position} yet")
 
-    async def handle(self, msgs: list) -> None:
+    async def handle(self, msgs: list[Msg]) -> None:
         events: list[tuple[int, StoredEvent]] = []
         for m in msgs:
             try:
@@ -144,7 +144,11 @@ class Notifier:
             return
         last = max(p for p, _ in events)
         await self._caught_up("status", last)  # subscriptions and status rows are both in it
-        projects = {e.data.project_id for _, e in events}  # type: ignore[attr-defined]
+        projects = {
+            e.data.project_id
+            for _, e in events
+            if isinstance(e.data, ProjectEvent | MilestoneEvent)
+        }
         now = dt.datetime.now(dt.UTC)
         async with self.pool.acquire() as conn:
             subs = await subscriptions(conn, projects)
@@ -201,7 +205,10 @@ class Notifier:
                                     created_at=now,
                                     health=v.health,
                                     reasons=v.reasons,
-                                    summary=f"{r.milestone_id} ({r.name}) is {v.health.replace('_', ' ')}: {v.reasons[0]}",
+                                    summary=(
+                                        f"{r.milestone_id} ({r.name}) is "
+                                        f"{v.health.replace('_', ' ')}: {v.reasons[0]}"
+                                    ),
                                 ),
                                 sub,
                             )
@@ -212,7 +219,8 @@ class Notifier:
                 )
             if announce:
                 await conn.executemany(
-                    "INSERT INTO notified_health VALUES ($1, $2, $3, $4) ON CONFLICT (project_id, milestone_id) "
+                    "INSERT INTO notified_health VALUES ($1, $2, $3, $4) "
+                    "ON CONFLICT (project_id, milestone_id) "
                     "DO UPDATE SET health = EXCLUDED.health, due = EXCLUDED.due",
                     announce,
                 )

@@ -9,11 +9,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import msgspec
 
 from events import ENCODER
-from projections.db import lock_key
+from projections.db import Conn, lock_key
 from projections.status import queries as status_queries
 
 SCHEMA_SQL = (Path(__file__).parent / "schema.sql").read_text()
@@ -51,20 +50,19 @@ def delivery_id(key: str, sub: Subscription) -> str:
     )
 
 
-async def ensure_schema(conn: asyncpg.Connection) -> None:
+async def ensure_schema(conn: Conn) -> None:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("notifier-schema"))
         await conn.execute(SCHEMA_SQL)
 
 
-async def subscriptions(conn: asyncpg.Connection, projects: Iterable[str]) -> list[Subscription]:
+async def subscriptions(conn: Conn, projects: Iterable[str]) -> list[Subscription]:
     return [Subscription(**r) for r in await status_queries.subscriptions(conn, projects)]
 
 
-async def enqueue(
-    conn: asyncpg.Connection, items: Sequence[tuple[Notification, Subscription]]
-) -> int:
-    """Write deliveries; an id already there is a repeat and is skipped. Returns how many are new."""
+async def enqueue(conn: Conn, items: Sequence[tuple[Notification, Subscription]]) -> int:
+    """Write deliveries; an id already there is a repeat and is skipped. Returns how many are
+    new."""
     if not items:
         return 0
     rows = [
@@ -82,9 +80,11 @@ async def enqueue(
         for n, s in items
     ]
     inserted = await conn.fetch(
-        "INSERT INTO deliveries (id, kind, project_id, milestone_id, stakeholder, url, secret, position, body) "
-        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], "
-        "$8::bigint[], $9::bytea[]) ON CONFLICT (id) DO NOTHING RETURNING id",
+        "INSERT INTO deliveries "
+        "(id, kind, project_id, milestone_id, stakeholder, url, secret, position, body) "
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
+        "$6::text[], $7::text[], $8::bigint[], $9::bytea[]) "
+        "ON CONFLICT (id) DO NOTHING RETURNING id",
         *map(list, zip(*rows, strict=True)),
     )
     return len(inserted)

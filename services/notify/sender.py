@@ -123,7 +123,8 @@ class Sender:
         ATTEMPTS.labels(outcome=state).inc()
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                "INSERT INTO delivery_attempts VALUES ($1, $2, now(), $3, $4, $5) ON CONFLICT DO NOTHING",
+                "INSERT INTO delivery_attempts VALUES ($1, $2, now(), $3, $4, $5) "
+                "ON CONFLICT DO NOTHING",
                 d["id"],
                 attempt,
                 code,
@@ -131,8 +132,10 @@ class Sender:
                 elapsed,
             )
             await conn.execute(
-                "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = now() + make_interval(secs => $4), "
-                "last_status = $5, last_error = $6, delivered_at = CASE WHEN $2 = 'delivered' THEN now() END "
+                "UPDATE deliveries SET status = $2, attempts = $3, "
+                "next_attempt_at = now() + make_interval(secs => $4), "
+                "last_status = $5, last_error = $6, "
+                "delivered_at = CASE WHEN $2 = 'delivered' THEN now() END "
                 "WHERE id = $1",
                 d["id"],
                 state,

@@ -257,3 +257,36 @@ async def test_dashboard_pages_answer_bad_input_with_a_page_that_says_what_to_fi
     assert before.status_code == 200 and "No projects yet." in before.text
     page = await api.get("/ui/projects/apollo")
     assert page.status_code == 200 and 'class="bar" data-milestone="design"' in page.text
+
+
+async def test_the_same_answer_over_http_and_nats(api, nc):
+    position = await seed(nc)
+    apollo = {"project_id": "apollo"}
+    asked = [  # NATS name, HTTP path, the parameters not in the path
+        ("project", "/projects/apollo", apollo, {}),
+        ("milestones", "/projects/apollo/milestones", apollo, {"kind": "event"}),
+        ("history", "/milestones/design/history", {"milestone_id": "design"}, {"limit": 1}),
+        ("audit", "/audit", {}, {"actor": "ada", "to": "2030-01-01T00:00:00Z"}),
+        ("status_reports", "/projects/apollo/status-reports", apollo, {}),
+        ("subscriptions", "/projects/apollo/subscriptions", apollo, {}),
+    ]
+    for name, path, in_path, params in asked:
+        params = {**params, "min_position": position}
+        over_http = (await api.get(path, params=params)).json()
+        reply = await nc.request(
+            f"milestones.query.{name}", ENCODER.encode({**in_path, **params}), timeout=10
+        )
+        assert json.loads(reply.data) == over_http, name
+        assert over_http["position"] >= position and "data" in over_http, name
+
+
+async def test_the_csv_export_has_the_audit_columns(api, nc):
+    from projections.audit import COLUMNS
+
+    position = await seed(nc)
+    exported = await api.get(
+        "/audit", params={"format": "csv", "project_id": "apollo", "min_position": position}
+    )
+    header = next(csv.reader(io.StringIO(exported.text)))
+    assert tuple(header) == COLUMNS and exported.headers["x-stale"] == "false"
+    assert 'filename="audit.csv"' in exported.headers["content-disposition"]

@@ -205,7 +205,7 @@ def test_trend_gives_each_milestone_its_forecast_at_every_report_date():
     )  # cancelled on 04-21
 
 
-# -- over the query API, from the real event log ------------------------------------------------------
+# -- over the query API, from the real event log ---------------------------------------------
 def ce(day: str, type_: str, data: dict) -> dict:
     return cloudevent(type_, {"project_id": "moon", **data}, time=f"{day}T09:00:00Z", actor="pm")
 

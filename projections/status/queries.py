@@ -8,9 +8,10 @@ from typing import Any
 
 import asyncpg
 
+from projections.db import Conn
 from projections.status import COLUMNS, StatusRow, from_db
 
-Executor = asyncpg.Connection | asyncpg.Pool
+Executor = asyncpg.Pool | Conn
 
 
 async def load(conn: Executor, project_ids: list[str]) -> dict[str, list[StatusRow]]:
@@ -26,7 +27,8 @@ async def load(conn: Executor, project_ids: list[str]) -> dict[str, list[StatusR
 
 
 async def subscriptions(conn: Executor, projects: Iterable[str]) -> list[dict[str, Any]]:
-    """The webhook subscriptions of these projects, oldest first (secrets included: the notifier's)."""
+    """The webhook subscriptions of these projects, oldest first (secrets included: for the
+    notifier only)."""
     rows = await conn.fetch(
         "SELECT project_id, scope, stakeholder, url, secret FROM ms_subscriptions "
         "WHERE project_id = ANY($1::text[]) ORDER BY position",
@@ -36,7 +38,8 @@ async def subscriptions(conn: Executor, projects: Iterable[str]) -> list[dict[st
 
 
 async def subscribed_projects(conn: Executor, *, whole_project_only: bool = False) -> list[str]:
-    """Projects somebody subscribed to (``whole_project_only``: to the whole project, not one milestone)."""
+    """Projects somebody subscribed to (``whole_project_only``: to the whole project, not to
+    one milestone)."""
     where = " WHERE scope = ''" if whole_project_only else ""
     return [
         r["project_id"]
@@ -44,3 +47,59 @@ async def subscribed_projects(conn: Executor, *, whole_project_only: bool = Fals
             f"SELECT DISTINCT project_id FROM ms_subscriptions{where} ORDER BY project_id"
         )
     ]
+
+
+async def milestone_owners(conn: Executor, milestone_id: str) -> list[str]:
+    """The projects that have a milestone with this id (ids are unique within a project only)."""
+    rows = await conn.fetch(
+        "SELECT project_id FROM ms_status WHERE milestone_id = $1 ORDER BY project_id", milestone_id
+    )
+    return [r["project_id"] for r in rows]
+
+
+async def projects(
+    conn: Executor, *, after: str = "", only: str | None = None, limit: int
+) -> list[dict[str, Any]]:
+    """Projects by id after ``after`` (``only``: that one project)."""
+    rows = await conn.fetch(
+        "SELECT project_id, name, goals, dependency_policy, created_at, position FROM ms_projects "
+        "WHERE project_id > $1 AND ($2::text IS NULL OR project_id = $2) "
+        "ORDER BY project_id LIMIT $3",
+        after,
+        only,
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def status_reports(
+    conn: Executor, project_id: str, *, milestone_id: str | None, before: int | None, limit: int
+) -> list[dict[str, Any]]:
+    """The project's status reports, newest first (``before``: older than that position)."""
+    rows = await conn.fetch(
+        "SELECT position, project_id, milestone_id, reported_at, actor, health, note "
+        "FROM ms_status_reports WHERE project_id = $1 "
+        "AND ($2::text IS NULL OR milestone_id = $2) AND ($3::bigint IS NULL OR position < $3) "
+        "ORDER BY position DESC LIMIT $4",
+        project_id,
+        milestone_id,
+        before,
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def shown_subscriptions(
+    conn: Executor, project_id: str, *, after: int, limit: int
+) -> list[dict[str, Any]]:
+    """A project's subscriptions as anyone may see them: never the secret, only whether one is
+    set (``signed``)."""
+    rows = await conn.fetch(
+        "SELECT project_id, milestone_id, stakeholder, url, secret IS NOT NULL AS signed, "
+        "position, subscribed_at FROM ms_subscriptions WHERE project_id = $1 AND position > $2 "
+        "ORDER BY position LIMIT $3",
+        project_id,
+        after,
+        limit,
+    )
+    return [dict(r) for r in rows]

@@ -4,7 +4,7 @@ metrics, OpenAPI, and the contract's error JSON for the framework's own errors."
 from __future__ import annotations
 
 from litestar import Litestar, MediaType, Request, Response, get
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -32,6 +32,8 @@ def build_http_app(
         message = str(exc.detail)
         if exc.status_code == 413:
             message = f"request body is over {max_body} bytes: split it into smaller batches"
+        elif isinstance(exc, ValidationException):
+            message = validation_message(exc) or message
         return _error(exc.status_code, code, message)
 
     return Litestar(
@@ -40,6 +42,17 @@ def build_http_app(
         exception_handlers={HTTPException: on_http_error},
         openapi_config=OpenAPIConfig(title="Milestones", version="0.1.0", path="/schema"),
         logging_config=None,  # structlog owns logging (services.app.logs)
+    )
+
+
+def validation_message(exc: ValidationException) -> str:
+    """Litestar's own checks (a handler's typed parameters) in one line naming each parameter;
+    the query routes parse their parameters themselves and never get here."""
+    problems = exc.extra if isinstance(exc.extra, list) else []
+    return "; ".join(
+        f"{p.get('key') or p.get('source') or 'request'}: {p.get('message')}"
+        for p in problems
+        if isinstance(p, dict)
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import nats
@@ -97,9 +97,6 @@ class Running:
     runners: list[Runner] = field(default_factory=list)
     http_handlers: list = field(default_factory=list)
 
-    async def stream_last(self) -> int:
-        return await EventLog(self.nc).last_sequence()
-
 
 @contextlib.asynccontextmanager
 async def running(
@@ -139,16 +136,17 @@ async def running(
             stack.push_async_callback(watcher.stop)
         if query:
             run.queries = Queries(pool, watcher, EventLog(nc), at_risk_gap=settings.at_risk_gap)
-            register_queries(broker, run.queries, run.stream_last)
-            run.http_handlers = query_routes(run.queries, run.stream_last) + dashboard_routes(
-                run.queries, run.closing
-            )
+            register_queries(broker, run.queries)
+            run.http_handlers = [
+                *query_routes(run.queries),
+                *dashboard_routes(run.queries, run.closing),
+            ]
         await broker.start()
         stack.push_async_callback(broker.stop)
         stop = asyncio.Event()
         tasks: list[asyncio.Task] = []
-        if intake:
-            inbox = InboxConsumer(nc, run.intake, batch=settings.inbox_batch)  # type: ignore[arg-type]
+        if run.intake is not None:
+            inbox = InboxConsumer(nc, run.intake, batch=settings.inbox_batch)
             tasks.append(asyncio.create_task(inbox.run(stop), name="inbox"))
             if settings.scheduler:
                 tasks.append(asyncio.create_task(Scheduler(nc).run(stop), name="scheduler"))
@@ -205,7 +203,7 @@ class _Uvicorn(uvicorn.Server):
     """Signals belong to the CLI, which stops every service together."""
 
     @contextlib.contextmanager
-    def capture_signals(self):  # type: ignore[override]
+    def capture_signals(self) -> Iterator[None]:
         yield
 
 
@@ -228,7 +226,7 @@ async def serve_http(
     task = asyncio.create_task(server.serve())
     await stop.wait()
     if closing is not None:
-        closing.set()  # live streams (/ui/live) end now, so the graceful shutdown has nothing to wait for
+        closing.set()  # live streams (/ui/live) end now: the graceful shutdown waits for none
     server.should_exit = True
     await task
 
@@ -242,8 +240,8 @@ async def load_demo(run: Running) -> None:
     for body in demo_events(today_utc()):
         reply = await run.intake.handle(body, "demo")
         refused += not reply.accepted
-        if not reply.accepted:
-            log.warning("demo event refused", code=reply.error.code, reason=reply.error.message)  # type: ignore[union-attr]
+        if reply.error is not None:
+            log.warning("demo event refused", code=reply.error.code, reason=reply.error.message)
     log.info(
         "demo project loaded",
         project=PROJECT,

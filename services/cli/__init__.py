@@ -1,1 +1,1 @@
-"""The ``milestones`` command line: run services, publish, read, operate (entry point ``main.main``)."""
+"""The ``milestones`` command line: run services, publish, read, operate."""

@@ -16,20 +16,7 @@ from events import ENCODER, EVENT_TYPES, REPLY_DECODER
 from events.errors import StartupError
 from events.subjects import command_subject, inbox_subject
 from services.app.settings import Settings
-from services.cli.read import (  # the read commands
-    _audit,
-    _deliveries,
-    _digest,
-    _history,
-    _parked,
-    _projections,
-    _projects,
-    _report,
-    _reports,
-    _status,
-    _subscriptions,
-    _trend,
-)
+from services.cli import read
 
 
 def _out(line: str = "") -> None:
@@ -223,8 +210,10 @@ async def _rejections(args: argparse.Namespace, settings: Settings) -> int:
             _out(m.data.decode())
             continue
         r = REJECTION_DECODER.decode(m.data)
+        received = f"{r.received:%Y-%m-%d %H:%M:%S}"
         _out(
-            f"{m.seq:>6}  inbox#{r.inbox_seq:<6} {r.received:%Y-%m-%d %H:%M:%S}  {r.subject:<36} {r.code:<12} {r.message}"
+            f"{m.seq:>6}  inbox#{r.inbox_seq:<6} {received}  {r.subject:<36} {r.code:<12} "
+            f"{r.message}"
         )
     if not msgs and not args.json:
         _out("no rejections")
@@ -330,85 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("schema", help="write JSON Schemas and the AsyncAPI document")
     sc.add_argument("--out", default="schemas")
 
-    def read_command(name: str, help_: str) -> argparse.ArgumentParser:
-        cmd = sub.add_parser(name, help=help_)
-        cmd.add_argument("--json", action="store_true", help="JSON instead of a table")
-        cmd.add_argument(
-            "--min-position", type=int, help="wait until the read model has passed this position"
-        )
-        cmd.add_argument("--cursor", help="next_cursor of the previous page")
-        cmd.add_argument("--limit", type=int)
-        return cmd
-
-    st = read_command("status", "milestone status: a project's milestones, or one milestone")
-    st.add_argument("project")
-    st.add_argument("milestone", nargs="?")
-    st.add_argument(
-        "--health", help="comma-separated: on_track,at_risk,late,missed,achieved,cancelled"
-    )
-    st.add_argument("--kind", help="comma-separated: time,event,technical")
-    st.add_argument("--sort", help="order | due | name, - prefix for descending")
-    hi = read_command("history", "a milestone's schedule history")
-    hi.add_argument("milestone")
-    hi.add_argument("--project")
-    au = read_command("audit", "the audit trail")
-    for flag in ("--project", "--milestone", "--actor", "--source", "--type", "--correlation-id"):
-        au.add_argument(flag)
-    au.add_argument("--since", help="RFC 3339 time")
-    au.add_argument("--until", help="RFC 3339 time")
-    rep = sub.add_parser(
-        "report", help="planned vs actual for a project (time travel with --as-of/--position)"
-    )
-    rep.add_argument("project")
-    rep.add_argument("--as-of", help="YYYY-MM-DD: as the project stood at the end of that day")
-    rep.add_argument("--position", type=int, help="as the project stood at this stream position")
-    rep.add_argument("--baseline", help="compare against this baseline (default: the latest)")
-    rep.add_argument("--compare-as-of", help="also report this day and what moved since")
-    rep.add_argument(
-        "--compare-position", type=int, help="also report this position and what moved since"
-    )
-    rep.add_argument("--json", action="store_true")
-    tr = sub.add_parser(
-        "trend", help="milestone trend analysis: forecast per milestone at each report date"
-    )
-    tr.add_argument("project")
-    tr.add_argument("--until", help="YYYY-MM-DD: last report date (default: today)")
-    tr.add_argument("--json", action="store_true")
-    dg = sub.add_parser(
-        "digest",
-        help="the project digest: every milestone's health, what changed since the last "
-        "digest; recorded and sent to the project's subscribers (--preview: only show it)",
-    )
-    dg.add_argument("project")
-    dg.add_argument(
-        "--preview", action="store_true", help="show it without recording or sending it"
-    )
-    dg.add_argument("--json", action="store_true")
-    dl = read_command(
-        "deliveries", "the webhook delivery log (every notification and its attempts)"
-    )
-    dl.add_argument("--project")
-    dl.add_argument("--status", help="comma-separated: pending,delivered,failed")
-    dl.add_argument("--kind", help="e.g. milestone.achieved,milestone.at_risk")
-    dl.add_argument("--retry", metavar="ID", help="send this failed delivery again now")
-    pj = read_command(
-        "projects", "every project: goals, milestones by health, next milestone, expected finish"
-    )
-    pj.add_argument("project", nargs="?")
-    sb = read_command(
-        "subscriptions", "who is told about a project (webhooks; secrets never shown)"
-    )
-    sb.add_argument("project")
-    rs = read_command("reports", "status updates people posted for a project (StatusReported)")
-    rs.add_argument("project")
-    rs.add_argument("--milestone")
-    pr = sub.add_parser(
-        "projections", help="each projection's position, lag, rate and parked count"
-    )
-    pr.add_argument("--json", action="store_true")
-    pa = sub.add_parser("parked", help="events a projection could not apply")
-    pa.add_argument("projection", nargs="?")
-    pa.add_argument("--json", action="store_true")
+    read.add_read_commands(sub)
     from projections import PROJECTIONS
 
     rb = sub.add_parser(
@@ -461,20 +372,8 @@ COMMANDS = {
     "serve": _serve,
     "send": _send,
     "rejections": _rejections,
-    "status": _status,
-    "history": _history,
-    "audit": _audit,
-    "projections": _projections,
-    "parked": _parked,
     "rebuild": _rebuild,
     "replay-parked": _replay_parked,
-    "report": _report,
-    "trend": _trend,
-    "digest": _digest,
-    "deliveries": _deliveries,
-    "reports": _reports,
-    "projects": _projects,
-    "subscriptions": _subscriptions,
 }
 
 
@@ -496,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
             return _schema(args, settings)
         if args.command == "bench":
             return _bench(args)
+        if args.command in read.COMMANDS:
+            return asyncio.run(read.run(args, settings))
         return asyncio.run(COMMANDS[args.command](args, settings))
     except StartupError as exc:
         sys.stderr.write(f"milestones: {exc}\n")

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from litestar import Request, Response, get
+from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 from litestar.response import Redirect, Stream
 
@@ -22,8 +23,9 @@ from events.errors import Rejected
 from projections import history, status
 from services.dashboard import model, pages, svg
 from services.domain import health, reporting
-from services.query.params import encode_cursor, p_date
+from services.query.params import encode_cursor, p_date, parse
 from services.query.queries import Queries, project_events
+from services.query.requests import AuditParams, ProjectsParams
 
 HTML = "text/html; charset=utf-8"
 FAVICON = (
@@ -58,24 +60,40 @@ async def _svg_file(render: Callable[[], Awaitable[tuple[str, str]]]) -> Respons
     )
 
 
+def _params(request: Request) -> dict[str, Any]:
+    return dict(request.query_params)
+
+
 def dashboard_routes(queries: Queries, closing: asyncio.Event | None = None) -> list:
     """``closing``: set when the service stops, which ends every live stream."""
-    closing = closing or asyncio.Event()
+    views = Views(queries)
+    return [
+        *site_routes(),
+        *projects_routes(views),
+        *project_routes(views),
+        *trend_routes(views),
+        *audit_routes(queries),
+        live_route(queries, closing or asyncio.Event()),
+    ]
 
-    def params(request: Request, **path: str) -> dict[str, Any]:
-        return {**dict(request.query_params), **path}
 
-    async def view_of(pid: str, q: dict[str, Any]) -> tuple[model.ProjectView, list]:
-        events = await project_events(queries.log, pid)
+class Views:
+    """What the pages are made of, from the event log and the read models."""
+
+    def __init__(self, queries: Queries) -> None:
+        self.queries = queries
+
+    async def project(self, pid: str, q: dict[str, Any]) -> tuple[model.ProjectView, list]:
+        events = await project_events(self.queries.log, pid)
         as_of = p_date(q, "as_of")
         try:
             view = model.project_view(
                 pid,
                 events,
-                today=queries.today(),
+                today=self.queries.today(),
                 as_of=as_of,
                 baseline=q.get("baseline") or None,
-                gap=queries.at_risk_gap,
+                gap=self.queries.at_risk_gap,
             )
         except KeyError:
             raise Rejected(
@@ -89,6 +107,58 @@ def dashboard_routes(queries: Queries, closing: asyncio.Event | None = None) -> 
             raise Rejected("not_found", f"project {pid} did not exist yet on {as_of.isoformat()}")
         return view, events
 
+    async def trend(self, project_id: str, q: dict[str, Any]) -> tuple[reporting.Trend, str]:
+        events = await project_events(self.queries.log, project_id)
+        result = reporting.trend(
+            project_id, events, today=self.queries.today(), until=p_date(q, "until")
+        )
+        return result, model.project_name(events, project_id)
+
+    async def projects_then(self, projects: list[dict[str, Any]], as_of: dt.date) -> list[dict]:
+        """The projects as they stood at the end of ``as_of``: folded from each one's log."""
+        rows = []
+        for p in projects:
+            events = reporting.cut(
+                await project_events(self.queries.log, p["project_id"]), as_of=as_of
+            )
+            if not events:
+                continue
+            folded = sorted(status.fold(events).values(), key=lambda r: (r.ord, r.milestone_id))
+            judged_on = min(as_of, self.queries.today())
+            judged = health.judged(folded, judged_on, self.queries.at_risk_gap)
+            rows.append({**p, **health.summary(judged)})
+        return rows
+
+    async def milestone_page(self, project_id: str, milestone_id: str, q: dict[str, Any]) -> str:
+        view, events = await self.project(project_id, q)
+        if not any(r.milestone_id == milestone_id for r in view.rows):
+            raise Rejected(
+                "not_found",
+                f"milestone {milestone_id} is not planned in project {project_id}"
+                + (f" as of {view.as_of.isoformat()}" if view.as_of else ""),
+            )
+        cut = reporting.cut(events, as_of=view.as_of)
+        mine = [(p, e) for p, e in cut if getattr(e.data, "milestone_id", None) == milestone_id]
+        rows = [
+            dict(zip(history.COLUMNS, r, strict=True)) for p, e in mine for r in history.rows(p, e)
+        ]
+        audit = [
+            {
+                "position": p,
+                "occurred_at": e.time,
+                "type": e.type,
+                "actor": e.actor,
+                "source": e.source,
+                "correlationid": e.correlationid,
+                "causationid": e.causationid,
+            }
+            for p, e in mine
+        ]
+        tasks = model.tasks_of(events, milestone_id, view.as_of)
+        return pages.milestone_page(view, milestone_id, tasks, rows, audit)
+
+
+def site_routes() -> list[HTTPRouteHandler]:
     @get("/", include_in_schema=False)
     async def root() -> Redirect:
         return Redirect("/ui")
@@ -99,37 +169,36 @@ def dashboard_routes(queries: Queries, closing: asyncio.Event | None = None) -> 
             FAVICON, media_type="image/svg+xml", headers={"cache-control": "max-age=86400"}
         )
 
+    return [root, favicon]
+
+
+def projects_routes(views: Views) -> list[HTTPRouteHandler]:
     @get(
         "/ui",
         summary="Dashboard: every project with counts by health, next milestone, expected finish",
     )
     async def projects(request: Request) -> Response[str]:
         async def render() -> str:
-            q = params(request)
+            q = _params(request)
             as_of = p_date(q, "as_of")
-            page = await queries.projects({"cursor": q.get("cursor"), "limit": 50})
+            page = await views.queries.projects(
+                parse(ProjectsParams, {"cursor": q.get("cursor"), "limit": 50})
+            )
             if as_of is None:
                 return pages.projects_page(page.data, None, page.next_cursor)
-            rows = []
-            for p in page.data:  # as they stood then: folded from each project's log
-                events = reporting.cut(
-                    await project_events(queries.log, p["project_id"]), as_of=as_of
-                )
-                if not events:
-                    continue
-                folded = sorted(status.fold(events).values(), key=lambda r: (r.ord, r.milestone_id))
-                judged_on = min(as_of, queries.today())
-                rows.append(
-                    {**p, **health.summary(health.judged(folded, judged_on, queries.at_risk_gap))}
-                )
+            rows = await views.projects_then(page.data, as_of)
             return pages.projects_page(rows, as_of, page.next_cursor)
 
         return await _page(render)
 
+    return [projects]
+
+
+def project_routes(views: Views) -> list[HTTPRouteHandler]:
     @get("/ui/projects/{project_id:str}", summary="Dashboard: a project's Gantt chart")
     async def gantt(request: Request, project_id: FromPath[str]) -> Response[str]:
         async def render() -> str:
-            view, _ = await view_of(project_id, params(request))
+            view, _ = await views.project(project_id, _params(request))
             return pages.gantt_page(view, svg.gantt_svg(view, link=f"/ui/projects/{project_id}"))
 
         return await _page(render)
@@ -137,24 +206,38 @@ def dashboard_routes(queries: Queries, closing: asyncio.Event | None = None) -> 
     @get("/ui/projects/{project_id:str}/gantt.svg", summary="The Gantt chart as an SVG file")
     async def gantt_file(request: Request, project_id: FromPath[str]) -> Response:
         async def render() -> tuple[str, str]:
-            view, _ = await view_of(project_id, params(request))
+            view, _ = await views.project(project_id, _params(request))
             suffix = f"-{view.as_of.isoformat()}" if view.as_of else ""
             return svg.gantt_svg(view), f"{project_id}-gantt{suffix}.svg"
 
         return await _svg_file(render)
 
-    async def trend_of(project_id: str, q: dict[str, Any]) -> tuple[reporting.Trend, str]:
-        events = await project_events(queries.log, project_id)
-        result = reporting.trend(
-            project_id, events, today=queries.today(), until=p_date(q, "until")
-        )
-        return result, model.project_name(events, project_id)
+    @get("/ui/projects/{project_id:str}/report", summary="Dashboard: planned vs actual")
+    async def report(request: Request, project_id: FromPath[str]) -> Response[str]:
+        async def render() -> str:
+            view, _ = await views.project(project_id, _params(request))
+            return pages.report_page(project_id, view.name, view.report)
 
+        return await _page(render)
+
+    @get(
+        "/ui/projects/{project_id:str}/milestones/{milestone_id:str}",
+        summary="Dashboard: one milestone",
+    )
+    async def milestone(
+        request: Request, project_id: FromPath[str], milestone_id: FromPath[str]
+    ) -> Response[str]:
+        return await _page(lambda: views.milestone_page(project_id, milestone_id, _params(request)))
+
+    return [gantt, gantt_file, report, milestone]
+
+
+def trend_routes(views: Views) -> list[HTTPRouteHandler]:
     @get("/ui/projects/{project_id:str}/trend", summary="Dashboard: milestone trend analysis chart")
     async def trend(request: Request, project_id: FromPath[str]) -> Response[str]:
         async def render() -> str:
-            q = params(request)
-            result, name = await trend_of(project_id, q)
+            q = _params(request)
+            result, name = await views.trend(project_id, q)
             table = [
                 {
                     "name": s.name,
@@ -175,67 +258,20 @@ def dashboard_routes(queries: Queries, closing: asyncio.Event | None = None) -> 
     )
     async def trend_file(request: Request, project_id: FromPath[str]) -> Response:
         async def render() -> tuple[str, str]:
-            result, name = await trend_of(project_id, params(request))
-            return svg.trend_svg(
-                result, title=f"Milestone trend analysis of {name}"
-            ), f"{project_id}-trend.svg"
+            result, name = await views.trend(project_id, _params(request))
+            chart = svg.trend_svg(result, title=f"Milestone trend analysis of {name}")
+            return chart, f"{project_id}-trend.svg"
 
         return await _svg_file(render)
 
-    @get("/ui/projects/{project_id:str}/report", summary="Dashboard: planned vs actual")
-    async def report(request: Request, project_id: FromPath[str]) -> Response[str]:
-        async def render() -> str:
-            q = params(request)
-            view, _ = await view_of(project_id, q)
-            return pages.report_page(project_id, view.name, view.report)
+    return [trend, trend_file]
 
-        return await _page(render)
 
-    @get(
-        "/ui/projects/{project_id:str}/milestones/{milestone_id:str}",
-        summary="Dashboard: one milestone",
-    )
-    async def milestone(
-        request: Request, project_id: FromPath[str], milestone_id: FromPath[str]
-    ) -> Response[str]:
-        async def render() -> str:
-            q = params(request)
-            view, events = await view_of(project_id, q)
-            if not any(r.milestone_id == milestone_id for r in view.rows):
-                raise Rejected(
-                    "not_found",
-                    f"milestone {milestone_id} is not planned in project {project_id}"
-                    + (f" as of {view.as_of.isoformat()}" if view.as_of else ""),
-                )
-            cut = reporting.cut(events, as_of=view.as_of)
-            mine = [(p, e) for p, e in cut if getattr(e.data, "milestone_id", None) == milestone_id]
-            rows = [
-                dict(zip(history.COLUMNS, r, strict=True))
-                for p, e in mine
-                for r in history.rows(p, e)
-            ]
-            audit = [
-                {
-                    "position": p,
-                    "occurred_at": e.time,
-                    "type": e.type,
-                    "actor": e.actor,
-                    "source": e.source,
-                    "correlationid": e.correlationid,
-                    "causationid": e.causationid,
-                }
-                for p, e in mine
-            ]
-            return pages.milestone_page(
-                view, milestone_id, model.tasks_of(events, milestone_id, view.as_of), rows, audit
-            )
-
-        return await _page(render)
-
+def audit_routes(queries: Queries) -> list[HTTPRouteHandler]:
     @get("/ui/audit", summary="Dashboard: the audit trail, filtered and paginated, with exports")
     async def audit(request: Request) -> Response[str]:
         async def render() -> str:
-            q = params(request)
+            q = _params(request)
             as_of = p_date(q, "as_of")
             filters = {k: q.get(k) for k in pages.AUDIT_FILTERS if q.get(k)}
             if as_of:
@@ -249,11 +285,17 @@ def dashboard_routes(queries: Queries, closing: asyncio.Event | None = None) -> 
                         "invalid",
                         f"from_position must be a whole number, got {q['from_position']!r}",
                     ) from None
-            result = await queries.audit({**filters, "cursor": cursor, "limit": 100})
+            result = await queries.audit(
+                parse(AuditParams, {**filters, "cursor": cursor, "limit": 100})
+            )
             return pages.audit_page(result.data, q, result.next_cursor, as_of)
 
         return await _page(render)
 
+    return [audit]
+
+
+def live_route(queries: Queries, closing: asyncio.Event) -> HTTPRouteHandler:
     @get("/ui/live", summary="Server-sent events: 'position' whenever the status read model moves")
     async def live(request: Request) -> Stream:
         return Stream(
@@ -262,19 +304,7 @@ def dashboard_routes(queries: Queries, closing: asyncio.Event | None = None) -> 
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
 
-    return [
-        root,
-        favicon,
-        projects,
-        gantt,
-        gantt_file,
-        trend,
-        trend_file,
-        report,
-        milestone,
-        audit,
-        live,
-    ]
+    return live
 
 
 async def _positions(queries: Queries, closing: asyncio.Event) -> AsyncIterator[bytes]:

@@ -1,1 +1,1 @@
-"""The read side's queries: parameters and envelopes, the queries, and their HTTP and NATS adapters."""
+"""Queries declared once (``registry``) and built into the HTTP API, NATS replies and the CLI."""

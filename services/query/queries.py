@@ -1,64 +1,55 @@
-"""Read-model queries shared by HTTP, NATS request/reply and the CLI.
+"""The queries: each takes its typed parameters (``services.query.requests``), reads a read model
+(through the SQL beside it in ``projections/``) or the event log, and answers a ``Page`` or
+``One`` envelope carrying the read position. ``min_position`` waits (bounded) for the projection
+to pass a position the intake returned: read-your-writes.
 
-Every query takes string parameters (HTTP query string, or a JSON object over NATS), validates
-them with messages that say what to fix, and answers ``Page``/``One`` envelopes carrying the
-read position. ``min_position`` waits (bounded) for the projection to pass a position the
-intake returned: read-your-writes.
+``services.query.registry`` names them and builds HTTP, NATS and the CLI from that list.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Callable, Mapping
+import re
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
-import structlog
 
 from events import decode_stored
 from events.common import ID_PATTERN
 from events.errors import Rejected
 from events.subjects import milestones_of, project_subject
-from projections import db
+from projections import runner_queries
+from projections.audit import queries as audit_queries
+from projections.history import queries as history_queries
 from projections.status import StatusRow
 from projections.status import queries as status_queries
 from projections.watch import CheckpointWatcher
 from services.domain import health, reporting
-from services.domain.health import HEALTH
 from services.eventlog.log import EventLog
+from services.query import requests as q
 from services.query.notify_queries import NotifyQueries
 from services.query.params import (
-    ID,
-    MAX_LIMIT,
-    MAX_WAIT,
     One,
     Page,
+    Params,
     bad,
     decode_cursor,
     encode_cursor,
-    p_date,
-    p_int,
-    p_list,
-    p_time,
+    page_of,
 )
 
-log = structlog.get_logger("milestones.query")
-# -- queries ----------------------------------------------------------------------------------------
-KINDS = ("time", "event", "technical")
-SORTS = {"order": ("order", int), "due": ("due", dt.date.fromisoformat), "name": ("name", str)}
+ID = re.compile(ID_PATTERN)
+PARKED_SHOWN = 1000
 
 
-# -- evaluation: report and trend, computed from the event log (time travel is a cut of the log) ---------
-
-
-async def project_events(log_: EventLog, project_id: object) -> list[reporting.Positioned]:
-    if not isinstance(project_id, str) or not ID.fullmatch(
-        project_id
-    ):  # it becomes part of a subject
-        raise bad(f"project_id must match {ID_PATTERN}, got {project_id!r}")
+async def project_events(log: EventLog, project_id: object) -> list[reporting.Positioned]:
+    """The project's events from the log, in stream order (time travel is a cut of these)."""
+    if not isinstance(project_id, str) or not ID.fullmatch(project_id):
+        raise bad(f"project_id must match {ID_PATTERN}, got {project_id!r}")  # a subject token
     own, milestones = await asyncio.gather(
-        log_.read_subject(project_subject(project_id)), log_.read_subject(milestones_of(project_id))
+        log.read_subject(project_subject(project_id)), log.read_subject(milestones_of(project_id))
     )
     msgs = [*own, *milestones]
     if not msgs:
@@ -66,24 +57,18 @@ async def project_events(log_: EventLog, project_id: object) -> list[reporting.P
     return sorted(((m.seq, decode_stored(m.data)) for m in msgs), key=lambda pe: pe[0])
 
 
-def _report(
-    project_id: str, events: list, today: dt.date, params: Mapping[str, Any], prefix: str = ""
-) -> reporting.Report:
-    as_of, position = (
-        p_date(params, f"{prefix}as_of"),
-        p_int(params, f"{prefix}position", 0) or None,
-    )
-    baseline = params.get("baseline") or None
-    try:
-        return reporting.report(
-            project_id, events, today=today, as_of=as_of, position=position, baseline=baseline
-        )
-    except KeyError:
-        raise Rejected("not_found", f"project {project_id} has no baseline {baseline!r}") from None
-
-
 def today_utc() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
+
+
+def audit_filter(p: q.AuditParams) -> audit_queries.AuditFilter:
+    equal = {name: getattr(p, name) for name in audit_queries.FILTERED}
+    return audit_queries.AuditFilter(
+        equal={k: v for k, v in equal.items() if v is not None},
+        occurred_from=p.occurred_from,
+        occurred_to=p.occurred_to,
+        after=int((decode_cursor(p.cursor) or [0])[0]),
+    )
 
 
 class Queries(NotifyQueries):
@@ -91,287 +76,232 @@ class Queries(NotifyQueries):
         self,
         pool: asyncpg.Pool,
         watcher: CheckpointWatcher,
-        log_: EventLog,
+        log: EventLog,
         today: Callable[[], dt.date] = today_utc,
         at_risk_gap: int = health.DEFAULT_GAP,
     ) -> None:
         self.pool = pool
         self.at_risk_gap = at_risk_gap
         self.watcher = watcher
-        self.log = log_
+        self.log = log
         self.today = today  # the clock is an input: tests pin it
 
-    async def report(self, params: Mapping[str, Any]) -> One:
-        """Planned vs actual. ``as_of``/``position``: as the project stood then; ``compare_as_of``/
-        ``compare_position``: also that point, with what moved between the two."""
-        pid = params.get("project_id")
-        events = await project_events(self.log, pid)
-        now = _report(str(pid), events, self.today(), params)
-        if not (params.get("compare_as_of") or params.get("compare_position")):
-            return One(now, now.position)
-        then = _report(str(pid), events, self.today(), params, "compare_")
-        return One(
-            {"now": now, "then": then, "changes": reporting.compare(then, now)}, now.position
-        )
-
-    async def trend(self, params: Mapping[str, Any]) -> One:
-        """Milestone trend analysis data: forecast per milestone at each report date (``until``: last day)."""
-        pid = params.get("project_id")
-        events = await project_events(self.log, pid)
-        result = reporting.trend(
-            str(pid), events, today=self.today(), until=p_date(params, "until")
-        )
-        return One(result, result.position)
-
-    async def consistent(self, projection: str, params: Mapping[str, Any]) -> tuple[int, bool]:
-        wanted = p_int(params, "min_position", 0)
-        timeout = p_int(params, "wait_ms", 5000, 0, int(MAX_WAIT * 1000)) / 1000
-        if wanted:
-            position, reached = await self.watcher.wait(projection, wanted, timeout)
+    async def consistent(self, projection: str, p: Params) -> tuple[int, bool]:
+        """The read model's position, and whether it is still short of ``min_position``."""
+        if p.min_position:
+            position, reached = await self.watcher.wait(
+                projection, p.min_position, p.wait_ms / 1000
+            )
             return position, not reached
         return self.watcher.positions.get(projection, 0), False
 
+    # -- evaluation: from the event log (time travel is a cut of the log) -----------------------
+    async def report(self, p: q.ReportParams) -> One:
+        """Planned vs actual. ``as_of``/``position``: as the project stood then; ``compare_as_of``/
+        ``compare_position``: also that point, with what moved between the two."""
+        events = await project_events(self.log, p.project_id)
+        now = self._report(p, events, p.as_of, p.position)
+        if p.compare_as_of is None and not p.compare_position:
+            return One(now, now.position)
+        then = self._report(p, events, p.compare_as_of, p.compare_position)
+        changes = reporting.compare(then, now)
+        return One({"now": now, "then": then, "changes": changes}, now.position)
+
+    def _report(
+        self,
+        p: q.ReportParams,
+        events: list[reporting.Positioned],
+        as_of: dt.date | None,
+        position: int | None,
+    ) -> reporting.Report:
+        try:
+            return reporting.report(
+                p.project_id,
+                events,
+                today=self.today(),
+                as_of=as_of,
+                position=position or None,
+                baseline=p.baseline,
+            )
+        except KeyError:
+            raise Rejected(
+                "not_found", f"project {p.project_id} has no baseline {p.baseline!r}"
+            ) from None
+
+    async def trend(self, p: q.TrendParams) -> One:
+        """Milestone trend analysis: each milestone's forecast at each report date."""
+        events = await project_events(self.log, p.project_id)
+        result = reporting.trend(p.project_id, events, today=self.today(), until=p.until)
+        return One(result, result.position)
+
+    # -- the status read model --------------------------------------------------------------------
     async def _project_rows(self, project_id: str) -> list[StatusRow]:
         return (await status_queries.load(self.pool, [project_id]))[project_id]
 
     def _judged(self, rows: list[StatusRow]) -> list[dict[str, Any]]:
         return health.judged(rows, self.today(), self.at_risk_gap)
 
-    async def milestone(self, params: Mapping[str, Any]) -> One:
-        position, stale = await self.consistent("status", params)
-        mid, pid = params.get("milestone_id"), params.get("project_id")
-        if not pid:
-            owners = await self.pool.fetch(
-                "SELECT project_id FROM ms_status WHERE milestone_id = $1", mid
-            )
+    async def milestone(self, p: q.MilestoneParams) -> One:
+        position, stale = await self.consistent("status", p)
+        pid = p.project_id
+        if pid is None:
+            owners = await status_queries.milestone_owners(self.pool, p.milestone_id)
             if len(owners) > 1:
                 raise Rejected(
                     "conflict",
-                    f"milestone id {mid} exists in projects "
-                    f"{', '.join(r['project_id'] for r in owners)}: add project_id",
+                    f"milestone id {p.milestone_id} exists in projects {', '.join(owners)}: "
+                    "add project_id",
                 )
-            pid = owners[0]["project_id"] if owners else None
+            pid = owners[0] if owners else None
         # health needs the predecessors: the whole project is judged (one indexed read)
-        found = (
-            [
-                r
-                for r in self._judged(await self._project_rows(str(pid)))
-                if r["milestone_id"] == mid
-            ]
-            if pid
-            else []
-        )
+        rows = self._judged(await self._project_rows(pid)) if pid else []
+        found = [r for r in rows if r["milestone_id"] == p.milestone_id]
         if not found:
-            where = f" in project {params.get('project_id')}" if params.get("project_id") else ""
+            where = f" in project {p.project_id}" if p.project_id else ""
             raise Rejected(
                 "not_found",
-                f"milestone {mid}{where} is not known (yet: pass min_position to wait for a write)",
+                f"milestone {p.milestone_id}{where} is not known "
+                "(yet: pass min_position to wait for a write)",
             )
         return One(found[0], position, stale)
 
-    async def project_milestones(self, params: Mapping[str, Any]) -> Page:
+    async def project_milestones(self, p: q.MilestonesParams) -> Page:
         """Judged together (health depends on predecessors), then filtered, sorted and paged."""
-        position, stale = await self.consistent("status", params)
-        pid = params.get("project_id")
-        limit = p_int(params, "limit", 100, 1, MAX_LIMIT)
-        sort = str(params.get("sort") or "order")
-        desc = sort.startswith("-")
-        if sort.lstrip("-") not in SORTS:
-            raise bad(
-                f"sort must be one of {', '.join(SORTS)} (prefix - for descending), got {sort!r}"
-            )
-        column, parse = SORTS[sort.lstrip("-")]
-        wanted_health = p_list(params, "health", HEALTH)
-        kinds = p_list(params, "kind", KINDS)
-        phase = params.get("phase") or None
-        due_from, due_to = p_date(params, "due_from"), p_date(params, "due_to")
-        cursor = decode_cursor(params)
-        after: tuple[Any, str] | None = None
-        if cursor is not None:
-            try:
-                after = (parse(cursor[0]), str(cursor[1]))
-            except Exception:
-                raise bad(
-                    "cursor does not fit this sort: pass next_cursor with the same sort"
-                ) from None
-        rows = await self._project_rows(str(pid))
-        if not rows and not await self.pool.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM audit_events WHERE project_id = $1)", pid
-        ):
-            raise Rejected("not_found", f"project {pid} is not known")
+        position, stale = await self.consistent("status", p)
+        column = p.sort.lstrip("-")
+        descending = p.sort.startswith("-")
+        after = self._sort_key(column, decode_cursor(p.cursor))
+        rows = await self._project_rows(p.project_id)
+        if not rows and not await audit_queries.project_known(self.pool, p.project_id):
+            raise Rejected("not_found", f"project {p.project_id} is not known")
         judged = [
             r
             for r in self._judged(rows)
-            if (wanted_health is None or r["health"] in wanted_health)
-            and (kinds is None or r["kind"] in kinds)
-            and (phase is None or r["phase"] == phase)
-            and (due_from is None or r["due"] >= due_from)
-            and (due_to is None or r["due"] <= due_to)
+            if (p.health is None or r["health"] in p.health)
+            and (p.kind is None or r["kind"] in p.kind)
+            and (p.phase is None or r["phase"] == p.phase)
+            and (p.due_from is None or r["due"] >= p.due_from)
+            and (p.due_to is None or r["due"] <= p.due_to)
         ]
-        judged.sort(key=lambda r: (r[column], r["milestone_id"]), reverse=desc)
+
+        def key(r: dict[str, Any]) -> tuple[Any, str]:
+            return r[column], r["milestone_id"]
+
+        judged.sort(key=key, reverse=descending)
         if after is not None:
-            judged = [
-                r
-                for r in judged
-                if (
-                    (r[column], r["milestone_id"]) < after
-                    if desc
-                    else (r[column], r["milestone_id"]) > after
-                )
-            ]
+            judged = [r for r in judged if (key(r) < after if descending else key(r) > after)]
         next_cursor = None
-        if len(judged) > limit:
-            judged = judged[:limit]
+        if len(judged) > p.limit:
+            judged = judged[: p.limit]
             key = judged[-1][column]
             next_cursor = encode_cursor(
                 [key.isoformat() if isinstance(key, dt.date) else key, judged[-1]["milestone_id"]]
             )
         return Page(judged, position, next_cursor, stale)
 
-    async def projects(self, params: Mapping[str, Any]) -> Page:
-        """Every project with its goals, milestones by health, next milestone and expected finish."""
-        position, stale = await self.consistent("status", params)
-        limit = p_int(params, "limit", 100, 1, MAX_LIMIT)
-        after = str((decode_cursor(params) or [""])[0])
-        where, args = "project_id > $1", [after]
-        if params.get("project_id"):
-            where += " AND project_id = $2"
-            args.append(str(params["project_id"]))
-        projects = await self.pool.fetch(
-            "SELECT project_id, name, goals, dependency_policy, created_at, position FROM ms_projects "
-            f"WHERE {where} ORDER BY project_id LIMIT {limit + 1}",
-            *args,
+    @staticmethod
+    def _sort_key(column: str, cursor: list[Any] | None) -> tuple[Any, str] | None:
+        if cursor is None:
+            return None
+        parse_key: dict[str, Callable[[Any], Any]] = {
+            "order": int,
+            "due": dt.date.fromisoformat,
+            "name": str,
+        }
+        try:
+            return parse_key[column](cursor[0]), str(cursor[1])
+        except (ValueError, TypeError, IndexError):
+            raise bad(
+                "cursor does not fit this sort: pass next_cursor with the same sort"
+            ) from None
+
+    async def _summaries(self, projects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        rows = await status_queries.load(self.pool, [p["project_id"] for p in projects])
+        return [{**p, **health.summary(self._judged(rows[p["project_id"]]))} for p in projects]
+
+    async def projects(self, p: q.ProjectsParams) -> Page:
+        """Every project with its goals, milestones by health, next milestone, expected finish."""
+        position, stale = await self.consistent("status", p)
+        after = str((decode_cursor(p.cursor) or [""])[0])
+        found = await status_queries.projects(self.pool, after=after, limit=p.limit + 1)
+        shown, next_cursor = page_of(found, p.limit, "project_id")
+        return Page(await self._summaries(shown), position, next_cursor, stale)
+
+    async def project(self, p: q.ProjectParams) -> One:
+        """One project: its goals, milestones by health, next milestone, expected finish."""
+        position, stale = await self.consistent("status", p)
+        found = await status_queries.projects(self.pool, only=p.project_id, limit=1)
+        if not found:
+            raise Rejected("not_found", f"project {p.project_id} is not known")
+        return One((await self._summaries(found))[0], position, stale)
+
+    async def status_reports(self, p: q.StatusReportsParams) -> Page:
+        """Status updates people posted (``StatusReported``), newest first."""
+        position, stale = await self.consistent("status", p)
+        cursor = decode_cursor(p.cursor)
+        rows = await status_queries.status_reports(
+            self.pool,
+            p.project_id,
+            milestone_id=p.milestone_id,
+            before=int(cursor[0]) if cursor else None,
+            limit=p.limit + 1,
         )
-        page = projects[:limit]
-        rows = await status_queries.load(self.pool, [p["project_id"] for p in page])
-        out = [{**dict(p), **health.summary(self._judged(rows[p["project_id"]]))} for p in page]
-        if params.get("project_id") and not out:
-            raise Rejected("not_found", f"project {params['project_id']} is not known")
-        next_cursor = encode_cursor([page[-1]["project_id"]]) if len(projects) > limit else None
-        return Page(out, position, next_cursor, stale)
+        shown, next_cursor = page_of(rows, p.limit)
+        return Page(shown, position, next_cursor, stale)
 
-    async def status_reports(self, params: Mapping[str, Any]) -> Page:
-        """Status updates people posted (``StatusReported``), newest first; ``milestone_id`` narrows."""
-        position, stale = await self.consistent("status", params)
-        limit = p_int(params, "limit", 100, 1, MAX_LIMIT)
-        args: list[Any] = [params.get("project_id")]
-        where = "project_id = $1"
-        if params.get("milestone_id"):
-            args.append(str(params["milestone_id"]))
-            where += " AND milestone_id = $2"
-        if (cursor := decode_cursor(params)) is not None:
-            args.append(int(cursor[0]))
-            where += f" AND position < ${len(args)}"
-        rows = await self.pool.fetch(
-            "SELECT position, project_id, milestone_id, reported_at, actor, health, note FROM ms_status_reports "
-            f"WHERE {where} ORDER BY position DESC LIMIT {limit + 1}",
-            *args,
+    async def subscriptions(self, p: q.SubscriptionsParams) -> Page:
+        """Who is told about a project (secrets are never shown, only whether one is set)."""
+        position, stale = await self.consistent("status", p)
+        rows = await status_queries.shown_subscriptions(
+            self.pool,
+            p.project_id,
+            after=int((decode_cursor(p.cursor) or [0])[0]),
+            limit=p.limit + 1,
         )
-        next_cursor = encode_cursor([rows[limit - 1]["position"]]) if len(rows) > limit else None
-        return Page([dict(r) for r in rows[:limit]], position, next_cursor, stale)
+        shown, next_cursor = page_of(rows, p.limit)
+        return Page(shown, position, next_cursor, stale)
 
-    async def history(self, params: Mapping[str, Any]) -> Page:
-        position, stale = await self.consistent("history", params)
-        mid, pid = params.get("milestone_id"), params.get("project_id")
-        limit = p_int(params, "limit", 100, 1, MAX_LIMIT)
-        after = p_int(params, "cursor_position", 0)
-        if (cursor := decode_cursor(params)) is not None:
-            after = int(cursor[0])
-        args: list[Any] = [mid, after]
-        extra = ""
-        if pid:
-            args.append(pid)
-            extra = " AND project_id = $3"
-        rows = await self.pool.fetch(
-            "SELECT position, project_id, milestone_id, occurred_at, recorded_at, type, old_due, new_due, reason, "
-            f"actor, source FROM ms_history WHERE milestone_id = $1 AND position > $2{extra} "
-            f"ORDER BY position LIMIT {limit + 1}",
-            *args,
+    # -- history and audit ------------------------------------------------------------------------
+    async def history(self, p: q.HistoryParams) -> Page:
+        position, stale = await self.consistent("history", p)
+        after = int((decode_cursor(p.cursor) or [0])[0])
+        rows = await history_queries.milestone_history(
+            self.pool, p.milestone_id, project_id=p.project_id, after=after, limit=p.limit + 1
         )
-        if not rows and not after:
-            await self.milestone({"milestone_id": mid, "project_id": pid})  # 404 when unknown
-        next_cursor = encode_cursor([rows[limit - 1]["position"]]) if len(rows) > limit else None
-        return Page([dict(r) for r in rows[:limit]], position, next_cursor, stale)
+        if not rows and not after:  # an empty history, or an unknown milestone: 404
+            known = q.MilestoneParams(milestone_id=p.milestone_id, project_id=p.project_id)
+            await self.milestone(known)
+        shown, next_cursor = page_of(rows, p.limit)
+        return Page(shown, position, next_cursor, stale)
 
-    def audit_filter(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
-        where: list[str] = []
-        args: list[Any] = []
-        for param, column in (
-            ("project_id", "project_id"),
-            ("milestone_id", "milestone_id"),
-            ("actor", "actor"),
-            ("source", "source"),
-            ("type", "type"),
-            ("correlation_id", "correlation_id"),
-        ):
-            if params.get(param):
-                args.append(str(params[param]))
-                where.append(f"{column} = ${len(args)}")
-        for param, op in (("from", ">="), ("to", "<")):
-            if (t := p_time(params, param)) is not None:
-                args.append(t)
-                where.append(f"occurred_at {op} ${len(args)}")
-        if (cursor := decode_cursor(params)) is not None:
-            args.append(int(cursor[0]))
-            where.append(f"position > ${len(args)}")
-        return (" WHERE " + " AND ".join(where)) if where else "", args
+    async def audit(self, p: q.AuditParams) -> Page:
+        position, stale = await self.consistent("audit", p)
+        rows = await audit_queries.events(self.pool, audit_filter(p), p.limit + 1)
+        shown, next_cursor = page_of(rows, p.limit)
+        return Page(shown, position, next_cursor, stale)
 
-    AUDIT_COLUMNS = (
-        "position, subject, project_id, milestone_id, type, event_id, actor, source, occurred_at, "
-        "recorded_at, correlation_id, causation_id, schema_version, payload"
-    )
+    async def audit_export(self, p: q.AuditParams) -> tuple[int, bool, AsyncIterator[Any]]:
+        """Every matching audit row, streamed (the filter is checked before the first row)."""
+        matching = audit_filter(p)
+        position, stale = await self.consistent("audit", p)
+        return position, stale, audit_queries.every_event(self.pool, matching)
 
-    async def audit(self, params: Mapping[str, Any]) -> Page:
-        position, stale = await self.consistent("audit", params)
-        limit = p_int(params, "limit", 100, 1, MAX_LIMIT)
-        where, args = self.audit_filter(params)
-        rows = await self.pool.fetch(
-            f"SELECT {self.AUDIT_COLUMNS} FROM audit_events{where} ORDER BY position LIMIT {limit + 1}",
-            *args,
+    async def rejections(self, p: q.RejectionsParams) -> Page:
+        position, stale = await self.consistent("rejections", p)
+        after = int((decode_cursor(p.cursor) or [0])[0])
+        rows = await audit_queries.rejections(self.pool, after=after, limit=p.limit + 1)
+        shown, next_cursor = page_of(rows, p.limit)
+        return Page(shown, position, next_cursor, stale)
+
+    # -- the runner's tables ----------------------------------------------------------------------
+    async def projections(self, p: q.ProjectionsParams) -> list[dict[str, Any]]:
+        """Each projection's position, lag, rate and parked count, beside the stream's last."""
+        rows, last = await asyncio.gather(
+            runner_queries.checkpoints(self.pool), self.log.last_sequence()
         )
-        next_cursor = encode_cursor([rows[limit - 1]["position"]]) if len(rows) > limit else None
-        return Page([dict(r) for r in rows[:limit]], position, next_cursor, stale)
+        return [{**r, "stream_last": last} for r in rows]
 
-    async def audit_export(self, params: Mapping[str, Any]) -> AsyncIterator[asyncpg.Record]:
-        """Every matching audit row, streamed through a server-side cursor (never all in memory)."""
-        where, args = self.audit_filter(params)
-        async with self.pool.acquire() as conn, conn.transaction():
-            async for row in conn.cursor(
-                f"SELECT {self.AUDIT_COLUMNS} FROM audit_events{where} ORDER BY position",
-                *args,
-                prefetch=500,
-            ):
-                yield row
-
-    async def rejections(self, params: Mapping[str, Any]) -> Page:
-        position, stale = await self.consistent("rejections", params)
-        limit = p_int(params, "limit", 100, 1, MAX_LIMIT)
-        after = int((decode_cursor(params) or [0])[0])
-        rows = await self.pool.fetch(
-            "SELECT position, inbox_seq, subject, received_at, code, message, payload FROM audit_rejections "
-            f"WHERE position > $1 ORDER BY position LIMIT {limit + 1}",
-            after,
+    async def parked(self, p: q.ParkedParams) -> list[dict[str, Any]]:
+        return await runner_queries.parked_events(
+            self.pool, projection=p.projection, limit=PARKED_SHOWN
         )
-        next_cursor = encode_cursor([rows[limit - 1]["position"]]) if len(rows) > limit else None
-        return Page([dict(r) for r in rows[:limit]], position, next_cursor, stale)
-
-    async def projections(self, stream_last: int) -> list[dict[str, Any]]:
-        rows = await self.pool.fetch(
-            f"SELECT c.projection, c.position, c.pending, c.rate, c.updated_at, "
-            f"(SELECT count(*) FROM {db.SCHEMA}.parked_events p WHERE p.projection = c.projection) AS parked "
-            f"FROM {db.SCHEMA}.checkpoints c ORDER BY c.projection"
-        )
-        return [{**dict(r), "stream_last": stream_last} for r in rows]
-
-    async def parked(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        args: list[Any] = []
-        where = ""
-        if params.get("projection"):
-            args.append(str(params["projection"]))
-            where = " WHERE projection = $1"
-        rows = await self.pool.fetch(
-            f"SELECT projection, position, subject, type, error, attempts, parked_at, payload "
-            f"FROM {db.SCHEMA}.parked_events{where} ORDER BY projection, position LIMIT 1000",
-            *args,
-        )
-        return [dict(r) for r in rows]

@@ -187,3 +187,16 @@ REACHES_DEFAULT: dict[str, type[Event]] = {
 def test_an_untaught_type_is_never_skipped_silently(where: str, event: Event) -> None:
     with pytest.raises(UnhandledEvent, match=type(event).__name__):
         HANDLERS[where](event)
+
+
+def test_the_union_lists_every_event_type_once() -> None:
+    """``events.AnyEvent`` is written out for the type checker; it must be the contract's types."""
+    from typing import get_args
+
+    from events import AnyEvent
+    from events.milestone import MILESTONE_EVENTS
+    from events.project import PROJECT_EVENTS
+
+    members = get_args(AnyEvent)
+    assert len(members) == len(set(members))
+    assert set(members) == set(MILESTONE_EVENTS + PROJECT_EVENTS)

@@ -153,11 +153,12 @@ def consequences(
     me = milestones.get(moved)
     if me is None or me.finish is None:
         return out
-    for pred, lag in sorted(state.dependencies.get(moved, {}).items()) if not me.closed else ():
+    own_due = None if me.closed else me.due
+    for pred, lag in sorted(state.dependencies.get(moved, {}).items()) if own_due else ():
         p = milestones.get(pred)
-        if p is None or p.cancelled or p.finish is None:
+        if p is None or p.cancelled or p.finish is None or own_due is None:
             continue
-        if (v := _violation(state.project_id, me, pred, p.finish, lag, me.due)) is not None:  # type: ignore[arg-type]
+        if (v := _violation(state.project_id, me, pred, p.finish, lag, own_due)) is not None:
             out.append((v, cause))
 
     succs = _successors(state)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from events import Reply, decode_stored
+from events import Reply, decode_stored, event_of
 from events.subjects import RECEIPTS_PREFIX
 from services import domain
 from services.eventlog.log import (
@@ -224,7 +224,7 @@ class Committer:
                 messages = await self.log.read_subject(subject, after=base.seq if base else 0)
             try:
                 for m in messages:
-                    state = domain.evolve(state, decode_stored(m.data).data)  # type: ignore[arg-type]
+                    state = domain.evolve(state, event_of(decode_stored(m.data)))
             except (ValueError, TypeError) as exc:  # msgspec errors, UnknownSchemaVersion
                 log.error("aggregate history unreadable", subject=subject, error=str(exc))
                 unreadable[subject] = (

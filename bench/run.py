@@ -35,7 +35,13 @@ from bench import raw
 from bench.http import Connection
 from bench.workload import project_messages, reschedule, synthetic_history
 from events import REPLY_DECODER
-from events.subjects import EVENTS_STREAM, INBOX_STREAM
+from events.subjects import (
+    ALL_EVENTS,
+    EVENTS_STREAM,
+    INBOX_STREAM,
+    command_subject,
+    inbox_subject,
+)
 from services.app.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from services.eventlog.log import EventLog, OutgoingMessage
 
@@ -190,7 +196,7 @@ async def intake_commands(nc: NATS, projects: list[str], publishers: int) -> dic
             for type_, body in project_messages(project):
                 t0 = time.perf_counter()
                 reply = REPLY_DECODER.decode(
-                    (await nc.request(f"milestones.commands.{type_}", body, timeout=60)).data
+                    (await nc.request(command_subject(type_), body, timeout=60)).data
                 )
                 latencies.append(time.perf_counter() - t0)
                 if not reply.accepted:
@@ -218,7 +224,7 @@ async def intake_inbox(nc: NATS, projects: list[str]) -> dict:
     js = nc.jetstream(publish_async_max_pending=4000)
     bodies = [(t, b) for p in projects for t, b in project_messages(p)]
     started = time.perf_counter()
-    futures = [await js.publish_async(f"milestones.inbox.{t}", b) for t, b in bodies]
+    futures = [await js.publish_async(inbox_subject(t), b) for t, b in bodies]
     await asyncio.gather(*futures)
     published = time.perf_counter() - started
 
@@ -271,7 +277,7 @@ async def freshness(nc: NATS, dsn: str, projects: list[str], rate: int, seconds:
         nonlocal failures
         project, milestone = targets[i % len(targets)]
         msg = await nc.request(
-            "milestones.commands.MilestoneRescheduled",
+            command_subject("MilestoneRescheduled"),
             reschedule(project, milestone, i),
             timeout=30,
         )
@@ -347,7 +353,7 @@ async def top_up(nc: NATS, events: int) -> int:
     """Append synthetic projects' events (decided by the pure core, no receipts) until the stream
     holds ``events`` events; returns how many were appended."""
     log = EventLog(nc, timeout=30)
-    have, _, _ = await raw.ordered_read(nc, EVENTS_STREAM, "milestones.events.>")
+    have, _, _ = await raw.ordered_read(nc, EVENTS_STREAM, ALL_EVENTS)
     appended, n = 0, 0
     batch: list[OutgoingMessage] = []
     while have + appended + len(batch) < events:
@@ -443,7 +449,7 @@ def _with_database(url: str, name: str) -> str:
 async def ready(stack: Stack, nc: NATS) -> None:
     async def intake_answers() -> bool:
         try:
-            await nc.request("milestones.commands.ProjectCreated", b"{}", timeout=0.5)
+            await nc.request(command_subject("ProjectCreated"), b"{}", timeout=0.5)
             return True
         except Exception:  # noqa: BLE001 - not up yet
             return False
@@ -507,7 +513,7 @@ async def run(opts: Options, report: Callable[[str], None]) -> dict:
             results["intake_inbox"] = await intake_inbox(
                 nc, [f"inbox{i}" for i in range(opts.inbox_projects)]
             )
-            _, _, last = await raw.ordered_read(nc, EVENTS_STREAM, "milestones.events.>")
+            _, _, last = await raw.ordered_read(nc, EVENTS_STREAM, ALL_EVENTS)
             await until(
                 lambda: projections_caught_up(dsn, last), 600, "projections to catch up", stack
             )
@@ -524,12 +530,12 @@ async def run(opts: Options, report: Callable[[str], None]) -> dict:
             if opts.events:
                 report(f"rebuild: topping the stream up to {opts.events} events")
                 results["top_up_appended"] = await top_up(nc, opts.events)
-            _, _, last = await raw.ordered_read(nc, EVENTS_STREAM, "milestones.events.>")
+            _, _, last = await raw.ordered_read(nc, EVENTS_STREAM, ALL_EVENTS)
             await until(
                 lambda: projections_caught_up(dsn, last), 900, "projections to catch up", stack
             )
             # timed once the live projections are idle, as the rebuilds will be
-            events, per_s, _ = await raw.ordered_read(nc, EVENTS_STREAM, "milestones.events.>")
+            events, per_s, _ = await raw.ordered_read(nc, EVENTS_STREAM, ALL_EVENTS)
             limits["ordered_read"] = round(per_s)
             results["rebuild"] = {}
             for names in (["status", "history", "audit"], ["status"], ["history"], ["audit"]):

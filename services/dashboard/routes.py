@@ -19,7 +19,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 from litestar.response import Redirect, Stream
 
-from events.errors import Rejected
+from events.errors import Rejected, http_status
 from projections import history, status
 from services.dashboard import model, pages, svg
 from services.domain import health, reporting
@@ -38,12 +38,16 @@ def _html(body: str, status: int = 200) -> Response[str]:
     return Response(body, status_code=status, media_type=HTML)
 
 
+def error_page(exc: Rejected) -> Response[str]:
+    status = http_status(exc.code)
+    return _html(pages.error_page(status, exc.message), status)
+
+
 async def _page(render: Callable[[], Awaitable[str]]) -> Response[str]:
     try:
         return _html(await render())
     except Rejected as exc:
-        status = 404 if exc.code == "not_found" else 400
-        return _html(pages.error_page(status, exc.message), status)
+        return error_page(exc)
 
 
 async def _svg_file(render: Callable[[], Awaitable[tuple[str, str]]]) -> Response:
@@ -51,8 +55,7 @@ async def _svg_file(render: Callable[[], Awaitable[tuple[str, str]]]) -> Respons
     try:
         body, filename = await render()
     except Rejected as exc:
-        status = 404 if exc.code == "not_found" else 400
-        return _html(pages.error_page(status, exc.message), status)
+        return error_page(exc)
     return Response(
         body,
         media_type="image/svg+xml",

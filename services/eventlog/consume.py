@@ -8,10 +8,30 @@ from collections.abc import Awaitable, Callable
 
 import nats
 import structlog
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
 log = structlog.get_logger("milestones.consume")
+
+
+async def durable_pull(
+    nc: NATS, subject: str, *, durable: str, stream: str, ack_wait: float, max_ack_pending: int
+) -> JetStreamContext.PullSubscription:
+    """A durable pull consumer from the stream's start, with explicit acks: what is not acked
+    (a crash, a nack) comes back."""
+    return await nc.jetstream().pull_subscribe(
+        subject,
+        durable=durable,
+        stream=stream,
+        config=ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=ack_wait,
+            max_ack_pending=max_ack_pending,
+        ),
+    )
 
 
 async def consume_batches(

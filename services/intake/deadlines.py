@@ -27,12 +27,11 @@ from collections.abc import Callable
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from events import ENCODER, MilestonePlanned, MilestoneRescheduled, decode_stored
 from events.subjects import EVENTS_STREAM, MILESTONE_EVENTS, inbox_subject, schedule_subject
 from services.domain.milestone import deadline
-from services.eventlog.consume import consume_batches
+from services.eventlog.consume import consume_batches, durable_pull
 
 log = structlog.get_logger("milestones.scheduler")
 SCHEDULER_DURABLE = "milestones-scheduler"
@@ -84,16 +83,13 @@ class Scheduler:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        psub = await self.js.pull_subscribe(
+        psub = await durable_pull(
+            self.nc,
             MILESTONE_EVENTS,
             durable=SCHEDULER_DURABLE,
             stream=EVENTS_STREAM,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=60,
-                max_ack_pending=self.batch * 2,
-            ),
+            ack_wait=60,
+            max_ack_pending=self.batch * 2,
         )
         await consume_batches(psub, self.batch, self.poll, stop, self._schedule_batch, "scheduler")
 

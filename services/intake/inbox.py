@@ -13,10 +13,9 @@ import asyncio
 
 import structlog
 from nats.aio.client import Client as NATS
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from events.subjects import INBOX, INBOX_STREAM
-from services.eventlog.consume import consume_batches
+from services.eventlog.consume import consume_batches, durable_pull
 from services.intake.service import IntakeService
 
 log = structlog.get_logger("milestones.inbox")
@@ -33,15 +32,12 @@ class InboxConsumer:
         self.poll = poll
 
     async def run(self, stop: asyncio.Event) -> None:
-        psub = await self.nc.jetstream().pull_subscribe(
+        psub = await durable_pull(
+            self.nc,
             INBOX,
             durable=INBOX_DURABLE,
             stream=INBOX_STREAM,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=60,
-                max_ack_pending=self.batch * 4,
-            ),
+            ack_wait=60,
+            max_ack_pending=self.batch * 4,
         )
         await consume_batches(psub, self.batch, self.poll, stop, self.intake.handle_inbox, "inbox")

@@ -33,14 +33,13 @@ import asyncpg
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from events import MilestoneEvent, ProjectEvent, StoredEvent, decode_stored
 from events.subjects import ALL_EVENTS, EVENTS_STREAM
 from projections.status import queries as status_queries
 from projections.watch import CheckpointWatcher
 from services.domain import health
-from services.eventlog.consume import consume_batches
+from services.eventlog.consume import consume_batches, durable_pull
 from services.notify import digest
 from services.notify.decision import event_notifications, matching
 from services.notify.outbox import Notification, Subscription, delivery_id, enqueue, subscriptions
@@ -97,16 +96,13 @@ class Notifier:
     async def run(self, stop: asyncio.Event) -> None:
         """Needs its tables (``ensure_schema``: the wiring creates them for the query service and
         the notifier) and the status read model kept by a projection runner somewhere."""
-        psub = await self.nc.jetstream().pull_subscribe(
+        psub = await durable_pull(
+            self.nc,
             ALL_EVENTS,
             durable=NOTIFIER_DURABLE,
             stream=EVENTS_STREAM,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=120,
-                max_ack_pending=self.batch * 2,
-            ),
+            ack_wait=120,
+            max_ack_pending=self.batch * 2,
         )
         tasks = [
             asyncio.create_task(

@@ -193,9 +193,12 @@ class Queries(NotifyQueries):
         next_cursor = None
         if len(judged) > p.limit:
             judged = judged[: p.limit]
-            key = judged[-1][column]
+            last = judged[-1][column]
             next_cursor = encode_cursor(
-                [key.isoformat() if isinstance(key, dt.date) else key, judged[-1]["milestone_id"]]
+                [
+                    last.isoformat() if isinstance(last, dt.date) else last,
+                    judged[-1]["milestone_id"],
+                ]
             )
         return Page(judged, position, next_cursor, stale)
 

@@ -9,7 +9,7 @@ import json
 import re
 
 from events import ENCODER
-from tests.conftest import cloudevent, plan_project, request
+from tests.conftest import caught_up, cloudevent, plan_project, request
 from tests.test_cli import run
 
 
@@ -290,3 +290,179 @@ async def test_the_csv_export_has_the_audit_columns(api, nc):
     header = next(csv.reader(io.StringIO(exported.text)))
     assert tuple(header) == COLUMNS and exported.headers["x-stale"] == "false"
     assert 'filename="audit.csv"' in exported.headers["content-disposition"]
+
+
+# -- what the queries answered before the registry, they answer again ---------------------------
+async def ask(nc, name: str, **params: object) -> dict:
+    reply = await nc.request(f"milestones.query.{name}", ENCODER.encode(params), timeout=10)
+    return json.loads(reply.data)
+
+
+def projects_table_as_before(page: dict) -> str:
+    """`milestones projects` as the CLI printed it before the registry (services/cli_read.py)."""
+    columns = ["project_id", "name", "milestones", "by_health", "next", "expected_finish", "goals"]
+    rows = [
+        {
+            **p,
+            "by_health": ", ".join(f"{n} {h}" for h, n in p["by_health"].items()),
+            "next": p["next_milestone"]
+            and f"{p['next_milestone']['milestone_id']} {p['next_milestone']['due']}",
+        }
+        for p in page["data"]
+    ]
+
+    def cell(value: object) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, list):
+            return "; ".join(map(str, value))
+        return str(value) if len(str(value)) <= 60 else str(value)[:57] + "..."
+
+    cells = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "".join(line + "\n" for line in lines)
+
+
+async def test_projects_with_project_id_is_a_page_of_that_one(api, nc, settings):
+    await seed(nc)
+    goal = cloudevent("ProjectCreated", {"project_id": "zeta", "name": "Z", "goals": ["ship"]})
+    position = (await request(nc, goal)).events[-1].position
+    everything = (await api.get("/projects", params={"min_position": position})).json()
+    assert [p["project_id"] for p in everything["data"]] == ["apollo", "zeta"]
+    one = {"project_id": "zeta", "min_position": position}
+    page = (await api.get("/projects", params=one)).json()
+    assert [p["project_id"] for p in page["data"]] == ["zeta"] and "next_cursor" not in page
+    assert page["data"][0] == everything["data"][1]
+    assert await ask(nc, "projects", **one) == page
+    unknown = await api.get("/projects", params={"project_id": "nobody"})
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "not_found")
+    assert (await ask(nc, "projects", project_id="nobody"))["error"]["code"] == "not_found"
+    env = {"MILESTONES_NATS_URL": settings.nats_url}
+    code, out, _ = await run("projects", "apollo", "--json", env=env)
+    answered = json.loads(out)
+    assert code == 0 and [p["project_id"] for p in answered["data"]] == ["apollo"]
+    code, out, _ = await run("projects", "apollo", env=env)
+    assert code == 0 and out == projects_table_as_before(answered)
+    code, out, _ = await run("projects", env=env)
+    assert code == 0 and out == projects_table_as_before(everything)
+
+
+async def test_digest_over_nats_records_or_sends_and_the_get_route_previews(api, nc, db_url):
+    subscribe = cloudevent(
+        "StakeholderSubscribed",
+        {"project_id": "apollo", "stakeholder": "board", "url": "http://127.0.0.1:9/hook"},
+    )
+    reply = await request(nc, [*plan_project("apollo", "design"), subscribe])
+    await caught_up(db_url, reply.events[-1].position)
+
+    async def queued() -> int:
+        params = {"project_id": "apollo", "kind": "project.digest"}
+        return len((await api.get("/deliveries", params=params)).json()["data"])
+
+    shown = await api.get("/projects/apollo/digest", params={"send": "true", "record": "yes"})
+    assert shown.status_code == 200 and shown.json()["data"]["queued_deliveries"] == 0
+    assert await queued() == 0
+    assert (await ask(nc, "digest", project_id="apollo"))["data"]["digest"]["since_position"] == 0
+    sent = (await ask(nc, "digest", project_id="apollo", send="true"))["data"]
+    assert sent["queued_deliveries"] == 1 and await queued() == 1
+    done = await request(
+        nc,
+        cloudevent(
+            "TaskCompleted", {"project_id": "apollo", "milestone_id": "design", "task_id": "t1"}
+        ),
+    )
+    await caught_up(db_url, done.events[-1].position)
+    recorded = (await ask(nc, "digest", project_id="apollo", record=True))["data"]
+    assert recorded["queued_deliveries"] == 0 and await queued() == 1
+    assert recorded["digest"]["since_position"] == sent["digest"]["position"]
+    assert [c["summary"] for c in recorded["digest"]["changes"]] == ["design: task t1 completed"]
+    after = (await ask(nc, "digest", project_id="apollo"))["data"]["digest"]
+    assert after["since_position"] == recorded["digest"]["position"] and after["changes"] == []
+
+
+async def test_history_starts_after_cursor_position(api, nc):
+    position = await seed(nc)
+    params = {"min_position": position}
+    both = (await api.get("/milestones/design/history", params=params)).json()["data"]
+    assert [h["type"] for h in both] == ["MilestonePlanned", "MilestoneRescheduled"]
+    params["cursor_position"] = both[0]["position"]
+    rest = (await api.get("/milestones/design/history", params=params)).json()
+    assert [h["type"] for h in rest["data"]] == ["MilestoneRescheduled"]
+    assert await ask(nc, "history", milestone_id="design", **params) == rest
+    params["cursor_position"] = both[1]["position"]
+    past = await api.get("/milestones/design/history", params=params)
+    assert (past.status_code, past.json()["data"]) == (200, [])  # past the end: an empty page
+
+
+async def test_format_json_is_taken_by_every_route(api, nc):
+    position = await seed(nc)
+    for path in ("/projects/apollo/milestones", "/projects/apollo", "/milestones/design/history"):
+        plain = await api.get(path, params={"min_position": position})
+        as_json = await api.get(path, params={"min_position": position, "format": "json"})
+        assert (as_json.status_code, as_json.json()) == (200, plain.json()), path
+    refused = await api.get("/projects/apollo/milestones", params={"format": "csv"})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (400, "invalid")
+
+
+async def test_audit_filters_take_what_the_contract_takes(api, nc):
+    source, actor = "urn:" + "s" * 296, "a" * 256
+    event = cloudevent(
+        "ProjectCreated",
+        {"project_id": "far", "name": "Far"},
+        source=source,
+        actor=actor,
+        correlationid="c" * 256,
+    )
+    reply = await request(nc, event)
+    assert reply.accepted, reply
+    found = {"min_position": reply.events[-1].position}
+    for name, value in (("source", source), ("actor", actor), ("correlation_id", "c" * 256)):
+        rows = (await api.get("/audit", params={**found, name: value})).json()["data"]
+        assert [(r["project_id"], r[name]) for r in rows] == [("far", value)], name
+    assert len((await ask(nc, "audit", source=source, **found))["data"]) == 1
+
+
+async def test_subscriptions_answer_every_one_in_a_page(api, nc):
+    subscribed = [
+        cloudevent(
+            "StakeholderSubscribed",
+            {"project_id": "big", "stakeholder": f"s{i:03}", "url": f"http://127.0.0.1:9/{i}"},
+        )
+        for i in range(105)
+    ]
+    created = cloudevent("ProjectCreated", {"project_id": "big", "name": "B"})
+    for batch in ([created, *subscribed[:99]], subscribed[99:]):  # at most 100 a batch
+        reply = await request(nc, batch)
+        assert reply.accepted, reply
+    params = {"min_position": reply.events[-1].position}
+    page = (await api.get("/projects/big/subscriptions", params=params)).json()
+    assert len(page["data"]) == 105 and "next_cursor" not in page
+    first = (await api.get("/projects/big/subscriptions", params={**params, "limit": 100})).json()
+    rest = await api.get(
+        "/projects/big/subscriptions", params={"cursor": first["next_cursor"], **params}
+    )
+    assert [len(first["data"]), len(rest.json()["data"])] == [100, 5]
+
+
+async def test_a_cursor_over_long_names_and_integral_numbers_over_nats(api, nc):
+    rocket = "\U0001f680" * 200  # a name of 200 four-byte characters
+    ces = plan_project("wide", "m1", tasks=()) + plan_project("wide", "m2", tasks=())[1:]
+    for ce in ces[1:]:
+        ce["data"]["name"] = rocket
+    position = (await request(nc, ces)).events[-1].position
+    params = {"min_position": position, "sort": "name", "limit": 1}
+    first = (await api.get("/projects/wide/milestones", params=params)).json()
+    assert len(first["next_cursor"]) > 1000
+    second = await api.get(
+        "/projects/wide/milestones", params={**params, "cursor": first["next_cursor"]}
+    )
+    assert [m["milestone_id"] for m in second.json()["data"]] == ["m2"], second.text
+    over_nats = await ask(nc, "milestones", project_id="wide", limit=1.0, min_position=position)
+    assert [m["milestone_id"] for m in over_nats["data"]] == ["m1"]
+    refused = await ask(nc, "milestones", project_id="wide", limit=1.5)
+    assert refused["error"] == {
+        "code": "invalid",
+        "message": "limit must be a whole number, got 1.5",
+    }

@@ -21,9 +21,17 @@ from services.cli.main import build_parser
 from services.query import text
 from services.query.http_routes import query_routes
 from services.query.nats_handlers import answer
-from services.query.params import One, Params, Position, parse, specs
+from services.query.params import One, Params, Position, encode_cursor, parse, specs
 from services.query.registry import BY_NAME, QUERIES, Cli, Query
-from services.query.requests import AuditParams, DeliveriesParams, MilestonesParams
+from services.query.requests import (
+    AuditParams,
+    DeliveriesParams,
+    DigestParams,
+    HistoryParams,
+    MilestonesParams,
+    ProjectsParams,
+    SubscriptionsParams,
+)
 
 NO_QUERIES: Any = object()  # a bad parameter is refused before any query runs
 
@@ -47,6 +55,7 @@ def test_every_entry_is_whole():
         assert all(params[p].required for p in q.path_params), q.name
         assert q.formats[0] == "json" and (len(q.formats) > 1) == (q.export is not None), q.name
         assert q.export is None or q.export_columns, q.name
+        assert all(n in params and not params[n].required for n in q.nats_only), q.name
         if q.cli is not None:
             assert set(q.cli.args) | set(q.cli.flags) <= set(params), q.name
             assert q.cli.when is None or q.cli.when.startswith("--") or q.cli.when in params
@@ -107,8 +116,13 @@ async def test_openapi_lists_every_parameter_with_its_type(client):
     assert "missed" in health["schema"]["items"]["enum"]
     assert listed["audit"]["from"]["schema"]["format"] == "date-time"
     assert listed["audit"]["format"]["schema"]["enum"] == ["json", "jsonl", "csv"]
+    assert listed["milestones"]["format"]["schema"]["enum"] == ["json"]
+    assert {"record", "send"}.isdisjoint(listed["digest"])  # the GET route previews, always
+    assert listed["history"]["cursor_position"]["schema"]["minimum"] == 0
+    assert listed["audit"]["source"]["schema"]["maxLength"] == 512
+    assert listed["subscriptions"]["limit"]["schema"]["default"] == 1000
     for name, q in BY_NAME.items():
-        expected = {s.name for s in specs(q.params)} | ({"format"} if q.export else set())
+        expected = {s.name for s in specs(q.params)} - set(q.nats_only) | {"format"}
         assert set(listed[name]) == expected, name
         operation = doc["paths"][q.path][q.method.lower()]
         assert operation["operationId"] == name and q.role in operation["description"]
@@ -171,7 +185,22 @@ BAD = [
         {"actor": "a\x00b"},
         "audit",
         {"actor": "a\x00b"},
-        "actor must be text of at most 200 characters without control characters, got 'a\\x00b'",
+        "actor must be text of at most 256 characters without control characters, got 'a\\x00b'",
+    ),
+    (
+        "/audit",
+        {"source": "s" * 513},
+        "audit",
+        {"source": "s" * 513},
+        f"source must be text of at most 512 characters without control characters, "
+        f"got '{'s' * 513}'",
+    ),
+    (
+        "/milestones/design/history",
+        {"cursor_position": "-1"},
+        "history",
+        {"milestone_id": "design", "cursor_position": -1},
+        "cursor_position must be between 0 and 9223372036854775807, got -1",
     ),
     (
         "/projects/moon.*/trend",
@@ -223,11 +252,23 @@ async def test_over_nats_an_unknown_name_or_a_body_that_is_not_an_object_is_refu
         assert json.loads(await answer(NO_QUERIES, "audit", body))["error"]["code"] == "invalid"
     missing = json.loads(await answer(NO_QUERIES, "trend", b"{}"))
     assert missing["error"] == {"code": "invalid", "message": "project_id is required"}
+    body = b'{"project_id": "apollo", "send": "maybe"}'  # send and record are NATS only
+    maybe = json.loads(await answer(NO_QUERIES, "digest", body))
+    assert maybe["error"] == {
+        "code": "invalid",
+        "message": "send must be true or false, got 'maybe'",
+    }
 
 
 async def test_an_export_format_is_checked_and_litestars_own_errors_keep_the_contract(client):
     r = await client.get("/audit", params={"format": "xml"})
     assert r.json()["error"]["message"] == "format must be json, jsonl, csv, got 'xml'"
+    for path in ("/projects/apollo/milestones", "/projects", "/projections"):
+        r = await client.get(path, params={"format": "csv"})
+        assert (r.status_code, r.json()["error"]) == (
+            400,
+            {"code": "invalid", "message": "format must be json, got 'csv'"},
+        ), path
     r = await client.delete("/audit")
     assert r.status_code == 405 and r.json()["accepted"] is False
 
@@ -243,6 +284,35 @@ def test_parameters_read_query_strings_and_json_alike():
     assert naive.occurred_to == dt.datetime(2026, 1, 6, tzinfo=dt.UTC)
     with pytest.raises(Rejected, match="limit is given 2 times: give it once"):
         parse(DeliveriesParams, {"limit": ["1", "2"]})
+
+
+def test_what_the_queries_took_before_the_registry_they_take_again():
+    # a JSON number with an integral value, as int() took it
+    assert parse(MilestonesParams, {"project_id": "a", "limit": 5.0}).limit == 5
+    for wrong in (5.5, float("inf"), float("nan"), True):
+        with pytest.raises(Rejected, match="limit must be a whole number"):
+            parse(MilestonesParams, {"project_id": "a", "limit": wrong})
+    # a keyset cursor over a 200-character name of 4-byte characters
+    cursor = encode_cursor(["\U0001f680" * 200, "m" * 64])
+    assert len(cursor) > 1000 and parse(MilestonesParams, {"project_id": "a", "cursor": cursor})
+    with pytest.raises(Rejected, match="cursor must be text of at most 4096"):
+        parse(MilestonesParams, {"project_id": "a", "cursor": "c" * 4097})
+    # the audit filters take what the CloudEvent contract takes
+    longest = {"actor": "a" * 256, "source": "s" * 512, "correlation_id": "c" * 256}
+    audit = parse(AuditParams, longest)
+    assert (audit.actor, audit.source, audit.correlation_id) == tuple(longest.values())
+    assert parse(SubscriptionsParams, {"project_id": "a"}).limit == 1000
+    assert parse(HistoryParams, {"milestone_id": "m", "cursor_position": "7"}).cursor_position == 7
+    assert parse(ProjectsParams, {"project_id": "apollo"}).project_id == "apollo"
+    for raw, record, send in (
+        ({}, False, False),
+        ({"record": "yes"}, True, False),
+        ({"send": True, "record": "0"}, False, True),
+        ({"send": "1"}, False, True),
+        ({"send": "TRUE"}, False, True),
+    ):
+        d = parse(DigestParams, {"project_id": "a", **raw})
+        assert (d.record, d.send) == (record, send), raw
 
 
 # -- the CLI -------------------------------------------------------------------------------------
@@ -285,7 +355,7 @@ def test_parameters_read_query_strings_and_json_alike():
         (["deliveries", "--status", "failed"], "deliveries", {"status": "failed"}),
         (["deliveries", "--retry", "d1"], "retry_delivery", {"id": "d1"}),
         (["projects"], "projects", {}),
-        (["projects", "apollo"], "project", {"project_id": "apollo"}),
+        (["projects", "apollo"], "projects", {"project_id": "apollo"}),
         (["subscriptions", "apollo"], "subscriptions", {"project_id": "apollo"}),
         (
             ["reports", "apollo", "--milestone", "m1"],
@@ -302,6 +372,9 @@ def test_each_read_command_asks_its_query(argv, name, params):
 
 
 def test_every_flag_the_read_commands_had_is_still_accepted():
+    for argv in ("digest p --send true", "digest p --record true"):
+        with pytest.raises(SystemExit):  # the CLI's digest sends, or --preview only shows it
+            build_parser().parse_args(argv.split())
     for argv in (
         "status p --json --min-position 1 --cursor c --limit 2 --health late --kind time "
         "--sort due",
@@ -375,6 +448,7 @@ async def test_a_new_query_is_one_entry():
         "at",
         "min_position",
         "wait_ms",
+        "format",
     }
     over_nats = await answer(NO_QUERIES, "echo", b'{"project_id": "x", "n": 2}', {"echo": ECHO})
     assert json.loads(over_nats)["data"]["n"] == 2

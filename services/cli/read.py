@@ -74,7 +74,7 @@ def add_command(
     for query in group:
         cli = cli_of(query)
         selects = "" if query is default else cli.when  # its argument picks this query
-        fields = {s.name: s for s in specs(query.params)}
+        fields = {s.name: s for s in specs(query.params) if s.name not in query.nats_only}
         for name in (*cli.args, *(n for n in fields if n not in cli.args)):
             if name in seen:
                 continue

@@ -35,8 +35,11 @@ def query_routes(
 def endpoint(query: Query[Any], queries: Queries) -> HTTPRouteHandler:
     async def answer(request: Request) -> Response[bytes] | Stream:
         raw = request_params(request)
+        for name in query.nats_only:
+            raw.pop(name, None)
         try:
-            fmt = raw.pop("format", "json") if len(query.formats) > 1 else "json"
+            # every route takes format=json (clients send it everywhere); exports add others
+            fmt = raw.pop("format", None) or "json"
             if fmt not in query.formats:
                 raise bad(f"format must be {', '.join(query.formats)}, got {fmt!r}")
             if fmt == "json":

@@ -35,6 +35,12 @@ async def answer(
         return ENCODER.encode(Reply.fail(exc.code, exc.message))
 
 
+def listed(query: Query[Any]) -> str:
+    """A query in the subscriber's description: its role, and the parameters only NATS takes."""
+    only = f"; {', '.join(query.nats_only)}" if query.nats_only else ""
+    return f"{query.name} ({query.role}{only})"
+
+
 def register_queries(broker: NatsBroker, queries: Queries, workers: int = 64) -> None:
     @broker.subscriber(
         QUERIES,
@@ -42,7 +48,7 @@ def register_queries(broker: NatsBroker, queries: Queries, workers: int = 64) ->
         max_workers=workers,
         title="milestones.query.<name>",
         description="Request/reply queries, one per name: "
-        + "; ".join(f"{q.name} ({q.role})" for q in BY_NAME.values())
+        + "; ".join(map(listed, BY_NAME.values()))
         + ". Body: a JSON object of the query's parameters (as over HTTP); the reply is its "
         "JSON answer or the contract's error JSON.",
     )

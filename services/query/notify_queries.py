@@ -40,15 +40,19 @@ class NotifyQueries:
         raise NotImplementedError  # Queries.consistent
 
     async def digest(self, p: q.DigestParams) -> One:
-        """The project's digest as it would be sent now (nothing is recorded or sent)."""
+        """The project's digest as it would be sent now: nothing is recorded or sent, unless
+        ``send`` (what ``digest_send`` does) or ``record`` (kept as the last digest, so the next
+        one reports what changed since, but not sent)."""
+        if p.send:
+            return await self.digest_send(p)
         position, stale = await self.consistent("status", p)
         async with self.pool.acquire() as conn:
             built = await digest.build(
-                conn, p.project_id, self.today(), self.at_risk_gap, record=False
+                conn, p.project_id, self.today(), self.at_risk_gap, record=p.record
             )
         return One({"digest": built, "queued_deliveries": 0}, position, stale)
 
-    async def digest_send(self, p: q.DigestParams) -> One:
+    async def digest_send(self, p: q.DigestSendParams) -> One:
         """Build the digest, keep it as the last one (the next reports what changed since) and
         queue it for the project's subscribers."""
         position, stale = await self.consistent("status", p)

@@ -59,16 +59,20 @@ def parameter(spec: Spec, in_path: bool) -> OpenAPIParameter:
 
 
 def parameters(query: Query) -> list[OpenAPIParameter]:
-    found = [parameter(s, s.name in query.path_params) for s in specs(query.params)]
-    if len(query.formats) > 1:
-        found.append(
-            OpenAPIParameter(
-                name="format",
-                param_in="query",
-                schema=Schema(type=OpenAPIType.STRING, enum=list(query.formats), default="json"),
-                description="json: a page; the others stream every match",
-            )
+    found = [
+        parameter(s, s.name in query.path_params)
+        for s in specs(query.params)
+        if s.name not in query.nats_only
+    ]
+    exports = len(query.formats) > 1
+    found.append(
+        OpenAPIParameter(
+            name="format",
+            param_in="query",
+            schema=Schema(type=OpenAPIType.STRING, enum=list(query.formats), default="json"),
+            description="json: a page; the others stream every match" if exports else "only json",
         )
+    )
     return sorted(found, key=lambda p: p.param_in != "path")
 
 

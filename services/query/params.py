@@ -25,17 +25,28 @@ MAX_WAIT_MS = 30_000
 
 Limit = Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT, description="rows a page")]
 Position = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1, description="a stream position")]
+# A keyset cursor carries the last row's key: over a 200-character name of 4-byte characters it
+# is ~1,160 characters, so the bound leaves room for any key a page ends on.
 Cursor = Annotated[
-    str, msgspec.Meta(max_length=1000, description="next_cursor of the previous page, unchanged")
-]
-Text = Annotated[
     str,
     msgspec.Meta(
-        max_length=200,
-        pattern=r"^[^\x00-\x1f\x7f]*$",
-        extra={"expects": "text of at most 200 characters without control characters"},
+        max_length=4096,
+        description="next_cursor of the previous page, unchanged",
+        extra={"expects": "text of at most 4096 characters"},
     ),
 ]
+
+
+def bounded_text(most: int) -> msgspec.Meta:
+    """Text of at most ``most`` characters without control characters."""
+    return msgspec.Meta(
+        max_length=most,
+        pattern=r"^[^\x00-\x1f\x7f]*$",
+        extra={"expects": f"text of at most {most} characters without control characters"},
+    )
+
+
+Text = Annotated[str, bounded_text(200)]
 Day = Annotated[dt.date, msgspec.Meta(description="YYYY-MM-DD")]
 Moment = Annotated[dt.datetime, msgspec.Meta(description="RFC 3339 time (UTC when no offset)")]
 
@@ -201,6 +212,8 @@ def value_of(spec: Spec, raw: Any) -> Any:
 
 
 def _int(spec: Spec, raw: Any) -> int:
+    if isinstance(raw, float) and raw.is_integer():
+        raw = int(raw)  # a JSON number such as 5.0 (some JSON encoders write every number so)
     try:
         if isinstance(raw, bool) or not isinstance(raw, int | str):
             raise ValueError

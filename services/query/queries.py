@@ -223,10 +223,15 @@ class Queries(NotifyQueries):
         return [{**p, **health.summary(self._judged(rows[p["project_id"]]))} for p in projects]
 
     async def projects(self, p: q.ProjectsParams) -> Page:
-        """Every project with its goals, milestones by health, next milestone, expected finish."""
+        """Every project (``project_id``: that one) with its goals, milestones by health, next
+        milestone and expected finish."""
         position, stale = await self.consistent("status", p)
         after = str((decode_cursor(p.cursor) or [""])[0])
-        found = await status_queries.projects(self.pool, after=after, limit=p.limit + 1)
+        found = await status_queries.projects(
+            self.pool, after=after, only=p.project_id, limit=p.limit + 1
+        )
+        if p.project_id is not None and not found:
+            raise Rejected("not_found", f"project {p.project_id} is not known")
         shown, next_cursor = page_of(found, p.limit, "project_id")
         return Page(await self._summaries(shown), position, next_cursor, stale)
 
@@ -267,7 +272,8 @@ class Queries(NotifyQueries):
     # -- history and audit ------------------------------------------------------------------------
     async def history(self, p: q.HistoryParams) -> Page:
         position, stale = await self.consistent("history", p)
-        after = int((decode_cursor(p.cursor) or [0])[0])
+        cursor = decode_cursor(p.cursor)
+        after = int(cursor[0]) if cursor else p.cursor_position or 0
         rows = await history_queries.milestone_history(
             self.pool, p.milestone_id, project_id=p.project_id, after=after, limit=p.limit + 1
         )

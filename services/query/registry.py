@@ -75,6 +75,10 @@ class Query(Generic[P]):
     formats: tuple[Format, ...] = ("json",)
     export: Callable[[Queries, P], Awaitable[Exported]] | None = None  # every match, streamed
     export_columns: tuple[str, ...] = ()  # CSV columns of ``export``
+    # Parameters only a NATS request reads: the HTTP route drops them unread (clients of the
+    # route before the registry sent them and got its plain answer) and the CLI does not offer
+    # them.
+    nats_only: tuple[str, ...] = ()
     cli: Cli | None = None
 
     @property
@@ -214,7 +218,7 @@ QUERIES: tuple[Query[Any], ...] = (
     ),
     Query(
         name="digest_send",
-        params=q.DigestParams,
+        params=q.DigestSendParams,
         handler=Queries.digest_send,
         method="POST",
         path="/projects/{project_id}/digest",
@@ -238,7 +242,10 @@ QUERIES: tuple[Query[Any], ...] = (
         role="reader",
         response=One,
         summary="Preview of the project digest: every milestone's health and what changed "
-        "since the last digest (nothing is recorded or sent)",
+        "since the last digest (nothing is recorded or sent; POST sends it)",
+        # over NATS, as before the registry: send is digest_send, record keeps it unsent. They
+        # change state, so role enforcement must ask for admin when either is set.
+        nats_only=("record", "send"),
         cli=Cli(
             command="digest",
             help="show it without recording or sending it",
@@ -253,7 +260,7 @@ QUERIES: tuple[Query[Any], ...] = (
         handler=Queries.deliveries,
         method="GET",
         path="/deliveries",
-        role="admin",  # ARCHITECTURE.md: deliveries are an operator's (urls, failures)
+        role="admin",  # operators' data: webhook URLs and failures
         response=Page,
         summary="Webhook delivery log, oldest first, each delivery with its attempts",
         cli=Cli(
@@ -299,10 +306,12 @@ QUERIES: tuple[Query[Any], ...] = (
         path="/projects",
         role="reader",
         response=Page,
-        summary="Every project: goals, milestones by health, next milestone, expected finish",
+        summary="Every project (project_id: that one, or not_found): goals, milestones by "
+        "health, next milestone, expected finish",
         cli=Cli(
             command="projects",
             help="every project: goals, milestones by health, next milestone, expected finish",
+            args=("project_id",),  # `projects PROJECT` prints the page of that one, as before
             columns=PROJECT_COLUMNS,
             cells=PROJECT_CELLS,
         ),
@@ -316,14 +325,7 @@ QUERIES: tuple[Query[Any], ...] = (
         role="reader",
         response=One,
         summary="One project: goals, milestones by health, next milestone, expected finish",
-        cli=Cli(
-            command="projects",
-            help="this project only",
-            args=("project_id",),
-            columns=PROJECT_COLUMNS,
-            cells=PROJECT_CELLS,
-            when="project_id",
-        ),
+        # no CLI shape: `milestones projects PROJECT` asks `projects` with project_id
     ),
     Query(
         name="subscriptions",

@@ -3,14 +3,16 @@ and path, and the CLI's arguments are all read into these (``services.query.para
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, get_args
 
 import msgspec
 
 from events.common import Id, MilestoneKind
+from events.envelope import CeActor, CeId, CeSource
 from services.domain.health import HEALTH
 from services.notify.decision import ALL_KINDS
 from services.query.params import (
+    MAX_LIMIT,
     Cursor,
     Day,
     Limit,
@@ -18,6 +20,7 @@ from services.query.params import (
     Params,
     Position,
     Text,
+    bounded_text,
     choices,
 )
 
@@ -30,6 +33,17 @@ Sort = Annotated[
 ]
 DeliveryStatus = Annotated[str, choices("pending", "delivered", "failed")]
 DeliveryKind = Annotated[str, choices(*ALL_KINDS)]
+
+
+def longest(attribute: Any) -> int:
+    """The length the contract allows a CloudEvent attribute (``events.envelope``)."""
+    return int(get_args(attribute)[1].max_length)
+
+
+# The audit filters match what the intake accepted, so they take values as long as it does.
+Actor = Annotated[str, bounded_text(longest(CeActor))]
+Source = Annotated[str, bounded_text(longest(CeSource))]
+CorrelationId = Annotated[str, bounded_text(longest(CeId))]
 
 
 class MilestoneParams(Params, kw_only=True, frozen=True):
@@ -56,17 +70,21 @@ class HistoryParams(Params, kw_only=True, frozen=True):
     project_id: Id | None = None
     limit: Limit = 100
     cursor: Cursor | None = None
+    cursor_position: (
+        Annotated[Position, msgspec.Meta(description="start after this position (cursor wins)")]
+        | None
+    ) = None
 
 
 class AuditParams(Params, kw_only=True, frozen=True):
     project_id: Id | None = None
     milestone_id: Id | None = None
-    actor: Text | None = None
-    source: Text | None = None
+    actor: Actor | None = None
+    source: Source | None = None
     type: Text | None = None
     occurred_from: Moment | None = msgspec.field(default=None, name="from")
     occurred_to: Moment | None = msgspec.field(default=None, name="to")
-    correlation_id: Text | None = None
+    correlation_id: CorrelationId | None = None
     limit: Limit = 100
     cursor: Cursor | None = None
 
@@ -88,6 +106,7 @@ class TrendParams(Params, kw_only=True, frozen=True):
 
 
 class ProjectsParams(Params, kw_only=True, frozen=True):
+    project_id: Annotated[Id, msgspec.Meta(description="this project only")] | None = None
     limit: Limit = 100
     cursor: Cursor | None = None
 
@@ -105,12 +124,22 @@ class StatusReportsParams(Params, kw_only=True, frozen=True):
 
 class SubscriptionsParams(Params, kw_only=True, frozen=True):
     project_id: Id
-    limit: Limit = 100
+    limit: Limit = MAX_LIMIT  # one page by default, as before paging: projects have few
     cursor: Cursor | None = None
 
 
-class DigestParams(Params, kw_only=True, frozen=True):
+class DigestSendParams(Params, kw_only=True, frozen=True):
     project_id: Id
+
+
+class DigestParams(DigestSendParams, kw_only=True, frozen=True):
+    """Over NATS the digest query also records (``record``) or sends (``send``) it; the HTTP GET
+    route drops both and previews (``Query.nats_only``): there the POST route sends."""
+
+    record: Annotated[bool, msgspec.Meta(description="keep it as the last digest")] = False
+    send: Annotated[
+        bool, msgspec.Meta(description="record it and queue it for the subscribers")
+    ] = False
 
 
 class DeliveriesParams(Params, kw_only=True, frozen=True):

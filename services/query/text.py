@@ -20,7 +20,7 @@ def table(
     widths = [max([len(c), *(len(row[i]) for row in shown)]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in shown]
-    return "\n".join(line.rstrip() for line in lines)
+    return "\n".join(lines)  # padded: byte for byte what the CLI printed before the registry
 
 
 def cell(value: object) -> str:

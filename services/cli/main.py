@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import signal
 import sys
-import uuid
 from pathlib import Path
 
 import msgspec
 
-from events import ENCODER, EVENT_TYPES, REPLY_DECODER
 from events.errors import StartupError
-from events.subjects import command_subject, inbox_subject
 from services.app.settings import Settings
-from services.cli import read
-
-
-def _out(line: str = "") -> None:
-    sys.stdout.write(line + "\n")
+from services.cli import ops, read
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -117,168 +109,6 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-# -- send ---------------------------------------------------------------------------------------
-def _coerce(value: str) -> object:
-    if value[:1] in "[{":
-        try:
-            return msgspec.json.decode(value)
-        except msgspec.DecodeError:
-            pass
-    return value
-
-
-def _cloudevent_from_args(args: argparse.Namespace) -> bytes:
-    if args.type not in EVENT_TYPES:
-        raise SystemExit(f"unknown type {args.type!r}; one of: {', '.join(sorted(EVENT_TYPES))}")
-    data: dict[str, object] = {}
-    for pair in args.fields:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"expected key=value, got {pair!r}")
-        data[key] = _coerce(value)
-    try:  # coerce "2" to 2 where the contract wants a number; the service validates again
-        typed = msgspec.convert(data, EVENT_TYPES[args.type], strict=False)
-        data = msgspec.to_builtins(typed)
-        data.pop("type", None)
-    except msgspec.ValidationError:
-        pass  # send as typed; the reply says what is wrong
-    ce = {
-        "specversion": "1.0",
-        "id": args.id or str(uuid.uuid4()),
-        "source": args.source,
-        "type": args.type,
-        "time": args.time or dt.datetime.now(dt.UTC).isoformat(),
-        "data": data,
-    }
-    if args.actor:
-        ce["actor"] = args.actor
-    return ENCODER.encode(ce)
-
-
-def _lines(path: str) -> list[bytes]:
-    raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-    return [line for line in raw.splitlines() if line.strip()]
-
-
-async def _send(args: argparse.Namespace, settings: Settings) -> int:
-    import nats
-
-    bodies = _lines(args.file) if args.file else [_cloudevent_from_args(args)]
-    nc = await nats.connect(settings.nats_url, connect_timeout=5)
-    refused = 0
-    try:
-        for body in bodies:
-            try:
-                ctype = (
-                    msgspec.json.decode(body).get("type", "unknown")
-                    if body.lstrip()[:1] == b"{"
-                    else "batch"
-                )
-            except msgspec.DecodeError:
-                ctype = "unknown"
-            if args.inbox:
-                ack = await nc.jetstream().publish(inbox_subject(ctype), body)
-                _out(ENCODER.encode({"queued": True, "inbox_seq": ack.seq}).decode())
-                continue
-            msg = await nc.request(command_subject(ctype), body, timeout=args.timeout)
-            reply = REPLY_DECODER.decode(msg.data)
-            refused += not reply.accepted
-            _out(msg.data.decode())
-    finally:
-        await nc.close()
-    return 1 if refused else 0
-
-
-# -- rejections ---------------------------------------------------------------------------------
-async def _rejections(args: argparse.Namespace, settings: Settings) -> int:
-    from events import REJECTION_DECODER
-    from events.subjects import REJECTIONS, REJECTIONS_STREAM
-    from services.app.wiring import connect_nats
-    from services.eventlog.log import direct_batch
-
-    nc = await connect_nats(settings.nats_url, "milestones-cli")
-    try:
-        msgs = await direct_batch(
-            nc,
-            REJECTIONS_STREAM,
-            {"seq": args.after + 1, "next_by_subj": REJECTIONS, "batch": args.limit},
-        )
-    finally:
-        await nc.close()
-    for m in msgs:
-        if args.json:
-            _out(m.data.decode())
-            continue
-        r = REJECTION_DECODER.decode(m.data)
-        received = f"{r.received:%Y-%m-%d %H:%M:%S}"
-        _out(
-            f"{m.seq:>6}  inbox#{r.inbox_seq:<6} {received}  {r.subject:<36} {r.code:<12} "
-            f"{r.message}"
-        )
-    if not msgs and not args.json:
-        _out("no rejections")
-    return 0
-
-
-def _database_url(settings: Settings) -> str:
-    """Configured URL, else the embedded cluster `milestones dev` keeps in the data dir."""
-    if settings.database_url:
-        return settings.database_url
-    pg = Path(settings.data_dir).resolve() / "pg"
-    if (pg / "postmaster.pid").exists():
-        return f"postgresql://postgres:@/postgres?host={pg}"
-    raise StartupError("no database: pass --database-url or set MILESTONES_DATABASE_URL")
-
-
-async def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
-    from projections import PROJECTIONS
-    from projections.db import ensure_schema
-    from projections.rebuild import groups, rebuild
-    from services.app.wiring import connect_nats
-
-    # "all": projections that read the same stream are rebuilt together, with one read
-    chosen = (
-        groups(list(PROJECTIONS.values()))
-        if args.projection == "all"
-        else [[PROJECTIONS[args.projection]]]
-    )
-    dsn = args.database_url or _database_url(settings)
-    await ensure_schema(dsn, list(PROJECTIONS.values()))
-    nc = await connect_nats(settings.nats_url, "milestones-rebuild")
-    try:
-        for group in chosen:
-            position = await rebuild(group, dsn, nc)
-            _out(
-                f"{', '.join(p.name for p in group)}: rebuilt to position {position} and swapped in"
-            )
-    finally:
-        await nc.close()
-    return 0
-
-
-async def _replay_parked(args: argparse.Namespace, settings: Settings) -> int:
-    from projections import PROJECTIONS
-    from projections.rebuild import replay_parked
-    from services.app.wiring import connect_nats
-
-    dsn = args.database_url or _database_url(settings)
-    nc = await connect_nats(settings.nats_url, "milestones-replay")
-    try:
-        applied, remaining = await replay_parked(PROJECTIONS[args.projection], dsn, nc)
-    finally:
-        await nc.close()
-    _out(f"{args.projection}: {applied} applied, {remaining} still parked")
-    return 1 if remaining else 0
-
-
-def _schema(args: argparse.Namespace, settings: Settings) -> int:
-    from services.app.schema_export import write_all
-
-    for path in write_all(Path(args.out)):
-        _out(str(path))
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="milestones", description=__doc__)
     p.add_argument("--nats-url", help="NATS server (env MILESTONES_NATS_URL)")
@@ -370,10 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {
     "dev": _dev,
     "serve": _serve,
-    "send": _send,
-    "rejections": _rejections,
-    "rebuild": _rebuild,
-    "replay-parked": _replay_parked,
+    "send": ops.send,
+    "rejections": ops.rejections,
+    "rebuild": ops.rebuild,
+    "replay-parked": ops.replay_parked,
 }
 
 
@@ -392,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error("send needs TYPE key=value ... or --file")
     try:
         if args.command == "schema":
-            return _schema(args, settings)
+            return ops.schema(args, settings)
         if args.command == "bench":
             return _bench(args)
         if args.command in read.COMMANDS:

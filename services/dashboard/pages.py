@@ -4,135 +4,14 @@ JavaScript; the one script only refreshes ``<main>`` when the server says events
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
+from services.dashboard.layout import as_of_form, health_badge, page, project_tabs, query_string
 from services.dashboard.model import ProjectView, Task
-from services.dashboard.svg import HEALTH_COLOURS, HEALTH_WORDS
 from services.domain.reporting import Report
-
-CSS = """
-:root{color-scheme:light}*{box-sizing:border-box}
-body{margin:0;font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:#212121;\
-background:#fff}
-header{display:flex;gap:1.5rem;align-items:center;padding:.6rem 1.2rem;background:#263238;\
-color:#fff}
-header a{color:#fff}header nav{display:flex;gap:1rem;flex-wrap:wrap}
-main{padding:1rem 1.2rem;max-width:1500px}h1{font-size:1.5rem;margin:.2rem 0 .6rem}\
-h2{font-size:1.15rem;margin-top:1.6rem}
-a{color:#0d47a1}\
-a:focus,button:focus,input:focus,select:focus,summary:focus{outline:3px solid #ffab00;\
-outline-offset:2px}
-table{border-collapse:collapse;margin:.5rem 0;font-size:14px}\
-th,td{border-bottom:1px solid #e0e0e0;padding:.3rem .6rem;text-align:left;vertical-align:top}
-th{background:#eceff1}caption{text-align:left;font-weight:600;padding:.3rem 0}
-.health{display:inline-block;padding:0 .45rem;border-radius:.6rem;color:#fff;font-size:13px;\
-font-weight:600;white-space:nowrap}
-.muted{color:#616161}\
-.controls{display:flex;gap:1rem;flex-wrap:wrap;align-items:end;margin:.4rem 0 1rem}
-.controls label{display:flex;flex-direction:column;font-size:13px}\
-.controls input,.controls select{font:inherit;padding:.2rem}
-.chart{overflow:auto;border:1px solid #e0e0e0;max-height:80vh}\
-.tabs{display:flex;gap:1rem;margin:.3rem 0 .8rem}
-.timeline{list-style:none;padding-left:0;border-left:3px solid #b0bec5;margin-left:.5rem}
-.timeline li{margin:0 0 .7rem 0;padding-left:.8rem}.kpis{display:flex;gap:1.2rem;flex-wrap:wrap}
-.kpi{border:1px solid #e0e0e0;border-radius:.4rem;padding:.4rem .8rem}\
-.kpi b{display:block;font-size:1.3rem}
-#live-status{font-size:12px;color:#cfd8dc;margin-left:auto}
-"""
-
-LIVE_JS = """
-(() => {
-  const main = document.querySelector('main[data-live]');
-  if (!main || !window.EventSource) return;
-  const note = document.getElementById('live-status');
-  const source = new EventSource(main.dataset.live);
-  let busy = false, again = false;
-  async function refresh() {
-    if (busy) { again = true; return; }
-    busy = true;
-    try {
-      const res = await fetch(location.href, {headers: {'accept': 'text/html'}});
-      if (res.ok) {
-        const doc = new DOMParser().parseFromString(await res.text(), 'text/html');
-        const fresh = doc.querySelector('main');
-        if (fresh) {
-          main.innerHTML = fresh.innerHTML;
-          note.textContent = 'updated ' + new Date().toLocaleTimeString();
-        }
-      }
-    } finally { busy = false; if (again) { again = false; refresh(); } }
-  }
-  source.addEventListener('position', refresh);
-  source.onopen = () => { note.textContent = 'live'; };
-  source.onerror = () => { note.textContent = 'reconnecting…'; };
-})();
-"""
-
-
-def health_badge(health: str) -> str:
-    colour = HEALTH_COLOURS.get(health, "#424242")
-    return (
-        f'<span class="health health-{escape(health)}" style="background:{colour}">'
-        f"{escape(HEALTH_WORDS.get(health, health))}</span>"
-    )
-
-
-def page(
-    title: str, body: str, *, live: str | None = None, crumbs: Iterable[tuple[str, str]] = ()
-) -> str:
-    trail = " › ".join(f'<a href="{escape(href)}">{escape(text)}</a>' for text, href in crumbs)
-    main_attrs = f' data-live="{escape(live)}"' if live else ""
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(title)} · Milestones</title><style>{CSS}</style></head><body>"
-        '<header><strong>Milestones</strong><nav aria-label="main">'
-        '<a href="/ui">Projects</a><a href="/ui/audit">Audit</a><a href="/schema">API</a></nav>'
-        f'<span id="live-status" role="status" aria-live="polite">{"live" if live else ""}</span>'
-        "</header>"
-        f'<main id="main"{main_attrs}>'
-        + (f'<p class="muted">{trail}</p>' if trail else "")
-        + body
-        + "</main>"
-        + (f"<script>{LIVE_JS}</script>" if live else "")
-        + "</body></html>"
-    )
-
-
-def error_page(status: int, message: str) -> str:
-    return page(
-        "Error",
-        f'<h1>{status}</h1><p role="alert">{escape(message)}</p><p>'
-        '<a href="/ui">All projects</a></p>',
-    )
-
-
-def _qs(params: Mapping[str, Any]) -> str:
-    clean = {k: v for k, v in params.items() if v not in (None, "")}
-    return ("?" + urlencode(clean)) if clean else ""
-
-
-def as_of_form(
-    action: str, as_of: dt.date | None, extra: str = "", hidden: Mapping[str, Any] | None = None
-) -> str:
-    hidden_inputs = "".join(
-        f'<input type="hidden" name="{escape(k)}" value="{escape(str(v))}">'
-        for k, v in (hidden or {}).items()
-        if v not in (None, "")
-    )
-    value = as_of.isoformat() if as_of else ""
-    return (
-        f'<form class="controls" method="get" action="{escape(action)}" '
-        f'aria-label="time travel">{hidden_inputs}'
-        '<label for="as_of">As of (time travel)'
-        f'<input id="as_of" type="date" name="as_of" value="{value}"></label>'
-        f'{extra}<button type="submit">Show</button>'
-        + (f' <a href="{escape(action)}">Back to now</a>' if as_of else "")
-        + "</form>"
-    )
 
 
 def projects_page(projects: list[dict], as_of: dt.date | None, next_cursor: str | None) -> str:
@@ -149,7 +28,7 @@ def projects_page(projects: list[dict], as_of: dt.date | None, next_cursor: str 
             if nxt
             else "—"
         )
-        query = _qs({"as_of": as_of})
+        query = query_string({"as_of": as_of})
         rows.append(
             '<tr><th scope="row">'
             f'<a href="/ui/projects/{escape(p["project_id"])}{query}">{escape(p["name"])}</a>'
@@ -159,7 +38,7 @@ def projects_page(projects: list[dict], as_of: dt.date | None, next_cursor: str 
             f"<td>{'<br>'.join(escape(g) for g in p.get('goals') or []) or '—'}</td></tr>"
         )
     more = (
-        f'<p><a href="/ui{_qs({"cursor": next_cursor, "as_of": as_of})}">Next page</a></p>'
+        f'<p><a href="/ui{query_string({"cursor": next_cursor, "as_of": as_of})}">Next page</a></p>'
         if next_cursor
         else ""
     )
@@ -184,26 +63,6 @@ def projects_page(projects: list[dict], as_of: dt.date | None, next_cursor: str 
     )
 
 
-def project_tabs(pid: str, as_of: dt.date | None, current: str) -> str:
-    q = _qs({"as_of": as_of})
-    tabs = [
-        ("Gantt", f"/ui/projects/{pid}{q}"),
-        ("Trend (MTA)", f"/ui/projects/{pid}/trend"),
-        ("Report", f"/ui/projects/{pid}/report{q}"),
-        ("Audit", f"/ui/audit?project_id={pid}"),
-    ]
-    return (
-        '<nav class="tabs" aria-label="project views">'
-        + "".join(
-            f'<a href="{escape(href)}"'
-            + (' aria-current="page"' if text == current else "")
-            + f">{escape(text)}</a>"
-            for text, href in tabs
-        )
-        + "</nav>"
-    )
-
-
 def gantt_page(view: ProjectView, svg: str) -> str:
     pid = escape(view.project_id)
     baselines = "".join(
@@ -223,13 +82,13 @@ def gantt_page(view: ProjectView, svg: str) -> str:
     for r in view.rows:
         counts[r.health] = counts.get(r.health, 0) + 1
     summary = " ".join(f"{health_badge(h)} {n}" for h, n in sorted(counts.items()))
-    q = _qs({"as_of": view.as_of, "baseline": view.baseline if view.baselines else None})
+    q = query_string({"as_of": view.as_of, "baseline": view.baseline if view.baselines else None})
     details = []
     for r in view.rows:
         details.append(
             f'<tr id="m-{escape(r.milestone_id)}"><th scope="row">'
             f'<a href="/ui/projects/{pid}/milestones/{escape(r.milestone_id)}'
-            f'{_qs({"as_of": view.as_of})}">{escape(r.name)}</a>'
+            f'{query_string({"as_of": view.as_of})}">{escape(r.name)}</a>'
             f'<div class="muted">{escape(r.milestone_id)} · {escape(r.kind)}</div></th>'
             f"<td>{escape(r.phase or '—')}</td><td>{r.due.isoformat()}</td>"
             f"<td>{_d(r.baseline_due)}</td>"
@@ -300,7 +159,7 @@ def trend_page(
         + form
         + "<p>Each line is a milestone: its forecast (y) at each report date (x). "
         "Flat is on plan, rising is slipping, a line that meets the diagonal has been reached.</p>"
-        + f'<p><a href="/ui/projects/{escape(pid)}/trend.svg{_qs({"until": until})}" '
+        + f'<p><a href="/ui/projects/{escape(pid)}/trend.svg{query_string({"until": until})}" '
         f'download="{escape(pid)}-trend.svg">'
         "Download the trend chart (SVG)</a></p>"
         + f'<figure class="chart" aria-label="Milestone trend analysis chart">{svg}</figure>'
@@ -504,9 +363,11 @@ def audit_page(
     export = {k: params.get(k) for k in AUDIT_FILTERS}
     if as_of:
         export["to"] = (as_of + dt.timedelta(days=1)).isoformat() + "T00:00:00Z"
+    csv_href = f"/audit{query_string({**export, 'format': 'csv'})}"
+    jsonl_href = f"/audit{query_string({**export, 'format': 'jsonl'})}"
     links = (
-        f'<p>Export every match: <a href="/audit{_qs({**export, "format": "csv"})}">CSV</a> · '
-        f'<a href="/audit{_qs({**export, "format": "jsonl"})}">JSON Lines</a></p>'
+        f'<p>Export every match: <a href="{csv_href}">CSV</a> · '
+        f'<a href="{jsonl_href}">JSON Lines</a></p>'
     )
     body_rows = "".join(
         f'<tr id="p{r["position"]}"><td>{r["position"]}</td>'
@@ -520,7 +381,7 @@ def audit_page(
     )
     next_page = {**{k: params.get(k) for k in AUDIT_FILTERS}, "as_of": as_of, "cursor": next_cursor}
     more = (
-        f'<p><a rel="next" href="/ui/audit{_qs(next_page)}">Next page</a></p>'
+        f'<p><a rel="next" href="/ui/audit{query_string(next_page)}">Next page</a></p>'
         if next_cursor
         else ""
     )

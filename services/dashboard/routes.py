@@ -19,9 +19,10 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 from litestar.response import Redirect, Stream
 
+from events import event_of, milestone_of
 from events.errors import Rejected, http_status
 from projections import history, status
-from services.dashboard import model, pages, svg
+from services.dashboard import layout, model, pages, svg
 from services.domain import health, reporting
 from services.query.params import encode_cursor, p_date, parse
 from services.query.queries import Queries, project_events
@@ -40,7 +41,7 @@ def _html(body: str, status: int = 200) -> Response[str]:
 
 def error_page(exc: Rejected) -> Response[str]:
     status = http_status(exc.code)
-    return _html(pages.error_page(status, exc.message), status)
+    return _html(layout.error_page(status, exc.message), status)
 
 
 async def _page(render: Callable[[], Awaitable[str]]) -> Response[str]:
@@ -141,7 +142,7 @@ class Views:
                 + (f" as of {view.as_of.isoformat()}" if view.as_of else ""),
             )
         cut = reporting.cut(events, as_of=view.as_of)
-        mine = [(p, e) for p, e in cut if getattr(e.data, "milestone_id", None) == milestone_id]
+        mine = [(p, e) for p, e in cut if milestone_of(event_of(e)) == milestone_id]
         rows = [
             dict(zip(history.COLUMNS, r, strict=True)) for p, e in mine for r in history.rows(p, e)
         ]

@@ -1,0 +1,96 @@
+"""What every dashboard page shares: the page shell, health badges, the time-travel form, the
+project tabs, and error pages."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from html import escape
+from typing import Any
+from urllib.parse import urlencode
+
+from services.dashboard.assets import CSS, LIVE_JS
+from services.dashboard.svg import HEALTH_COLOURS, HEALTH_WORDS
+
+
+def health_badge(health: str) -> str:
+    colour = HEALTH_COLOURS.get(health, "#424242")
+    return (
+        f'<span class="health health-{escape(health)}" style="background:{colour}">'
+        f"{escape(HEALTH_WORDS.get(health, health))}</span>"
+    )
+
+
+def page(
+    title: str, body: str, *, live: str | None = None, crumbs: Iterable[tuple[str, str]] = ()
+) -> str:
+    trail = " › ".join(f'<a href="{escape(href)}">{escape(text)}</a>' for text, href in crumbs)
+    main_attrs = f' data-live="{escape(live)}"' if live else ""
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)} · Milestones</title><style>{CSS}</style></head><body>"
+        '<header><strong>Milestones</strong><nav aria-label="main">'
+        '<a href="/ui">Projects</a><a href="/ui/audit">Audit</a><a href="/schema">API</a></nav>'
+        f'<span id="live-status" role="status" aria-live="polite">{"live" if live else ""}</span>'
+        "</header>"
+        f'<main id="main"{main_attrs}>'
+        + (f'<p class="muted">{trail}</p>' if trail else "")
+        + body
+        + "</main>"
+        + (f"<script>{LIVE_JS}</script>" if live else "")
+        + "</body></html>"
+    )
+
+
+def error_page(status: int, message: str) -> str:
+    return page(
+        "Error",
+        f'<h1>{status}</h1><p role="alert">{escape(message)}</p><p>'
+        '<a href="/ui">All projects</a></p>',
+    )
+
+
+def query_string(params: Mapping[str, Any]) -> str:
+    clean = {k: v for k, v in params.items() if v not in (None, "")}
+    return ("?" + urlencode(clean)) if clean else ""
+
+
+def as_of_form(
+    action: str, as_of: dt.date | None, extra: str = "", hidden: Mapping[str, Any] | None = None
+) -> str:
+    hidden_inputs = "".join(
+        f'<input type="hidden" name="{escape(k)}" value="{escape(str(v))}">'
+        for k, v in (hidden or {}).items()
+        if v not in (None, "")
+    )
+    value = as_of.isoformat() if as_of else ""
+    return (
+        f'<form class="controls" method="get" action="{escape(action)}" '
+        f'aria-label="time travel">{hidden_inputs}'
+        '<label for="as_of">As of (time travel)'
+        f'<input id="as_of" type="date" name="as_of" value="{value}"></label>'
+        f'{extra}<button type="submit">Show</button>'
+        + (f' <a href="{escape(action)}">Back to now</a>' if as_of else "")
+        + "</form>"
+    )
+
+
+def project_tabs(pid: str, as_of: dt.date | None, current: str) -> str:
+    q = query_string({"as_of": as_of})
+    tabs = [
+        ("Gantt", f"/ui/projects/{pid}{q}"),
+        ("Trend (MTA)", f"/ui/projects/{pid}/trend"),
+        ("Report", f"/ui/projects/{pid}/report{q}"),
+        ("Audit", f"/ui/audit?project_id={pid}"),
+    ]
+    return (
+        '<nav class="tabs" aria-label="project views">'
+        + "".join(
+            f'<a href="{escape(href)}"'
+            + (' aria-current="page"' if text == current else "")
+            + f">{escape(text)}</a>"
+            for text, href in tabs
+        )
+        + "</nav>"
+    )

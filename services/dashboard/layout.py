@@ -76,6 +76,20 @@ def as_of_form(
     )
 
 
+def baseline_picker(baselines: Iterable[str], chosen: str | None) -> str:
+    """The baseline a project page compares with (nothing when the project has none)."""
+    options = "".join(
+        f'<option value="{escape(b)}"{" selected" if b == chosen else ""}>{escape(b)}</option>'
+        for b in baselines
+    )
+    if not options:
+        return ""
+    return (
+        '<label for="baseline">Baseline'
+        f'<select id="baseline" name="baseline">{options}</select></label>'
+    )
+
+
 def project_tabs(pid: str, as_of: dt.date | None, current: str) -> str:
     q = query_string({"as_of": as_of})
     tabs = [

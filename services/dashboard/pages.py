@@ -9,7 +9,14 @@ from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
-from services.dashboard.layout import as_of_form, health_badge, page, project_tabs, query_string
+from services.dashboard.layout import (
+    as_of_form,
+    baseline_picker,
+    health_badge,
+    page,
+    project_tabs,
+    query_string,
+)
 from services.dashboard.model import ProjectView, Task
 from services.domain.reporting import Report
 
@@ -65,18 +72,7 @@ def projects_page(projects: list[dict], as_of: dt.date | None, next_cursor: str 
 
 def gantt_page(view: ProjectView, svg: str) -> str:
     pid = escape(view.project_id)
-    baselines = "".join(
-        f'<option value="{escape(b)}"'
-        + (" selected" if b == view.baseline else "")
-        + f">{escape(b)}</option>"
-        for b in view.baselines
-    )
-    extra = (
-        '<label for="baseline">Baseline'
-        f'<select id="baseline" name="baseline">{baselines}</select></label>'
-        if view.baselines
-        else ""
-    )
+    extra = baseline_picker(view.baselines, view.baseline)
     goals = "".join(f"<li>{escape(g)}</li>" for g in view.goals)
     counts: dict[str, int] = {}
     for r in view.rows:
@@ -206,18 +202,7 @@ def report_page(pid: str, name: str, report: Report) -> str:
         f"<td>{escape(m.state)}</td></tr>"
         for m in report.milestones
     )
-    baselines = "".join(
-        f'<option value="{escape(b)}"'
-        + (" selected" if b == report.baseline else "")
-        + f">{escape(b)}</option>"
-        for b in report.baselines
-    )
-    extra = (
-        '<label for="baseline">Baseline'
-        f'<select id="baseline" name="baseline">{baselines}</select></label>'
-        if report.baselines
-        else ""
-    )
+    extra = baseline_picker(report.baselines, report.baseline)
     notes = "".join(
         f"<li><time>{n.time.date().isoformat()}</time> {health_badge(n.health)} "
         f"{escape(n.milestone_id or 'project')}: {escape(n.note)} "

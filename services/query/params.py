@@ -4,6 +4,11 @@ JSON object with messages that say what to fix, and keyset cursors.
 A query's parameters are a msgspec Struct (``services.query.requests``); ``specs`` reads its
 fields once, and the same description drives parsing (HTTP and NATS), the OpenAPI parameters
 and the CLI's arguments.
+
+Parsed here rather than with ``msgspec.convert``: a query string is all text (a limit arrives as
+"20", a list as "a,b" or repeated keys), and the contract's error names the parameter and says
+what to fix ("limit must be between 1 and 1000, got 0"), where msgspec's message is a JSON path
+("Expected `int` >= 1 - at `$.limit`"). The Struct still declares the types and bounds once.
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ class StoredEvent(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True)
     correlationid: str
     causationid: str
     data: object  # an ``events.AnyEvent``; decode with ``events.decode_stored``
-    actor: str | None = None
+    actor: str | None = None  # self-declared by the publisher
+    principal: str | None = None  # who sent it, as the transport authenticated it
     schemaversion: int = 1
     specversion: str = "1.0"
     datacontenttype: str = "application/json"

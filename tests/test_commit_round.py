@@ -31,6 +31,7 @@ from events import (
 from events.common import Event
 from events.subjects import milestones_of
 from services import domain
+from services.auth.principal import SERVICE
 from services.domain.milestone import Milestone
 from services.eventlog.log import OutgoingMessage, StoredMessage
 from services.intake.parse import Limits, parse
@@ -67,7 +68,7 @@ class Unit:
 
 
 def command(type_: str, data: dict, **envelope: Any) -> Command:
-    [cmd] = parse(msgspec.json.encode(cloudevent(type_, data, **envelope)), Limits())
+    [cmd] = parse(msgspec.json.encode(cloudevent(type_, data, **envelope)), Limits(), SERVICE)
     return cmd
 
 

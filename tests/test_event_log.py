@@ -17,13 +17,14 @@ from services.app.wiring import prepare_streams
 from services.domain.milestone import Milestone
 from services.eventlog.log import AppendConflict, EventLog, OutgoingMessage
 from services.eventlog.streams import check_server_version
+from services.auth.principal import SERVICE
 from services.intake.committer import Command, Committer
 from services.intake.parse import Limits, parse
 from tests.conftest import cloudevent, plan_project, request, wait_for
 
 
 def commands(*ces: dict) -> list[Command]:
-    return parse(msgspec.json.encode(list(ces)), Limits())
+    return parse(msgspec.json.encode(list(ces)), Limits(), SERVICE)
 
 
 async def stream_messages(

@@ -33,6 +33,20 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     webhook_secret: str | None = (
         None  # signs webhooks of subscriptions that have no secret of their own
     )
+    # -- identity (README "Security") --
+    nats_user: str | None = None  # the services' own NATS identity
+    nats_password: str | None = None
+    nats_system_user: str | None = None  # NATS system account: reloads the server's accounts
+    nats_system_password: str | None = None
+    nats_auth_file: str | None = None  # the accounts file the server includes (rewritten live)
+    secret_key: str | None = None  # webhook secrets' cipher key(s): "kid:base64url[,kid:...]"
+    secret_key_file: str | None = None  # or a file holding the same
+    signing_key_file: str | None = None  # Ed25519 key of the log's signed checkpoints
+    webhook_allow_hosts: str = ""  # comma-separated hosts that may be http:// or private
+    jwt_jwks_url: str | None = None  # an identity provider's JWKS: bearer JWTs are accepted
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_role_claim: str = "milestones_role"  # the claim naming the role
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
     data_dir: str = ".milestones"

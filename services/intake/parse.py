@@ -13,6 +13,7 @@ import msgspec
 from events import CLOUDEVENT_BATCH_DECODER, CLOUDEVENT_DECODER, DATA_DECODERS, INBOUND_TYPES, Reply
 from events.envelope import CloudEventIn
 from events.errors import Rejected
+from services.auth.principal import Principal
 from services.intake.committer import Command, Committer
 
 
@@ -22,7 +23,7 @@ class Limits:
     max_batch: int = 100
 
 
-def _decode_data(n: int | None, ce: CloudEventIn) -> Command:
+def _decode_data(n: int | None, ce: CloudEventIn, principal: str) -> Command:
     where = f"CloudEvent #{n} (id {ce.id})" if n is not None else f"CloudEvent {ce.id}"
     decoder = DATA_DECODERS.get(ce.type) if ce.type in INBOUND_TYPES else None
     if decoder is None:
@@ -37,10 +38,12 @@ def _decode_data(n: int | None, ce: CloudEventIn) -> Command:
         raise Rejected("invalid", f"{where}: {ce.type} data is not valid: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise Rejected("invalid", f"{where}: data is not a JSON object: {exc}") from exc
-    return Command(ce, fact)
+    return Command(ce, fact, principal)
 
 
-def parse(body: bytes, limits: Limits, expected_type: str | None = None) -> list[Command]:
+def parse(
+    body: bytes, limits: Limits, principal: Principal, expected_type: str | None = None
+) -> list[Command]:
     """Validate a message; raises ``Rejected`` with a contract code and a fix-it message."""
     if len(body) > limits.max_bytes:
         raise Rejected(
@@ -80,7 +83,22 @@ def parse(body: bytes, limits: Limits, expected_type: str | None = None) -> list
                 f"CloudEvent #{n}: id {ce.id!r} from {ce.source!r} appears twice in this batch",
             )
         seen.add(key)
-        commands.append(_decode_data(n if batch else None, ce))
+        where = f"CloudEvent #{n}" if batch else "the CloudEvent"
+        if not principal.may_source(ce.source):
+            allowed = ", ".join(sorted(principal.sources)) or "none"
+            raise Rejected(
+                "forbidden",
+                f"{where}: credential {principal.id} may not publish as source {ce.source!r}"
+                f" (its sources: {allowed}); ask an admin for a credential of that source",
+            )
+        command = _decode_data(n if batch else None, ce, principal.id)
+        project = getattr(command.fact, "project_id", None)
+        if project is not None and not principal.may_project(project):
+            raise Rejected(
+                "forbidden",
+                f"{where}: credential {principal.id} may not publish for project {project!r}",
+            )
+        commands.append(command)
     if expected_type is not None and not batch and commands[0].ce.type != expected_type:
         raise Rejected(
             "invalid",
@@ -92,10 +110,18 @@ def parse(body: bytes, limits: Limits, expected_type: str | None = None) -> list
 
 
 async def handle(
-    body: bytes, committer: Committer, limits: Limits, expected_type: str | None = None
+    body: bytes,
+    committer: Committer,
+    limits: Limits,
+    principal: Principal,
+    expected_type: str | None = None,
 ) -> Reply:
+    if not principal.may("publisher"):
+        return Reply.fail(
+            "forbidden", f"credential {principal.id} ({principal.role}) may not publish events"
+        )
     try:
-        commands = parse(body, limits, expected_type)
+        commands = parse(body, limits, principal, expected_type)
     except Rejected as exc:
         return Reply.fail(exc.code, exc.message)
     return await committer.submit(commands)

@@ -44,6 +44,7 @@ _EVENT_ID_NS = uuid.UUID("6f1d3a52-8c1e-4a8e-9a53-2f3d0c1b7e11")
 class Command:
     ce: CloudEventIn
     fact: Event
+    principal: str  # who sent it, from the transport (services.auth), never from the message
 
 
 @dataclass(slots=True)
@@ -239,6 +240,7 @@ def envelopes(
             correlationid=correlation,
             causationid=ce.id if cause is None else refs[cause][1],
             actor=ce.actor,
+            principal=cmd.principal,
             data=event,
         )
         messages.append(OutgoingMessage(subject, ENCODER.encode(stored)))

@@ -15,6 +15,7 @@ from prometheus_client import Counter, Histogram
 
 from events import ENCODER, Rejection, Reply
 from events.subjects import REJECTIONS_STREAM, rejection_subject, type_token
+from services.auth.principal import SERVICE, Principal
 from services.intake.committer import Committer
 from services.intake.parse import Limits, handle
 
@@ -41,10 +42,13 @@ class IntakeService:
         path: str,
         expected_type: str | None = None,
         correlation: str | None = None,
+        principal: Principal = SERVICE,
     ) -> Reply:
         started = time.perf_counter()
-        with structlog.contextvars.bound_contextvars(path=path, correlation_id=correlation):
-            reply = await handle(body, self.committer, self.limits, expected_type)
+        with structlog.contextvars.bound_contextvars(
+            path=path, correlation_id=correlation, principal=principal.id
+        ):
+            reply = await handle(body, self.committer, self.limits, principal, expected_type)
             if reply.accepted:
                 MESSAGES.labels(path, "accepted").inc()
             else:

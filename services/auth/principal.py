@@ -1,0 +1,61 @@
+"""A principal: who a request or message comes from, learned from the transport, and what it may do.
+
+Roles (README "Security"): ``publisher`` sends events for the sources (and optionally the
+projects) its credential names; ``reader`` queries and opens the dashboard; ``auditor`` is a
+reader who may also export the audit trail and verify it; ``admin`` is an auditor who may also
+rebuild, replay, retry deliveries, send digests and manage credentials; a ``feed`` credential is
+a read-only token that may travel in a URL (calendar clients), limited to its projects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+Role = Literal["publisher", "reader", "auditor", "admin", "feed"]
+ROLES: tuple[Role, ...] = ("publisher", "reader", "auditor", "admin", "feed")
+# reader < auditor < admin: each may do what the one before it may. Publishers and feeds stand
+# apart: a publisher reads nothing, a feed reads only its projects' calendar.
+_READ_RANK = {"reader": 1, "auditor": 2, "admin": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    id: str  # the credential id, ``jwt:<sub>`` for an identity provider's user, or ``system:<x>``
+    role: Role
+    sources: frozenset[str] = field(default_factory=frozenset)  # publisher: allowed sources
+    projects: frozenset[str] = field(default_factory=frozenset)  # empty: every project
+    via: Literal["token", "jwt", "nats", "system"] = "token"
+
+    def may(self, need: Role) -> bool:
+        """Whether this principal holds ``need`` (readers' roles are ranked)."""
+        if need in _READ_RANK:
+            return _READ_RANK.get(self.role, 0) >= _READ_RANK[need]
+        return self.role == need or (need == "publisher" and self.via == "system")
+
+    def may_source(self, source: str) -> bool:
+        return self.via == "system" or source in self.sources
+
+    def may_project(self, project_id: str) -> bool:
+        return not self.projects or project_id in self.projects
+
+    def may_projects(self, project_ids: Iterable[str]) -> bool:
+        return all(self.may_project(p) for p in project_ids)
+
+
+# The services' own identity: messages the services make themselves (deadline misses, the demo),
+# and requests inside the services' NATS account, which only the services can reach.
+SERVICE = Principal(id="system:milestones", role="admin", via="system")
+
+
+class Authenticator(Protocol):
+    """What the edges ask: who holds this bearer token (a Milestones token or a JWT)?"""
+
+    async def bearer(self, token: str) -> Principal | None:
+        """The principal the token names, or None when it is unknown, revoked or invalid."""
+        ...
+
+    def by_credential(self, credential_id: str) -> Principal | None:
+        """A live (not revoked) credential by id: the NATS subject token the server mapped."""
+        ...

@@ -20,8 +20,13 @@ from services.app.settings import Settings
 
 async def main(names: list[str]) -> None:
     settings = Settings.from_env()
+    assert settings.database_url, "run by the benchmark, which sets MILESTONES_DATABASE_URL"
     logs.configure("json", "warning")
-    nc = await nats.connect(settings.nats_url)
+    # the services' identity, from the environment the benchmark gave this process: reading
+    # the log raw is the services' alone
+    nc = await nats.connect(
+        settings.nats_url, user=settings.nats_user, password=settings.nats_password
+    )
     try:
         started = time.perf_counter()
         await rebuild(

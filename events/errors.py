@@ -9,6 +9,8 @@ from __future__ import annotations
 HTTP_STATUS: dict[str, int] = {
     "invalid": 400,
     "unknown_type": 400,
+    "unauthenticated": 401,  # no credential, or one that is unknown or revoked
+    "forbidden": 403,  # a known credential, but not this role, source, project or subject
     "not_found": 404,
     "conflict": 409,
     "too_large": 413,

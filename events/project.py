@@ -6,6 +6,10 @@ The project owns what needs the whole picture: the dependency graph (cycle check
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import msgspec
+
 from events.common import (
     Date,
     DependencyPolicy,
@@ -18,6 +22,21 @@ from events.common import (
     Text,
     Url,
 )
+
+# A webhook secret as stored. Publishers send it in clear (``Secret``, 16-256 characters: what
+# the exported JSON Schema says, see ``INBOUND_FIELDS``); the intake seals it before deciding
+# (services/intake/webhooks.py), so the log holds "sealed.v1.<kid>.<nonce>.<ciphertext>"
+# (services/notify/secretbox.py), longer than the clear value. Events stored before secrets
+# were sealed hold the clear value: both decode, and only the notifier tells them apart.
+SealedSecret = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=16,
+        max_length=1024,
+        description="webhook signing key, sealed (encrypted) by the intake before it is stored",
+    ),
+]
+SECRET_CLEAR_MAX = 256  # what a publisher may send (``Secret``), checked by the intake
 
 
 class ProjectCreated(ProjectEvent, frozen=True, kw_only=True):
@@ -54,7 +73,7 @@ class StakeholderSubscribed(ProjectEvent, frozen=True, kw_only=True):
     stakeholder: Name
     url: Url
     milestone_id: Id | None = None
-    secret: Secret | None = None
+    secret: SealedSecret | None = None
 
 
 class StakeholderUnsubscribed(ProjectEvent, frozen=True, kw_only=True):
@@ -72,6 +91,12 @@ class StatusReported(ProjectEvent, frozen=True, kw_only=True):
     note: Text
     milestone_id: Id | None = None
 
+
+# Fields whose inbound form (what publishers send, and the exported JSON Schema shows) differs
+# from the stored one: {type: {field: inbound type}}.
+INBOUND_FIELDS: dict[str, dict[str, object]] = {
+    "StakeholderSubscribed": {"secret": Secret | None},
+}
 
 PROJECT_EVENTS = (
     ProjectCreated,

@@ -13,11 +13,19 @@ EVENTS_PREFIX = f"{PREFIX}.events"
 RECEIPTS_PREFIX = f"{PREFIX}.ids"
 ALL_EVENTS = f"{EVENTS_PREFIX}.>"  # every event (receipts are on another prefix)
 MILESTONE_EVENTS = f"{EVENTS_PREFIX}.*.*"  # events of every milestone aggregate
-EVENTS_SUBJECTS = [f"{EVENTS_PREFIX}.*", MILESTONE_EVENTS, f"{RECEIPTS_PREFIX}.*"]
+CREDENTIALS_PREFIX = f"{PREFIX}.credentials"  # credentials issued and revoked (events.identity)
+CREDENTIALS = f"{CREDENTIALS_PREFIX}.*"
+EVENTS_SUBJECTS = [f"{EVENTS_PREFIX}.*", MILESTONE_EVENTS, f"{RECEIPTS_PREFIX}.*", CREDENTIALS]
+
+# -- the log's signed checkpoints (tamper evidence): a stream of their own, so positions never shift
+CHECKPOINTS_STREAM = "MILESTONES_CHECKPOINTS"
+CHECKPOINTS_SUBJECT = f"{PREFIX}.checkpoints"
+CHECKPOINTS_SUBJECTS = [CHECKPOINTS_SUBJECT]
 
 # -- in: request/reply commands and the durable inbox ----------------------------------------------
 COMMANDS_PREFIX = f"{PREFIX}.commands"
-COMMANDS = f"{COMMANDS_PREFIX}.*"
+COMMANDS = f"{COMMANDS_PREFIX}.*"  # what publishers use (the server maps it, see README)
+ALL_COMMANDS = f"{COMMANDS_PREFIX}.>"  # what the intake hears: .<credential>.<Type> and .<Type>
 BATCH_TOKEN = "batch"  # milestones.commands.batch / milestones.inbox.batch: a JSON array
 INBOX_STREAM = "MILESTONES_INBOX"
 INBOX_PREFIX = f"{PREFIX}.inbox"
@@ -33,7 +41,8 @@ REJECTIONS_SUBJECTS = [REJECTIONS]
 
 # -- out: queries ----------------------------------------------------------------------------------
 QUERY_PREFIX = f"{PREFIX}.query"
-QUERIES = f"{QUERY_PREFIX}.*"
+QUERIES = f"{QUERY_PREFIX}.*"  # what clients use
+ALL_QUERIES = f"{QUERY_PREFIX}.>"  # what the query service hears: .<credential>.<name> too
 
 
 def project_subject(project_id: str) -> str:
@@ -55,6 +64,10 @@ def is_milestone_subject(subject: str) -> bool:
 
 def receipt_subject(digest: str) -> str:
     return f"{RECEIPTS_PREFIX}.{digest}"
+
+
+def credential_subject(credential_id: str) -> str:
+    return f"{CREDENTIALS_PREFIX}.{credential_id}"
 
 
 def command_subject(type_: str) -> str:

@@ -18,29 +18,80 @@ from events import ENCODER, REPLY_DECODER, Reply
 from services.app import logs
 from services.app.embedded import EmbeddedNats, EmbeddedPostgres
 from services.app.settings import Settings
+from services.auth.identity import ServiceIdentity
+from services.notify.secretbox import Keyring
 
 logs.configure("console", os.environ.get("MILESTONES_TEST_LOG_LEVEL", "warning"))
 
 
+TEST_SECRET_KEY = Keyring.generate("tests")  # encrypts webhook secrets in every test's log
+
+
+@pytest.fixture(scope="session")
+def identity() -> ServiceIdentity:
+    """The services' NATS identity (generated once: bcrypt is slow on purpose)."""
+    return ServiceIdentity.generate()
+
+
 @pytest.fixture
-def nats_server(tmp_path: Path):
-    server = EmbeddedNats(tmp_path / "nats").start()
+def nats_server(tmp_path: Path, identity: ServiceIdentity):
+    """A nats-server with the accounts of production: anonymous clients get nothing."""
+    server = EmbeddedNats(tmp_path / "nats", identity=identity).start()
     yield server
     server.stop()
+
+
+def service_settings(server: EmbeddedNats, **values: object) -> Settings:
+    assert server.identity is not None
+    login, system = server.identity.service, server.identity.system
+    return Settings(
+        **{
+            "nats_url": server.url,
+            "nats_user": login.user,
+            "nats_password": login.password,
+            "nats_system_user": system.user,
+            "nats_system_password": system.password,
+            "nats_auth_file": str(server.credentials_file),
+            **values,
+        }
+    )
 
 
 @pytest.fixture
 def settings(nats_server: EmbeddedNats, tmp_path: Path) -> Settings:
     # No deadline scheduler by default: a schedule fired for a past due date would add events
     # while a test compares the log with a read model. tests/test_deadlines.py turns it on.
-    return Settings(
-        nats_url=nats_server.url, data_dir=str(tmp_path), command_workers=64, scheduler=False
+    return service_settings(
+        nats_server,
+        data_dir=str(tmp_path),
+        command_workers=64,
+        scheduler=False,
+        webhook_allow_hosts="127.0.0.1",  # the tests' local webhook receivers
+        secret_key=TEST_SECRET_KEY,
     )
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    """The CLI as the services' own identity (who may do what is tested in test_security)."""
+    return {
+        "MILESTONES_NATS_URL": settings.nats_url,
+        "MILESTONES_NATS_USER": settings.nats_user or "",
+        "MILESTONES_NATS_PASSWORD": settings.nats_password or "",
+    }
+
+
+async def connect(server: EmbeddedNats, user: str | None = None, password: str | None = None):
+    """A client of ``server``: the services' identity unless a user is given."""
+    if user is None:
+        assert server.identity is not None
+        user, password = server.identity.service.user, server.identity.service.password
+    return await nats.connect(server.url, user=user, password=password)
 
 
 @pytest.fixture
 async def nc(nats_server: EmbeddedNats) -> AsyncIterator[nats.NATS]:
-    client = await nats.connect(nats_server.url)
+    """A connection with the services' own identity: raw stream access, in-account commands."""
+    client = await connect(nats_server)
     yield client
     await client.close()
 
@@ -196,7 +247,7 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-__all__ = ["cloudevent", "msgspec", "plan_project", "request", "wait_for"]
+__all__ = ["cli_env", "cloudevent", "connect", "msgspec", "plan_project", "request", "wait_for"]
 
 
 @pytest.fixture
@@ -210,19 +261,6 @@ async def system(settings: Settings, db_url: str):
             TODAY
         )  # the clock is an input: pinned to the day the test events carry
         yield run
-
-
-@pytest.fixture
-async def api(system):
-    import httpx
-
-    from services.app.http import build_http_app
-
-    app = build_http_app(system.intake, max_body=256 * 1024, extra_handlers=system.http_handlers)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://test", timeout=30
-    ) as client:
-        yield client
 
 
 async def caught_up(
@@ -244,3 +282,96 @@ async def caught_up(
         await wait_for(reached, timeout=60, what=f"projections {projections} to reach {position}")
     finally:
         await conn.close()
+
+
+# == HTTP credentials for tests ====================================================================
+# One in-memory credential per role, behind the Authenticator protocol (services.auth.principal).
+# The lead replaces this block with real credentials (services.auth): every test reaches them
+# through these names only — TEST_TOKENS, auth_headers(role), MemoryAuthenticator, and the
+# `authenticator` fixture.
+from services.auth.principal import Principal as _Principal  # noqa: E402
+
+TEST_TOKENS = {
+    "reader": "test-reader-token",
+    "auditor": "test-auditor-token",
+    "admin": "test-admin-token",
+    "publisher": "test-publisher-token",
+}
+
+
+def role_principals() -> dict[str, _Principal]:
+    """Token -> principal: one per role; the publisher may use the sources the tests send."""
+    return {
+        token: _Principal(
+            id=f"test-{role}",
+            role=role,  # type: ignore[arg-type]
+            sources=frozenset({"tests", "test"}) if role == "publisher" else frozenset(),
+        )
+        for role, token in TEST_TOKENS.items()
+    }
+
+
+class MemoryAuthenticator:
+    """The Authenticator protocol over a dict (token -> principal); ``revoke`` forgets a token."""
+
+    def __init__(self, principals: dict[str, _Principal] | None = None) -> None:
+        self.by_token = dict(role_principals() if principals is None else principals)
+
+    async def bearer(self, token: str) -> _Principal | None:
+        return self.by_token.get(token)
+
+    def by_credential(self, credential_id: str) -> _Principal | None:
+        return next((p for p in self.by_token.values() if p.id == credential_id), None)
+
+    def add(self, token: str, principal: _Principal) -> None:
+        self.by_token[token] = principal
+
+    def revoke(self, token: str) -> None:
+        self.by_token.pop(token, None)
+
+
+def auth_headers(role: str = "reader") -> dict[str, str]:
+    return {"Authorization": f"Bearer {TEST_TOKENS[role]}"}
+
+
+@pytest.fixture
+def authenticator() -> MemoryAuthenticator:
+    return MemoryAuthenticator()
+
+
+def role_auth():
+    """httpx auth for the functional tests' client: the publisher for POST /events, the admin
+    (who may read everything) otherwise, unless the test sends its own Authorization. Who may
+    do what is tested in tests/test_http_auth.py."""
+    import httpx
+
+    class RoleAuth(httpx.Auth):
+        def auth_flow(self, request: httpx.Request):
+            if "authorization" not in request.headers:
+                publishing = request.method == "POST" and request.url.path == "/events"
+                role = "publisher" if publishing else "admin"
+                request.headers["authorization"] = auth_headers(role)["Authorization"]
+            yield request
+
+    return RoleAuth()
+
+
+@pytest.fixture
+async def api(system, authenticator):
+    import httpx
+
+    from services.app.http import build_http_app
+
+    app = build_http_app(
+        system.intake,
+        max_body=256 * 1024,
+        authenticator=authenticator,
+        extra_handlers=system.http_handlers,
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://test",
+        timeout=30,
+        auth=role_auth(),
+    ) as client:
+        yield client

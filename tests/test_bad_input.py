@@ -10,7 +10,7 @@ import pytest
 
 from services.app.http import build_http_app
 from services.eventlog.log import EventLog
-from tests.conftest import cloudevent, plan_project, request
+from tests.conftest import MemoryAuthenticator, cloudevent, plan_project, request, role_auth
 
 GOOD_DATA = {"project_id": "p", "milestone_id": "m", "task_id": "t1"}
 
@@ -187,9 +187,9 @@ async def test_subject_must_match_the_type(intake, nc):
 
 @pytest.fixture
 async def http(intake):
-    app = build_http_app(intake.intake, max_body=256 * 1024)
+    app = build_http_app(intake.intake, max_body=256 * 1024, authenticator=MemoryAuthenticator())
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://test"
+        transport=httpx.ASGITransport(app=app), base_url="http://test", auth=role_auth()
     ) as client:
         yield client
 

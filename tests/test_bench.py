@@ -1,4 +1,5 @@
-"""The benchmark runs end to end at a tiny size and reports every figure (no speed is asserted)."""
+"""The benchmark runs end to end at a tiny size and reports every figure (no speed is asserted):
+secured as in production, with the authentication A/B."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ async def test_bench_reports_every_figure(database_url, tmp_path):
         out=str(out),
         lazy=True,
         events=3000,
+        auth_runs=1,
+        auth_projects=2,
     )
     results = await run(opts, lambda _line: None)
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
@@ -46,4 +49,17 @@ async def test_bench_reports_every_figure(database_url, tmp_path):
     ):
         assert results["raw"][key] > 0, key
     assert 0 < results["ratios"]["intake_vs_atomic_batch_durable"] < 1
-    assert "rebuild status+history+audit" in table(results)
+    assert results["authentication"] is True  # the load used its own credentials
+    assert "password" not in out.read_text()
+    ab = results["auth_ab"]
+    assert ab["order"] == ["secured", "unsecured"]
+    for side in ("secured", "unsecured"):
+        figures = ab[side]
+        assert figures["messages"] == 2 * 181 and not figures["refused"], side
+        assert len(figures["per_s"]) == 1 and figures["min"] <= figures["median"] <= figures["max"]
+        assert figures["intake_cpu_ms_per_command_median"] > 0, side
+    assert ab["ratio"] == round(ab["secured"]["median"] / ab["unsecured"]["median"], 4)
+    assert results["ratios"]["intake_secured_vs_unsecured"] == ab["ratio"]
+    printed = table(results)
+    assert "rebuild status+history+audit" in printed
+    assert "intake, commands, secured (A/B, 1 runs)" in printed and "unsecured" in printed

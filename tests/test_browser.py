@@ -1,7 +1,7 @@
-"""End to end in a real headless browser (Debian's chromium through Playwright): every dashboard
-page loads the demo project with no console errors, a screenshot of each is written to a
-temporary folder, keyboard focus works, the SVG downloads are SVG, and an open page follows new
-events without a reload."""
+"""End to end in a real headless browser (Debian's chromium through Playwright): the dashboard
+asks for a token once (the sign-in form) and keeps a session, every dashboard page loads the demo
+project with no console errors, a screenshot of each is written to a temporary folder, keyboard
+focus works, the SVG downloads are SVG, and an open page follows new events without a reload."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from services.app.demo import PROJECT, demo_events
 from services.app.embedded import free_port
 from services.app.http import build_http_app
 from services.app.wiring import serve_http
-from tests.conftest import TODAY, caught_up, cloudevent, request
+from tests.conftest import TEST_TOKENS, TODAY, MemoryAuthenticator, caught_up, cloudevent, request
 
 
 def browser_path() -> str | None:
@@ -47,7 +47,12 @@ async def site(system, db_url):
     await caught_up(db_url, last)
     port = free_port()
     stop = asyncio.Event()
-    app = build_http_app(system.intake, max_body=256 * 1024, extra_handlers=system.http_handlers)
+    app = build_http_app(
+        system.intake,
+        max_body=256 * 1024,
+        authenticator=MemoryAuthenticator(),
+        extra_handlers=system.http_handlers,
+    )
     server = asyncio.create_task(serve_http(app, "127.0.0.1", port, stop, system.closing))
     yield f"http://127.0.0.1:{port}"
     stop.set()
@@ -55,7 +60,7 @@ async def site(system, db_url):
 
 
 @pytest.fixture
-async def browser():
+async def chromium():
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
@@ -64,8 +69,51 @@ async def browser():
         await b.close()
 
 
+async def sign_in(context, site: str, token: str, path: str = "/ui"):
+    """Open ``path`` as a browser does: sent to the sign-in form, type the token, sent back."""
+    page = await context.new_page()
+    await page.goto(site + path)
+    assert "/ui/login?next=" in page.url
+    await page.fill("#token", token)
+    async with page.expect_navigation():
+        await page.click("button[type=submit]")
+    return page
+
+
+@pytest.fixture
+async def browser(chromium, site):
+    """A browser signed in to the dashboard as an auditor (the audit page needs one)."""
+    context = await chromium.new_context(viewport={"width": 1400, "height": 1000})
+    page = await sign_in(context, site, TEST_TOKENS["auditor"])
+    assert page.url == f"{site}/ui"
+    await page.close()
+    yield context
+    await context.close()
+
+
+async def test_the_dashboard_asks_for_a_token_once_and_signs_out(site, chromium):
+    context = await chromium.new_context()
+    wrong = await sign_in(context, site, "not-a-token", f"/ui/projects/{PROJECT}")
+    assert "unknown, revoked or expired" in await wrong.inner_text("[role=alert]")
+    await wrong.fill("#token", TEST_TOKENS["reader"])
+    async with wrong.expect_navigation():
+        await wrong.click("button[type=submit]")
+    assert wrong.url == f"{site}/ui/projects/{PROJECT}"  # back where it was going
+    cookie = next(c for c in await context.cookies() if c["name"] == "milestones_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert TEST_TOKENS["reader"] not in cookie["value"]
+    assert await wrong.evaluate("document.cookie") == ""  # no script can read the session
+    await wrong.click("text=Sign out")
+    async with wrong.expect_navigation():
+        await wrong.click("button[type=submit]")
+    assert "/ui/login" in wrong.url
+    await wrong.goto(f"{site}/ui")
+    assert "/ui/login?next=" in wrong.url
+    await context.close()
+
+
 async def open_page(browser, url: str, problems: list[str]):
-    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = await browser.new_page()
     page.on(
         "console",
         lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None,

@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 
 import nats
+import pytest
 
 from services.app.embedded import free_port
-from tests.conftest import wait_for
+from tests.conftest import cli_env, wait_for
 
 MILESTONES = [sys.executable, "-m", "services.cli"]
 
@@ -34,7 +35,7 @@ async def run(
 
 
 async def test_send_prints_replies_and_exit_codes_tell_the_outcome(intake, settings):
-    env = {"MILESTONES_NATS_URL": settings.nats_url}
+    env = cli_env(settings)
     assert (await run("send", "ProjectCreated", "project_id=apollo", "name=Apollo", env=env))[
         0
     ] == 0
@@ -94,7 +95,7 @@ async def test_send_prints_replies_and_exit_codes_tell_the_outcome(intake, setti
 
 
 async def test_send_file_from_stdin_and_rejections(intake, settings):
-    env = {"MILESTONES_NATS_URL": settings.nats_url}
+    env = cli_env(settings)
     lines = [
         {
             "specversion": "1.0",
@@ -187,10 +188,21 @@ async def test_dev_runs_everything_and_stops_on_ctrl_c(tmp_path: Path):
             return any(e.get("event") == "http listening" for e in seen)
 
         await wait_for(ready, timeout=60, what="milestones dev to listen")
-        env = {"MILESTONES_NATS_URL": f"nats://127.0.0.1:{nats_port}"}
+        # the quick start: the CLI finds dev.json in the data dir, nothing else is given
+        env = {"MILESTONES_DATA_DIR": str(tmp_path)}
         code, out, _ = await run("send", "ProjectCreated", "project_id=dev", "name=Dev", env=env)
         assert code == 0 and json.loads(out)["accepted"]
-        nc = await nats.connect(f"nats://127.0.0.1:{nats_port}")
+        assert (tmp_path / "dev.json").stat().st_mode & 0o777 == 0o600
+        dev = json.loads((tmp_path / "dev.json").read_text())
+        assert set(dev["credentials"]) == {"publisher", "reader", "auditor", "admin"}
+        code, out, _ = await run("projects", "--json", env=env)
+        assert code == 0 and "dev" in out
+        with pytest.raises(Exception, match="Authorization Violation"):
+            await nats.connect(f"nats://127.0.0.1:{nats_port}", allow_reconnect=False)
+        service = json.loads((tmp_path / "identity" / "service.json").read_text())["service"]
+        nc = await nats.connect(
+            f"nats://127.0.0.1:{nats_port}", user=service["user"], password=service["password"]
+        )
         info = await nc.jetstream().stream_info("MILESTONES")
         await nc.close()
         assert info.config.allow_atomic and info.config.deny_delete and info.config.deny_purge

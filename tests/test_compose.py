@@ -11,10 +11,13 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import nats
+import pytest
 import yaml
 
 from services.app.embedded import free_port, nats_server_binary
 from services.app.settings import Settings
+from services.cli.main import main
 from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,61 +45,118 @@ def test_every_environment_variable_is_a_setting():
     for name, service in COMPOSE["services"].items():
         for key in service.get("environment") or {}:
             if key.startswith("MILESTONES_"):
-                assert key.removeprefix("MILESTONES_").lower() in fields, (
+                name = key.removeprefix("MILESTONES_").lower()
+                assert name in fields or name.removesuffix("_file") in fields, (
                     f"{name}: {key} is not a setting"
                 )
 
 
-def test_nats_config_is_durable_and_starts_a_real_server(tmp_path: Path):
+def compose_nats(tmp_path: Path, cluster: bool) -> tuple[Path, str, dict[str, str]]:
+    """compose.yaml's NATS configuration with its accounts, as `init` writes them, on free
+    local ports; and the services' environment of compose.yaml pointed at it."""
+    auth = tmp_path / "auth"
+    assert main(["nats-config", "--dir", str(auth)]) == 0
     conf = COMPOSE["configs"]["nats-conf"]["content"]
     assert re.search(r"^\s*sync_interval:\s*always\s*$", conf, re.M)
+    assert re.search(r"^\s*include auth/accounts.conf\s*$", conf, re.M)
+    port = free_port()
     local = (
         conf.replace("/data", str(tmp_path / "js"))
-        .replace("0.0.0.0:4222", f"127.0.0.1:{free_port()}")
+        .replace("0.0.0.0:4222", f"127.0.0.1:{port}")
         .replace("0.0.0.0:8222", f"127.0.0.1:{free_port()}")
         .replace("0.0.0.0:6222", f"127.0.0.1:{free_port()}")
     )
+    if not cluster:  # one node of three has no JetStream quorum: run it alone
+        local = re.sub(r"cluster \{.*?\n\}\n", "", local, flags=re.S)
     (tmp_path / "nats.conf").write_text(local)
+    env = {k: str(v) for k, v in COMPOSE["services"]["intake"]["environment"].items()}
+    env = {k: v.replace("/run/milestones", str(auth)) for k, v in env.items()}
+    env.update(
+        MILESTONES_NATS_URL=f"nats://127.0.0.1:{port}",
+        MILESTONES_STREAM_REPLICAS="1",
+        MILESTONES_SIGNING_KEY_FILE=str(auth / "log-signing.pem"),
+    )
+    return tmp_path / "nats.conf", f"nats://127.0.0.1:{port}", env
+
+
+def test_nats_config_is_durable_and_valid_for_the_cluster(tmp_path: Path):
+    conf, _, _ = compose_nats(tmp_path, cluster=True)
     check = subprocess.run(
-        [nats_server_binary(), "-c", str(tmp_path / "nats.conf"), "-t"],
-        capture_output=True,
-        text=True,
-        timeout=30,
+        [nats_server_binary(), "-c", str(conf), "-t"], capture_output=True, text=True, timeout=30
     )
     assert check.returncode == 0, check.stderr
 
 
-async def test_each_service_command_starts(settings, nats_server, db_url):
-    for name, service in COMPOSE["services"].items():
-        if "build" not in service:  # nats and postgres are third-party images
-            continue
-        command = service["command"]
-        env = {**os.environ, **{k: str(v) for k, v in (service.get("environment") or {}).items()}}
-        env.update(
-            MILESTONES_NATS_URL=nats_server.url,
-            MILESTONES_STREAM_REPLICAS="1",
-            MILESTONES_DATABASE_URL=db_url,
-            MILESTONES_HTTP_HOST="127.0.0.1",
-            MILESTONES_HTTP_PORT=str(free_port()),
-            MILESTONES_LOG_FORMAT="json",
-        )
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "services.cli",
-            *command,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=env,
-        )
-        lines: list[bytes] = []
-        try:
-            await wait_for(
-                says_started(proc, lines), timeout=60, what=f"compose service {name} to start"
+async def test_compose_nats_enforces_the_accounts_and_each_service_starts(
+    tmp_path: Path, db_url: str
+):
+    conf, url, env = compose_nats(tmp_path, cluster=False)
+    server = subprocess.Popen(
+        [nats_server_binary(), "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await wait_for(lambda: _listening(url), timeout=15, what="the compose NATS server")
+        with pytest.raises(Exception, match="Authorization Violation"):
+            await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=0)
+        for name, service in COMPOSE["services"].items():
+            if "build" not in service or name == "init":
+                continue
+            service_env = {k: str(v) for k, v in (service.get("environment") or {}).items()}
+            service_env = {
+                k: v.replace("/run/milestones", env["MILESTONES_SECRET_KEY_FILE"].rsplit("/", 1)[0])
+                for k, v in service_env.items()
+            }
+            await started(
+                name,
+                service["command"],
+                {
+                    **service_env,
+                    **{k: v for k, v in env.items() if k in _SHARED},
+                    "MILESTONES_DATABASE_URL": db_url,
+                    "MILESTONES_HTTP_PORT": str(free_port()),
+                    "MILESTONES_HTTP_HOST": "127.0.0.1",
+                },
             )
-        finally:
-            proc.terminate()
-            assert await asyncio.wait_for(proc.wait(), 30) == 0, b"".join(lines).decode()
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+_SHARED = (
+    "MILESTONES_NATS_URL",
+    "MILESTONES_STREAM_REPLICAS",
+    "MILESTONES_SIGNING_KEY_FILE",
+)
+
+
+async def _listening(url: str) -> bool:
+    host, port = url.removeprefix("nats://").split(":")
+    try:
+        _, writer = await asyncio.open_connection(host, int(port))
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
+async def started(name: str, command: list[str], env: dict[str, str]) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        *command,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, **env},
+    )
+    lines: list[bytes] = []
+    try:
+        await wait_for(says_started(proc, lines), timeout=60, what=f"compose service {name}")
+    finally:
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 30) == 0, b"".join(lines).decode()
 
 
 def says_started(

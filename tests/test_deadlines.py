@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-import nats
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
 from events import decode_stored
@@ -15,7 +14,7 @@ from services.app.wiring import prepare_streams
 from services.eventlog.log import EventLog
 from services.intake.deadlines import Scheduler, deadline_event
 from services.intake.round import receipt_subject
-from tests.conftest import caught_up, cloudevent, request, wait_for
+from tests.conftest import caught_up, cloudevent, connect, request, wait_for
 
 P = "launch"
 D1, D2 = dt.date(2030, 1, 1), dt.date(2030, 2, 1)
@@ -143,7 +142,7 @@ def _ce(body: bytes):
 async def test_an_inbox_stream_from_an_earlier_version_is_upgraded_for_schedules(
     settings, nats_server
 ):
-    nc = await nats.connect(nats_server.url)
+    nc = await connect(nats_server)
     try:
         js = nc.jetstream()
         await js.add_stream(

@@ -14,13 +14,13 @@ from events.errors import StartupError
 from events.subjects import EVENTS_STREAM
 from services.app.wiring import intake as run_intake
 from services.app.wiring import prepare_streams
+from services.auth.principal import SERVICE
 from services.domain.milestone import Milestone
 from services.eventlog.log import AppendConflict, EventLog, OutgoingMessage
 from services.eventlog.streams import check_server_version
-from services.auth.principal import SERVICE
 from services.intake.committer import Command, Committer
 from services.intake.parse import Limits, parse
-from tests.conftest import cloudevent, plan_project, request, wait_for
+from tests.conftest import cloudevent, connect, plan_project, request, wait_for
 
 
 def commands(*ces: dict) -> list[Command]:
@@ -103,7 +103,7 @@ async def test_two_writers_on_one_milestone_lose_no_update(settings, nc, nats_se
     """Writer A decides on state that writer B changes before A appends: A's append fails the
     OCC check on the real server, A reloads, decides again and records B's date as the old one."""
     await prepare_streams(nc, settings)
-    nc_b = await nats.connect(nats_server.url)
+    nc_b = await connect(nats_server)
     a, b = Committer(GatedLog(nc)), Committer(EventLog(nc_b))
     await a.start(), await b.start()
     try:
@@ -136,7 +136,7 @@ async def test_two_writers_on_one_milestone_lose_no_update(settings, nc, nats_se
 
 async def test_a_writer_that_keeps_losing_gets_conflict(settings, nc, nats_server):
     await prepare_streams(nc, settings)
-    nc_b = await nats.connect(nats_server.url)
+    nc_b = await connect(nats_server)
     a, b = Committer(GatedLog(nc), max_attempts=1), Committer(EventLog(nc_b))
     await a.start(), await b.start()
     try:

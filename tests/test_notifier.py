@@ -8,13 +8,27 @@ import asyncio
 import contextlib
 from typing import Any
 
+import msgspec
+import pytest
+
 from events.subjects import EVENTS_STREAM
+from services.app.settings import Settings
 from services.notify.notifier import NOTIFIER_DURABLE, Notifier
-from tests.conftest import TODAY, caught_up, cloudevent, request, wait_for
+from services.notify.secretbox import Keyring
+from services.notify.targets import TargetPolicy
+from tests.conftest import TODAY, caught_up, cli_env, cloudevent, request, wait_for
 from tests.test_cli import run
 from tests.webhook_receiver import Receiver, verify
 
 SECRET = "s3cret-s3cret-s3cret"
+KEY = Keyring.generate("tests")
+LOCAL = "127.0.0.1"  # the local receiver: allow-listed, as `milestones dev` allows loopback
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """conftest's, with a key to seal webhook secrets and the local receiver allowed."""
+    return msgspec.structs.replace(settings, secret_key=KEY, webhook_allow_hosts=LOCAL)
 
 
 def ce(type_: str, **data: object) -> dict:
@@ -33,7 +47,11 @@ async def notifier(system, **kw: Any):
         backoff_max=0.4,
         sweep_every=3600,
         poll=0.05,
-        **kw,
+        **{
+            "keyring": Keyring.from_setting(KEY),
+            "targets": TargetPolicy.from_setting(LOCAL),
+            **kw,
+        },
     )
     stop = asyncio.Event()
     task = asyncio.create_task(n.run(stop))
@@ -199,8 +217,7 @@ async def test_each_kind_is_posted_signed_with_its_idempotency_key(system, api, 
             await wait_for(acked, 20, "the notifier to pass the reschedule")
         assert len(await deliveries(api, project_id="apollo")) == len(log)
         assert (await api.get("/projects/apollo/subscriptions")).json()["data"] == []
-        env = {"MILESTONES_NATS_URL": system.settings.nats_url}
-        code, out, _ = await run("reports", "apollo", env=env)
+        code, out, _ = await run("reports", "apollo", env=cli_env(system.settings))
         assert code == 0 and "waiting for design" in out and "weekly" in out
     finally:
         await receiver.stop()
@@ -314,7 +331,7 @@ async def test_digest_on_demand_says_what_changed_since_the_last_one(
                 "design: task spec completed",
                 "design achieved (all tasks completed)",
             ]
-            env = {"MILESTONES_NATS_URL": settings.nats_url}
+            env = cli_env(settings)
             code, out, _ = await run("digest", "apollo", env=env)
             assert (
                 code == 0

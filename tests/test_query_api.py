@@ -9,7 +9,7 @@ import json
 import re
 
 from events import ENCODER
-from tests.conftest import caught_up, cloudevent, plan_project, request
+from tests.conftest import caught_up, cli_env, cloudevent, plan_project, request
 from tests.test_cli import run
 
 
@@ -181,7 +181,7 @@ async def test_queries_over_nats(system, nc):
 
 async def test_cli_read_commands(system, nc, settings):
     position = await seed(nc)
-    env = {"MILESTONES_NATS_URL": settings.nats_url}
+    env = cli_env(settings)
     code, out, _ = await run("status", "apollo", "--min-position", str(position), env=env)
     assert (
         code == 0
@@ -220,7 +220,7 @@ async def test_projects_goals_health_counts_next_milestone(api, nc, settings):
     zeta = (await api.get("/projects/zeta")).json()["data"]
     assert zeta["goals"] == ["ship v2", "halve churn"] and zeta["next_milestone"] is None
     assert (await api.get("/projects/nobody")).status_code == 404
-    code, out, _ = await run("projects", env={"MILESTONES_NATS_URL": settings.nats_url})
+    code, out, _ = await run("projects", env=cli_env(settings))
     assert code == 0 and "ship v2" in out and "2 on_track" in out
 
 
@@ -339,7 +339,7 @@ async def test_projects_with_project_id_is_a_page_of_that_one(api, nc, settings)
     unknown = await api.get("/projects", params={"project_id": "nobody"})
     assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "not_found")
     assert (await ask(nc, "projects", project_id="nobody"))["error"]["code"] == "not_found"
-    env = {"MILESTONES_NATS_URL": settings.nats_url}
+    env = cli_env(settings)
     code, out, _ = await run("projects", "apollo", "--json", env=env)
     answered = json.loads(out)
     assert code == 0 and [p["project_id"] for p in answered["data"]] == ["apollo"]

@@ -32,15 +32,21 @@ from services.query.requests import (
     ProjectsParams,
     SubscriptionsParams,
 )
+from tests.conftest import MemoryAuthenticator, role_auth
 
 NO_QUERIES: Any = object()  # a bad parameter is refused before any query runs
 
 
 @pytest.fixture
 async def client():
-    app = build_http_app(None, max_body=64 * 1024, extra_handlers=query_routes(NO_QUERIES))
+    app = build_http_app(
+        None,
+        max_body=64 * 1024,
+        authenticator=MemoryAuthenticator(),
+        extra_handlers=query_routes(NO_QUERIES),
+    )
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://test"
+        transport=httpx.ASGITransport(app=app), base_url="http://test", auth=role_auth()
     ) as c:
         yield c
 
@@ -433,9 +439,14 @@ ECHO = Query(
 
 
 async def test_a_new_query_is_one_entry():
-    app = build_http_app(None, max_body=1024, extra_handlers=query_routes(NO_QUERIES, [ECHO]))
+    app = build_http_app(
+        None,
+        max_body=1024,
+        authenticator=MemoryAuthenticator(),
+        extra_handlers=query_routes(NO_QUERIES, [ECHO]),
+    )
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://test"
+        transport=httpx.ASGITransport(app=app), base_url="http://test", auth=role_auth()
     ) as c:
         said = (await c.get("/echo/apollo", params={"n": "3"})).json()
         refused = (await c.get("/echo/apollo", params={"n": "10"})).json()

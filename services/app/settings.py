@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import msgspec
 
@@ -39,6 +40,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     nats_system_user: str | None = None  # NATS system account: reloads the server's accounts
     nats_system_password: str | None = None
     nats_auth_file: str | None = None  # the accounts file the server includes (rewritten live)
+    nats_account_slots: int = 1000  # NATS accounts for credentials (more: restart nats-server)
     secret_key: str | None = None  # webhook secrets' cipher key(s): "kid:base64url[,kid:...]"
     secret_key_file: str | None = None  # or a file holding the same
     signing_key_file: str | None = None  # Ed25519 key of the log's signed checkpoints
@@ -57,6 +59,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         values: dict[str, object] = {}
         for name, field_type in cls.__annotations__.items():
             raw = env.get(f"MILESTONES_{name.upper()}")
+            path = env.get(f"MILESTONES_{name.upper()}_FILE")
+            if raw is None and path is not None and f"{name}_file" not in cls.__annotations__:
+                # the container-secrets convention: the value is in a file (compose secrets)
+                try:
+                    raw = Path(path).read_text().strip()
+                except OSError as exc:
+                    raise ValueError(
+                        f"MILESTONES_{name.upper()}_FILE: cannot read {path}: {exc.strerror}"
+                    ) from None
             if raw is None:
                 continue
             if field_type == "int":

@@ -10,11 +10,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import nats
 import structlog
 import uvicorn
 from faststream.nats import NatsBroker
+from faststream.security import SASLPlaintext
 from nats.aio.client import Client as NATS
 
 from events.errors import StartupError
@@ -24,10 +26,14 @@ from projections.runner import Runner
 from projections.watch import CheckpointWatcher
 from services.app.http import build_http_app
 from services.app.settings import Settings
+from services.auth.credentials import CredentialStore
+from services.auth.natsconf import AccountsSync
+from services.auth.principal import NOBODY
 from services.dashboard.routes import dashboard_routes
 from services.eventlog.log import EventLog
 from services.eventlog.streams import (
     check_server_version,
+    checkpoints_stream_config,
     ensure_stream,
     events_stream_config,
     inbox_stream_config,
@@ -39,8 +45,16 @@ from services.intake.deadlines import Scheduler
 from services.intake.inbox import InboxConsumer
 from services.intake.parse import Limits
 from services.intake.service import IntakeService
+from services.intake.webhooks import configured as webhooks_configured
+from services.ledger.keys import key_path, load_or_create, load_public
+from services.ledger.note import ORIGIN
+from services.ledger.routes import ledger_routes
+from services.ledger.view import LedgerView
+from services.ledger.writer import CheckpointWriter
 from services.notify.notifier import Notifier
 from services.notify.outbox import ensure_schema as ensure_notifier_schema
+from services.notify.secretbox import keyring_from_settings
+from services.notify.targets import TargetPolicy
 from services.query.http_routes import query_routes
 from services.query.nats_handlers import register_queries
 from services.query.queries import Queries, today_utc
@@ -48,21 +62,45 @@ from services.query.queries import Queries, today_utc
 log = structlog.get_logger("milestones")
 
 
-async def connect_nats(url: str, name: str = "milestones") -> NATS:
+async def connect_nats(
+    url: str,
+    name: str = "milestones",
+    user: str | None = None,
+    password: str | None = None,
+    *,
+    retry: bool = True,
+) -> NATS:
+    async def quiet(exc: Exception) -> None:  # nats-py's default prints a traceback per attempt
+        log.warning("nats error", error=str(exc) or type(exc).__name__)
+
     try:
         nc = await nats.connect(
             url.split(","),
             name=name,
+            user=user,
+            password=password,
             connect_timeout=5,
-            max_reconnect_attempts=-1,
-            allow_reconnect=True,
+            max_reconnect_attempts=-1 if retry else 0,
+            allow_reconnect=retry,
+            error_cb=quiet,
         )
     except Exception as exc:
+        reason = str(exc) or type(exc).__name__
+        if "Authorization Violation" in reason:
+            raise StartupError(
+                f"NATS at {url} refused the credentials{f' of user {user}' if user else ''}:"
+                " check MILESTONES_NATS_USER / MILESTONES_NATS_PASSWORD (README, Security)"
+            ) from exc
         raise StartupError(
-            f"cannot reach NATS at {url}: {exc!r} (is nats-server running?)"
+            f"cannot reach NATS at {url}: {reason} (is nats-server running?)"
         ) from exc
     check_server_version(nc)
     return nc
+
+
+async def connect_services(settings: Settings, name: str = "milestones") -> NATS:
+    """A connection with the services' own identity (the MILESTONES account)."""
+    return await connect_nats(settings.nats_url, name, settings.nats_user, settings.nats_password)
 
 
 async def prepare_streams(nc: NATS, settings: Settings) -> None:
@@ -70,8 +108,35 @@ async def prepare_streams(nc: NATS, settings: Settings) -> None:
         events_stream_config(settings.stream_replicas),
         inbox_stream_config(settings.stream_replicas),
         rejections_stream_config(settings.stream_replicas),
+        checkpoints_stream_config(settings.stream_replicas),
     ):
         await ensure_stream(nc, config)
+
+
+def jwt_verifier(settings: Settings):  # -> (token) -> Principal | None, or None
+    if not settings.jwt_jwks_url:
+        return None
+    from services.auth.jwt import JwtVerifier
+
+    if not settings.jwt_issuer or not settings.jwt_audience:
+        raise StartupError(
+            "MILESTONES_JWT_JWKS_URL is set: set MILESTONES_JWT_ISSUER and MILESTONES_JWT_AUDIENCE"
+            " too, so tokens of other issuers and audiences are refused"
+        )
+    return JwtVerifier(
+        settings.jwt_jwks_url, settings.jwt_issuer, settings.jwt_audience, settings.jwt_role_claim
+    ).verify
+
+
+def public_key(settings: Settings):  # -> services.ledger.keys.PublicKey
+    path = key_path(settings.data_dir, settings.signing_key_file)
+    try:
+        return load_public(path)
+    except FileNotFoundError:
+        raise StartupError(
+            f"no log-signing key at {path}: start the intake first (it creates the key), or set "
+            "MILESTONES_SIGNING_KEY_FILE to the key (or its .pub.pem) the intake uses"
+        ) from None
 
 
 def require_database(settings: Settings) -> str:
@@ -95,6 +160,9 @@ class Running:
         default_factory=asyncio.Event
     )  # set first on stop: live streams end
     runners: list[Runner] = field(default_factory=list)
+    auth: CredentialStore | None = None
+    checkpoints: CheckpointWriter | None = None
+    accounts: AccountsSync | None = None
     http_handlers: list = field(default_factory=list)
 
 
@@ -108,11 +176,23 @@ async def running(
     notifier: bool = False,
 ) -> AsyncIterator[Running]:
     async with contextlib.AsyncExitStack() as stack:
-        nc = await connect_nats(settings.nats_url, "milestones")
+        nc = await connect_services(settings)
         stack.push_async_callback(nc.drain)
         await prepare_streams(nc, settings)
-        broker = NatsBroker(settings.nats_url.split(","), logger=None, graceful_timeout=10)
+        broker = NatsBroker(
+            settings.nats_url.split(","),
+            security=(
+                SASLPlaintext(username=settings.nats_user, password=settings.nats_password or "")
+                if settings.nats_user
+                else None
+            ),
+            logger=None,
+            graceful_timeout=10,
+        )
         run = Running(settings, nc, broker)
+        run.auth = CredentialStore(nc, jwt_verifier(settings), slots=settings.nats_account_slots)
+        await run.auth.start()
+        stack.push_async_callback(run.auth.stop)
         if projections or query or notifier:
             dsn = require_database(settings)
             await ensure_schema(dsn, list(PROJECTIONS.values()))
@@ -121,9 +201,21 @@ async def running(
             await run.committer.start()
             stack.push_async_callback(run.committer.stop)
             run.intake = IntakeService(
-                nc, run.committer, Limits(settings.max_message_bytes, settings.max_batch_events)
+                nc,
+                run.committer,
+                Limits(settings.max_message_bytes, settings.max_batch_events),
+                auth=run.auth,
+                webhooks=webhooks_configured(
+                    settings.secret_key, settings.secret_key_file, settings.webhook_allow_hosts
+                ),
             )
-            commands = CommandServer(nc, run.intake, workers=settings.command_workers)
+            # the intake's process signs checkpoints of the log (several intakes: safe, OCC);
+            # the key is made here, before the query routes read its public half
+            signing = load_or_create(key_path(settings.data_dir, settings.signing_key_file))
+            run.checkpoints = CheckpointWriter(nc, signing, ORIGIN, every_s=2.0)
+            commands = CommandServer(
+                nc, run.intake, workers=settings.command_workers, auth=run.auth
+            )
             await commands.start()
             stack.push_async_callback(commands.stop)
         if query or notifier:
@@ -136,10 +228,11 @@ async def running(
             stack.push_async_callback(watcher.stop)
         if query:
             run.queries = Queries(pool, watcher, EventLog(nc), at_risk_gap=settings.at_risk_gap)
-            register_queries(broker, run.queries)
+            register_queries(broker, run.queries, run.auth)
             run.http_handlers = [
                 *query_routes(run.queries),
                 *dashboard_routes(run.queries, run.closing),
+                *ledger_routes(LedgerView(nc, public_key(settings), ORIGIN)),
             ]
         await broker.start()
         stack.push_async_callback(broker.stop)
@@ -150,6 +243,20 @@ async def running(
             tasks.append(asyncio.create_task(inbox.run(stop), name="inbox"))
             if settings.scheduler:
                 tasks.append(asyncio.create_task(Scheduler(nc).run(stop), name="scheduler"))
+            if run.checkpoints is not None:
+                tasks.append(asyncio.create_task(run.checkpoints.run(stop), name="ledger"))
+        if run.intake is not None and settings.nats_auth_file:
+            # the intake's process keeps the server's accounts equal to the credentials
+            system = await connect_nats(
+                settings.nats_url,
+                "milestones-accounts",
+                settings.nats_system_user,
+                settings.nats_system_password,
+            )
+            stack.push_async_callback(system.close)
+            run.accounts = AccountsSync(run.auth, Path(settings.nats_auth_file), system)
+            await run.accounts.sync()
+            tasks.append(asyncio.create_task(run.accounts.run(stop), name="accounts"))
         if notifier:
             run.notifier = Notifier(
                 nc,
@@ -164,6 +271,8 @@ async def running(
                 sweep_every=settings.notify_sweep_s,
                 digest_every=settings.digest_every_s,
                 default_secret=settings.webhook_secret,
+                keyring=keyring_from_settings(settings.secret_key, settings.secret_key_file),
+                targets=TargetPolicy.from_setting(settings.webhook_allow_hosts),
             )
             tasks.append(asyncio.create_task(run.notifier.run(stop), name="notifier"))
         if projections:
@@ -271,6 +380,7 @@ async def run_services(
                 run.intake,
                 max_body=settings.max_message_bytes * 4,
                 extra_handlers=run.http_handlers,
+                authenticator=run.auth or NOBODY,
             )
             base = f"http://{settings.http_host}:{settings.http_port}"
             log.info(

@@ -1,1 +1,1 @@
-"""Who is asking: credentials and principals, bearer tokens and JWTs, the NATS accounts that enforce roles."""
+"""Who is asking: credentials, principals, bearer tokens, JWTs, and NATS accounts for roles."""

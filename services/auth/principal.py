@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 Role = Literal["publisher", "reader", "auditor", "admin", "feed"]
+Via = Literal["token", "jwt", "nats", "system"]  # how the principal was authenticated
 ROLES: tuple[Role, ...] = ("publisher", "reader", "auditor", "admin", "feed")
 # reader < auditor < admin: each may do what the one before it may. Publishers and feeds stand
 # apart: a publisher reads nothing, a feed reads only its projects' calendar.
@@ -26,7 +27,7 @@ class Principal:
     role: Role
     sources: frozenset[str] = field(default_factory=frozenset)  # publisher: allowed sources
     projects: frozenset[str] = field(default_factory=frozenset)  # empty: every project
-    via: Literal["token", "jwt", "nats", "system"] = "token"
+    via: Via = "token"
 
     def may(self, need: Role) -> bool:
         """Whether this principal holds ``need`` (readers' roles are ranked)."""
@@ -49,6 +50,24 @@ class Principal:
 SERVICE = Principal(id="system:milestones", role="admin", via="system")
 
 
+def from_subject(subject: str, prefix: str, auth: Authenticator) -> tuple[Principal | None, str]:
+    """Who sent a message on ``<prefix>.<account>.<name>`` (the account token was written by
+    the server's import mapping, ``services.auth.natsconf``), and the name it addressed.
+    ``<prefix>.<name>`` is reachable only inside the services' own account: the services.
+    A credential that is unknown or revoked gives None."""
+    tokens = subject[len(prefix) + 1 :].split(".")
+    if len(tokens) == 1:
+        return SERVICE, tokens[0]
+    if len(tokens) == 2:
+        return auth.by_nats_account(tokens[0]), tokens[1]
+    return None, tokens[-1]
+
+
+UNKNOWN_CREDENTIAL = (
+    "the credential this came with is unknown or revoked: ask an admin for a new one"
+)
+
+
 class Authenticator(Protocol):
     """What the edges ask: who holds this bearer token (a Milestones token or a JWT)?"""
 
@@ -57,5 +76,25 @@ class Authenticator(Protocol):
         ...
 
     def by_credential(self, credential_id: str) -> Principal | None:
-        """A live (not revoked) credential by id: the NATS subject token the server mapped."""
+        """A live (not revoked) credential by id (a dashboard session checks it each request)."""
         ...
+
+    def by_nats_account(self, account: str) -> Principal | None:
+        """The live credential of a NATS account slot: the subject token the server mapped."""
+        ...
+
+
+class _Nobody:
+    """Knows no credential: where no authenticator is configured, only the services get in."""
+
+    async def bearer(self, token: str) -> Principal | None:
+        return None
+
+    def by_credential(self, credential_id: str) -> Principal | None:
+        return None
+
+    def by_nats_account(self, account: str) -> Principal | None:
+        return None
+
+
+NOBODY: Authenticator = _Nobody()

@@ -12,7 +12,9 @@ import msgspec
 
 from events.errors import StartupError
 from services.app.settings import Settings
-from services.cli import ops, read
+from services.cli import audit, ops, read
+from services.cli.credentials import add_credentials_commands, credentials
+from services.cli.deploy import add_deploy_commands, nats_config
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -27,7 +29,18 @@ def _stop_on_signals() -> asyncio.Event:
 def _bench(args: argparse.Namespace) -> int:
     from bench.run import Options
     from bench.run import main as bench_main
+    from services.auth.identity import NatsLogin, ServiceIdentity
 
+    identity, auth_file = None, None
+    if args.bench_nats_url:  # someone else's server: the services' login from the environment
+        settings = Settings.from_env()
+        if settings.nats_user:
+            identity = ServiceIdentity(
+                NatsLogin(settings.nats_user, settings.nats_password or ""),
+                NatsLogin(settings.nats_system_user or "", settings.nats_system_password or ""),
+            )
+            if settings.nats_system_user:  # the intake can keep the server's accounts in sync
+                auth_file = settings.nats_auth_file
     return bench_main(
         Options(
             projects=args.projects,
@@ -43,13 +56,17 @@ def _bench(args: argparse.Namespace) -> int:
             database_url=args.database_url,
             out=args.out,
             lazy=not args.no_lazy,
+            auth_runs=args.auth_runs,
+            auth_projects=args.auth_projects,
+            nats_identity=identity,
+            nats_auth_file=auth_file,
         )
     )
 
 
 # -- dev / serve ------------------------------------------------------------------------------
 async def _dev(args: argparse.Namespace, settings: Settings) -> int:
-    from services.app import embedded, wiring
+    from services.app import dev, embedded, wiring
 
     log = wiring.log
     data_dir = Path(settings.data_dir).resolve()
@@ -62,23 +79,32 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
         taken, http_port = http_port, embedded.free_port(settings.http_host)
         log.info("port taken, using a free one", service="http", taken=taken, port=http_port)
 
-    nats_server = await embedded.start_nats(data_dir / "nats", nats_port)
+    identity = dev.identity(data_dir)
+    nats_server = await embedded.start_nats(data_dir / "nats", nats_port, identity=identity)
     pg = None
     try:
         database_url = args.database_url or settings.database_url
         if not database_url:
             pg = await asyncio.to_thread(embedded.EmbeddedPostgres(data_dir / "pg").start)
             database_url = pg.url
-        settings = msgspec.structs.replace(
-            settings, nats_url=nats_server.url, http_port=http_port, database_url=database_url
+        settings = dev.dev_settings(
+            settings,
+            data_dir,
+            identity,
+            nats_url=nats_server.url,
+            http_port=http_port,
+            database_url=database_url,
         )
+        http_url = f"http://{settings.http_host}:{http_port}"
+        credentials = await dev.ensure_dev_credentials(settings, data_dir, http_url)
         log.info(
             "milestones dev ready",
             nats=settings.nats_url,
-            http=f"http://{settings.http_host}:{http_port}",
-            dashboard=f"http://{settings.http_host}:{http_port}/ui",
+            http=http_url,
+            dashboard=f"{http_url}/ui",
             database=database_url,
             data_dir=str(data_dir),
+            credentials=str(credentials),
             stop="Ctrl-C",
         )
         stop = _stop_on_signals()
@@ -150,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--out", default="schemas")
 
     read.add_read_commands(sub)
+    audit.add_audit_commands(sub)  # after: adds export and verify under the existing `audit`
+    add_credentials_commands(sub)
+    add_deploy_commands(sub)
     from projections import PROJECTIONS
 
     rb = sub.add_parser(
@@ -181,7 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--query-seconds", type=float, default=5.0)
     b.add_argument("--raw-messages", type=int, default=100_000)
     b.add_argument(
-        "--bench-nats-url", help="use this NATS server (default: start a durable and a lazy one)"
+        "--bench-nats-url",
+        help="use this NATS server (default: start a durable and a lazy one); the services log"
+        " in as MILESTONES_NATS_USER, and publishers get credentials of their own when"
+        " MILESTONES_NATS_SYSTEM_USER and MILESTONES_NATS_AUTH_FILE are set too",
     )
     b.add_argument(
         "--database-url",
@@ -190,6 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--no-lazy", action="store_true", help="skip the intake run on the lazy-fsync server"
     )
+    b.add_argument(
+        "--auth-runs",
+        type=int,
+        default=5,
+        help="pairs of the authentication A/B after the main run: intake with and without"
+        " NATS authentication, interleaved, fresh servers each (0 skips it)",
+    )
+    b.add_argument("--auth-projects", type=int, default=200, help="projects per run of the A/B")
     b.add_argument("--out", default="bench-results.json")
     rp = sub.add_parser("replay-parked", help="apply a projection's parked events again")
     rp.add_argument("projection", choices=list(PROJECTIONS))
@@ -204,7 +244,9 @@ COMMANDS = {
     "rejections": ops.rejections,
     "rebuild": ops.rebuild,
     "replay-parked": ops.replay_parked,
+    "credentials": credentials,
 }
+SYNC_COMMANDS = {"nats-config": nats_config}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
             return ops.schema(args, settings)
         if args.command == "bench":
             return _bench(args)
+        if args.command in SYNC_COMMANDS:
+            return SYNC_COMMANDS[args.command](args, settings)
+        if audit.is_audit_action(args):  # before the read commands: `audit` is one of them
+            return asyncio.run(audit.run_audit(args, settings))
         if args.command in read.COMMANDS:
             return asyncio.run(read.run(args, settings))
         return asyncio.run(COMMANDS[args.command](args, settings))

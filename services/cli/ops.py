@@ -65,10 +65,10 @@ def event_lines(path: str) -> list[bytes]:
 
 
 async def send(args: argparse.Namespace, settings: Settings) -> int:
-    import nats
+    from services.cli.client import connect_as
 
     bodies = event_lines(args.file) if args.file else [cloudevent_from_args(args)]
-    nc = await nats.connect(settings.nats_url, connect_timeout=5)
+    nc = await connect_as(settings, "publisher")
     refused = 0
     try:
         for body in bodies:
@@ -97,10 +97,10 @@ async def send(args: argparse.Namespace, settings: Settings) -> int:
 async def rejections(args: argparse.Namespace, settings: Settings) -> int:
     from events import REJECTION_DECODER
     from events.subjects import REJECTIONS, REJECTIONS_STREAM
-    from services.app.wiring import connect_nats
+    from services.cli.client import connect_service
     from services.eventlog.log import direct_batch
 
-    nc = await connect_nats(settings.nats_url, "milestones-cli")
+    nc = await connect_service(settings, "milestones-cli")
     try:
         msgs = await direct_batch(
             nc,
@@ -138,7 +138,7 @@ async def rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from projections import PROJECTIONS
     from projections.db import ensure_schema
     from projections.rebuild import groups, rebuild
-    from services.app.wiring import connect_nats
+    from services.cli.client import connect_service
 
     # "all": projections that read the same stream are rebuilt together, with one read
     chosen = (
@@ -148,7 +148,7 @@ async def rebuild(args: argparse.Namespace, settings: Settings) -> int:
     )
     dsn = args.database_url or configured_database(settings)
     await ensure_schema(dsn, list(PROJECTIONS.values()))
-    nc = await connect_nats(settings.nats_url, "milestones-rebuild")
+    nc = await connect_service(settings, "milestones-rebuild")
     try:
         for group in chosen:
             position = await rebuild(group, dsn, nc)
@@ -163,10 +163,10 @@ async def rebuild(args: argparse.Namespace, settings: Settings) -> int:
 async def replay_parked(args: argparse.Namespace, settings: Settings) -> int:
     from projections import PROJECTIONS
     from projections.rebuild import replay_parked
-    from services.app.wiring import connect_nats
+    from services.cli.client import connect_service
 
     dsn = args.database_url or configured_database(settings)
-    nc = await connect_nats(settings.nats_url, "milestones-replay")
+    nc = await connect_service(settings, "milestones-replay")
     try:
         applied, remaining = await replay_parked(PROJECTIONS[args.projection], dsn, nc)
     finally:

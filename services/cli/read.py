@@ -121,7 +121,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
 async def ask(settings: Settings, query: Query[Any], params: dict[str, Any]) -> Any:
     import nats
 
-    nc = await nats.connect(settings.nats_url, connect_timeout=5)
+    from services.cli.client import connect_as
+
+    nc = await connect_as(settings, query.role_for(params))
     try:
         msg = await nc.request(query.subject, ENCODER.encode(params), timeout=35)
     except nats.errors.NoRespondersError:

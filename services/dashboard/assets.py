@@ -45,6 +45,8 @@ LIVE_JS = """
     busy = true;
     try {
       const res = await fetch(location.href, {headers: {'accept': 'text/html'}});
+      // the session ended (signed out, expired, revoked): show the sign-in form, not stale data
+      if (res.redirected) { location.assign(res.url); return; }
       if (res.ok) {
         const doc = new DOMParser().parseFromString(await res.text(), 'text/html');
         const fresh = doc.querySelector('main');

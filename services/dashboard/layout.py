@@ -22,16 +22,30 @@ def health_badge(health: str) -> str:
 
 
 def page(
-    title: str, body: str, *, live: str | None = None, crumbs: Iterable[tuple[str, str]] = ()
+    title: str,
+    body: str,
+    *,
+    live: str | None = None,
+    crumbs: Iterable[tuple[str, str]] = (),
+    signed_in: bool = True,
 ) -> str:
     trail = " › ".join(f'<a href="{escape(href)}">{escape(text)}</a>' for text, href in crumbs)
     main_attrs = f' data-live="{escape(live)}"' if live else ""
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(title)} · Milestones</title><style>{CSS}</style></head><body>"
+        f"<title>{escape(title)} · Milestones</title><style>{CSS}</style>"
+        # no favicon request before sign-in (it needs a credential like everything else)
+        + ("" if signed_in else '<link rel="icon" href="data:,">')
+        + "</head><body>"
         '<header><strong>Milestones</strong><nav aria-label="main">'
-        '<a href="/ui">Projects</a><a href="/ui/audit">Audit</a><a href="/schema">API</a></nav>'
+        + (
+            '<a href="/ui">Projects</a><a href="/ui/audit">Audit</a><a href="/schema">API</a>'
+            '<a href="/ui/logout">Sign out</a>'
+            if signed_in
+            else ""
+        )
+        + "</nav>"
         f'<span id="live-status" role="status" aria-live="polite">{"live" if live else ""}</span>'
         "</header>"
         f'<main id="main"{main_attrs}>'
@@ -107,4 +121,34 @@ def project_tabs(pid: str, as_of: dt.date | None, current: str) -> str:
             for text, href in tabs
         )
         + "</nav>"
+    )
+
+
+def login_page(next_url: str, csrf: str, message: str | None = None) -> str:
+    """The one place a browser gives its token: it is exchanged for a session cookie at once."""
+    alert = f'<p role="alert">{escape(message)}</p>' if message else ""
+    return page(
+        "Sign in",
+        "<h1>Sign in</h1>" + alert + '<form method="post" action="/ui/login" aria-label="sign in">'
+        f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
+        f'<input type="hidden" name="next" value="{escape(next_url)}">'
+        '<p><label for="token">Access token (reader, auditor or admin)<br>'
+        '<input id="token" name="token" type="password" autocomplete="off" required size="60">'
+        "</label></p>"
+        '<p><button type="submit">Sign in</button></p></form>'
+        '<p class="muted">Run <code>milestones credentials create --role reader</code>, or see '
+        "<code>http_token</code> in <code>dev.json</code>. The token is asked for once; the "
+        "session lasts until you sign out, it expires, or the credential is revoked.</p>",
+        signed_in=False,
+    )
+
+
+def logout_page(principal_id: str, csrf: str) -> str:
+    return page(
+        "Sign out",
+        "<h1>Sign out</h1>"
+        f"<p>Signed in as <code>{escape(principal_id)}</code>.</p>"
+        '<form method="post" action="/ui/logout" aria-label="sign out">'
+        f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
+        '<button type="submit">Sign out</button></form>',
     )

@@ -326,7 +326,15 @@ def milestone_page(
     )
 
 
-AUDIT_FILTERS = ("project_id", "milestone_id", "actor", "source", "type", "correlation_id")
+AUDIT_FILTERS = (
+    "project_id",
+    "milestone_id",
+    "actor",
+    "principal",
+    "source",
+    "type",
+    "correlation_id",
+)
 
 
 def audit_page(
@@ -359,7 +367,7 @@ def audit_page(
         f"<td>{escape(str(r['occurred_at'])[:19])}</td>"
         f"<td>{escape(r['type'])}</td><td>{escape(r['project_id'])}</td>"
         f"<td>{escape(r.get('milestone_id') or '—')}</td><td>{escape(r.get('actor') or '—')}</td>"
-        f"<td>{escape(r['source'])}</td>"
+        f"<td>{escape(r.get('principal') or '—')}</td><td>{escape(r['source'])}</td>"
         f"<td>{escape(r['correlation_id'])}</td><td><details><summary>data</summary>"
         f"<pre>{escape(str(r['payload']))}</pre></details></td></tr>"
         for r in rows
@@ -376,7 +384,8 @@ def audit_page(
             '<th scope="col">Position</th>'
             '<th scope="col">Occurred</th><th scope="col">Type</th><th scope="col">Project</th>'
             '<th scope="col">Milestone</th>'
-            '<th scope="col">Actor</th><th scope="col">Source</th><th scope="col">Correlation</th>'
+            '<th scope="col">Actor</th><th scope="col">Principal</th><th scope="col">Source</th>'
+            '<th scope="col">Correlation</th>'
             '<th scope="col">Event</th>'
             f"</tr></thead><tbody>{body_rows}</tbody></table>"
         )

@@ -5,6 +5,9 @@ Project pages are computed from the project's events in the log (``model.project
 models. ``/ui/live`` is a server-sent event stream that says when the status read model moved,
 so open pages refresh their ``<main>`` without a reload (and without JavaScript they are plain
 pages).
+
+Every route needs a reader (``services.app.auth_http``: a route's ``opt`` names another role);
+a browser signs in once at ``/ui/login`` and keeps a session cookie.
 """
 
 from __future__ import annotations
@@ -272,7 +275,11 @@ def trend_routes(views: Views) -> list[HTTPRouteHandler]:
 
 
 def audit_routes(queries: Queries) -> list[HTTPRouteHandler]:
-    @get("/ui/audit", summary="Dashboard: the audit trail, filtered and paginated, with exports")
+    @get(
+        "/ui/audit",
+        summary="Dashboard: the audit trail, filtered and paginated, with exports",
+        opt={"role": "auditor"},  # the same as the audit API
+    )
     async def audit(request: Request) -> Response[str]:
         async def render() -> str:
             q = _params(request)

@@ -9,6 +9,8 @@ from nats.js.errors import NotFoundError
 
 from events.errors import StartupError
 from events.subjects import (
+    CHECKPOINTS_STREAM,
+    CHECKPOINTS_SUBJECTS,
     EVENTS_STREAM,
     EVENTS_SUBJECTS,
     INBOX_STREAM,
@@ -33,6 +35,10 @@ def check_server_version(nc: NATS) -> None:
         )
 
 
+# Nothing is ever discarded for size or age: the log is the only truth (checked at start).
+UNLIMITED: dict = {"max_msgs": -1, "max_bytes": -1, "max_age": 0, "max_msgs_per_subject": -1}
+
+
 def events_stream_config(replicas: int = 1) -> StreamConfig:
     return StreamConfig(
         name=EVENTS_STREAM,
@@ -46,6 +52,7 @@ def events_stream_config(replicas: int = 1) -> StreamConfig:
         deny_purge=True,
         allow_direct=True,
         allow_atomic=True,
+        **UNLIMITED,
     )
 
 
@@ -63,6 +70,7 @@ def inbox_stream_config(replicas: int = 1) -> StreamConfig:
         discard=DiscardPolicy.OLD,
         num_replicas=replicas,
         allow_msg_schedules=True,
+        **UNLIMITED,
     )
 
 
@@ -76,10 +84,29 @@ def rejections_stream_config(replicas: int = 1) -> StreamConfig:
         num_replicas=replicas,
         deny_delete=True,
         allow_direct=True,
+        **UNLIMITED,
     )
 
 
-# Fields whose drift changes semantics; a mismatch stops the service with one line.
+def checkpoints_stream_config(replicas: int = 1) -> StreamConfig:
+    """The log's signed checkpoints (services.ledger): append-only like the log itself, in a
+    stream of their own so that MILESTONES' positions stay the tree's leaf indices."""
+    return StreamConfig(
+        name=CHECKPOINTS_STREAM,
+        description="Signed checkpoints of the Merkle tree over MILESTONES (tamper evidence)",
+        subjects=CHECKPOINTS_SUBJECTS,
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW,
+        num_replicas=replicas,
+        deny_delete=True,
+        deny_purge=True,
+        allow_direct=True,
+    )
+
+
+# Fields whose drift changes semantics; a mismatch stops the service with one line. The limits
+# are among them: a stream whose max_msgs someone lowered would silently drop the log's head.
 _CHECKED = (
     "subjects",
     "storage",
@@ -89,6 +116,11 @@ _CHECKED = (
     "allow_atomic",
     "allow_direct",
     "allow_msg_schedules",
+    "discard",
+    "max_msgs",
+    "max_bytes",
+    "max_age",
+    "max_msgs_per_subject",
 )
 
 
@@ -119,6 +151,7 @@ async def ensure_stream(nc: NATS, want: StreamConfig) -> None:
             wanted, got = sorted(wanted), sorted(got or [])
         if isinstance(wanted, bool):
             got = bool(got)
+        wanted, got = getattr(wanted, "value", wanted), getattr(got, "value", got)
         if wanted != got:
             raise StartupError(
                 f"stream {want.name} exists with {field}={got!r} but Milestones needs {wanted!r}: "

@@ -20,7 +20,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from events import ENCODER, Reply
-from events.subjects import COMMANDS, type_token
+from events.subjects import ALL_COMMANDS, COMMANDS, COMMANDS_PREFIX, type_token
+from services.auth.principal import NOBODY, UNKNOWN_CREDENTIAL, Authenticator, from_subject
 from services.intake.service import IntakeService
 
 if TYPE_CHECKING:  # FastStream is imported only to write the AsyncAPI document
@@ -35,7 +36,10 @@ class CommandServer:
     """At most ``workers`` requests in flight; when all are busy the subscription's pending
     buffer holds the rest (NATS flow control, no unbounded task growth)."""
 
-    def __init__(self, nc: NATS, intake: IntakeService, *, workers: int) -> None:
+    def __init__(
+        self, nc: NATS, intake: IntakeService, *, workers: int, auth: Authenticator = NOBODY
+    ) -> None:
+        self.auth = auth
         self.nc = nc
         self.intake = intake
         self.slots = asyncio.Semaphore(workers)
@@ -44,7 +48,7 @@ class CommandServer:
 
     async def start(self) -> None:
         self.sub = await self.nc.subscribe(
-            COMMANDS,
+            ALL_COMMANDS,
             queue=INTAKE_QUEUE,
             cb=self._on_message,
             pending_msgs_limit=1_000_000,
@@ -72,9 +76,13 @@ class CommandServer:
     async def _handle(self, msg: Msg) -> None:
         try:
             correlation = msg.headers.get(CORRELATION_HEADER) if msg.headers else None
-            reply = await self.intake.handle(
-                msg.data, "commands", type_token(msg.subject), correlation
-            )
+            principal, _ = from_subject(msg.subject, COMMANDS_PREFIX, self.auth)
+            if principal is None:
+                reply = Reply.fail("unauthenticated", UNKNOWN_CREDENTIAL)
+            else:
+                reply = await self.intake.handle(
+                    msg.data, "commands", type_token(msg.subject), correlation, principal
+                )
         except Exception as exc:
             # never let one message take the service down; say so in the reply
             log.exception("command failed", subject=msg.subject)

@@ -15,6 +15,7 @@ from events.envelope import CloudEventIn
 from events.errors import Rejected
 from services.auth.principal import Principal
 from services.intake.committer import Command, Committer
+from services.intake.webhooks import STRICT, Webhooks
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,13 +116,16 @@ async def handle(
     limits: Limits,
     principal: Principal,
     expected_type: str | None = None,
+    *,
+    webhooks: Webhooks = STRICT,
 ) -> Reply:
     if not principal.may("publisher"):
         return Reply.fail(
             "forbidden", f"credential {principal.id} ({principal.role}) may not publish events"
         )
     try:
-        commands = parse(body, limits, principal, expected_type)
+        # subscriptions: target checked, secret sealed, before anything is decided or stored
+        commands = webhooks.prepare(parse(body, limits, principal, expected_type))
     except Rejected as exc:
         return Reply.fail(exc.code, exc.message)
     return await committer.submit(commands)

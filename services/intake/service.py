@@ -14,10 +14,19 @@ from nats.aio.msg import Msg
 from prometheus_client import Counter, Histogram
 
 from events import ENCODER, Rejection, Reply
-from events.subjects import REJECTIONS_STREAM, rejection_subject, type_token
-from services.auth.principal import SERVICE, Principal
+from events.subjects import INBOX_PREFIX, REJECTIONS_STREAM, rejection_subject, type_token
+from services.auth.principal import (
+    NOBODY,
+    SERVICE,
+    UNKNOWN_CREDENTIAL,
+    Authenticator,
+    Principal,
+    from_subject,
+)
 from services.intake.committer import Committer
 from services.intake.parse import Limits, handle
+from services.intake.webhooks import STRICT, Webhooks
+from services.notify.redact import redact_bytes, redact_json_text
 
 log = structlog.get_logger("milestones.intake")
 
@@ -30,11 +39,21 @@ TRANSIENT = frozenset({"unavailable", "internal"})
 
 
 class IntakeService:
-    def __init__(self, nc: NATS, committer: Committer, limits: Limits) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        committer: Committer,
+        limits: Limits,
+        auth: Authenticator | None = None,
+        *,
+        webhooks: Webhooks = STRICT,
+    ) -> None:
+        self.auth = auth  # who sent an inbox message (its subject); None: only the services can
         self.nc = nc
         self.js = nc.jetstream()
         self.committer = committer
         self.limits = limits
+        self.webhooks = webhooks  # subscriptions: the target policy, the key sealing secrets
 
     async def handle(
         self,
@@ -48,7 +67,9 @@ class IntakeService:
         with structlog.contextvars.bound_contextvars(
             path=path, correlation_id=correlation, principal=principal.id
         ):
-            reply = await handle(body, self.committer, self.limits, principal, expected_type)
+            reply = await handle(
+                body, self.committer, self.limits, principal, expected_type, webhooks=self.webhooks
+            )
             if reply.accepted:
                 MESSAGES.labels(path, "accepted").inc()
             else:
@@ -64,7 +85,10 @@ class IntakeService:
         the redelivery of already-appended messages a no-op)."""
 
         async def one(msg: Msg) -> Reply:
-            return await self.handle(msg.data, "inbox", type_token(msg.subject))
+            principal, _ = from_subject(msg.subject, INBOX_PREFIX, self.auth or NOBODY)
+            if principal is None:
+                return Reply.fail("unauthenticated", UNKNOWN_CREDENTIAL)
+            return await self.handle(msg.data, "inbox", type_token(msg.subject), None, principal)
 
         replies = await asyncio.gather(*(one(m) for m in messages))
         transient = [r for r in replies if not r.accepted and r.error and r.error.code in TRANSIENT]
@@ -79,10 +103,11 @@ class IntakeService:
     async def _record_rejection(self, msg: Msg, reply: Reply) -> None:
         assert reply.error is not None
         seq = msg.metadata.sequence.stream
+        # the record is kept and shown (/rejections): never with a secret the message carried
         try:
-            text, b64 = msg.data.decode(), None
+            text, b64 = redact_json_text(msg.data.decode()), None
         except UnicodeDecodeError:
-            text, b64 = None, base64.b64encode(msg.data).decode()
+            text, b64 = None, base64.b64encode(redact_bytes(msg.data)).decode()
         rejection = Rejection(
             inbox_seq=seq,
             subject=msg.subject,

@@ -1,1 +1,1 @@
-"""Tamper evidence: an RFC 6962 Merkle tree over the event log, signed checkpoints, proofs and verification."""
+"""Tamper evidence: an RFC 6962 Merkle tree over the log, signed checkpoints, proofs."""

@@ -21,6 +21,8 @@ Two halves, joined by the ``deliveries`` table (a transactional outbox):
 Every POST carries ``Idempotency-Key`` (the delivery id: the same on every retry of one
 notification, so receivers drop duplicates) and, when the subscription has a secret (or the
 notifier has a default one), ``X-Milestones-Signature: sha256=<hex HMAC-SHA256 of the body>``.
+Secrets are stored sealed and opened with the ``keyring`` only to sign; POSTs go only where the
+``targets`` policy allows, to the address it checked (``services.notify.targets``).
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ from services.eventlog.consume import consume_batches, durable_pull
 from services.notify import digest
 from services.notify.decision import event_notifications, matching
 from services.notify.outbox import Notification, Subscription, delivery_id, enqueue, subscriptions
+from services.notify.secretbox import Keyring
 from services.notify.sender import Sender
+from services.notify.targets import Resolver, TargetPolicy, system_resolver
 
 log = structlog.get_logger("milestones.notifier")
 NOTIFIER_DURABLE = "milestones-notifier"
@@ -65,6 +69,9 @@ class Notifier:
         sweep_every: float = 300.0,
         digest_every: float = 0.0,
         default_secret: str | None = None,
+        keyring: Keyring | None = None,
+        targets: TargetPolicy | None = None,
+        resolver: Resolver = system_resolver,
         batch: int = 200,
         poll: float = 0.5,
         wait_for_read_models: float = 30.0,
@@ -90,6 +97,9 @@ class Notifier:
             timeout=timeout,
             default_secret=default_secret,
             poll=poll,
+            keyring=keyring,
+            targets=targets,
+            resolver=resolver,
         )
 
     # -- lifecycle ---------------------------------------------------------------------------------

@@ -41,7 +41,11 @@ class Subscription(msgspec.Struct, kw_only=True, frozen=True):
     scope: str
     stakeholder: str
     url: str
+    # sealed, as the event stored it; copied so into the outbox and opened only by the sender
     secret: str | None
+
+    def __repr__(self) -> str:  # not even the sealed value in a log line or a traceback
+        return f"Subscription({self.project_id!r}, {self.scope!r}, {self.stakeholder!r})"
 
 
 def delivery_id(key: str, sub: Subscription) -> str:

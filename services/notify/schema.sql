@@ -7,7 +7,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     milestone_id    text,
     stakeholder     text        NOT NULL,
     url             text        NOT NULL,
-    secret          text,
+    secret          text,                     -- sealed (services/notify/secretbox.py), never clear
     position        bigint,                   -- the event that caused it (none for digests)
     body            bytea       NOT NULL,     -- sent unchanged on every attempt (same signature)
     status          text        NOT NULL DEFAULT 'pending',  -- pending | delivered | failed

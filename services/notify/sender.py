@@ -1,6 +1,13 @@
 """Sending webhooks: claim due deliveries (``FOR UPDATE SKIP LOCKED`` and a lease, so several
 notifiers share the work), POST the stored body signed with HMAC-SHA256, record every attempt,
-and retry with exponential backoff (honouring ``Retry-After``) until the attempts run out."""
+and retry with exponential backoff (honouring ``Retry-After``) until the attempts run out.
+
+The outbox holds the subscription's secret sealed (``services.notify.secretbox``); it is opened
+here, just before signing, and lives nowhere else in clear. Connections go only where the target
+policy allows, to the address that was checked (``services.notify.targets``). Some failures are
+final at once, because trying again cannot help: a target the policy refuses, a redirect (never
+followed), a secret that does not open. They are marked failed with the reason; an admin can
+send them again (``POST /deliveries/{id}/retry``) once the cause is fixed."""
 
 from __future__ import annotations
 
@@ -15,12 +22,39 @@ import httpx
 import structlog
 from prometheus_client import Counter
 
+from services.notify.secretbox import Keyring, SecretError, is_sealed, subscription_aad
+from services.notify.targets import (
+    PinnedTransport,
+    Resolver,
+    TargetPolicy,
+    TargetRefused,
+    system_resolver,
+)
+
 log = structlog.get_logger("milestones.notifier")
 ATTEMPTS = Counter("milestones_webhook_attempts_total", "Webhook POSTs", ["outcome"])
 
 
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def signing_key(
+    stored: str | None, aad: bytes, keyring: Keyring | None, default: str | None
+) -> str | None:
+    """The key to sign with: the subscription's, opened now, or the notifier's default. A value
+    that is not sealed was stored in clear before secrets were sealed (the log is append-only):
+    used as it is. ``SecretError`` when a sealed value does not open."""
+    if stored is None:
+        return default
+    if not is_sealed(stored):
+        return stored
+    if keyring is None:
+        raise SecretError(
+            "the subscription's secret is sealed and this notifier has no key: "
+            "set MILESTONES_SECRET_KEY (or MILESTONES_SECRET_KEY_FILE) as the intake has it"
+        )
+    return keyring.open(stored, aad)
 
 
 def backoff(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
@@ -43,6 +77,9 @@ class Sender:
         timeout: float,
         default_secret: str | None,
         poll: float,
+        keyring: Keyring | None = None,
+        targets: TargetPolicy | None = None,
+        resolver: Resolver = system_resolver,
     ) -> None:
         self.pool = pool
         self.wake = wake  # set when new deliveries were queued
@@ -52,18 +89,23 @@ class Sender:
         self.timeout = timeout
         self.default_secret = default_secret
         self.poll = poll
+        self.keyring = keyring
+        self.targets = targets or TargetPolicy()  # by default: public https endpoints only
+        self.resolver = resolver
 
     _CLAIM = (
         "UPDATE deliveries d SET next_attempt_at = now() + make_interval(secs => $1) FROM ("
         "SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= now() "
         "ORDER BY next_attempt_at LIMIT 32 FOR UPDATE SKIP LOCKED) c WHERE d.id = c.id "
-        "RETURNING d.id, d.kind, d.url, d.secret, d.body, d.attempts"
+        "RETURNING d.id, d.kind, d.project_id, d.stakeholder, d.url, d.secret, d.body, "
+        "d.attempts"
     )
 
     async def run(self, stop: asyncio.Event) -> None:
         limits = httpx.Limits(max_connections=32)
+        transport = PinnedTransport(self.targets, self.resolver, limits=limits)
         async with httpx.AsyncClient(
-            timeout=self.timeout, limits=limits, follow_redirects=False
+            transport=transport, timeout=self.timeout, follow_redirects=False, trust_env=False
         ) as client:
             while not stop.is_set():
                 try:
@@ -91,29 +133,41 @@ class Sender:
             "x-milestones-kind": d["kind"],
             "x-milestones-attempt": str(attempt),
         }
-        secret = d["secret"] or self.default_secret
-        if secret:
-            headers["x-milestones-signature"] = sign(secret, body)
         bound = log.bind(delivery=d["id"], kind=d["kind"], url=d["url"], attempt=attempt)
         started = time.perf_counter()
         code: int | None = None
         error: str | None = None
+        final = False  # trying again cannot help: failed now, with the reason
         retry_after: float | None = None
         try:
+            aad = subscription_aad(d["project_id"], d["stakeholder"], d["url"])
+            secret = signing_key(d["secret"], aad, self.keyring, self.default_secret)
+            if secret:
+                headers["x-milestones-signature"] = sign(secret, body)
             response = await client.post(d["url"], content=body, headers=headers)
             code = response.status_code
-            if not 200 <= code < 300:
+            if 300 <= code < 400:
+                where = response.headers.get("location", "nowhere")[:200]
+                error = (
+                    f"HTTP {code}: redirects are not followed (to {where}): subscribe the final URL"
+                )
+                final = True
+            elif not 200 <= code < 300:
                 error = f"HTTP {code}: {response.text[:200]}"
                 try:
                     retry_after = float(response.headers.get("retry-after", ""))
                 except ValueError:
                     retry_after = None
+        except TargetRefused as exc:
+            error, final = f"target refused: {exc.reason}", True
+        except SecretError as exc:
+            error, final = f"cannot sign: {exc}", True
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         elapsed = (time.perf_counter() - started) * 1000
         if error is None:
             state, delay = "delivered", 0.0
-        elif attempt >= self.max_attempts:
+        elif final or attempt >= self.max_attempts:
             state, delay = "failed", 0.0
         else:
             state, delay = (
@@ -147,7 +201,7 @@ class Sender:
         if state == "delivered":
             bound.info("webhook delivered", status=code, ms=round(elapsed, 1))
         elif state == "failed":
-            bound.error("webhook failed for good", error=error)
+            bound.error("webhook failed for good", error=error, final=final)
         else:
             bound.warning(
                 "webhook attempt failed; will retry", error=error, retry_in_s=round(delay, 2)

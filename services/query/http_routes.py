@@ -22,8 +22,13 @@ from services.query.registry import QUERIES, Query
 
 ERRORS = {
     400: "invalid: the message names the parameter and says what to fix",
+    401: "unauthenticated: no credential, or one that is unknown, revoked or expired",
+    403: "forbidden: the credential's role or projects do not allow this",
     404: "not_found: no such project, milestone or delivery",
 }
+# What a calendar client reads: a feed credential may send its token in the URL (?token=) here,
+# for the projects it names. Every other route refuses feed tokens.
+FEED_QUERIES = frozenset({"milestones", "project"})
 
 
 def query_routes(
@@ -35,6 +40,7 @@ def query_routes(
 def endpoint(query: Query[Any], queries: Queries) -> HTTPRouteHandler:
     async def answer(request: Request) -> Response[bytes] | Stream:
         raw = request_params(request)
+        raw.pop("token", None)  # a feed credential (checked at the edge), never a parameter
         for name in query.nats_only:
             raw.pop(name, None)
         try:
@@ -48,6 +54,7 @@ def endpoint(query: Query[Any], queries: Queries) -> HTTPRouteHandler:
         except Rejected as exc:
             return json_response(Reply.fail(exc.code, exc.message), http_status(exc.code))
 
+    feed = query.name in FEED_QUERIES
     return route(
         query.path.replace("}", ":str}"),
         http_method=query.method,
@@ -55,8 +62,19 @@ def endpoint(query: Query[Any], queries: Queries) -> HTTPRouteHandler:
         name=query.name,
         operation_id=query.name,
         summary=query.summary,
-        description=f"Role: {query.role}. The same over NATS: {query.subject} "
+        description=f"Role: {query.role}"
+        + (f" (admin with {' or '.join(query.nats_only)})" if query.nats_only else "")
+        + ("; a feed token may be sent as ?token= for its projects" if feed else "")
+        + f". The same over NATS: {query.subject} "
         "(the request body: a JSON object of these parameters).",
+        opt={
+            "role": query.role,
+            "feed": feed,
+            # the registry's rule: a parameter that changes state (the digest's send and
+            # record) asks for admin, over HTTP as over NATS
+            "role_for": query.role_for,
+        },
+        security=[{"bearer": []}, {"feedToken": []}] if feed else None,
         operation_class=operation_class(query),
         responses={
             200: ResponseSpec(query.response, description="the answer", generate_examples=False),

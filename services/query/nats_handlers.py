@@ -12,15 +12,27 @@ from faststream.nats.annotations import NatsMessage
 
 from events import ENCODER, Reply
 from events.errors import Rejected
-from events.subjects import QUERIES
+from events.subjects import ALL_QUERIES, QUERY_PREFIX
+from services.auth.principal import (
+    NOBODY,
+    SERVICE,
+    UNKNOWN_CREDENTIAL,
+    Authenticator,
+    Principal,
+    from_subject,
+)
 from services.query.queries import Queries
 from services.query.registry import BY_NAME, Query
 
 
 async def answer(
-    queries: Queries, name: str, body: bytes, by_name: Mapping[str, Query[Any]] = BY_NAME
+    queries: Queries,
+    name: str,
+    body: bytes,
+    by_name: Mapping[str, Query[Any]] = BY_NAME,
+    principal: Principal = SERVICE,
 ) -> bytes:
-    """The reply to ``milestones.query.<name>`` with this body."""
+    """The reply to ``milestones.query.<name>`` with this body, for this principal."""
     query = by_name.get(name)
     try:
         if query is None:
@@ -28,6 +40,15 @@ async def answer(
         raw = msgspec.json.decode(body) if body.strip() else {}
         if not isinstance(raw, dict):
             raise Rejected("invalid", "the request body must be a JSON object of parameters")
+        need = query.role_for(raw)
+        if not principal.may(need):
+            raise Rejected(
+                "forbidden",
+                f"query {name} needs the {need} role; {principal.id} is {principal.role}",
+            )
+        project = raw.get("project_id")
+        if isinstance(project, str) and not principal.may_project(project):
+            raise Rejected("forbidden", f"{principal.id} may not read project {project!r}")
         return ENCODER.encode(await query.answer(queries, raw))
     except msgspec.DecodeError as exc:
         return ENCODER.encode(Reply.fail("invalid", f"malformed JSON: {exc}"))
@@ -41,9 +62,11 @@ def listed(query: Query[Any]) -> str:
     return f"{query.name} ({query.role}{only})"
 
 
-def register_queries(broker: NatsBroker, queries: Queries, workers: int = 64) -> None:
+def register_queries(
+    broker: NatsBroker, queries: Queries, auth: Authenticator = NOBODY, workers: int = 64
+) -> None:
     @broker.subscriber(
-        QUERIES,
+        ALL_QUERIES,
         queue="milestones-query",
         max_workers=workers,
         title="milestones.query.<name>",
@@ -53,4 +76,7 @@ def register_queries(broker: NatsBroker, queries: Queries, workers: int = 64) ->
         "JSON answer or the contract's error JSON.",
     )
     async def on_query(msg: NatsMessage) -> bytes:
-        return await answer(queries, msg.raw_message.subject.rsplit(".", 1)[-1], msg.body)
+        principal, name = from_subject(msg.raw_message.subject, QUERY_PREFIX, auth)
+        if principal is None:
+            return ENCODER.encode(Reply.fail("unauthenticated", UNKNOWN_CREDENTIAL))
+        return await answer(queries, name, msg.body, principal=principal)

@@ -28,6 +28,7 @@ from projections.status import queries as status_queries
 from projections.watch import CheckpointWatcher
 from services.domain import health, reporting
 from services.eventlog.log import EventLog
+from services.notify.redact import redact_json_text
 from services.query import requests as q
 from services.query.notify_queries import NotifyQueries
 from services.query.params import (
@@ -55,6 +56,11 @@ async def project_events(log: EventLog, project_id: object) -> list[reporting.Po
     if not msgs:
         raise Rejected("not_found", f"project {project_id} is not known")
     return sorted(((m.seq, decode_stored(m.data)) for m in msgs), key=lambda pe: pe[0])
+
+
+def shown_payload(payload: str | None) -> str | None:
+    """A stored payload as shown: secrets redacted (``services.notify.redact``)."""
+    return None if payload is None else redact_json_text(payload)
 
 
 def today_utc() -> dt.date:
@@ -299,6 +305,8 @@ class Queries(NotifyQueries):
         position, stale = await self.consistent("rejections", p)
         after = int((decode_cursor(p.cursor) or [0])[0])
         rows = await audit_queries.rejections(self.pool, after=after, limit=p.limit + 1)
+        # recorded redacted (services.intake.service); records older than that are redacted here
+        rows = [{**r, "payload": shown_payload(r["payload"])} for r in rows]
         shown, next_cursor = page_of(rows, p.limit)
         return Page(shown, position, next_cursor, stale)
 
@@ -311,6 +319,12 @@ class Queries(NotifyQueries):
         return [{**r, "stream_last": last} for r in rows]
 
     async def parked(self, p: q.ParkedParams) -> list[dict[str, Any]]:
-        return await runner_queries.parked_events(
+        rows = await runner_queries.parked_events(
             self.pool, projection=p.projection, limit=PARKED_SHOWN
         )
+        # parked rows keep the raw bytes (an event stored before secrets were sealed may hold
+        # one in clear): secrets are redacted when shown
+        return [
+            {**r, "payload": shown_payload(r["payload"]), "error": redact_json_text(r["error"])}
+            for r in rows
+        ]

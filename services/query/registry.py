@@ -69,7 +69,7 @@ class Query(Generic[P]):
     handler: Callable[[Queries, P], Awaitable[Any]]
     method: Literal["GET", "POST"]
     path: str  # {name} segments are parameters of ``params``
-    role: Role  # who may call it (enforced at the edges by a later change)
+    role: Role  # who may call it: the edges refuse others (HTTP 403, NATS ``forbidden``)
     response: Any  # the JSON answer's type (OpenAPI)
     summary: str
     formats: tuple[Format, ...] = ("json",)
@@ -88,6 +88,12 @@ class Query(Generic[P]):
     @property
     def path_params(self) -> tuple[str, ...]:
         return tuple(re.findall(r"{(\w+)}", self.path))
+
+    def role_for(self, raw: Mapping[str, Any]) -> Role:
+        """The role this call needs: a parameter that changes state (the digest's ``send`` and
+        ``record``) asks for admin whatever the query's own role."""
+        changes_state = any(raw.get(p) not in (None, False, "false", "0") for p in self.nats_only)
+        return "admin" if changes_state else self.role
 
     async def answer(self, queries: Queries, raw: Mapping[str, Any]) -> Any:
         """Parse ``raw`` (query string and path, or a JSON object) and run the query."""
@@ -177,6 +183,7 @@ QUERIES: tuple[Query[Any], ...] = (
                 "project_id",
                 "milestone_id",
                 "actor",
+                "principal",
                 "source",
             ),
         ),
@@ -392,7 +399,7 @@ QUERIES: tuple[Query[Any], ...] = (
         handler=Queries.parked,
         method="GET",
         path="/parked",
-        role="admin",  # raw payloads, unredacted; what `replay-parked` (admin) acts on
+        role="admin",  # raw payloads (secrets redacted when shown); `replay-parked` acts on them
         response=list[dict[str, Any]],
         summary="Events a projection could not apply (at most 1000)",
         cli=Cli(

@@ -80,6 +80,7 @@ class AuditParams(Params, kw_only=True, frozen=True):
     project_id: Id | None = None
     milestone_id: Id | None = None
     actor: Actor | None = None
+    principal: Actor | None = None  # who sent it (the credential), beside the self-declared actor
     source: Source | None = None
     type: Text | None = None
     occurred_from: Moment | None = msgspec.field(default=None, name="from")

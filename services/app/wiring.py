@@ -46,7 +46,7 @@ from services.intake.inbox import InboxConsumer
 from services.intake.parse import Limits
 from services.intake.service import IntakeService
 from services.intake.webhooks import configured as webhooks_configured
-from services.ledger.keys import key_path, load_or_create, load_public
+from services.ledger.keys import PublicKey, key_path, load_or_create, load_public
 from services.ledger.note import ORIGIN
 from services.ledger.routes import ledger_routes
 from services.ledger.view import LedgerView
@@ -128,15 +128,14 @@ def jwt_verifier(settings: Settings):  # -> (token) -> Principal | None, or None
     ).verify
 
 
-def public_key(settings: Settings):  # -> services.ledger.keys.PublicKey
+def public_key(settings: Settings) -> PublicKey:
+    """The log key's public half; the first of the services to start creates the key (the
+    creation is race-free, so an intake starting beside the query service signs with it)."""
     path = key_path(settings.data_dir, settings.signing_key_file)
     try:
         return load_public(path)
     except FileNotFoundError:
-        raise StartupError(
-            f"no log-signing key at {path}: start the intake first (it creates the key), or set "
-            "MILESTONES_SIGNING_KEY_FILE to the key (or its .pub.pem) the intake uses"
-        ) from None
+        return load_or_create(path).public
 
 
 def require_database(settings: Settings) -> str:

@@ -182,6 +182,7 @@ class CredentialStore:
         self._changed = asyncio.Condition()
         self._listeners: list[Callable[[], None]] = []
         self._applied = 0  # credential messages seen, readable or not
+        self._by_slot: dict[str, Principal] = {}  # NATS account slot -> its live credential
         self.live = False  # caught up with the log: changes from now on are news
         self._sub: JetStreamContext.PushSubscription | None = None
 
@@ -213,6 +214,11 @@ class CredentialStore:
             log.error("credential event unreadable", position=position, error=repr(exc))
             event = None
         changed = apply(self.known, event, position) if event is not None else None
+        if changed is not None and changed.nats_account is not None:
+            if changed.active:
+                self._by_slot[changed.nats_account] = changed.principal("nats")
+            else:
+                self._by_slot.pop(changed.nats_account, None)
         async with self._changed:
             self.position = position
             self._applied += 1
@@ -253,10 +259,7 @@ class CredentialStore:
         return credential.principal("nats") if credential and credential.active else None
 
     def by_nats_account(self, account: str) -> Principal | None:
-        for credential in self.known.values():  # a few hundred at most; a dict if ever more
-            if credential.nats_account == account and credential.active:
-                return credential.principal("nats")
-        return None
+        return self._by_slot.get(account)  # asked once per message: kept ready, not searched
 
     def next_slot(self) -> str:
         """Slots are never reused: an inbox message of a revoked credential, still waiting in

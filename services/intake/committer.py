@@ -14,6 +14,9 @@ a batch that must be accepted whole). Each round:
 A conflict (another process wrote first) fails the whole batch; the round is repeated with
 fresh state, a bounded number of times, then the units get ``conflict``.
 
+Rounds are pipelined: the next round is read, decided and sent while the last one waits for its
+fsync, and two rounds in flight share no project and no receipt (``_run`` says why that is safe).
+
 What to read, how to decide and what to answer is pure (``services.intake.round``); this module
 is the shell around it: the writer loop, the state cache, the read, the append and the retries.
 """
@@ -46,9 +49,12 @@ from services.intake.round import (
     cache_updates,
     complete_read,
     decide_round,
+    free_of,
     plan_round,
     receipt_subject,
     replies,
+    round_keys,
+    unit_keys,
 )
 
 log = structlog.get_logger("milestones.committer")
@@ -62,6 +68,7 @@ class _Unit:
     receipts: list[str] = field(default_factory=list)
     # read receipts and every subject before deciding (after a failed fast round)
     verify: bool = False
+    keys: frozenset[str] = frozenset()  # projects and receipts it may touch (pipelining)
 
 
 def _utcnow() -> dt.datetime:
@@ -77,15 +84,18 @@ class Committer:
         max_messages: int = MAX_BATCH_MESSAGES,
         cache_size: int = 100_000,
         clock: Callable[[], dt.datetime] = _utcnow,
+        depth: int = 2,
     ) -> None:
         self.log = log_
         self.max_attempts = max_attempts
         self.max_messages = max_messages
         self.cache_size = cache_size
         self.clock = clock
+        self.depth = depth  # rounds in flight at once (1: each round waits for the last)
         self._cache: OrderedDict[str, Cached] = OrderedDict()
         self._queue: asyncio.Queue[_Unit] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._flying: dict[asyncio.Task[list[_Unit]], tuple[frozenset[str], list[_Unit]]] = {}
         self._load_limit = asyncio.Semaphore(64)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -101,6 +111,14 @@ class Committer:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        for task, (_keys, units) in list(self._flying.items()):
+            task.cancel()
+            for unit in units:
+                if not unit.future.done():  # the append's outcome is unknown: a retry is safe
+                    unit.future.set_result(
+                        Reply.fail("unavailable", "the intake is shutting down: retry")
+                    )
+        self._flying.clear()
         while not self._queue.empty():
             unit = self._queue.get_nowait()
             if not unit.future.done():
@@ -111,27 +129,71 @@ class Committer:
     async def submit(self, commands: Sequence[Command]) -> Reply:
         """Decide and append ``commands`` as one unit: all accepted, or none."""
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        unit = _Unit(list(commands), future, receipts=[receipt_subject(c.ce) for c in commands])
+        receipts = [receipt_subject(c.ce) for c in commands]
+        unit = _Unit(list(commands), future, receipts=receipts, keys=unit_keys(commands, receipts))
         await self._queue.put(unit)
         return await future
 
     # -- the writer loop -------------------------------------------------------------------
     async def _run(self) -> None:
+        """Rounds overlap: while one round's append waits for its fsync, the next is read,
+        decided and sent (``depth`` rounds in flight at most).
+
+        Two rounds in flight never share a project or a receipt (``round.free_of``), so they
+        commute: neither was decided on a state the other changes, and whichever the stream
+        commits first, the log is a serial history. A unit that shares one with a round in
+        flight waits for that round's answer and is then decided on what it wrote; if the
+        round failed, on a fresh read. It is never appended on a guess about a round that may
+        still fail. The cache learns a round's states only from its acknowledgement."""
         pending: list[_Unit] = []
-        while True:
-            if not pending:
-                pending.append(await self._queue.get())
-            while not self._queue.empty():
-                pending.append(self._queue.get_nowait())
-            units, pending = pending, []
-            try:
-                retry = await self._round(units)
-            except Exception as exc:  # the server went away mid-round: retry with backoff
-                log.warning("commit round failed", error=repr(exc), units=len(units))
-                retry = self._count_attempt(units, "unavailable", f"event log unavailable: {exc}")
-            if retry and any(u.attempts for u in retry):
-                await asyncio.sleep(random.uniform(0.005, 0.02) * max(u.attempts for u in retry))
-            pending = retry + pending
+        arrival: asyncio.Task[_Unit] | None = None
+        try:
+            while True:
+                while not self._queue.empty():
+                    pending.append(self._queue.get_nowait())
+                held = frozenset().union(*(keys for keys, _ in self._flying.values()))
+                free, waiting = free_of(pending, held, _keys_of)
+                if free and len(self._flying) < self.depth:
+                    pending = await self._start_round(free) + waiting
+                    continue
+                if arrival is None:
+                    arrival = asyncio.ensure_future(self._queue.get())
+                done, _ = await asyncio.wait(
+                    {arrival, *self._flying}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if arrival in done:
+                    pending.append(arrival.result())
+                    arrival = None
+                retry: list[_Unit] = []
+                for task in [t for t in self._flying if t.done()]:
+                    del self._flying[task]
+                    retry += task.result()
+                await self._back_off(retry)
+                pending = retry + pending
+        finally:
+            if arrival is not None:
+                arrival.cancel()
+
+    async def _start_round(self, units: list[_Unit]) -> list[_Unit]:
+        """Read and decide ``units``, answer what needs no append, and send the batch as a round
+        in flight; returns the units for a later round."""
+        try:
+            outcome, last = await self._decide(units)
+        except Exception as exc:  # the server went away mid-read: retry with backoff
+            log.warning("commit round failed", error=repr(exc), units=len(units))
+            retry = self._count_attempt(units, "unavailable", f"event log unavailable: {exc}")
+            await self._back_off(retry)
+            return retry
+        self._settle(outcome)
+        if outcome.batch.messages:
+            accepted = [unit for unit, _ in outcome.accepted]
+            task = asyncio.create_task(self._append(outcome, last), name="commit-round")
+            self._flying[task] = (round_keys(outcome, _keys_of), accepted)
+        return outcome.deferred
+
+    async def _back_off(self, retry: list[_Unit]) -> None:
+        if retry and any(u.attempts for u in retry):
+            await asyncio.sleep(random.uniform(0.005, 0.02) * max(u.attempts for u in retry))
 
     def _count_attempt(self, units: list[_Unit], code: str, message: str) -> list[_Unit]:
         again = []
@@ -143,10 +205,16 @@ class Committer:
                 again.append(unit)
         return again
 
-    async def _round(self, units: list[_Unit]) -> list[_Unit]:
-        """One group commit; returns the units for the next round."""
+    async def _decide(
+        self, units: list[_Unit]
+    ) -> tuple[RoundOutcome[_Unit], dict[str, StoredMessage]]:
+        """One round's read and decision (what it appends is sent by ``_append``)."""
         units = [u for u in units if not u.future.done()]
         plan = plan_round(units, self._cache)
+        for subject in plan.trusted:
+            # most recent now: a round in flight that lands meanwhile may add to the cache and
+            # evict the least recent entries, never one this round is about to decide on
+            self._cache.move_to_end(subject)
         to_read = plan.to_read
         answers = await self.log.last_of(to_read) if to_read else {}
         last, subjects = complete_read(plan, answers, self._cache)
@@ -154,10 +222,7 @@ class Committer:
         outcome = decide_round(
             units, plan, last, unreadable, self._cache, self.clock(), self.max_messages
         )
-        self._settle(outcome)
-        if not outcome.batch.messages:
-            return outcome.deferred
-        return await self._append(outcome, last) + outcome.deferred
+        return outcome, last
 
     def _settle(self, outcome: RoundOutcome[_Unit]) -> None:
         """Answer what the round settled without appending; mark what must be verified."""
@@ -191,6 +256,9 @@ class Committer:
         except AppendFailed as exc:
             log.warning("append failed", units=len(accepted), reason=str(exc))
             return self._count_attempt(accepted, "unavailable", str(exc))
+        except Exception as exc:  # the server went away mid-append: the outcome is unknown
+            log.warning("commit round failed", error=repr(exc), units=len(accepted))
+            return self._count_attempt(accepted, "unavailable", f"event log unavailable: {exc}")
         for subject, entry in cache_updates(messages, last_seq, outcome.working):
             self._remember(subject, entry)
         answers = replies(outcome.accepted, last_seq, len(messages), last)
@@ -237,6 +305,10 @@ class Committer:
 
         await asyncio.gather(*(refresh(s) for s in subjects if not s.startswith(RECEIPTS_PREFIX)))
         return unreadable
+
+
+def _keys_of(unit: _Unit) -> frozenset[str]:
+    return unit.keys
 
 
 __all__ = ["Command", "Committer"]

@@ -134,6 +134,32 @@ async def test_a_publisher_sends_events_and_the_log_names_it(
     assert (await stored(nc, last)).principal == issued.credential.id
 
 
+async def test_a_reply_tells_the_publisher_nothing_of_the_server_s_accounts(
+    stack: Running, nats_server: EmbeddedNats
+) -> None:
+    """A request that crossed the account import carries the server's ``Nats-Request-Info``
+    (account slot, round-trip time); the reply must not send it back. A caller's correlation id
+    comes back."""
+    issued = await issue(stack, "publisher", sources=["ci"])
+    pub = await Client().connect(nats_server, issued)
+    assert pub.nc is not None
+    ce = plan_project()[0]
+    ce["source"] = "ci"
+    plain = await pub.nc.request(
+        "milestones.commands.ProjectCreated", ENCODER.encode(ce), timeout=5
+    )
+    assert REPLY_DECODER.decode(plain.data).accepted
+    assert not plain.headers
+    tagged = await pub.nc.request(
+        "milestones.commands.ProjectCreated",
+        ENCODER.encode(ce),
+        timeout=5,
+        headers={"correlation_id": "corr-42"},
+    )
+    assert REPLY_DECODER.decode(tagged.data).accepted  # a repeat: answered like the first
+    assert tagged.headers == {"correlation_id": "corr-42"}
+
+
 async def test_a_publisher_cannot_touch_the_log_streams_or_the_jetstream_api(
     stack: Running, nats_server: EmbeddedNats
 ) -> None:

@@ -11,12 +11,16 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from events.bounds import LINE_PATTERN
 from events.common import Timestamp
 
-CeId = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-CeSource = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
-CeType = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-CeActor = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+# No control characters (events.bounds): checked by the intake, shown in the JSON Schema.
+_LINE = {"pattern": LINE_PATTERN}
+CeId = Annotated[str, msgspec.Meta(min_length=1, max_length=256, extra_json_schema=_LINE)]
+CeSource = Annotated[str, msgspec.Meta(min_length=1, max_length=512, extra_json_schema=_LINE)]
+CeType = Annotated[str, msgspec.Meta(min_length=1, max_length=128, extra_json_schema=_LINE)]
+CeActor = Annotated[str, msgspec.Meta(min_length=1, max_length=256, extra_json_schema=_LINE)]
+CeText = Annotated[str, msgspec.Meta(extra_json_schema=_LINE)]
 
 
 class CloudEventIn(msgspec.Struct, kw_only=True, frozen=True):
@@ -28,8 +32,8 @@ class CloudEventIn(msgspec.Struct, kw_only=True, frozen=True):
     type: CeType
     time: Timestamp
     data: msgspec.Raw
-    datacontenttype: str | None = None
-    subject: str | None = None
+    datacontenttype: CeText | None = None
+    subject: CeText | None = None
     actor: CeActor | None = None
     correlationid: CeId | None = None
 
@@ -78,6 +82,7 @@ class Rejection(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     message: str
     payload: str | None = None
     payload_base64: str | None = None
+    deliveries: int | None = None  # how often the inbox delivered it (retries after an error)
 
 
 class ErrorBody(msgspec.Struct, frozen=True):

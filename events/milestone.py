@@ -7,6 +7,7 @@ from events.common import (
     CheckResult,
     Date,
     Id,
+    Int32,
     LagDays,
     MilestoneEvent,
     MilestoneKind,
@@ -22,7 +23,7 @@ class MilestonePlanned(MilestoneEvent, frozen=True, kw_only=True):
     kind: MilestoneKind
     due: Date
     phase: Name | None = None
-    order: int = 0
+    order: Int32 = 0
     success_criteria: Text | None = None
 
 

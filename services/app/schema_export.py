@@ -9,8 +9,31 @@ from typing import Any
 import msgspec
 
 from events import EVENT_TYPES, INBOUND_TYPES, Reply
+from events.bounds import INT_MAX, INT_MIN, LINE_PATTERN, URL_PATTERN
 from events.envelope import CloudEventIn
 from events.project import INBOUND_FIELDS
+
+_DECODE_URL_PATTERN = r"^https?://\S{1,2000}$"  # events.common.Url, as msgspec shows it
+
+
+def intake_bounds(node: Any) -> Any:
+    """The schema with the intake's bounds (events.bounds) where the types alone cannot say
+    them: msgspec shows a field's decode pattern over ``extra_json_schema`` (a URL), and an
+    integer or a string some future field forgets to bound gets the defaults, so the schema
+    never promises more than the intake accepts."""
+    if isinstance(node, list):
+        return [intake_bounds(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: intake_bounds(v) for k, v in node.items()}
+    if out.get("pattern") == _DECODE_URL_PATTERN:
+        out["pattern"] = URL_PATTERN
+    if out.get("type") == "integer":
+        out.setdefault("minimum", INT_MIN)
+        out.setdefault("maximum", INT_MAX)
+    if out.get("type") == "string" and "format" not in out:
+        out.setdefault("pattern", LINE_PATTERN)
+    return out
 
 
 def data_schema(name: str) -> dict[str, Any]:
@@ -27,6 +50,7 @@ def data_schema(name: str) -> dict[str, Any]:
         if "default" in body["properties"][field]:
             shown["default"] = body["properties"][field]["default"]
         body["properties"][field] = shown
+    schema = intake_bounds(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = f"https://milestones.example/schemas/{name}.json"
     return schema
@@ -38,7 +62,7 @@ def cloudevent_schema() -> dict[str, Any]:
     ce["title"] = "CloudEvent"
     ce["properties"]["type"] = {"enum": sorted(INBOUND_TYPES)}
     ce["properties"]["data"] = {"type": "object", "description": "see <type>.json"}
-    return schema
+    return intake_bounds(schema)
 
 
 def asyncapi_document() -> dict[str, Any]:

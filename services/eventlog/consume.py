@@ -1,5 +1,6 @@
-"""Pull consumption for the services' durable consumers (inbox, scheduler, notifier): fetch a
-batch, hand it over, ack it, or nack it whole so it comes back in order."""
+"""Pull consumption for the services' durable consumers: fetch a batch, hand it over, then either
+settle it whole (scheduler, notifier: ack it, or nack it whole so it comes back in order) or
+settle each message on its own (the inbox: ack one, NAK another with its own delay)."""
 
 from __future__ import annotations
 
@@ -17,21 +18,35 @@ log = structlog.get_logger("milestones.consume")
 
 
 async def durable_pull(
-    nc: NATS, subject: str, *, durable: str, stream: str, ack_wait: float, max_ack_pending: int
+    nc: NATS,
+    subject: str,
+    *,
+    durable: str,
+    stream: str,
+    ack_wait: float,
+    max_ack_pending: int,
+    max_deliver: int = -1,
 ) -> JetStreamContext.PullSubscription:
     """A durable pull consumer from the stream's start, with explicit acks: what is not acked
-    (a crash, a nack) comes back."""
-    return await nc.jetstream().pull_subscribe(
-        subject,
-        durable=durable,
-        stream=stream,
-        config=ConsumerConfig(
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=ack_wait,
-            max_ack_pending=max_ack_pending,
-        ),
+    (a crash, a nack) comes back. The configuration is written every start (the server's create
+    updates an existing consumer), so a consumer an older version made gets today's settings.
+
+    ``max_deliver`` -1 (the default): the server redelivers without limit and gives up on
+    nothing by itself; a consumer that must bound retries counts ``num_delivered`` itself and
+    settles the message (the inbox records a rejection). No server ``backoff``: it applies to
+    ack timeouts only, and the handlers NAK with their own delay instead."""
+    js = nc.jetstream()
+    config = ConsumerConfig(
+        durable_name=durable,
+        filter_subject=subject,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=ack_wait,
+        max_deliver=max_deliver,
+        max_ack_pending=max_ack_pending,
     )
+    await js.add_consumer(stream, config)
+    return await js.pull_subscribe_bind(durable, stream)
 
 
 async def consume_batches(
@@ -64,7 +79,51 @@ async def consume_batches(
             for m in msgs:
                 await m.ack()
     finally:
-        try:
-            await psub.unsubscribe()
-        except Exception:  # noqa: BLE001 - shutting down
-            pass
+        await _unsubscribe(psub)
+
+
+# A message's settlement: None acks it, a number of seconds NAKs it to come back after that long.
+Settlement = float | None
+
+
+async def consume_each(
+    psub: JetStreamContext.PullSubscription,
+    batch: int,
+    poll: float,
+    stop: asyncio.Event,
+    handle: Callable[[list[Msg]], Awaitable[list[Settlement]]],
+    what: str,
+) -> None:
+    """Fetch, handle, and settle each message as ``handle`` says, until ``stop``. One message
+    waiting out an outage comes back alone, when its delay is over, without holding the rest of
+    its batch. If ``handle`` itself fails, the batch is NAKed whole (it returns a settlement for
+    every message by design: this is the net under it)."""
+    try:
+        while not stop.is_set():
+            try:
+                msgs = await psub.fetch(batch, timeout=poll)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
+                return
+            try:
+                settlements = await handle(msgs)
+            except Exception as exc:
+                log.error(
+                    "batch handler failed", consumer=what, error=repr(exc), messages=len(msgs)
+                )
+                settlements = [1.0] * len(msgs)
+            for m, settle in zip(msgs, settlements, strict=True):
+                try:
+                    await (m.ack() if settle is None else m.nak(delay=settle))
+                except Exception as exc:  # noqa: BLE001 - unsettled: back after ack_wait
+                    log.warning("settling failed", consumer=what, error=repr(exc))
+    finally:
+        await _unsubscribe(psub)
+
+
+async def _unsubscribe(psub: JetStreamContext.PullSubscription) -> None:
+    try:
+        await psub.unsubscribe()
+    except Exception:  # noqa: BLE001 - shutting down
+        pass

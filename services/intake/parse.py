@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import msgspec
 
 from events import CLOUDEVENT_BATCH_DECODER, CLOUDEVENT_DECODER, DATA_DECODERS, INBOUND_TYPES, Reply
+from events.bounds import MAX_JSON_DEPTH, OutOfBounds, check_data, check_struct, json_too_deep
 from events.envelope import CloudEventIn
 from events.errors import Rejected
 from services.auth.principal import Principal
@@ -22,6 +23,7 @@ from services.intake.webhooks import STRICT, Webhooks
 class Limits:
     max_bytes: int = 64 * 1024
     max_batch: int = 100
+    max_depth: int = MAX_JSON_DEPTH  # nesting of arrays and objects (events.bounds)
 
 
 def _decode_data(n: int | None, ce: CloudEventIn, principal: str) -> Command:
@@ -35,11 +37,52 @@ def _decode_data(n: int | None, ce: CloudEventIn, principal: str) -> Command:
         )
     try:
         fact = decoder.decode(ce.data)
-    except msgspec.ValidationError as exc:
+        check_data(fact, ce.time)  # the intake's bounds: stored events decode without them
+    except (msgspec.ValidationError, OutOfBounds) as exc:
         raise Rejected("invalid", f"{where}: {ce.type} data is not valid: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise Rejected("invalid", f"{where}: data is not a JSON object: {exc}") from exc
     return Command(ce, fact, principal)
+
+
+def _decode_envelopes(body: bytes, limits: Limits) -> tuple[list[CloudEventIn], bool]:
+    """The CloudEvents of a body, and whether it was a batch; every failure is ``invalid``."""
+    head = body.lstrip()[:1]
+    if head not in (b"{", b"["):
+        raise Rejected(
+            "invalid",
+            "expected a CloudEvent JSON object, or a JSON array of them (structured mode)",
+        )
+    try:
+        body.decode("utf-8")  # msgspec checks only the strings it decodes, not the skipped ones
+    except UnicodeDecodeError as exc:
+        raise Rejected(
+            "invalid", f"the body is not UTF-8 (byte {exc.start}): send UTF-8 encoded JSON"
+        ) from exc
+    too_deep = Rejected(
+        "invalid",
+        f"JSON nested more than {limits.max_depth} levels deep: flatten the message",
+    )
+    try:
+        if head == b"{":
+            ces, batch = [CLOUDEVENT_DECODER.decode(body)], False
+        else:
+            ces, batch = CLOUDEVENT_BATCH_DECODER.decode(body), True
+    except msgspec.ValidationError as exc:
+        raise Rejected("invalid", f"not a valid CloudEvent 1.0: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise Rejected("invalid", f"malformed JSON: {exc}") from exc
+    except RecursionError:  # msgspec's own limit, near Python's recursion limit
+        raise too_deep from None
+    if json_too_deep(body, limits.max_depth):  # valid JSON: the check is exact
+        raise too_deep
+    for n, ce in enumerate(ces, 1):
+        try:
+            check_struct(ce)
+        except OutOfBounds as exc:
+            where = f"CloudEvent #{n}" if batch else "the CloudEvent"
+            raise Rejected("invalid", f"{where} is not valid: {exc}") from exc
+    return ces, batch
 
 
 def parse(
@@ -51,23 +94,7 @@ def parse(
             "too_large",
             f"message is {len(body)} bytes; the limit is {limits.max_bytes} bytes: split it",
         )
-    head = body.lstrip()[:1]
-    try:
-        if head == b"{":
-            ces = [CLOUDEVENT_DECODER.decode(body)]
-            batch = False
-        elif head == b"[":
-            ces = CLOUDEVENT_BATCH_DECODER.decode(body)
-            batch = True
-        else:
-            raise Rejected(
-                "invalid",
-                "expected a CloudEvent JSON object, or a JSON array of them (structured mode)",
-            )
-    except msgspec.ValidationError as exc:
-        raise Rejected("invalid", f"not a valid CloudEvent 1.0: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise Rejected("invalid", f"malformed JSON: {exc}") from exc
+    ces, batch = _decode_envelopes(body, limits)
     if batch and not ces:
         raise Rejected("invalid", "the batch is empty: send at least one CloudEvent")
     if len(ces) > limits.max_batch:

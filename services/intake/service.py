@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import time
-from collections.abc import Sequence
 
 import structlog
 from nats.aio.client import Client as NATS
@@ -14,6 +12,7 @@ from nats.aio.msg import Msg
 from prometheus_client import Counter, Histogram
 
 from events import ENCODER, Rejection, Reply
+from events.bounds import json_too_deep
 from events.subjects import INBOX_PREFIX, REJECTIONS_STREAM, rejection_subject, type_token
 from services.auth.principal import (
     NOBODY,
@@ -34,8 +33,6 @@ MESSAGES = Counter(
     "milestones_intake_messages_total", "Messages handled by the intake", ["path", "outcome"]
 )
 LATENCY = Histogram("milestones_intake_seconds", "Time from receipt to verdict", ["path"])
-# Transient: the message itself is fine, the system was not; the inbox retries these.
-TRANSIENT = frozenset({"unavailable", "internal"})
 
 
 class IntakeService:
@@ -79,35 +76,20 @@ class IntakeService:
         LATENCY.labels(path).observe(time.perf_counter() - started)
         return reply
 
-    async def handle_inbox(self, messages: Sequence[Msg]) -> None:
-        """Decide a pulled inbox batch in order. Refusals are recorded before the batch is
-        acked; a transient failure raises so the whole batch is redelivered (receipts make
-        the redelivery of already-appended messages a no-op)."""
+    async def inbox_reply(self, msg: Msg) -> Reply:
+        """The verdict on one inbox message; who sent it is read from its subject."""
+        principal, _ = from_subject(msg.subject, INBOX_PREFIX, self.auth or NOBODY)
+        if principal is None:
+            return Reply.fail("unauthenticated", UNKNOWN_CREDENTIAL)
+        return await self.handle(msg.data, "inbox", type_token(msg.subject), None, principal)
 
-        async def one(msg: Msg) -> Reply:
-            principal, _ = from_subject(msg.subject, INBOX_PREFIX, self.auth or NOBODY)
-            if principal is None:
-                return Reply.fail("unauthenticated", UNKNOWN_CREDENTIAL)
-            return await self.handle(msg.data, "inbox", type_token(msg.subject), None, principal)
-
-        replies = await asyncio.gather(*(one(m) for m in messages))
-        transient = [r for r in replies if not r.accepted and r.error and r.error.code in TRANSIENT]
-        for msg, reply in zip(messages, replies, strict=True):
-            if not reply.accepted and reply not in transient:
-                await self._record_rejection(msg, reply)
-        if transient:
-            raise RuntimeError(
-                f"{len(transient)} inbox message(s) hit a transient failure: redelivering"
-            )
-
-    async def _record_rejection(self, msg: Msg, reply: Reply) -> None:
+    async def record_rejection(self, msg: Msg, reply: Reply) -> None:
+        """Keep a refused inbox message and why on ``MILESTONES_REJECTIONS`` (deduplicated by
+        its inbox position, so a redelivery records it once). Raises when the record could not
+        be written: the caller must not ack the message then."""
         assert reply.error is not None
         seq = msg.metadata.sequence.stream
-        # the record is kept and shown (/rejections): never with a secret the message carried
-        try:
-            text, b64 = redact_json_text(msg.data.decode()), None
-        except UnicodeDecodeError:
-            text, b64 = None, base64.b64encode(redact_bytes(msg.data)).decode()
+        text, b64 = shown_payload(msg.data)
         rejection = Rejection(
             inbox_seq=seq,
             subject=msg.subject,
@@ -116,6 +98,7 @@ class IntakeService:
             message=reply.error.message,
             payload=text,
             payload_base64=b64,
+            deliveries=msg.metadata.num_delivered,
         )
         token = type_token(msg.subject) or "unknown"
         await self.js.publish(
@@ -130,3 +113,20 @@ class IntakeService:
             code=reply.error.code,
             reason=reply.error.message,
         )
+
+
+def shown_payload(data: bytes) -> tuple[str | None, str | None]:
+    """A refused message as the rejection record keeps it (text, or base64 when it is not UTF-8),
+    never with a secret it carried. JSON too deep to parse is redacted by pattern, like broken
+    JSON; whatever the bytes, a record is made."""
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return None, base64.b64encode(redact_bytes(data)).decode()
+    try:
+        if json_too_deep(data):
+            return redact_bytes(data).decode(), None
+        return redact_json_text(text), None
+    except Exception:  # noqa: BLE001 - a record without the text beats no record
+        log.exception("rejected payload could not be redacted; kept as base64")
+        return None, base64.b64encode(redact_bytes(data)).decode()

@@ -21,6 +21,7 @@ from events import (
 from events.common import Event
 from events.subjects import ALL_EVENTS, EVENTS_STREAM, REJECTIONS, REJECTIONS_STREAM
 from projections.base import Batch
+from projections.storable import integer, json_bytes, maybe_text, text, timestamp
 
 COLUMNS = (
     "position",
@@ -55,22 +56,24 @@ def row(position: int, stored: StoredEvent) -> tuple:
     data = stored.data
     if not isinstance(data, ProjectEvent | MilestoneEvent):
         raise UnhandledEvent(type(data).__name__, "the audit projection")
+    # what PostgreSQL refuses (a NUL, a time beyond year 9999 in UTC) is stored as it can be
+    # held (``projections.storable``); the log keeps the event as it was appended
     return (
         position,
-        stored.subject,
+        text(stored.subject),
         data.project_id,
         milestone_of(data),
-        stored.type,
-        stored.id,
-        stored.actor,
-        stored.source,
-        stored.time,
-        stored.recordedtime,
-        stored.correlationid,
-        stored.causationid,
-        stored.schemaversion,
-        ENCODER.encode(redacted(data)),
-        stored.principal,
+        text(stored.type),
+        text(stored.id),
+        maybe_text(stored.actor),
+        text(stored.source),
+        timestamp(stored.time),
+        timestamp(stored.recordedtime),
+        text(stored.correlationid),
+        text(stored.causationid),
+        integer(stored.schemaversion),
+        json_bytes(ENCODER.encode(redacted(data))),
+        maybe_text(stored.principal),
     )
 
 
@@ -104,11 +107,11 @@ class RejectionsProjection:
             (
                 p,
                 r.inbox_seq,
-                r.subject,
-                r.received,
-                r.code,
-                r.message,
-                r.payload or r.payload_base64,
+                text(r.subject),
+                timestamp(r.received),
+                text(r.code),
+                text(r.message),
+                maybe_text(r.payload or r.payload_base64),
             )
             for p, r in batch
         ]

@@ -31,6 +31,7 @@ from events import (
 )
 from events.subjects import ALL_EVENTS, EVENTS_STREAM
 from projections.base import Batch
+from projections.storable import maybe_text, text, timestamp
 
 COLUMNS = (
     "position",
@@ -105,6 +106,24 @@ def rows(position: int, stored: StoredEvent) -> list[tuple]:
     ]
 
 
+def stored_row(row: tuple) -> tuple:
+    """A row of ``rows`` as the columns hold it (``projections.storable``)."""
+    position, project, milestone, occurred, recorded, type_, old, new, reason, actor, source = row
+    return (
+        position,
+        project,
+        milestone,
+        timestamp(occurred),
+        timestamp(recorded),
+        text(type_),
+        old,
+        new,
+        maybe_text(reason),
+        maybe_text(actor),
+        text(source),
+    )
+
+
 class HistoryProjection:
     name = "history"
     stream = EVENTS_STREAM
@@ -114,7 +133,7 @@ class HistoryProjection:
     decode = staticmethod(decode_stored)
 
     async def apply(self, conn: asyncpg.Connection, batch: Batch, schema: str) -> None:
-        records = [r for position, stored in batch for r in rows(position, stored)]
+        records = [stored_row(r) for position, stored in batch for r in rows(position, stored)]
         if records:
             await conn.copy_records_to_table(
                 "ms_history", records=records, columns=COLUMNS, schema_name=schema

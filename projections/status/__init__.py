@@ -12,6 +12,7 @@ README).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,15 @@ from events import (
 )
 from events.subjects import ALL_EVENTS, EVENTS_STREAM
 from projections.base import Batch
+from projections.status.tables import (
+    PROJECT_COLUMNS,
+    REPORT_COLUMNS,
+    SUBSCRIPTION_COLUMNS,
+    project_row,
+    report_row,
+    subscription_row,
+)
+from projections.storable import integer, jsonb, maybe_text, maybe_timestamp, text, timestamp
 
 
 class Violation(msgspec.Struct, kw_only=True, frozen=True):
@@ -92,15 +102,6 @@ class StatusRow(msgspec.Struct, kw_only=True, frozen=True):
 
 
 COLUMNS = tuple(StatusRow.__struct_fields__)
-REPORT_COLUMNS = (
-    "position",
-    "project_id",
-    "milestone_id",
-    "reported_at",
-    "actor",
-    "health",
-    "note",
-)
 
 
 def _with_tasks(row: StatusRow, tasks: dict[str, bool]) -> StatusRow:
@@ -248,6 +249,30 @@ def _dependencies(
             return replace(row, violations={**row.violations, d: facts})
 
 
+# What each column stores of a row's value, where it differs from the value
+# (``projections.storable``: what PostgreSQL refuses is stored so that it can be held).
+_STORED: dict[str, Callable[[Any], Any]] = {
+    "name": text,
+    "kind": text,
+    "phase": maybe_text,
+    "ord": integer,
+    "success_criteria": maybe_text,
+    "achieved_at": maybe_timestamp,
+    "updated_at": timestamp,
+    "tasks": jsonb,
+    "task_dues": jsonb,
+    "predecessors": jsonb,
+    "violations": jsonb,
+    "last_report": lambda report: None if report is None else jsonb(report),
+}
+
+
+def stored_row(row: StatusRow) -> tuple:
+    """The row as its columns hold it."""
+    values = msgspec.structs.astuple(row)
+    return tuple(_STORED[c](v) if c in _STORED else v for c, v in zip(COLUMNS, values, strict=True))
+
+
 def from_db(record: Any) -> StatusRow:
     return msgspec.convert(dict(record), StatusRow, strict=False)
 
@@ -265,48 +290,6 @@ _SELECT = (
     f"SELECT {', '.join(COLUMNS)} FROM ms_status s "
     "JOIN unnest($1::text[], $2::text[]) AS k(p, m) ON s.project_id = k.p AND s.milestone_id = k.m"
 )
-
-
-def project_row(position: int, stored: StoredEvent) -> tuple | None:
-    e = stored.data
-    if not isinstance(e, ProjectCreated):
-        return None
-    return (e.project_id, e.name, list(e.goals), e.dependency_policy, stored.time, position)
-
-
-SUBSCRIPTION_COLUMNS = (
-    "project_id",
-    "scope",
-    "milestone_id",
-    "stakeholder",
-    "url",
-    "secret",
-    "position",
-    "subscribed_at",
-)
-
-
-def subscription_row(position: int, stored: StoredEvent) -> tuple | None:
-    e = stored.data
-    if not isinstance(e, StakeholderSubscribed):
-        return None
-    return (
-        e.project_id,
-        e.milestone_id or "",
-        e.milestone_id,
-        e.stakeholder,
-        e.url,
-        e.secret,
-        position,
-        stored.time,
-    )
-
-
-def report_row(position: int, stored: StoredEvent) -> tuple | None:
-    e = stored.data
-    if not isinstance(e, StatusReported):
-        return None
-    return (position, e.project_id, e.milestone_id, stored.time, stored.actor, e.health, e.note)
 
 
 class StatusProjection:
@@ -332,21 +315,14 @@ class StatusProjection:
             if after is not None:
                 changed[key] = after
         if changed:
-            await conn.executemany(_UPSERT, [msgspec.structs.astuple(r) for r in changed.values()])
+            await conn.executemany(_UPSERT, [stored_row(r) for r in changed.values()])
         projects = [r for p, e in batch if (r := project_row(p, e)) is not None]
         if projects:
             await conn.copy_records_to_table(
                 "ms_projects",
                 records=projects,
                 schema_name=schema,
-                columns=(
-                    "project_id",
-                    "name",
-                    "goals",
-                    "dependency_policy",
-                    "created_at",
-                    "position",
-                ),
+                columns=PROJECT_COLUMNS,
             )
         for position, stored in batch:  # in order: a subscription can end in the same batch
             if (sub := subscription_row(position, stored)) is not None:
@@ -361,8 +337,8 @@ class StatusProjection:
                     "AND stakeholder = $3 AND url = $4",
                     e.project_id,
                     e.milestone_id or "",
-                    e.stakeholder,
-                    e.url,
+                    text(e.stakeholder),  # as subscription_row stored them
+                    text(e.url),
                 )
         reports = [r for p, e in batch if (r := report_row(p, e)) is not None]
         if reports:

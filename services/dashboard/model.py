@@ -16,6 +16,7 @@ import msgspec
 from events import ProjectCreated, TaskAdded
 from projections import status
 from services.domain import health, reporting
+from services.domain.dates import utc_date
 from services.domain.reporting import Positioned
 
 
@@ -90,7 +91,7 @@ def project_view(
     out = []
     for r in rows:
         v = verdicts[r.milestone_id]
-        achieved = r.achieved_at.astimezone(dt.UTC).date() if r.achieved_at else None
+        achieved = utc_date(r.achieved_at) if r.achieved_at else None
         end = max([r.due, *r.task_dues.values()])
         out.append(
             Row(

@@ -18,6 +18,7 @@ from services.dashboard.layout import (
     query_string,
 )
 from services.dashboard.model import ProjectView, Task
+from services.domain.dates import TIME_MAX, add_days
 from services.domain.reporting import Report
 
 
@@ -326,6 +327,14 @@ def milestone_page(
     )
 
 
+def day_after(day: dt.date) -> str:
+    """The audit filter ``to`` that ends with ``day``: midnight after it, in RFC 3339 (the end
+    of time for 9999-12-31, which has no day after it)."""
+    if day == dt.date.max:
+        return TIME_MAX.isoformat()
+    return add_days(day, 1).isoformat() + "T00:00:00Z"
+
+
 AUDIT_FILTERS = (
     "project_id",
     "milestone_id",
@@ -355,7 +364,7 @@ def audit_page(
     )
     export = {k: params.get(k) for k in AUDIT_FILTERS}
     if as_of:
-        export["to"] = (as_of + dt.timedelta(days=1)).isoformat() + "T00:00:00Z"
+        export["to"] = day_after(as_of)
     csv_href = f"/audit{query_string({**export, 'format': 'csv'})}"
     jsonl_href = f"/audit{query_string({**export, 'format': 'jsonl'})}"
     links = (

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -38,8 +39,14 @@ FAVICON = (
 )
 
 
+# C0 controls but tab, line feed and carriage return, and lone surrogates: HTML calls them
+# errors (and a surrogate cannot be encoded as UTF-8 at all). A log written before the intake
+# bounded text may hold them in a name or a note; they are shown as U+FFFD.
+_NOT_HTML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
 def _html(body: str, status: int = 200) -> Response[str]:
-    return Response(body, status_code=status, media_type=HTML)
+    return Response(_NOT_HTML.sub("\ufffd", body), status_code=status, media_type=HTML)
 
 
 def error_page(exc: Rejected) -> Response[str]:
@@ -286,7 +293,7 @@ def audit_routes(queries: Queries) -> list[HTTPRouteHandler]:
             as_of = p_date(q, "as_of")
             filters = {k: q.get(k) for k in pages.AUDIT_FILTERS if q.get(k)}
             if as_of:
-                filters["to"] = (as_of + dt.timedelta(days=1)).isoformat() + "T00:00:00Z"
+                filters["to"] = pages.day_after(as_of)
             cursor = q.get("cursor")
             if q.get("from_position"):
                 try:

@@ -10,9 +10,11 @@ circle: achieved).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from html import escape
 
 from services.dashboard.model import ProjectView
+from services.dashboard.scale import Scale, chart_range, months, padded
 from services.domain.reporting import Trend
 
 HEALTH_COLOURS = {
@@ -63,42 +65,29 @@ text{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;font-size:12
 """
 
 
-def _date(d: dt.date | None) -> str:
-    return d.isoformat() if d else "-"
+# Characters XML 1.0 forbids (a downloaded SVG is an XML document): C0 controls but tab, line
+# feed and carriage return, and lone surrogates. A log written before the intake bounded text may
+# hold them in a name; they are shown as U+FFFD.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
-class Scale:
-    def __init__(self, start: dt.date, end: dt.date, left: float, width: float) -> None:
-        self.start = start
-        self.days = max(1, (end - start).days)
-        self.left = left
-        self.px = width / self.days
-
-    def x(self, d: dt.date) -> float:
-        return round(self.left + (d - self.start).days * self.px, 1)
+def esc(value: object) -> str:
+    """Text for an SVG element or attribute: escaped, and without what XML cannot hold."""
+    return escape(_NOT_XML.sub("\ufffd", str(value)))
 
 
 def gantt_range(view: ProjectView) -> tuple[dt.date, dt.date]:
-    dates = [view.judged_on]
+    others = []
     for r in view.rows:
-        dates += [
+        others += [
             r.start,
             r.end,
             r.expected_finish,
             *([r.baseline_due] if r.baseline_due else []),
             *([r.achieved_on] if r.achieved_on else []),
         ]
-    return min(dates) - dt.timedelta(days=3), max(dates) + dt.timedelta(days=10)
-
-
-def _months(start: dt.date, end: dt.date) -> list[dt.date]:
-    first = dt.date(start.year, start.month, 1)
-    out = []
-    while first <= end:
-        if first >= start:
-            out.append(first)
-        first = dt.date(first.year + first.month // 12, first.month % 12 + 1, 1)
-    return out
+    dues = [r.due for r in view.rows]
+    return padded(*chart_range(dues, view.judged_on, others), 3, 10)
 
 
 def _diamond(cx: float, cy: float, r: float) -> str:
@@ -119,10 +108,10 @@ def gantt_svg(view: ProjectView, *, link: str | None = None) -> str:
         if r.phase != phase:
             phase = r.phase
             lines.append(
-                f'<g class="phase-row" data-phase="{escape(str(r.phase or ""))}">'
+                f'<g class="phase-row" data-phase="{esc(str(r.phase or ""))}">'
                 f'<rect class="phase-band" x="0" y="{y}" width="{LABEL_W + CHART_W + 90}" '
                 f'height="{ROW_H}"/>'
-                f'<text class="phase" x="8" y="{y + 17}">{escape(r.phase or "No phase")}</text></g>'
+                f'<text class="phase" x="8" y="{y + 17}">{esc(r.phase or "No phase")}</text></g>'
             )
             y += ROW_H
         ys[r.milestone_id] = y + ROW_H / 2
@@ -142,17 +131,17 @@ def gantt_svg(view: ProjectView, *, link: str | None = None) -> str:
             elbow = x1 + 6
             d = f"M{x1},{y1} H{elbow} V{y2} H{x2}"
             arrows.append(
-                f'<path class="arrow" data-from="{escape(pred)}" '
-                f'data-to="{escape(r.milestone_id)}" '
+                f'<path class="arrow" data-from="{esc(pred)}" '
+                f'data-to="{esc(r.milestone_id)}" '
                 f'd="{d}" marker-end="url(#arrowhead)">'
-                f"<title>{escape(pred)} → {escape(r.milestone_id)}"
+                f"<title>{esc(pred)} → {esc(r.milestone_id)}"
                 f" (finish-to-start, lag {r.predecessors[pred]} days)</title></path>"
             )
     axis = [
         f'<g class="axis"><line class="grid" x1="{LABEL_W}" y1="{TOP - 6}" '
         f'x2="{LABEL_W + CHART_W}" y2="{TOP - 6}"/>'
     ]
-    for m in _months(start, end):
+    for m in months(start, end, most=CHART_W // 55):
         x = scale.x(m)
         axis.append(
             f'<line class="month" x1="{x}" y1="{TOP - 10}" x2="{x}" y2="{y}"/>'
@@ -161,10 +150,10 @@ def gantt_svg(view: ProjectView, *, link: str | None = None) -> str:
     axis.append("</g>")
     tx = scale.x(view.judged_on)
     today = (
-        f'<g class="today-mark" data-date="{view.judged_on.isoformat()}" data-x="{tx}">'
+        f'<g class="today-mark" {scale.mark(view.judged_on)} data-x="{tx}">'
         f'<line class="today" x1="{tx}" y1="{TOP - 8}" x2="{tx}" y2="{y}"/>'
         f'<text class="today-label" x="{tx + 4}" y="{TOP - 28}">'
-        f"{'as of' if view.as_of else 'today'} {view.judged_on.isoformat()}</text></g>"
+        f"{'as of' if view.as_of else 'today'} {scale.note(view.judged_on)}</text></g>"
     )
     title = f"Gantt chart of {view.name} ({view.project_id})"
     width = LABEL_W + CHART_W + 100
@@ -173,7 +162,7 @@ def gantt_svg(view: ProjectView, *, link: str | None = None) -> str:
         'aria-labelledby="gantt-title" '
         f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
         f'data-start="{start.isoformat()}" data-px-per-day="{scale.px}">'
-        f'<title id="gantt-title">{escape(title)}</title><style>{STYLE}</style>'
+        f'<title id="gantt-title">{esc(title)}</title><style>{STYLE}</style>'
         '<defs><marker id="arrowhead" viewBox="0 0 10 10" refX="9" refY="5" '
         'markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
         '<path d="M0,0 L10,5 L0,10 z" fill="#455a64"/></marker></defs>'
@@ -195,13 +184,13 @@ def _gantt_row(view: ProjectView, r, scale: Scale, y: float, link: str | None) -
     label = r.name if len(r.name) <= 34 else r.name[:33] + "…"
     tip = (
         f"{r.name} ({r.milestone_id}), {r.kind}: "
-        f"due {_date(r.due)}, expected {_date(r.expected_finish)}, "
+        f"due {scale.note(r.due)}, expected {scale.note(r.expected_finish)}, "
         f"{r.progress}% of {r.tasks_total} tasks done; {word}: " + "; ".join(r.reasons)
     )
     parts = [
         f'<rect class="hit" x="0" y="{y}" width="{LABEL_W + CHART_W + 90}" height="{ROW_H}"/>',
-        f'<text class="label" x="16" y="{cy + 4}">{escape(label)}</text>',
-        f'<rect class="bar" data-milestone="{escape(r.milestone_id)}" '
+        f'<text class="label" x="16" y="{cy + 4}">{esc(label)}</text>',
+        f'<rect class="bar" data-milestone="{esc(r.milestone_id)}" '
         f'data-start="{r.start.isoformat()}" '
         f'data-end="{r.end.isoformat()}" x="{bx}" y="{y + 8}" width="{round(bw, 1)}" '
         f'height="{ROW_H - 16}" rx="2"/>',
@@ -211,30 +200,31 @@ def _gantt_row(view: ProjectView, r, scale: Scale, y: float, link: str | None) -
     if r.baseline_due is not None:
         gx = scale.x(r.baseline_due)
         parts.append(
-            f'<path class="baseline" data-milestone="{escape(r.milestone_id)}" '
-            f'data-date="{r.baseline_due.isoformat()}" data-x="{gx}" d="{_diamond(gx, cy, 8)}">'
-            f"<title>baseline {escape(view.baseline or '')}: "
-            f"{r.baseline_due.isoformat()}</title></path>"
+            f'<path class="baseline" data-milestone="{esc(r.milestone_id)}" '
+            f'{scale.mark(r.baseline_due)} data-x="{gx}" d="{_diamond(gx, cy, 8)}">'
+            f"<title>baseline {esc(view.baseline or '')}: "
+            f"{scale.note(r.baseline_due)}</title></path>"
         )
     parts.append(
-        f'<path class="diamond health-{r.health}" data-milestone="{escape(r.milestone_id)}" '
-        f'data-date="{r.due.isoformat()}" data-x="{dx}" fill="{colour}" d="{_diamond(dx, cy, 7)}"/>'
+        f'<path class="diamond health-{r.health}" data-milestone="{esc(r.milestone_id)}" '
+        f'{scale.mark(r.due)} data-x="{dx}" fill="{colour}" d="{_diamond(dx, cy, 7)}">'
+        f"<title>due {scale.note(r.due)}</title></path>"
     )
     if r.achieved_on is not None:
         ax = scale.x(r.achieved_on)
         parts.append(
-            f'<circle class="achieved" data-milestone="{escape(r.milestone_id)}" '
-            f'data-date="{r.achieved_on.isoformat()}" data-x="{ax}" cx="{ax}" cy="{cy}" r="4">'
-            f"<title>achieved {r.achieved_on.isoformat()}</title></circle>"
+            f'<circle class="achieved" data-milestone="{esc(r.milestone_id)}" '
+            f'{scale.mark(r.achieved_on)} data-x="{ax}" cx="{ax}" cy="{cy}" r="4">'
+            f"<title>achieved {scale.note(r.achieved_on)}</title></circle>"
         )
     if r.expected_finish > r.due and r.health in ("late", "missed"):
         fx = scale.x(r.expected_finish)
         parts.append(
-            f'<line class="forecast" data-milestone="{escape(r.milestone_id)}" '
-            f'data-date="{r.expected_finish.isoformat()}" data-x="{fx}" '
+            f'<line class="forecast" data-milestone="{esc(r.milestone_id)}" '
+            f'{scale.mark(r.expected_finish)} data-x="{fx}" '
             f'x1="{dx + 7}" y1="{cy}" x2="{fx}" y2="{cy}" '
             f'stroke="{colour}" stroke-width="2" stroke-dasharray="3 2">'
-            f"<title>expected {r.expected_finish.isoformat()}</title></line>"
+            f"<title>expected {scale.note(r.expected_finish)}</title></line>"
             f'<line x1="{fx}" y1="{cy - 5}" x2="{fx}" y2="{cy + 5}" stroke="{colour}" '
             'stroke-width="2"/>'
         )
@@ -242,18 +232,18 @@ def _gantt_row(view: ProjectView, r, scale: Scale, y: float, link: str | None) -
     if r.health in ("late", "missed") and r.expected_finish > r.due:  # after the whisker
         wx = max(wx, scale.x(r.expected_finish) + 12)
     parts.append(
-        f'<text class="health-word" x="{wx}" y="{cy + 4}" fill="{colour}">{escape(word)}</text>'
+        f'<text class="health-word" x="{wx}" y="{cy + 4}" fill="{colour}">{esc(word)}</text>'
     )
     body = "".join(parts)
     row = (
-        f'<g class="milestone-row" data-milestone="{escape(r.milestone_id)}" '
+        f'<g class="milestone-row" data-milestone="{esc(r.milestone_id)}" '
         f'data-health="{r.health}">'
-        f"<title>{escape(tip)}</title>{body}</g>"
+        f"<title>{esc(tip)}</title>{body}</g>"
     )
     if link:
         return (
-            f'<a class="row-link" href="{escape(link)}/milestones/{escape(r.milestone_id)}" '
-            f'aria-label="{escape(r.name)}: {escape(word)}">{row}</a>'
+            f'<a class="row-link" href="{esc(link)}/milestones/{esc(r.milestone_id)}" '
+            f'aria-label="{esc(r.name)}: {esc(word)}">{row}</a>'
         )
     return row
 
@@ -298,19 +288,17 @@ def trend_svg(trend: Trend, *, title: str = "") -> str:
         )
     # one date range on both axes, so the diagonal (forecast = report date) is at 45 degrees: the
     # triangle of a milestone trend analysis
-    d_min = min([*dates, *forecasts]) - dt.timedelta(days=3)
-    d_max = max([*dates, *forecasts]) + dt.timedelta(days=7)
+    d_min, d_max = padded(*chart_range([*dates, *forecasts], dates[-1]), 3, 7)
     xs = Scale(d_min, d_max, left, size)
-    span = max(1, (d_max - d_min).days)
 
-    def y(d: dt.date) -> float:
-        return round(top + size - (d - d_min).days * size / span, 1)
+    def y(d: dt.date) -> float:  # the same scale upwards (clamped at the edges as well)
+        return round(top + size - (xs.x(d) - left), 1)
 
     parts = [
         f'<rect x="{left}" y="{top}" width="{size}" height="{size}" fill="#fafafa" '
         'stroke="#bdbdbd"/>'
     ]
-    for m in _months(d_min, d_max):
+    for m in months(d_min, d_max, most=size // 55):
         parts.append(
             f'<line class="grid" x1="{xs.x(m)}" y1="{top}" x2="{xs.x(m)}" y2="{top + size}"/>'
             f'<text class="tick" x="{xs.x(m)}" y="{top + size + 16}" '
@@ -340,21 +328,23 @@ def trend_svg(trend: Trend, *, title: str = "") -> str:
         pts = " ".join(f"{xs.x(a)},{y(b)}" for a, b in points)
         last = points[-1]
         state = (
-            f"achieved {s.achieved_on.isoformat()}"
+            f"achieved {xs.note(s.achieved_on)}"
             if s.achieved_on
-            else f"forecast {last[1].isoformat()}"
+            else f"forecast {xs.note(last[1])}"
         )
         parts.append(
-            f'<g class="series-group" data-milestone="{escape(s.milestone_id)}">'
-            f"<title>{escape(s.name)}: {state}</title>"
-            f'<polyline class="series" data-milestone="{escape(s.milestone_id)}" points="{pts}" '
+            f'<g class="series-group" data-milestone="{esc(s.milestone_id)}">'
+            f"<title>{esc(s.name)}: {state}</title>"
+            f'<polyline class="series" data-milestone="{esc(s.milestone_id)}" points="{pts}" '
             f'stroke="{colour}"'
             + (f' stroke-dasharray="{dash}"' if dash else "")
             + "/>"
             + "".join(
                 f'<circle class="point" data-date="{a.isoformat()}" '
-                f'data-forecast="{b.isoformat()}" '
-                f'cx="{xs.x(a)}" cy="{y(b)}" r="2.5" fill="{colour}"/>'
+                f'data-forecast="{b.isoformat()}"'
+                + (' data-clamped="true"' if xs.clamped(a) or xs.clamped(b) else "")
+                + f' cx="{xs.x(a)}" cy="{y(b)}" r="2.5" fill="{colour}">'
+                f"<title>{a.isoformat()}: {esc(s.name)} forecast {xs.note(b)}</title></circle>"
                 for a, b in points
             )
             + "</g>"
@@ -368,7 +358,7 @@ def trend_svg(trend: Trend, *, title: str = "") -> str:
         placed.append(ly)
         parts.append(
             f'<text class="series-label" x="{lx + 6}" y="{ly + 4}" '
-            f'fill="{colour}">{escape(text)}</text>'
+            f'fill="{colour}">{esc(text)}</text>'
         )
     parts.append(
         f'<text x="{left + size / 2}" y="{top + size + 40}" text-anchor="middle">report date</text>'
@@ -381,5 +371,5 @@ def trend_svg(trend: Trend, *, title: str = "") -> str:
         '<svg xmlns="http://www.w3.org/2000/svg" class="trend" role="img" '
         'aria-labelledby="trend-title" '
         f'width="{width}" height="{height}" viewBox="0 0 {width} {height}"><title id="trend-title">'
-        f"{escape(label)}</title><style>{STYLE}</style>{''.join(parts)}</svg>"
+        f"{esc(label)}</title><style>{STYLE}</style>{''.join(parts)}</svg>"
     )

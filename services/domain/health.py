@@ -30,6 +30,8 @@ from typing import Any, ClassVar, Protocol
 
 import msgspec
 
+from services.domain.dates import add_days, utc_date
+
 DEFAULT_GAP = 25
 
 
@@ -136,7 +138,7 @@ def _judge(
         if j.health != "achieved"
     ]
     if row.achieved_at is not None:
-        on = row.achieved_at.astimezone(dt.UTC).date()
+        on = utc_date(row.achieved_at)
         late = (on - row.due).days
         reason = f"achieved {on.isoformat()}" + (
             f", {_days(late)} after its due date" if late > 0 else ""
@@ -153,7 +155,7 @@ def _judge(
         if not row.tasks.get(task, False) and due > row.due:
             drivers.append((due, f"open task {task} is due {due.isoformat()}"))
     for p, lag, j in preds:
-        earliest = j.expected_finish + dt.timedelta(days=lag)
+        earliest = add_days(j.expected_finish, lag)
         if earliest > row.due:
             lag_text = f" + {_days(lag)} lag" if lag else ""
             drivers.append(

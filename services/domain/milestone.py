@@ -38,6 +38,7 @@ from events import (
 )
 from events.common import Event, ProjectEvent
 from events.errors import Rejected
+from services.domain.dates import TIME_MAX, add_days
 
 
 class Task(msgspec.Struct, frozen=True, kw_only=True):
@@ -77,8 +78,11 @@ class Milestone(msgspec.Struct, frozen=True, kw_only=True):
 
 def deadline(due: dt.date) -> dt.datetime:
     """When a due date has passed: midnight UTC after it (a milestone is due *by the end* of its
-    date)."""
-    return dt.datetime.combine(due + dt.timedelta(days=1), dt.time(0), dt.UTC)
+    date). A due date of 9999-12-31 (in a log written before the intake bounded dates) never
+    passes: the last instant Python can name stands for it."""
+    if due == dt.date.max:
+        return TIME_MAX
+    return dt.datetime.combine(add_days(due, 1), dt.time(0), dt.UTC)
 
 
 def initial_state(project_id: str, milestone_id: str) -> Milestone:

@@ -21,6 +21,7 @@ from events import (
 )
 from events.common import Event, MilestoneEvent
 from events.errors import Rejected
+from services.domain.dates import add_days
 from services.domain.milestone import Milestone
 
 
@@ -120,7 +121,7 @@ def _downstream(succs: Mapping[str, list[tuple[str, int]]], start: str) -> list[
 def _violation(
     project_id: str, succ: Milestone, pred: str, finish: dt.date, lag: int, due: dt.date
 ) -> DependencyViolated | None:
-    earliest = finish + dt.timedelta(days=lag)
+    earliest = add_days(finish, lag)  # saturates: 9999-12-31 + lag stays 9999-12-31
     if earliest <= due or succ.violations.get(pred) == earliest:
         return None  # satisfied, or this very violation was reported already
     return DependencyViolated(
@@ -187,7 +188,7 @@ def consequences(
         binding: tuple[dt.date, str, int] | None = None
         for pred, lag in sorted(preds_of.get(node, {}).items()):
             if pred in finish:
-                earliest = finish[pred] + dt.timedelta(days=lag)
+                earliest = add_days(finish[pred], lag)
                 if binding is None or earliest > binding[0]:
                     binding = (earliest, pred, lag)
         if binding is None or binding[0] <= ms.due or binding[1] not in caused_by:

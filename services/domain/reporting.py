@@ -33,6 +33,7 @@ from events import (
     StatusReported,
     StoredEvent,
 )
+from services.domain.dates import add_days, utc_date
 
 Positioned = tuple[int, StoredEvent]
 
@@ -107,7 +108,7 @@ def cut(
     if position is not None:
         out = [(p, e) for p, e in out if p <= position]
     if as_of is not None:
-        out = [(p, e) for p, e in out if e.time.astimezone(dt.UTC).date() <= as_of]
+        out = [(p, e) for p, e in out if utc_date(e.time) <= as_of]
     return out
 
 
@@ -122,7 +123,7 @@ def fold(events: Iterable[Positioned]) -> _Project:
                 project.milestones[m].due = new_due
                 project.milestones[m].reschedules += 1
             case MilestoneAchieved(milestone_id=m, achieved_at=at) if m in project.milestones:
-                project.milestones[m].achieved_on = (at or stored.time).astimezone(dt.UTC).date()
+                project.milestones[m].achieved_on = utc_date(at or stored.time)
             case MilestoneCancelled(milestone_id=m) if m in project.milestones:
                 project.milestones[m].cancelled = True
             case BaselineSet(name=name, planned=planned):
@@ -238,6 +239,9 @@ def compare(then: Report, now: Report) -> list[dict]:
     return changes
 
 
+MAX_CUTOFFS = 520  # weekly report dates of a trend: ten years of Mondays
+
+
 class TrendPoint(msgspec.Struct, array_like=True):
     """[report date, forecast]: the compact shape of a chart point."""
 
@@ -261,21 +265,25 @@ class Trend(msgspec.Struct, kw_only=True):
 
 def report_dates(events: Sequence[Positioned], until: dt.date) -> list[dt.date]:
     """Every day with a ``StatusReported`` or a reschedule, and a weekly cut-off (Mondays) from
-    the first planned milestone to ``until``."""
+    the first planned milestone to ``until``. Over more than ``MAX_CUTOFFS`` weeks (a log that
+    holds a time in year 1, say) the cut-offs are every n-th Monday, so that there are at most
+    ``MAX_CUTOFFS`` of them: the trend folds the log once per report date."""
     days = {
-        e.time.astimezone(dt.UTC).date()
+        utc_date(e.time)
         for _, e in events
         if isinstance(e.data, (StatusReported, MilestoneRescheduled))
     }
-    planned = [
-        e.time.astimezone(dt.UTC).date() for _, e in events if isinstance(e.data, MilestonePlanned)
-    ]
+    planned = [utc_date(e.time) for _, e in events if isinstance(e.data, MilestonePlanned)]
     if planned:
         start = min(planned)
-        monday = start + dt.timedelta(days=(7 - start.weekday()) % 7)
+        monday = add_days(start, (7 - start.weekday()) % 7)
+        weeks = (until - monday).days // 7 + 1
+        step = 7 * max(1, -(-weeks // MAX_CUTOFFS))
         while monday <= until:
             days.add(monday)
-            monday += dt.timedelta(days=7)
+            if monday == (after := add_days(monday, step)):
+                break  # the end of the calendar
+            monday = after
         days.add(start)
     return sorted(d for d in days if d <= until)
 
@@ -288,8 +296,9 @@ def trend(
     last_day = until or today
     dates = report_dates(events, last_day)
     series: dict[str, TrendSeries] = {}
+    dated = [(utc_date(e.time), (p, e)) for p, e in events]  # ``cut`` by day, computed once
     for day in dates:
-        state = fold(cut(events, as_of=day))
+        state = fold(pe for happened, pe in dated if happened <= day)
         for mid, m in state.milestones.items():
             if m.cancelled:
                 continue

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
+import structlog
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
 
@@ -23,6 +24,8 @@ from services.auth.principal import (
 )
 from services.query.queries import Queries
 from services.query.registry import BY_NAME, Query
+
+log = structlog.get_logger("milestones.query")
 
 
 async def answer(
@@ -54,6 +57,11 @@ async def answer(
         return ENCODER.encode(Reply.fail("invalid", f"malformed JSON: {exc}"))
     except Rejected as exc:
         return ENCODER.encode(Reply.fail(exc.code, exc.message))
+    except Exception as exc:  # a bug: answer so (HTTP says 500), never leave the caller waiting
+        log.exception("query failed", query=name)
+        return ENCODER.encode(
+            Reply.fail("internal", f"query {name} failed ({type(exc).__name__}): see the logs")
+        )
 
 
 def listed(query: Query[Any]) -> str:

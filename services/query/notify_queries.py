@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from events.errors import Rejected
+from projections.storable import timestamp
 from projections.watch import CheckpointWatcher
 from services.notify import digest
 from services.query import requests as q
@@ -79,7 +80,7 @@ class NotifyQueries:
             where.append(f"d.kind = ANY({arg(list(p.kind))}::text[])")
         if (cursor := decode_cursor(p.cursor)) is not None:
             try:
-                after = (dt.datetime.fromisoformat(cursor[0]), str(cursor[1]))
+                after = (timestamp(dt.datetime.fromisoformat(cursor[0])), str(cursor[1]))
             except (TypeError, ValueError, IndexError):
                 raise bad(
                     "cursor is not one this API handed out: pass next_cursor unchanged"

@@ -14,33 +14,48 @@ from events.errors import StartupError
 from projections.base import Projection
 
 SCHEMA = "milestones"
-SCHEMA_VERSION = "2"  # 2: status keeps facts (health judged at query time), status reports
+# 2: status keeps facts (health judged at query time), status reports
+# 3: parked events keep the raw message (bytea) and its headers, with their project and what they
+#    wait behind (the sequenced dead-letter); checkpoints count changes to the parked set
+SCHEMA_VERSION = "3"
 NOTIFY_CHANNEL = "milestones_checkpoint"
 
 # A connection of its own (``connect``) or one acquired from a pool (``create_pool``).
 Conn = asyncpg.Connection | PoolConnectionProxy
 
-RUNNER_SQL = f"""
+META_SQL = f"""
 CREATE SCHEMA IF NOT EXISTS {SCHEMA};
 CREATE TABLE IF NOT EXISTS {SCHEMA}.meta (key text PRIMARY KEY, value text NOT NULL);
+"""
+RUNNER_SQL = f"""
 CREATE TABLE IF NOT EXISTS {SCHEMA}.checkpoints (
     projection text PRIMARY KEY,
     position   bigint NOT NULL DEFAULT 0,
     pending    bigint NOT NULL DEFAULT 0,
     rate       double precision NOT NULL DEFAULT 0,
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    -- bumped by whoever changes the parked set besides the runner (replay, rebuild swap): the
+    -- runner reads it with the row it locks each batch and reloads what it holds back
+    parked_epoch bigint NOT NULL DEFAULT 0
 );
+-- The sequenced dead-letter: an event that could not be decoded, stored or applied, and every
+-- later event of its project behind it (``behind``: the parked position it waits for).
 CREATE TABLE IF NOT EXISTS {SCHEMA}.parked_events (
     projection text NOT NULL,
     position   bigint NOT NULL,
     subject    text NOT NULL,
+    project    text,
     type       text,
     error      text NOT NULL,
-    payload    text NOT NULL,
+    behind     bigint,
+    payload    bytea NOT NULL,
+    headers    bytea,
     attempts   integer NOT NULL DEFAULT 1,
     parked_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (projection, position)
 );
+CREATE INDEX IF NOT EXISTS parked_events_project ON {SCHEMA}.parked_events
+    (projection, project, position);
 """
 
 _JSON = msgspec.json.Encoder()
@@ -61,9 +76,13 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-async def connect(dsn: str, search_path: str = SCHEMA) -> asyncpg.Connection:
+async def connect(
+    dsn: str, search_path: str = SCHEMA, *, timeout: float = 60
+) -> asyncpg.Connection:
     conn = await asyncpg.connect(
-        dsn, server_settings={"search_path": search_path, "application_name": "milestones"}
+        dsn,
+        timeout=timeout,
+        server_settings={"search_path": search_path, "application_name": "milestones"},
     )
     await init_connection(conn)
     return conn
@@ -95,7 +114,7 @@ async def ensure_schema(dsn: str, projections: Sequence[Projection[Any]]) -> Non
     try:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("schema"))
-            await conn.execute(RUNNER_SQL)
+            await conn.execute(META_SQL)
             found = await conn.fetchval(
                 f"SELECT value FROM {SCHEMA}.meta WHERE key = 'schema_version'"
             )
@@ -105,6 +124,7 @@ async def ensure_schema(dsn: str, projections: Sequence[Projection[Any]]) -> Non
                     f"this build needs {SCHEMA_VERSION}: "
                     "drop the read-model schema and let it rebuild from the event log"
                 )
+            await conn.execute(RUNNER_SQL)  # after the check: an old table may lack new columns
             for projection in projections:
                 await conn.execute(projection.schema_sql)
                 await conn.execute(
@@ -120,23 +140,76 @@ async def ensure_schema(dsn: str, projections: Sequence[Projection[Any]]) -> Non
         await conn.close()
 
 
+EVENTS_PREFIX = "milestones.events."
+
+
+def sequence_key(subject: str) -> str | None:
+    """The project an event belongs to (the first token after ``milestones.events.``): the unit
+    within which parked events keep their order. Other subjects (rejections) have none."""
+    if not subject.startswith(EVENTS_PREFIX):
+        return None
+    return subject[len(EVENTS_PREFIX) :].split(".", 1)[0] or None
+
+
+def storable_text(value: str) -> str:
+    """Text PostgreSQL takes: NUL and what is not UTF-8 (lone surrogates) written visibly."""
+    return value.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
+
+
+_HEADERS = msgspec.json.Encoder()
+
+
+def encoded_headers(headers: dict[str, str] | None) -> bytes | None:
+    return None if not headers else _HEADERS.encode(headers)
+
+
+_PARK = (
+    f"INSERT INTO {SCHEMA}.parked_events (projection, position, subject, project, type, error, "
+    "behind, payload, headers, attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+    "ON CONFLICT (projection, position) DO UPDATE SET error = EXCLUDED.error, "
+    "behind = EXCLUDED.behind, attempts = parked_events.attempts + 1, parked_at = now()"
+)
+
+# (position, subject, type, error, behind, payload, headers, attempts)
+ParkedRow = tuple[int, str, str | None, str, int | None, bytes, dict[str, str] | None, int]
+
+
+async def park_many(conn: Conn, projection: str, rows: Sequence[ParkedRow]) -> None:
+    """Keep events as they were stored (bytes, headers) with why they wait; text columns are made
+    storable, so that parking itself cannot fail on what the event holds."""
+    if rows:
+        await conn.executemany(_PARK, [_park_args(projection, row) for row in rows])
+
+
+def _park_args(projection: str, row: ParkedRow) -> tuple[Any, ...]:
+    position, subject, type_, error, behind, payload, headers, attempts = row
+    project = sequence_key(subject)
+    return (
+        projection,
+        position,
+        storable_text(subject),
+        None if project is None else storable_text(project),
+        None if type_ is None else storable_text(type_)[:200],
+        storable_text(error)[:2000],
+        behind,
+        bytes(payload),
+        encoded_headers(headers),
+        attempts,
+    )
+
+
 async def park(
-    conn: asyncpg.Connection,
+    conn: Conn,
     projection: str,
     position: int,
     subject: str,
     type_: str | None,
     error: str,
     payload: bytes,
+    *,
+    headers: dict[str, str] | None = None,
+    behind: int | None = None,
 ) -> None:
-    await conn.execute(
-        f"INSERT INTO {SCHEMA}.parked_events (projection, position, subject, type, error, payload) "
-        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (projection, position) DO UPDATE "
-        "SET error = EXCLUDED.error, attempts = parked_events.attempts + 1, parked_at = now()",
-        projection,
-        position,
-        subject,
-        type_,
-        error[:2000],
-        payload.decode(errors="replace"),
+    await park_many(
+        conn, projection, [(position, subject, type_, error, behind, payload, headers, 1)]
     )

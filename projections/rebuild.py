@@ -14,23 +14,27 @@ from collections.abc import Callable, Sequence
 from typing import Generic
 
 import asyncpg
+import msgspec
 import structlog
 from nats.aio.client import Client as NATS
 
 from events.errors import StartupError
 from projections import db
 from projections.base import Batch, Projection, R
+from projections.parking import Item, settle
 from projections.runner import Runner
 
 log = structlog.get_logger("milestones.rebuild")
 S = db.SCHEMA
+REBUILT = "@rebuild"  # what a rebuild parks waits under "<name>@rebuild" until the swap
 
 
 class Together(Generic[R]):
     """Several projections of one stream and subject as one: each event is read and decoded once
     and applied to every member in the same transaction. A rebuild of status + history + audit
     this way reads the stream once instead of three times (the read and the decode are most of a
-    rebuild's CPU, measured with py-spy)."""
+    rebuild's CPU, measured with py-spy). The runner applies and parks member by member
+    (``members``), so an event one read model cannot hold is parked for that one only."""
 
     def __init__(self, members: Sequence[Projection[R]]) -> None:
         first = members[0]
@@ -84,8 +88,21 @@ async def rebuild(
         await conn.execute(f"DROP SCHEMA IF EXISTS {shadow} CASCADE; CREATE SCHEMA {shadow}")
         await conn.execute(source.schema_sql)  # lands in the first schema on the path: the shadow
         await conn.execute(f"DELETE FROM {S}.checkpoints WHERE projection = $1", ck)
-        await conn.execute(f"DELETE FROM {S}.parked_events WHERE projection = $1", ck)
-        runner = Runner(source, dsn, nc, schema=shadow, checkpoint=ck, batch_size=batch_size)
+        await conn.execute(
+            f"DELETE FROM {S}.parked_events WHERE projection = ANY($1::text[])",
+            [f"{name}{REBUILT}" for name in names],
+        )
+        # each member parks on its own ("status@rebuild"): a combined rebuild parks what a
+        # runner of that read model alone would, no more
+        runner = Runner(
+            source,
+            dsn,
+            nc,
+            schema=shadow,
+            checkpoint=ck,
+            batch_size=batch_size,
+            park_suffix=REBUILT,
+        )
         never = asyncio.Event()
         await runner.consume(conn, never, catch_up=True)
         log.info("rebuild caught up, swapping", projection=label, position=runner.position)
@@ -110,20 +127,21 @@ async def rebuild(
                     name,
                     runner.position,
                 )
+                # what the rebuild parked replaces what the live runner had parked
                 await conn.execute(f"DELETE FROM {S}.parked_events WHERE projection = $1", name)
-                # an event that failed in any member of a combined rebuild is parked for each
                 await conn.execute(
-                    f"INSERT INTO {S}.parked_events (projection, position, subject, type, error, "
-                    "payload, attempts, parked_at) "
-                    "SELECT $1, position, subject, type, error, payload, attempts, parked_at "
-                    f"FROM {S}.parked_events WHERE projection = $2",
+                    f"UPDATE {S}.parked_events SET projection = $1 WHERE projection = $2",
                     name,
-                    ck,
+                    f"{name}{REBUILT}",
+                )
+                await conn.execute(
+                    f"UPDATE {S}.checkpoints SET parked_epoch = parked_epoch + 1 "
+                    "WHERE projection = $1",
+                    name,
                 )
                 await conn.execute(
                     "SELECT pg_notify($1, $2)", db.NOTIFY_CHANNEL, f"{name}:{runner.position}"
                 )
-            await conn.execute(f"DELETE FROM {S}.parked_events WHERE projection = $1", ck)
             await conn.execute(f"DELETE FROM {S}.checkpoints WHERE projection = $1", ck)
         await conn.execute(
             f"DROP SCHEMA IF EXISTS {trash} CASCADE; DROP SCHEMA IF EXISTS {shadow} CASCADE"
@@ -134,51 +152,63 @@ async def rebuild(
         await conn.close()
 
 
-async def replay_parked(projection: Projection[R], dsn: str, nc: NATS) -> tuple[int, int]:
-    """Apply parked events again, oldest first. Returns (applied, still parked)."""
+async def replay_parked(
+    projection: Projection[R], dsn: str, *, batch_size: int = 500
+) -> tuple[int, int]:
+    """Apply a projection's parked events again, in stream order, in one transaction that holds
+    the live checkpoint row (the live runner waits at its next batch). What still fails stays
+    parked, with every later event of its project behind it. Returns (applied, still parked).
+
+    Each project's parked events are the whole tail of that project up to the checkpoint
+    (``projections.parking``), so applying them in order gives what an uninterrupted run would
+    have: the read model equals a rebuild."""
     name = projection.name
-    js = nc.jetstream()
     conn = await db.connect(dsn)
     applied = 0
     try:
-        parked = await conn.fetch(
-            f"SELECT position FROM {S}.parked_events WHERE projection = $1 ORDER BY position", name
-        )
-        for row in parked:
-            msg = await js.get_msg(projection.stream, seq=row["position"], direct=True)
-            data = msg.data or b""  # nats-py gives an empty body as None
-            async with conn.transaction():
-                await conn.fetchval(
-                    f"SELECT position FROM {S}.checkpoints WHERE projection = $1 FOR UPDATE", name
-                )
-                try:
-                    async with conn.transaction():
-                        await projection.apply(
-                            conn, [(row["position"], projection.decode(data))], S
+        async with conn.transaction():
+            await conn.execute(
+                f"SELECT position FROM {S}.checkpoints WHERE projection = $1 FOR UPDATE", name
+            )
+            rows = await conn.fetch(
+                "SELECT position, subject, payload, headers, attempts "
+                f"FROM {S}.parked_events WHERE projection = $1 ORDER BY position",
+                name,
+            )
+            await conn.execute(f"DELETE FROM {S}.parked_events WHERE projection = $1", name)
+            blocked: dict[str, int] = {}
+            for start in range(0, len(rows), batch_size):
+                items = [
+                    Item.decoded(
+                        r["position"],
+                        r["subject"],
+                        bytes(r["payload"]),
+                        _headers(r["headers"]),
+                        projection.decode,
+                        attempts=r["attempts"],
+                    )
+                    for r in rows[start : start + batch_size]
+                ]
+                outcome = await settle(conn, projection, S, items, blocked)
+                await db.park_many(conn, name, [p.row() for p in outcome.parked])
+                for p in outcome.parked:
+                    if p.behind is None:
+                        log.warning(
+                            "still parked", projection=name, position=p.item.position, error=p.error
                         )
-                except Exception as exc:
-                    await db.park(
-                        conn,
-                        name,
-                        row["position"],
-                        msg.subject or "",
-                        None,
-                        f"{type(exc).__name__}: {exc}",
-                        data,
-                    )
-                    log.warning(
-                        "still parked", projection=name, position=row["position"], error=str(exc)
-                    )
-                    continue
-                await conn.execute(
-                    f"DELETE FROM {S}.parked_events WHERE projection = $1 AND position = $2",
-                    name,
-                    row["position"],
-                )
-                applied += 1
+                applied += outcome.applied
+                blocked = outcome.blocked
+            await conn.execute(
+                f"UPDATE {S}.checkpoints SET parked_epoch = parked_epoch + 1 WHERE projection = $1",
+                name,
+            )
         remaining = await conn.fetchval(
             f"SELECT count(*) FROM {S}.parked_events WHERE projection = $1", name
         )
         return applied, remaining
     finally:
         await conn.close()
+
+
+def _headers(stored: bytes | None) -> dict[str, str] | None:
+    return None if stored is None else msgspec.json.decode(stored)

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -181,8 +182,10 @@ async def test_a_standby_takes_over_from_the_checkpoint(intake, nc, settings, db
     )
 
 
-async def test_a_poison_event_is_parked_and_replayed_after_the_fix(intake, nc, db_url):
-    for ce in plan_project("p", "m") + plan_project("p", "m2")[1:]:
+async def test_a_poison_event_is_parked_with_its_project_behind_it_and_replayed_after_the_fix(
+    intake, nc, db_url
+):
+    for ce in plan_project("p", "m") + plan_project("p", "m2")[1:] + plan_project("q", "m"):
         await request(nc, ce)
     # A newer writer (mid rolling deploy) stored TaskCompleted v2, which renamed task_id to task.
     poison = {
@@ -207,36 +210,54 @@ async def test_a_poison_event_is_parked_and_replayed_after_the_fix(intake, nc, d
         blocked.error.code == "unavailable"
         and "schemaversion 2 has no upcaster" in blocked.error.message
     )
-    after = await request(
+    behind = await request(
         nc, cloudevent("TaskCompleted", {"project_id": "p", "milestone_id": "m2", "task_id": "t2"})
+    )
+    other = await request(
+        nc, cloudevent("TaskCompleted", {"project_id": "q", "milestone_id": "m", "task_id": "t2"})
     )
     stop = asyncio.Event()
     runner = Runner(PROJECTIONS["status"], db_url, nc)
     task = asyncio.create_task(runner.run(stop))
     try:
-        await caught_up(db_url, after.events[-1].position, ("status",))
+        await caught_up(db_url, other.events[-1].position, ("status",))
         conn = await connect(db_url)
         parked = await conn.fetch(
-            "SELECT position, error FROM parked_events WHERE projection = 'status'"
+            "SELECT position, error, behind, payload FROM parked_events "
+            "WHERE projection = 'status' ORDER BY position"
         )
-        tasks = await conn.fetchval("SELECT tasks FROM ms_status WHERE milestone_id = 'm2'")
+        tasks = {
+            (r["project_id"], r["milestone_id"]): r["tasks"]
+            for r in await conn.fetch("SELECT project_id, milestone_id, tasks FROM ms_status")
+        }
         await conn.close()
-        assert [r["position"] for r in parked] == [ack.seq]
+        held = behind.events[-1].position
+        assert [(r["position"], r["behind"]) for r in parked] == [(ack.seq, None), (held, ack.seq)]
         assert "schemaversion 2 has no upcaster" in parked[0]["error"]
-        assert tasks == {"t1": False, "t2": True}  # the runner went on past the poison
+        assert parked[1]["error"] == f"behind parked position {ack.seq}"
+        assert parked[0]["payload"] == ENCODER.encode(poison)  # the raw bytes, as stored
+        assert tasks[("q", "m")] == {"t1": False, "t2": True}  # other projects go on
+        assert tasks[("p", "m2")] == {"t1": False, "t2": False}  # held behind the poison
+        ready, why = runner.state.ready(time.monotonic())
+        assert ready and runner.state.active and runner.state.restarts == 0, why
         events.UPCASTERS[("TaskCompleted", 2)] = lambda d: {
             **{k: v for k, v in d.items() if k != "task"},
             "task_id": d["task"],
         }
         try:
-            assert await replay_parked(PROJECTIONS["status"], db_url, nc) == (1, 0)
+            assert await replay_parked(PROJECTIONS["status"], db_url) == (2, 0)
+            live = await table_rows(db_url, "status")
+            await rebuild(PROJECTIONS["status"], db_url, nc)
+            assert await table_rows(db_url, "status") == live  # replayed in order == a rebuild
         finally:
             del events.UPCASTERS[("TaskCompleted", 2)]
         conn = await connect(db_url)
-        assert await conn.fetchval("SELECT tasks FROM ms_status WHERE milestone_id = 'm'") == {
-            "t1": True,
-            "t2": False,
-        }
+        assert await conn.fetchval(
+            "SELECT tasks FROM ms_status WHERE project_id = 'p' AND milestone_id = 'm'"
+        ) == {"t1": True, "t2": False}
+        assert await conn.fetchval(
+            "SELECT tasks FROM ms_status WHERE project_id = 'p' AND milestone_id = 'm2'"
+        ) == {"t1": False, "t2": True}
         assert await conn.fetchval("SELECT count(*) FROM parked_events") == 0
         await conn.close()
     finally:
@@ -407,3 +428,27 @@ async def test_live_equals_rebuilt_equals_fold(system, nc, db_url, data):
         assert await table_rows(db_url, name) == live[name], name
     await rebuild(PROJECTIONS["history"], db_url, nc)  # alone
     assert await table_rows(db_url, "history") == live["history"]
+
+
+async def test_a_read_model_schema_of_an_older_build_is_refused_with_one_line(db_url):
+    from events.errors import StartupError
+    from projections.db import SCHEMA_VERSION, ensure_schema
+
+    conn = await connect(db_url)
+    try:  # what version 2 made: parked payloads as text, no project, no behind
+        await conn.execute(
+            "DROP TABLE parked_events; CREATE TABLE parked_events (projection text, "
+            "position bigint, subject text, type text, error text, payload text); "
+            "UPDATE meta SET value = '2' WHERE key = 'schema_version'"
+        )
+    finally:
+        await conn.close()
+    try:
+        await ensure_schema(db_url, list(PROJECTIONS.values()))
+    except StartupError as exc:
+        assert str(exc).startswith(
+            f"database schema milestones is version 2, this build needs {SCHEMA_VERSION}"
+        )
+        assert "\n" not in str(exc)
+    else:
+        raise AssertionError("an old read-model schema was accepted")

@@ -136,8 +136,9 @@ def configured_database(settings: Settings) -> str:
 
 async def rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from projections import PROJECTIONS
-    from projections.db import ensure_schema
+    from projections.db import connect, ensure_schema
     from projections.rebuild import groups, rebuild
+    from projections.runner_queries import checkpoints
     from services.cli.client import connect_service
 
     # "all": projections that read the same stream are rebuilt together, with one read
@@ -157,20 +158,28 @@ async def rebuild(args: argparse.Namespace, settings: Settings) -> int:
             )
     finally:
         await nc.close()
+    # events the rebuilt read models cannot hold are parked, not fatal: say so, and what to do
+    conn = await connect(dsn)
+    try:
+        rebuilt = {p.name for group in chosen for p in group}
+        parked = {r["projection"]: r["parked"] for r in await checkpoints(conn)}
+    finally:
+        await conn.close()
+    for name in sorted(rebuilt):
+        if parked.get(name):
+            out(
+                f"{name}: {parked[name]} event(s) parked (`milestones parked {name}` lists them; "
+                f"`milestones replay-parked {name}` applies them after a fix)"
+            )
     return 0
 
 
 async def replay_parked(args: argparse.Namespace, settings: Settings) -> int:
     from projections import PROJECTIONS
     from projections.rebuild import replay_parked
-    from services.cli.client import connect_service
 
     dsn = args.database_url or configured_database(settings)
-    nc = await connect_service(settings, "milestones-replay")
-    try:
-        applied, remaining = await replay_parked(PROJECTIONS[args.projection], dsn, nc)
-    finally:
-        await nc.close()
+    applied, remaining = await replay_parked(PROJECTIONS[args.projection], dsn)
     out(f"{args.projection}: {applied} applied, {remaining} still parked")
     return 1 if remaining else 0
 

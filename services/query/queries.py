@@ -9,12 +9,15 @@ to pass a position the intake returned: read-your-writes.
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
+import msgspec
+import structlog
 
 from events import decode_stored
 from events.common import ID_PATTERN
@@ -25,10 +28,11 @@ from projections.audit import queries as audit_queries
 from projections.history import queries as history_queries
 from projections.status import StatusRow
 from projections.status import queries as status_queries
+from projections.storable import maybe_timestamp
 from projections.watch import CheckpointWatcher
 from services.domain import health, reporting
 from services.eventlog.log import EventLog
-from services.notify.redact import redact_json_text
+from services.notify.redact import redact_bytes, redact_json_text
 from services.query import requests as q
 from services.query.notify_queries import NotifyQueries
 from services.query.params import (
@@ -41,6 +45,8 @@ from services.query.params import (
     page_of,
 )
 
+logger = structlog.get_logger("milestones.query")
+
 ID = re.compile(ID_PATTERN)
 PARKED_SHOWN = 1000
 
@@ -52,15 +58,39 @@ async def project_events(log: EventLog, project_id: object) -> list[reporting.Po
     own, milestones = await asyncio.gather(
         log.read_subject(project_subject(project_id)), log.read_subject(milestones_of(project_id))
     )
-    msgs = [*own, *milestones]
+    msgs = sorted([*own, *milestones], key=lambda m: m.seq)
     if not msgs:
         raise Rejected("not_found", f"project {project_id} is not known")
-    return sorted(((m.seq, decode_stored(m.data)) for m in msgs), key=lambda pe: pe[0])
+    events: list[reporting.Positioned] = []
+    for m in msgs:
+        try:
+            events.append((m.seq, decode_stored(m.data)))
+        except (msgspec.MsgspecError, ValueError, TypeError) as exc:
+            # What the projections park (an event this version cannot decode), with the
+            # project's later events behind it: the pages show the project as it stood before
+            # it, as the read models do, until it is replayed.
+            logger.warning(
+                "undecodable event: the project is shown as it stood before it",
+                project_id=project_id,
+                position=m.seq,
+                error=str(exc)[:300],
+            )
+            break
+    return events
 
 
 def shown_payload(payload: str | None) -> str | None:
     """A stored payload as shown: secrets redacted (``services.notify.redact``)."""
     return None if payload is None else redact_json_text(payload)
+
+
+def shown_raw(data: bytes) -> dict[str, str | None]:
+    """A raw message (a parked event) as shown: text where it is UTF-8, base64 otherwise;
+    secrets redacted either way (as the intake records rejections)."""
+    try:
+        return {"payload": redact_json_text(data.decode()), "payload_base64": None}
+    except UnicodeDecodeError:
+        return {"payload": None, "payload_base64": base64.b64encode(redact_bytes(data)).decode()}
 
 
 def today_utc() -> dt.date:
@@ -71,8 +101,10 @@ def audit_filter(p: q.AuditParams) -> audit_queries.AuditFilter:
     equal = {name: getattr(p, name) for name in audit_queries.FILTERED}
     return audit_queries.AuditFilter(
         equal={k: v for k, v in equal.items() if v is not None},
-        occurred_from=p.occurred_from,
-        occurred_to=p.occurred_to,
+        # any RFC 3339 time, also one whose UTC instant is outside years 1-9999 (asyncpg refuses
+        # those): saturated as the audit read model stores such times
+        occurred_from=maybe_timestamp(p.occurred_from),
+        occurred_to=maybe_timestamp(p.occurred_to),
         after=int((decode_cursor(p.cursor) or [0])[0]),
     )
 
@@ -325,6 +357,5 @@ class Queries(NotifyQueries):
         # parked rows keep the raw bytes (an event stored before secrets were sealed may hold
         # one in clear): secrets are redacted when shown
         return [
-            {**r, "payload": shown_payload(r["payload"]), "error": redact_json_text(r["error"])}
-            for r in rows
+            {**r, **shown_raw(r["payload"]), "error": redact_json_text(r["error"])} for r in rows
         ]

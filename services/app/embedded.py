@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -13,6 +14,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -78,6 +82,10 @@ def _wait_for_port(
 
 
 class EmbeddedNats:
+    """One nats-server. With ``cluster_port`` and ``routes`` it is a node of a cluster
+    (``EmbeddedCluster``): its configuration then lives in ``config_dir``, shared by the nodes
+    so that they include one credentials file, which the intake rewrites and reloads on all."""
+
     def __init__(
         self,
         store_dir: Path,
@@ -86,6 +94,13 @@ class EmbeddedNats:
         sync_interval: str = "always",
         identity: ServiceIdentity | None = None,
         account_slots: int = 1000,
+        *,
+        name: str | None = None,
+        cluster_port: int | None = None,
+        routes: Sequence[str] = (),
+        config_dir: Path | None = None,
+        http_port: int | None = None,
+        max_file_store: int | None = None,
     ) -> None:
         self.account_slots = account_slots
         self.store_dir = Path(store_dir)
@@ -93,51 +108,121 @@ class EmbeddedNats:
         self.host = host
         self.port = port or free_port(host)
         self.sync_interval = sync_interval
+        self.name = name
+        self.cluster_port = cluster_port
+        self.routes = list(routes)
+        self.config_dir = Path(config_dir) if config_dir is not None else self.store_dir
+        self.http_port = http_port
+        self.max_file_store = max_file_store  # bytes: JetStream refuses writes beyond it
         self.proc: subprocess.Popen | None = None
+        self._hashes: tuple[str, str] | None = None
 
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
     @property
+    def jetstream_dir(self) -> Path:
+        return self.store_dir / "jetstream"
+
+    @property
+    def conf_path(self) -> Path:
+        return self.config_dir / (f"{self.name}.conf" if self.name else "nats-server.conf")
+
+    @property
+    def log_path(self) -> Path:
+        return self.store_dir / "nats-server.log"
+
+    @property
     def credentials_file(self) -> Path:
         """The accounts of the credentials: rewritten live by ``services.auth.natsconf``."""
-        return self.store_dir / CREDENTIALS_FILE
+        return self.config_dir / CREDENTIALS_FILE
 
-    def start(self, timeout: float = 15.0) -> EmbeddedNats:
-        self.store_dir.mkdir(parents=True, exist_ok=True)
-        conf = self.store_dir / "nats-server.conf"
-        log_path = self.store_dir / "nats-server.log"
+    def config(self) -> str:
+        lines = [f'listen: "{self.host}:{self.port}"', "max_payload: 1MB"]
+        if self.name:
+            lines.append(f"server_name: {json.dumps(self.name)}")
+        if self.http_port:
+            lines.append(f'http: "{self.host}:{self.http_port}"')
+        jetstream = [f"  store_dir: {json.dumps(str(self.jetstream_dir))}"]
+        jetstream.append(f"  sync_interval: {self.sync_interval}")
+        if self.max_file_store is not None:
+            jetstream.append(f"  max_file_store: {self.max_file_store}")
+        lines += ["jetstream {", *jetstream, "}"]
+        if self.cluster_port:
+            routes = ", ".join(json.dumps(r) for r in self.routes)
+            lines += [
+                "cluster {",
+                '  name: "milestones"',
+                f'  listen: "{self.host}:{self.cluster_port}"',
+                f"  routes: [{routes}]",
+                "}",
+            ]
         accounts = ""
         if self.identity is not None:
-            service_hash, system_hash = self.identity.hashes()
+            # hashed once: new salts at a reload would read as changed users and accounts
+            self._hashes = self._hashes or self.identity.hashes()
+            service_hash, system_hash = self._hashes
             accounts = service_accounts(
                 self.identity.service.user, service_hash, self.identity.system.user, system_hash
             )
-            if not self.credentials_file.exists():  # else: as the last sync left it
-                write_atomically(self.credentials_file, credential_accounts([], self.account_slots))
-        conf.write_text(
-            f'listen: "{self.host}:{self.port}"\n'
-            "max_payload: 1MB\n"
-            f'jetstream {{\n  store_dir: "{self.store_dir / "jetstream"}"\n'
-            f"  sync_interval: {self.sync_interval}\n}}\n" + accounts
-        )
+        return "\n".join(lines) + "\n" + accounts
+
+    def start(self, timeout: float = 15.0) -> EmbeddedNats:
+        self.spawn()
+        self.wait_listening(timeout)
+        return self
+
+    def spawn(self) -> None:
+        """Start the process (``wait_listening`` waits for its client port)."""
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        if self.identity is not None and not self.credentials_file.exists():
+            # else: as the last sync left it
+            write_atomically(self.credentials_file, credential_accounts([], self.account_slots))
+        conf = self.conf_path
+        conf.write_text(self.config())
         conf.chmod(0o600)
         self.proc = subprocess.Popen(
-            [nats_server_binary(), "-c", str(conf), "-l", str(log_path)],
+            [nats_server_binary(), "-c", str(conf), "-l", str(self.log_path)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        _wait_for_port(self.host, self.port, time.monotonic() + timeout, self.proc, log_path)
+
+    def wait_listening(self, timeout: float = 15.0) -> None:
+        assert self.proc is not None, "spawn() first"
+        _wait_for_port(self.host, self.port, time.monotonic() + timeout, self.proc, self.log_path)
         log.info(
             "nats-server started",
             url=self.url,
+            name=self.name,
             store_dir=str(self.store_dir),
             sync_interval=self.sync_interval,
             pid=self.proc.pid,
         )
-        return self
+
+    def reload(self, timeout: float = 10.0) -> None:
+        """Rewrite the configuration (e.g. a raised ``max_file_store``) and have it reloaded;
+        returns once the server says it has reloaded."""
+        part = self.conf_path.with_name(self.conf_path.name + ".part")
+        part.write_text(self.config())
+        part.chmod(0o600)
+        part.replace(self.conf_path)
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        done = "Reloaded server configuration"
+        before = self.log_path.read_text(errors="replace").count(done)
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while self.log_path.read_text(errors="replace").count(done) <= before:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nats-server did not reload in {timeout} s")
+            time.sleep(0.02)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -153,6 +238,92 @@ class EmbeddedNats:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+    def wipe(self) -> None:
+        """Lose the JetStream store (the node must be stopped): it recovers from its peers."""
+        if self.running:
+            raise RuntimeError(f"nats-server {self.name or self.url} is running: stop it first")
+        shutil.rmtree(self.jetstream_dir, ignore_errors=True)
+
+
+class EmbeddedCluster:
+    """``size`` nats-servers on loopback forming one JetStream cluster (routes on free ports),
+    with the accounts of production: what compose.yaml runs, for `milestones` and the tests.
+    ``url`` lists every node, as MILESTONES_NATS_URL accepts it."""
+
+    def __init__(
+        self,
+        base_dir: Path,
+        size: int = 3,
+        host: str = "127.0.0.1",
+        sync_interval: str = "always",
+        identity: ServiceIdentity | None = None,
+        account_slots: int = 1000,
+    ) -> None:
+        self.base_dir = Path(base_dir)
+        self.identity = identity
+        cluster_ports = [free_port(host) for _ in range(size)]
+        self.nodes = [
+            EmbeddedNats(
+                self.base_dir / f"n{i}",
+                host=host,
+                sync_interval=sync_interval,
+                identity=identity,
+                account_slots=account_slots,
+                name=f"n{i}",
+                cluster_port=cluster_ports[i],
+                routes=[f"nats://{host}:{p}" for j, p in enumerate(cluster_ports) if j != i],
+                config_dir=self.base_dir,
+                http_port=free_port(host),
+            )
+            for i in range(size)
+        ]
+
+    @property
+    def url(self) -> str:
+        return ",".join(n.url for n in self.nodes)
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.base_dir / CREDENTIALS_FILE
+
+    def node(self, name: str) -> EmbeddedNats:
+        return next(n for n in self.nodes if n.name == name)
+
+    def start(self, timeout: float = 30.0) -> EmbeddedCluster:
+        for n in self.nodes:
+            n.spawn()
+        for n in self.nodes:
+            n.wait_listening(timeout)
+        self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float = 30.0, nodes: Sequence[EmbeddedNats] = ()) -> None:
+        """Until every running node (or those given) says JetStream is healthy: a meta leader
+        is elected and its streams are current (``/healthz``)."""
+        deadline = time.monotonic() + timeout
+        for n in nodes or [n for n in self.nodes if n.running]:
+            while not node_healthy(n):
+                if time.monotonic() > deadline:
+                    tail = n.log_path.read_text()[-2000:]
+                    raise RuntimeError(f"nats-server {n.name} not healthy in time: {tail}")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()
+
+
+def node_healthy(node: EmbeddedNats) -> bool:
+    """``/healthz`` of a node's monitoring port: 200 once its JetStream is up and current."""
+    if not node.running or not node.http_port:
+        return False
+    url = f"http://{node.host}:{node.http_port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except (OSError, urllib.error.URLError):
+        return False
 
 
 class EmbeddedPostgres:

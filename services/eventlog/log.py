@@ -5,13 +5,28 @@ nats-py 2.16 has neither an atomic-batch publish API (ADR-50) nor batched direct
 on the wire, so this module implements the small pieces itself rather than publishing one
 message at a time (which would lose atomicity) or creating a consumer per aggregate load
 (which costs several round trips and server state per load).
+
+Reads in a cluster (README "Reliability"). Direct gets are answered by any replica of the
+stream, and the server routes a request to a replica on the server the client is connected to
+first: a follower, which applies what the leader committed a moment later. Appends stay
+correct anyway (every append states the aggregate's last sequence: a stale read fails the OCC
+check), but a stale read would cost a conflict and a retry, and a history read that missed the
+aggregate's last events while its last sequence came from a current replica would decide on a
+state the log no longer has. So an ``EventLog`` reads its own writes: it remembers the last
+sequence it appended and the last sequence it saw of each subject, and a direct get answered
+by a replica behind either is asked again (the replica catches up within milliseconds) until a
+deadline, after which the read fails as ``unavailable``. ``allow_direct`` stays on (batched
+reads exist only as direct gets: the leader-only ``STREAM.MSG.GET`` returns one message a
+request), and ``mirror_direct`` stays off (a mirror is not covered by this check).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,6 +40,13 @@ MAX_BATCH_MESSAGES = 1000  # server limit per atomic batch (ADR-50)
 _MULTI_LAST_CHUNK = 512
 _EXPECTED = "Nats-Expected-Last-Subject-Sequence"
 _WRONG_LAST_SEQ = {10071, 10164}
+_STALE_READ_DEADLINE = 5.0  # seconds a lagging replica may take before a read gives up
+_KNOWN_SUBJECTS = 100_000  # subjects whose last sequence a log remembers (read-your-writes)
+# JetStream's storage or the stream's limits are full (discard "new" refuses the write):
+# insufficient resources (the server's max_file_store), the account's storage limit, and the
+# store's own refusals ("maximum messages/bytes exceeded", "no space left on device").
+_STORAGE_FULL_CODES = {10023, 10047}
+_STREAM_FULL = ("maximum messages", "maximum bytes", "maximum messages per subject")
 
 
 class AppendConflict(Exception):
@@ -33,6 +55,43 @@ class AppendConflict(Exception):
 
 class AppendFailed(Exception):
     """The batch was refused (or its outcome is unknown, e.g. a timeout)."""
+
+
+class StorageFull(AppendFailed):
+    """JetStream's storage or the stream's limits are full: the whole batch was refused."""
+
+
+class StaleReplica(AppendFailed):
+    """Every answer came from a replica still behind what this process wrote or read."""
+
+
+def storage_full(description: str, code: int | None, stream: str) -> StorageFull | None:
+    """The refusal of a full store, worded for whoever must act on it; None for other errors."""
+    text = (description or "").lower()
+    if code in _STORAGE_FULL_CODES:
+        what = (
+            "JetStream's storage on the NATS server is used up (its max_file_store, or the "
+            "account's storage limit)"
+        )
+        fix = (
+            "free disk space or raise max_file_store in the nats-server configuration "
+            "(a config reload is enough)"
+        )
+    elif "no space left" in text:
+        what = "the NATS server's disk is full"
+        fix = "free disk space and restart that nats-server (JetStream stops on a full disk)"
+    elif code == 10077 and any(t in text for t in _STREAM_FULL):
+        what = f"stream {stream}: {description}"
+        fix = (
+            f"the log keeps every event: remove the limit (nats stream edit {stream} with "
+            "max_msgs, max_bytes and max_msgs_per_subject -1)"
+        )
+    else:
+        return None
+    return StorageFull(
+        f"the event log's storage is full ({what}): nothing was written; {fix}, then send the "
+        "message again (its id makes the retry safe)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +109,14 @@ class OutgoingMessage:
 
 
 async def direct_batch(
-    nc: NATS, stream: str, request: dict, timeout: float = 5.0
+    nc: NATS, stream: str, request: dict, timeout: float = 5.0, eob: dict | None = None
 ) -> list[StoredMessage]:
     """One batched direct get (ADR-31): the server streams messages to our inbox, then EOB.
 
     Collected by a subscription callback rather than ``next_msg``: nats-py's ``next_msg`` costs
     a task, a uuid4 and a timer per message, which made this read ~half of every commit round
-    (profiled: 9.8 ms for ~230 subjects)."""
+    (profiled: 9.8 ms for ~230 subjects). ``eob`` receives the end-of-batch headers (a multi-last
+    read's ``Nats-UpTo-Sequence`` is the answering replica's last sequence)."""
     loop = asyncio.get_running_loop()
     out: list[StoredMessage] = []
     done: asyncio.Future[None] = loop.create_future()
@@ -67,7 +127,17 @@ async def direct_batch(
         headers = msg.headers or {}
         status = headers.get("Status")
         if status in ("404", "204"):  # nothing there / end of batch
+            if eob is not None:
+                eob.update(headers)
             done.set_result(None)
+        elif status == "503":
+            done.set_exception(
+                AppendFailed(
+                    f"no replica of stream {stream} answered a read (no leader right now, e.g. "
+                    "an election after a NATS node was lost, JetStream is down, or the stream "
+                    "has no direct gets)"
+                )
+            )
         elif status:
             done.set_exception(
                 AppendFailed(
@@ -93,27 +163,75 @@ async def direct_batch(
 
 
 class EventLog:
-    """Reads and appends on the MILESTONES stream."""
+    """Reads and appends on the MILESTONES stream; reads see this log's own writes (above)."""
 
-    def __init__(self, nc: NATS, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, nc: NATS, *, timeout: float = 5.0, stale_deadline: float = _STALE_READ_DEADLINE
+    ) -> None:
         self.nc = nc
         self.timeout = timeout
+        self.stale_deadline = stale_deadline
+        self.written = 0  # the last sequence this log appended (acknowledged)
+        self._known: OrderedDict[str, int] = OrderedDict()  # subject -> last sequence seen
+        self.stale_reads = 0  # answers from a lagging replica, asked again (a gauge of lag)
 
-    async def _direct_batch(self, request: dict) -> list[StoredMessage]:
-        return await direct_batch(self.nc, EVENTS_STREAM, request, self.timeout)
+    def _saw(self, subject: str, seq: int) -> None:
+        if self._known.get(subject, 0) < seq:
+            self._known[subject] = seq
+        self._known.move_to_end(subject)
+        while len(self._known) > _KNOWN_SUBJECTS:
+            self._known.popitem(last=False)
+
+    async def _consistent(self, request: dict, behind) -> list[StoredMessage]:
+        """A direct get asked again while ``behind(messages, eob)`` says its replica lags."""
+        deadline = time.monotonic() + self.stale_deadline
+        pause = 0.001
+        while True:
+            eob: dict = {}
+            got = await direct_batch(self.nc, EVENTS_STREAM, request, self.timeout, eob)
+            lag = behind(got, eob)
+            if not lag:
+                for m in got:
+                    self._saw(m.subject, m.seq)
+                return got
+            self.stale_reads += 1
+            if time.monotonic() > deadline:
+                raise StaleReplica(
+                    f"the replica of {EVENTS_STREAM} that answers reads is behind ({lag}) for "
+                    f"{self.stale_deadline:g} s: is the cluster healthy? nothing was written"
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     async def read_subject(
         self, subject: str, after: int = 0, page: int = 1000
     ) -> list[StoredMessage]:
-        """Every message on one subject with a sequence above ``after``, in order."""
-        out: list[StoredMessage] = []
-        start = after + 1
+        """Every message on one subject with a sequence above ``after``, in order (asked again
+        while the answer ends before the subject's last message as this log has seen it)."""
+        known = self._known.get(subject, 0)
+        deadline = time.monotonic() + self.stale_deadline
         while True:
-            got = await self._direct_batch({"seq": start, "next_by_subj": subject, "batch": page})
-            out.extend(got)
-            if len(got) < page:
+            out: list[StoredMessage] = []
+            start = after + 1
+            while True:
+                request = {"seq": start, "next_by_subj": subject, "batch": page}
+                got = await direct_batch(self.nc, EVENTS_STREAM, request, self.timeout)
+                out.extend(got)
+                if len(got) < page:
+                    break
+                start = got[-1].seq + 1
+            if known <= (out[-1].seq if out else after):
+                for m in out:
+                    self._saw(m.subject, m.seq)
                 return out
-            start = got[-1].seq + 1
+            self.stale_reads += 1
+            if time.monotonic() > deadline:
+                raise StaleReplica(
+                    f"the replica of {EVENTS_STREAM} that answers reads lacks {subject} up to "
+                    f"{known} for {self.stale_deadline:g} s: is the cluster healthy? "
+                    "nothing was written"
+                )
+            await asyncio.sleep(0.005)
 
     async def last_of(self, subjects: Sequence[str]) -> dict[str, StoredMessage]:
         """The last message of each subject that has one (subjects may hold wildcards)."""
@@ -124,10 +242,24 @@ class EventLog:
         wild = [s for s in subjects if "*" in s or ">" in s]
         chunks = [plain[i : i + _MULTI_LAST_CHUNK] for i in range(0, len(plain), _MULTI_LAST_CHUNK)]
         chunks += [[w] for w in wild]
-        results = await asyncio.gather(
-            *(self._direct_batch({"multi_last": list(c), "batch": 100_000}) for c in chunks)
-        )
+        results = await asyncio.gather(*(self._last_of_chunk(c) for c in chunks))
         return {m.subject: m for batch in results for m in batch}
+
+    async def _last_of_chunk(self, subjects: list[str]) -> list[StoredMessage]:
+        written = self.written
+        expected = {s: self._known[s] for s in subjects if s in self._known}
+
+        def behind(got: list[StoredMessage], eob: dict) -> str | None:
+            upto = eob.get("Nats-UpTo-Sequence")
+            if upto is not None and int(upto) < written:
+                return f"at {upto}, this process wrote {written}"
+            seen = {m.subject: m.seq for m in got}
+            for subject, seq in expected.items():
+                if seen.get(subject, 0) < seq:
+                    return f"{subject} at {seen.get(subject, 0)}, seen at {seq}"
+            return None
+
+        return await self._consistent({"multi_last": subjects, "batch": 100_000}, behind)
 
     async def append(self, messages: Sequence[OutgoingMessage]) -> int:
         """Append atomically (all or none); returns the sequence of the last message.
@@ -152,19 +284,37 @@ class EventLog:
                 reply = await self.nc.request(
                     m.subject, m.data, headers=headers, timeout=self.timeout
                 )
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
-                raise AppendFailed(f"no answer to the batch commit: {exc!r}") from exc
+            except nats.errors.NoRespondersError as exc:
+                raise AppendFailed(
+                    f"the event log took nothing: stream {EVENTS_STREAM} has no leader right now "
+                    "(an election after a NATS node was lost, or JetStream is down); send the "
+                    "message again (its id makes the retry safe)"
+                ) from exc
+            except nats.errors.TimeoutError as exc:
+                raise AppendFailed(
+                    f"the event log did not answer the append within {self.timeout:g} s (it may "
+                    "or may not be written); send the message again (its id makes the retry safe)"
+                ) from exc
             ack = msgspec.json.decode(reply.data)
             error = ack.get("error")
             if error:
                 if error.get("err_code") in _WRONG_LAST_SEQ:
                     raise AppendConflict(error.get("description", "wrong last sequence"))
+                full = storage_full(
+                    error.get("description", ""), error.get("err_code"), EVENTS_STREAM
+                )
+                if full is not None:
+                    raise full
                 raise AppendFailed(
                     f"batch refused: {error.get('description')} ({error.get('err_code')})"
                 )
             if ack.get("count") != last:
                 raise AppendFailed(f"batch acknowledged {ack.get('count')} of {last} messages")
-            return int(ack["seq"])
+            seq = int(ack["seq"])
+            self.written = max(self.written, seq)
+            for offset, sent in enumerate(reversed(messages)):
+                self._saw(sent.subject, seq - offset)
+            return seq
         raise AssertionError("unreachable")
 
     async def last_sequence(self) -> int:

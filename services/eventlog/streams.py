@@ -50,7 +50,11 @@ def events_stream_config(replicas: int = 1) -> StreamConfig:
         num_replicas=replicas,
         deny_delete=True,
         deny_purge=True,
+        # Batched reads exist only as direct gets, which any replica may answer: EventLog asks
+        # again when a lagging follower answers (services.eventlog.log, "Reads in a cluster").
+        # Mirrors may not answer: nothing checks how far behind a mirror is.
         allow_direct=True,
+        mirror_direct=False,
         allow_atomic=True,
         **UNLIMITED,
     )
@@ -115,12 +119,14 @@ _CHECKED = (
     "deny_purge",
     "allow_atomic",
     "allow_direct",
+    "mirror_direct",
     "allow_msg_schedules",
     "discard",
     "max_msgs",
     "max_bytes",
     "max_age",
     "max_msgs_per_subject",
+    "num_replicas",  # what survives a node's loss (MILESTONES_STREAM_REPLICAS)
 )
 
 
@@ -152,6 +158,12 @@ async def ensure_stream(nc: NATS, want: StreamConfig) -> None:
         if isinstance(wanted, bool):
             got = bool(got)
         wanted, got = getattr(wanted, "value", wanted), getattr(got, "value", got)
+        if wanted != got and field == "num_replicas":
+            raise StartupError(
+                f"stream {want.name} has {got} replica(s) but MILESTONES_STREAM_REPLICAS is "
+                f"{wanted}: scale it (nats stream edit {want.name} --replicas {wanted}) or set "
+                "MILESTONES_STREAM_REPLICAS to match"
+            )
         if wanted != got:
             raise StartupError(
                 f"stream {want.name} exists with {field}={got!r} but Milestones needs {wanted!r}: "

@@ -1,5 +1,6 @@
 """compose.yaml cannot run here (no Docker engine); test what can be: it parses, its settings are
-real settings, its NATS config starts a real nats-server, and each service command starts."""
+real settings, its NATS config starts a real nats-server, each service command starts, and each
+healthcheck passes against the real service (``/ready`` on the one ops port)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -49,6 +51,38 @@ def test_every_environment_variable_is_a_setting():
                 assert name in fields or name.removesuffix("_file") in fields, (
                     f"{name}: {key} is not a setting"
                 )
+
+
+BUILT = [name for name, s in COMPOSE["services"].items() if "build" in s and name != "init"]
+
+
+def _seconds(duration: str) -> float:
+    match = re.fullmatch(r"(\d+)(ms|s|m)", str(duration))
+    assert match, f"a compose duration: {duration}"
+    return int(match[1]) * {"ms": 0.001, "s": 1, "m": 60}[match[2]]
+
+
+def test_every_service_has_a_ready_healthcheck_on_one_ops_port():
+    services = COMPOSE["services"]
+    ports = set()
+    for name in BUILT:
+        service, env = services[name], services[name]["environment"]
+        check = service.get("healthcheck")
+        assert check, f"{name} has no healthcheck"
+        command = " ".join(check["test"])
+        assert "/ready" in command and "MILESTONES_OPS_PORT" in command, command
+        ports.add(env["MILESTONES_OPS_PORT"])
+        assert env["MILESTONES_OPS_HOST"] == "0.0.0.0"  # scrapers on the compose network
+        assert env["MILESTONES_OPS_PORT"] != env.get("MILESTONES_HTTP_PORT"), name
+        # Docker's SIGKILL comes after stop_grace_period: later than the bounded shutdown
+        assert _seconds(service["stop_grace_period"]) > int(env["MILESTONES_SHUTDOWN_TIMEOUT_S"])
+    assert len(ports) == 1, f"one ops port for every service, not {ports}"
+    conf = COMPOSE["configs"]["nats-conf"]["content"]
+    assert re.search(r"^\s*http: 0\.0\.0\.0:8222\s*$", conf, re.M)
+    for name in ("nats1", "nats2", "nats3", "postgres"):
+        assert services[name].get("healthcheck"), f"{name} has no healthcheck"
+    for name in ("nats1", "nats2", "nats3"):
+        assert "http://127.0.0.1:8222/healthz" in " ".join(services[name]["healthcheck"]["test"])
 
 
 def compose_nats(tmp_path: Path, cluster: bool) -> tuple[Path, str, dict[str, str]]:
@@ -98,6 +132,10 @@ async def test_compose_nats_enforces_the_accounts_and_each_service_starts(
     )
     try:
         await wait_for(lambda: _listening(url), timeout=15, what="the compose NATS server")
+        monitor = re.search(r"http: (127.0.0.1:\d+)", conf.read_text())
+        assert monitor is not None
+        healthz = f"http://{monitor[1]}/healthz?js-enabled-only=true"  # the nodes' healthcheck
+        assert (await asyncio.to_thread(urllib.request.urlopen, healthz, timeout=5)).status == 200
         with pytest.raises(Exception, match="Authorization Violation"):
             await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=0)
         for name, service in COMPOSE["services"].items():
@@ -117,7 +155,10 @@ async def test_compose_nats_enforces_the_accounts_and_each_service_starts(
                     "MILESTONES_DATABASE_URL": db_url,
                     "MILESTONES_HTTP_PORT": str(free_port()),
                     "MILESTONES_HTTP_HOST": "127.0.0.1",
+                    "MILESTONES_OPS_PORT": str(free_port()),
+                    "MILESTONES_OPS_HOST": "127.0.0.1",
                 },
+                healthcheck=service["healthcheck"]["test"],
             )
     finally:
         server.terminate()
@@ -141,7 +182,11 @@ async def _listening(url: str) -> bool:
     return True
 
 
-async def started(name: str, command: list[str], env: dict[str, str]) -> None:
+async def started(
+    name: str, command: list[str], env: dict[str, str], healthcheck: list[str] | None = None
+) -> None:
+    """The service starts; then its compose healthcheck (run as Docker runs it, with the
+    service's environment) passes, and SIGTERM stops it with a clean exit."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -154,6 +199,17 @@ async def started(name: str, command: list[str], env: dict[str, str]) -> None:
     lines: list[bytes] = []
     try:
         await wait_for(says_started(proc, lines), timeout=60, what=f"compose service {name}")
+        if healthcheck is not None:
+            assert healthcheck[:2] == ["CMD", "python"], healthcheck
+            check = [sys.executable, *healthcheck[2:]]
+
+            async def healthy() -> bool:
+                run = await asyncio.create_subprocess_exec(
+                    *check, env={**os.environ, **env}, stderr=asyncio.subprocess.DEVNULL
+                )
+                return await asyncio.wait_for(run.wait(), 10) == 0
+
+            await wait_for(healthy, timeout=30, what=f"the healthcheck of {name}")
     finally:
         proc.terminate()
         assert await asyncio.wait_for(proc.wait(), 30) == 0, b"".join(lines).decode()

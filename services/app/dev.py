@@ -1,9 +1,18 @@
 """What `milestones dev` sets up on first start and finds again after: the services' identity,
-one credential per role, the webhook-secret key, and ``<data-dir>/dev.json`` for the CLI."""
+one credential per role, the webhook-secret key, and ``<data-dir>/dev.json`` for the CLI; and
+how it stops the servers it started within the shutdown's bound."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 import structlog
@@ -13,6 +22,10 @@ from services.auth.credentials import CredentialStore
 from services.auth.identity import NatsLogin, ServiceIdentity, load_or_create, write_private
 from services.auth.principal import Principal, Role
 from services.notify.secretbox import ensure_key_file
+
+if TYPE_CHECKING:
+    from services.app.embedded import EmbeddedNats, EmbeddedPostgres
+    from services.app.supervise import Shutdown
 
 log = structlog.get_logger("milestones.dev")
 
@@ -99,3 +112,87 @@ async def ensure_dev_credentials(settings: Settings, data_dir: Path, http_url: s
     document = {"nats_url": settings.nats_url, "http_url": http_url, "credentials": entries}
     write_private(path, msgspec.json.format(msgspec.json.encode(document)))
     return path
+
+
+# -- the embedded servers, started and stopped within bounds --------------------------------------
+T = TypeVar("T")
+
+
+async def in_daemon_thread(fn: Callable[[], T], name: str) -> T:
+    """``fn()`` in a daemon thread: unlike ``asyncio.to_thread`` (the loop's executor, whose
+    threads the interpreter waits for at exit) a blocking call abandoned on shutdown cannot keep
+    the process up."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(settle, None, exc)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=work, name=name, daemon=True).start()
+    return await future
+
+
+def kill_postgres(pgdata: Path) -> None:
+    """PostgreSQL's immediate shutdown (SIGQUIT to the postmaster): what ``pg_ctl -m immediate``
+    does; the next start recovers from the WAL like after a crash."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGQUIT)
+
+
+async def stop_nats_server(server: EmbeddedNats, seconds: float) -> None:
+    proc = server.proc
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + max(seconds, 0.0)
+    while proc.poll() is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    if proc.poll() is None:
+        log.warning("nats-server did not stop in time: killed", pid=proc.pid)
+        server.kill()
+
+
+async def stop_postgres(pg: EmbeddedPostgres, seconds: float) -> None:
+    stopping = asyncio.ensure_future(in_daemon_thread(pg.stop, "postgres-stop"))
+    done, _ = await asyncio.wait({stopping}, timeout=max(seconds, 0.0))
+    if not done:
+        log.warning("postgres did not stop in time: immediate shutdown", pgdata=str(pg.pgdata))
+        kill_postgres(pg.pgdata)
+        stopping.cancel()
+
+
+async def stop_embedded(
+    shutdown: Shutdown, nats_server: EmbeddedNats, pg: EmbeddedPostgres | None
+) -> None:
+    """After the services: both servers stop together, each within what the shutdown has left
+    (``Shutdown.reserve`` kept that back for them)."""
+    budget = min(5.0, shutdown.remaining(1.0))  # done before the shutdown's last resorts
+    try:
+        await asyncio.gather(
+            stop_nats_server(nats_server, budget),
+            stop_postgres(pg, budget) if pg is not None else asyncio.sleep(0),
+        )
+    except asyncio.CancelledError:  # the shutdown's deadline: none may outlive the process
+        nats_server.kill()
+        if pg is not None:
+            kill_postgres(pg.pgdata)
+        raise

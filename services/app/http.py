@@ -1,11 +1,14 @@
 """The HTTP application (Litestar): the routes of the services this process runs, health,
-metrics, OpenAPI, the contract's error JSON for the framework's own errors, and the credential
-check in front of every route but ``/health`` (``services.app.auth_http``)."""
+readiness, metrics, OpenAPI, the contract's error JSON for the framework's own errors, and the
+credential check in front of every route but ``/health`` and ``/ready``
+(``services.app.auth_http``). ``build_ops_app``: the same three operational routes alone, for
+the ops port every process serves."""
 
 from __future__ import annotations
 
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, Reference, SecurityScheme
@@ -13,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from events import ENCODER, Reply
 from services.app.auth_http import AuthMiddleware, Sessions, login_routes
+from services.app.readiness import Readiness
 from services.auth.principal import Authenticator
 from services.intake.http import intake_routes
 from services.intake.service import IntakeService
@@ -61,19 +65,10 @@ def build_http_app(
     if intake is not None:
         handlers += intake_routes(intake)
 
-    def on_http_error(_: Request, exc: HTTPException) -> Response[bytes]:
-        code = {404: "not_found", 405: "invalid", 413: "too_large"}.get(exc.status_code, "invalid")
-        message = str(exc.detail)
-        if exc.status_code == 413:
-            message = f"request body is over {max_body} bytes: split it into smaller batches"
-        elif isinstance(exc, ValidationException):
-            message = validation_message(exc) or message
-        return _error(exc.status_code, code, message)
-
     return Litestar(
         route_handlers=handlers,
         request_max_body_size=max_body,
-        exception_handlers={HTTPException: on_http_error},
+        exception_handlers={HTTPException: _on_http_error(max_body)},
         middleware=[
             DefineMiddleware(AuthMiddleware, authenticator=authenticator, sessions=sessions)
         ],
@@ -86,6 +81,36 @@ def build_http_app(
         ),
         logging_config=None,  # structlog owns logging (services.app.logs)
     )
+
+
+def build_ops_app(readiness: Readiness, *, authenticator: Authenticator) -> Litestar:
+    """``/health``, ``/ready`` and ``/metrics`` alone (the ops port): no credential for the first
+    two, a reader's bearer token for ``/metrics`` as on the API port."""
+    return Litestar(
+        route_handlers=[health, metrics, ready_route(readiness)],
+        request_max_body_size=1024,
+        exception_handlers={HTTPException: _on_http_error(1024)},
+        middleware=[
+            DefineMiddleware(
+                AuthMiddleware, authenticator=authenticator, sessions=Sessions(authenticator)
+            )
+        ],
+        openapi_config=None,
+        logging_config=None,
+    )
+
+
+def _on_http_error(max_body: int):
+    def on_http_error(_: Request, exc: HTTPException) -> Response[bytes]:
+        code = {404: "not_found", 405: "invalid", 413: "too_large"}.get(exc.status_code, "invalid")
+        message = str(exc.detail)
+        if exc.status_code == 413:
+            message = f"request body is over {max_body} bytes: split it into smaller batches"
+        elif isinstance(exc, ValidationException):
+            message = validation_message(exc) or message
+        return _error(exc.status_code, code, message)
+
+    return on_http_error
 
 
 def validation_message(exc: ValidationException) -> str:
@@ -103,10 +128,33 @@ def validation_message(exc: ValidationException) -> str:
     "/health",
     media_type=MediaType.JSON,
     summary="Liveness (no credential needed)",
+    description="Answers while the process's event loop does: nothing else is checked.",
     opt={"public": True},
 )
 async def health() -> dict[str, str]:
     return {"status": "ok"}
+
+
+def ready_route(readiness: Readiness) -> HTTPRouteHandler:
+    @get(
+        "/ready",
+        media_type=MediaType.JSON,
+        summary="Readiness (no credential needed)",
+        description='200 `{"ready": true, "checks": {...}}` when NATS is connected, the '
+        "database answers (where the process uses one) and every projection runner and "
+        "supervised task runs and makes progress; 503 with the same shape otherwise, each "
+        'check `{"ok", "detail"}` saying what fails and why.',
+        opt={"public": True},
+    )
+    async def ready() -> Response[bytes]:
+        ok, checks = await readiness.check()
+        return Response(
+            ENCODER.encode({"ready": ok, "checks": checks}),
+            status_code=200 if ok else 503,
+            media_type=MediaType.JSON,
+        )
+
+    return ready
 
 
 @get(

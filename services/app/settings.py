@@ -14,6 +14,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     database_url: str | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    # -- operations (README "Operations") --
+    ops_host: str = "127.0.0.1"  # /health, /ready, /metrics of every process (0.0.0.0: scrapers)
+    ops_port: int = 9464  # 0: none apart from the HTTP API's own routes
+    shutdown_timeout_s: int = 10  # SIGTERM/SIGINT: the process is gone within this, whatever hangs
+    ready_stall_s: int = 30  # /ready: a runner with work and no progress this long is not ready
     max_message_bytes: int = 64 * 1024
     max_batch_events: int = 100
     stream_replicas: int = 1

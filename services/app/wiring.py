@@ -1,20 +1,21 @@
 """The one wiring module: settings -> logging, NATS, streams, database, broker, runners, HTTP.
 
 ``running(settings, ...)`` assembles any mix of the four services in one process:
-``milestones dev`` runs all of them; ``milestones serve <service>`` one (compose.yaml).
+``milestones dev`` runs all of them; ``milestones serve <service>`` one (compose.yaml). Its
+long-lived tasks run under a ``Supervisor`` and everything it opens is closed by a ``Closer``,
+each step bounded (``services.app.supervise``); ``/ready`` reads both (``readiness``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats
 import structlog
-import uvicorn
 from faststream.nats import NatsBroker
 from faststream.security import SASLPlaintext
 from nats.aio.client import Client as NATS
@@ -24,8 +25,11 @@ from projections import PROJECTIONS
 from projections.db import create_pool, ensure_schema
 from projections.runner import Runner
 from projections.watch import CheckpointWatcher
-from services.app.http import build_http_app
+from services.app.http import build_http_app, ready_route
+from services.app.readiness import LateAuthenticator, Readiness
+from services.app.serving import bind, close_nats, ops_listener, serve_http, stop_broker
 from services.app.settings import Settings
+from services.app.supervise import Closer, Shutdown, Supervisor
 from services.auth.credentials import CredentialStore
 from services.auth.natsconf import AccountsSync
 from services.auth.principal import NOBODY
@@ -83,6 +87,7 @@ async def connect_nats(
             max_reconnect_attempts=-1 if retry else 0,
             allow_reconnect=retry,
             error_cb=quiet,
+            drain_timeout=2,  # a drain on shutdown is bounded anyway (services.app.supervise)
         )
     except Exception as exc:
         reason = str(exc) or type(exc).__name__
@@ -163,6 +168,8 @@ class Running:
     checkpoints: CheckpointWriter | None = None
     accounts: AccountsSync | None = None
     http_handlers: list = field(default_factory=list)
+    supervisor: Supervisor = field(default_factory=Supervisor)
+    readiness: Readiness = field(default_factory=Readiness)
 
 
 @contextlib.asynccontextmanager
@@ -173,10 +180,21 @@ async def running(
     projections: bool = False,
     query: bool = False,
     notifier: bool = False,
+    shutdown: Shutdown | None = None,
+    readiness: Readiness | None = None,
+    supervisor: Supervisor | None = None,
 ) -> AsyncIterator[Running]:
-    async with contextlib.AsyncExitStack() as stack:
+    """The services, started; on exit every task stops and every connection closes within
+    ``settings.shutdown_timeout_s`` whatever state the servers are in (``supervise``)."""
+    shutdown = shutdown or Shutdown(settings.shutdown_timeout_s)
+    supervisor = supervisor or Supervisor(shutdown.stop)
+    readiness = readiness or Readiness(stall_after=settings.ready_stall_s)
+    closer = Closer(shutdown)
+    closing = asyncio.Event()
+    try:
         nc = await connect_services(settings)
-        stack.push_async_callback(nc.drain)
+        closer.push("nats", lambda: close_nats(nc), fallback=nc.close)
+        closer.push("readiness", readiness.close, cap=1.0)
         await prepare_streams(nc, settings)
         broker = NatsBroker(
             settings.nats_url.split(","),
@@ -186,19 +204,22 @@ async def running(
                 else None
             ),
             logger=None,
-            graceful_timeout=10,
+            graceful_timeout=3,
         )
-        run = Running(settings, nc, broker)
+        run = Running(
+            settings, nc, broker, closing=closing, supervisor=supervisor, readiness=readiness
+        )
         run.auth = CredentialStore(nc, jwt_verifier(settings), slots=settings.nats_account_slots)
         await run.auth.start()
-        stack.push_async_callback(run.auth.stop)
+        closer.push("credentials", run.auth.stop, cap=1.0)
+        dsn = None
         if projections or query or notifier:
             dsn = require_database(settings)
             await ensure_schema(dsn, list(PROJECTIONS.values()))
         if intake:
             run.committer = Committer(EventLog(nc), max_attempts=settings.append_attempts)
             await run.committer.start()
-            stack.push_async_callback(run.committer.stop)
+            closer.push("committer", run.committer.stop)
             run.intake = IntakeService(
                 nc,
                 run.committer,
@@ -216,15 +237,16 @@ async def running(
                 nc, run.intake, workers=settings.command_workers, auth=run.auth
             )
             await commands.start()
-            stack.push_async_callback(commands.stop)
+            closer.push("commands", commands.stop)  # answers in flight: bounded, not 30 s
         if query or notifier:
+            assert dsn is not None
             pool = await create_pool(dsn, min_size=2, max_size=16)
-            stack.push_async_callback(pool.close)
+            closer.push("database pool", pool.close, fallback=pool.terminate)
             async with pool.acquire() as conn:
                 await ensure_notifier_schema(conn)
             watcher = CheckpointWatcher(dsn)
             await watcher.start()
-            stack.push_async_callback(watcher.stop)
+            closer.push("checkpoint watcher", watcher.stop, cap=1.0)
         if query:
             run.queries = Queries(pool, watcher, EventLog(nc), at_risk_gap=settings.at_risk_gap)
             register_queries(broker, run.queries, run.auth)
@@ -233,17 +255,16 @@ async def running(
                 *dashboard_routes(run.queries, run.closing),
                 *ledger_routes(LedgerView(nc, public_key(settings), ORIGIN)),
             ]
+        run.http_handlers.append(ready_route(readiness))
         await broker.start()
-        stack.push_async_callback(broker.stop)
-        stop = asyncio.Event()
-        tasks: list[asyncio.Task] = []
+        closer.push("query handlers", lambda: stop_broker(broker))
         if run.intake is not None:
             inbox = InboxConsumer(nc, run.intake, batch=settings.inbox_batch)
-            tasks.append(asyncio.create_task(inbox.run(stop), name="inbox"))
+            supervisor.start("inbox", inbox.run)
             if settings.scheduler:
-                tasks.append(asyncio.create_task(Scheduler(nc).run(stop), name="scheduler"))
+                supervisor.start("scheduler", lambda stop: Scheduler(nc).run(stop))
             if run.checkpoints is not None:
-                tasks.append(asyncio.create_task(run.checkpoints.run(stop), name="ledger"))
+                supervisor.start("ledger", run.checkpoints.run)
         if run.intake is not None and settings.nats_auth_file:
             # the intake's process keeps the server's accounts equal to the credentials
             system = await connect_nats(
@@ -252,10 +273,10 @@ async def running(
                 settings.nats_system_user,
                 settings.nats_system_password,
             )
-            stack.push_async_callback(system.close)
+            closer.push("nats (system)", system.close, cap=1.0)
             run.accounts = AccountsSync(run.auth, Path(settings.nats_auth_file), system)
             await run.accounts.sync()
-            tasks.append(asyncio.create_task(run.accounts.run(stop), name="accounts"))
+            supervisor.start("accounts", run.accounts.run)
         if notifier:
             run.notifier = Notifier(
                 nc,
@@ -273,24 +294,22 @@ async def running(
                 keyring=keyring_from_settings(settings.secret_key, settings.secret_key_file),
                 targets=TargetPolicy.from_setting(settings.webhook_allow_hosts),
             )
-            tasks.append(asyncio.create_task(run.notifier.run(stop), name="notifier"))
+            supervisor.start("notifier", run.notifier.run)
         if projections:
+            assert dsn is not None
             run.runners = [
                 Runner(p, dsn, nc, batch_size=settings.projection_batch)
                 for p in PROJECTIONS.values()
             ]
-            tasks += [
-                asyncio.create_task(r.run(stop), name=f"projection-{r.projection.name}")
-                for r in run.runners
-            ]
-
-        async def stop_tasks() -> None:
-            stop.set()
-            for result in await asyncio.gather(*tasks, return_exceptions=True):
-                if isinstance(result, Exception):
-                    log.error("task failed", error=repr(result))
-
-        stack.push_async_callback(stop_tasks)
+            for r in run.runners:
+                supervisor.start(f"projection-{r.checkpoint}", r.run)
+        readiness.attach(
+            nc=nc,
+            broker=broker if query else None,
+            supervisor=supervisor,
+            dsn=dsn,
+            runners=run.runners,
+        )
         log.info(
             "services running",
             intake=intake,
@@ -299,44 +318,18 @@ async def running(
             notifier=notifier,
         )
         yield run
+    finally:
+        closing.set()  # live streams end first
+        shutdown.begin("the services are stopping")
+        grace = max(min(3.0, shutdown.remaining(shutdown.reserve) * 0.4), 0.0)
+        shutdown.abandoned += await supervisor.shutdown(grace, cancel_wait=1.0)
+        await closer.aclose()
 
 
 @contextlib.asynccontextmanager
 async def intake(settings: Settings) -> AsyncIterator[Running]:
     async with running(settings, intake=True) as run:
         yield run
-
-
-class _Uvicorn(uvicorn.Server):
-    """Signals belong to the CLI, which stops every service together."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-async def serve_http(
-    app, host: str, port: int, stop: asyncio.Event, closing: asyncio.Event | None = None
-) -> None:
-    # open dashboards hold a server-sent event stream: shutdown gives them 3 s, then closes them
-    server = _Uvicorn(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_config=None,
-            access_log=False,
-            log_level="warning",
-            lifespan="on",
-            timeout_graceful_shutdown=3,
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    await stop.wait()
-    if closing is not None:
-        closing.set()  # live streams (/ui/live) end now: the graceful shutdown waits for none
-    server.should_exit = True
-    await task
 
 
 async def load_demo(run: Running) -> None:
@@ -360,7 +353,7 @@ async def load_demo(run: Running) -> None:
 
 async def run_services(
     settings: Settings,
-    stop: asyncio.Event,
+    shutdown: Shutdown,
     *,
     intake: bool = True,
     projections: bool = False,
@@ -369,18 +362,42 @@ async def run_services(
     http: bool = True,
     demo: bool = False,
 ) -> None:
+    """The services until ``shutdown.stop``. The ops listener (``/health``, ``/ready``,
+    ``/metrics`` on ``settings.ops_port``) starts first, so liveness answers during start-up."""
+    supervisor = Supervisor(shutdown.stop)
+    readiness = Readiness(stall_after=settings.ready_stall_s)
+    auth = LateAuthenticator()
+    api = http and (intake or query)
+    separate = settings.ops_port and not (
+        api and (settings.ops_host, settings.ops_port) == (settings.http_host, settings.http_port)
+    )
+    if separate:
+        supervisor.start("ops-http", ops_listener(settings, readiness, auth))
     async with running(
-        settings, intake=intake, projections=projections, query=query, notifier=notifier
+        settings,
+        intake=intake,
+        projections=projections,
+        query=query,
+        notifier=notifier,
+        shutdown=shutdown,
+        readiness=readiness,
+        supervisor=supervisor,
     ) as run:
+        auth.inner = run.auth
         if demo:
             await load_demo(run)
-        if http and (intake or query):
+        shutdown.serving()
+        if api:
             app = build_http_app(
                 run.intake,
                 max_body=settings.max_message_bytes * 4,
                 extra_handlers=run.http_handlers,
                 authenticator=run.auth or NOBODY,
             )
+            try:
+                sock = bind(settings.http_host, settings.http_port)
+            except OSError as exc:  # e.g. the port is taken: one clear line, not a traceback
+                raise StartupError(exc.strerror or str(exc)) from None
             base = f"http://{settings.http_host}:{settings.http_port}"
             log.info(
                 "http listening",
@@ -388,7 +405,9 @@ async def run_services(
                 openapi=f"{base}/schema",
                 events=f"{base}/events" if intake else None,
             )
-            await serve_http(app, settings.http_host, settings.http_port, stop, run.closing)
+            await serve_http(
+                app, settings.http_host, settings.http_port, shutdown.stop, run.closing, sock=sock
+            )
         else:
             log.info("listening", nats=settings.nats_url)
-            await stop.wait()
+            await shutdown.stop.wait()

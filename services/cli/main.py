@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from pathlib import Path
 
@@ -12,17 +11,10 @@ import msgspec
 
 from events.errors import StartupError
 from services.app.settings import Settings
-from services.cli import audit, ops, read
+from services.app.supervise import Shutdown
+from services.cli import audit, backup, ops, read
 from services.cli.credentials import add_credentials_commands, credentials
 from services.cli.deploy import add_deploy_commands, nats_config
-
-
-def _stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
 
 
 # -- bench --------------------------------------------------------------------------------------
@@ -65,7 +57,9 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 # -- dev / serve ------------------------------------------------------------------------------
-async def _dev(args: argparse.Namespace, settings: Settings) -> int:
+# Both run under services.app.supervise.run: SIGTERM/SIGINT stop them within
+# MILESTONES_SHUTDOWN_TIMEOUT_S whatever hangs (README "Operations").
+async def _dev(args: argparse.Namespace, settings: Settings, shutdown: Shutdown) -> int:
     from services.app import dev, embedded, wiring
 
     log = wiring.log
@@ -78,14 +72,29 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
     if not embedded.port_is_free(http_port, settings.http_host):
         taken, http_port = http_port, embedded.free_port(settings.http_host)
         log.info("port taken, using a free one", service="http", taken=taken, port=http_port)
+    ops_port = settings.ops_port if args.ops_port is None else args.ops_port
+    if ops_port and not embedded.port_is_free(ops_port, settings.ops_host):
+        taken, ops_port = ops_port, embedded.free_port(settings.ops_host)
+        log.info("port taken, using a free one", service="ops", taken=taken, port=ops_port)
 
     identity = dev.identity(data_dir)
-    nats_server = await embedded.start_nats(data_dir / "nats", nats_port, identity=identity)
+    nats_server = embedded.EmbeddedNats(data_dir / "nats", nats_port, identity=identity)
+    shutdown.on_force(nats_server.kill)  # a forced exit must not leave them behind
     pg = None
+    if not (args.database_url or settings.database_url):
+        pg = embedded.EmbeddedPostgres(data_dir / "pg")
+        pgdata = pg.pgdata
+        shutdown.on_force(lambda: dev.kill_postgres(pgdata))
+    # started in daemon threads and shielded: a stop during start-up waits (bounded) for a
+    # server to be up before stopping it, so none is left running behind the process
+    starting: list[asyncio.Future] = []
     try:
+        starting.append(asyncio.ensure_future(dev.in_daemon_thread(nats_server.start, "nats")))
+        await asyncio.shield(starting[-1])
         database_url = args.database_url or settings.database_url
-        if not database_url:
-            pg = await asyncio.to_thread(embedded.EmbeddedPostgres(data_dir / "pg").start)
+        if pg is not None:
+            starting.append(asyncio.ensure_future(dev.in_daemon_thread(pg.start, "postgres")))
+            await asyncio.shield(starting[-1])
             database_url = pg.url
         settings = dev.dev_settings(
             settings,
@@ -93,6 +102,7 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
             identity,
             nats_url=nats_server.url,
             http_port=http_port,
+            ops_port=ops_port,
             database_url=database_url,
         )
         http_url = f"http://{settings.http_host}:{http_port}"
@@ -102,37 +112,66 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
             nats=settings.nats_url,
             http=http_url,
             dashboard=f"{http_url}/ui",
+            ready=f"http://{settings.ops_host}:{ops_port}/ready" if ops_port else None,
             database=database_url,
             data_dir=str(data_dir),
             credentials=str(credentials),
             stop="Ctrl-C",
         )
-        stop = _stop_on_signals()
+        shutdown.reserve = 4.0  # kept back for stopping the embedded servers afterwards
         await wiring.run_services(
-            settings, stop, intake=True, projections=True, query=True, notifier=True, demo=args.demo
+            settings,
+            shutdown,
+            intake=True,
+            projections=True,
+            query=True,
+            notifier=True,
+            demo=args.demo,
         )
-        log.info("stopped cleanly")
         return 0
     finally:
-        nats_server.stop()
-        if pg is not None:
-            await asyncio.to_thread(pg.stop)
+        shutdown.reserve = shutdown.RESERVE
+        try:
+            if unfinished := [f for f in starting if not f.done()]:
+                await asyncio.wait(unfinished, timeout=max(shutdown.remaining(2.5), 0.05))
+            await dev.stop_embedded(shutdown, nats_server, pg)
+        finally:
+            _stopped(log, shutdown)
 
 
-async def _serve(args: argparse.Namespace, settings: Settings) -> int:
+async def _serve(args: argparse.Namespace, settings: Settings, shutdown: Shutdown) -> int:
     from services.app import wiring
 
-    stop = _stop_on_signals()
-    await wiring.run_services(
-        settings,
-        stop,
-        intake=args.service == "intake",
-        projections=args.service == "projections",
-        query=args.service == "query",
-        notifier=args.service == "notifier",
-        http=not args.no_http,
-    )
+    if args.ops_port is not None:
+        settings = msgspec.structs.replace(settings, ops_port=args.ops_port)
+    try:
+        await wiring.run_services(
+            settings,
+            shutdown,
+            intake=args.service == "intake",
+            projections=args.service == "projections",
+            query=args.service == "query",
+            notifier=args.service == "notifier",
+            http=not args.no_http,
+        )
+    finally:
+        _stopped(wiring.log, shutdown)
     return 0
+
+
+def _stopped(log, shutdown: Shutdown) -> None:
+    if shutdown.signal is None:  # a start-up error says so itself
+        return
+    if shutdown.abandoned:
+        log.warning("stopped; some steps ran out of time", abandoned=shutdown.abandoned)
+    else:
+        log.info("stopped cleanly", signal=shutdown.signal)
+
+
+OPS_PORT_HELP = (
+    "port of /health, /ready and /metrics (env MILESTONES_OPS_PORT, default 9464; 0: only on"
+    " the HTTP API's port)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("dev", help="run everything on embedded servers")
     d.add_argument("--nats-port", type=int, help="default 4222, or a free port when taken")
     d.add_argument("--http-port", type=int, help="default 8080, or a free port when taken")
+    d.add_argument("--ops-port", type=int, help=OPS_PORT_HELP)
     d.add_argument("--database-url", help="PostgreSQL URL; default: an embedded PostgreSQL")
     d.add_argument("--data-dir", help="where embedded servers keep data (default .milestones)")
     d.add_argument(
@@ -155,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run one service against configured servers (deployments)")
     s.add_argument("service", choices=["intake", "projections", "query", "notifier"])
     s.add_argument("--no-http", action="store_true", help="NATS only (intake, query)")
+    s.add_argument("--ops-port", type=int, help=OPS_PORT_HELP)
 
     snd = sub.add_parser("send", help="publish CloudEvents and print each reply")
     snd.add_argument("type", nargs="?", help="event type, e.g. TaskCompleted")
@@ -179,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_audit_commands(sub)  # after: adds export and verify under the existing `audit`
     add_credentials_commands(sub)
     add_deploy_commands(sub)
+    backup.add_backup_commands(sub)
     from projections import PROJECTIONS
 
     rb = sub.add_parser(
@@ -237,14 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+SERVICES = {"dev": _dev, "serve": _serve}  # run under supervise.run: bounded on SIGTERM
 COMMANDS = {
-    "dev": _dev,
-    "serve": _serve,
     "send": ops.send,
     "rejections": ops.rejections,
     "rebuild": ops.rebuild,
     "replay-parked": ops.replay_parked,
     "credentials": credentials,
+    "backup": backup.backup,
+    "restore": backup.restore,
 }
 SYNC_COMMANDS = {"nats-config": nats_config}
 
@@ -273,6 +316,13 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(audit.run_audit(args, settings))
         if args.command in read.COMMANDS:
             return asyncio.run(read.run(args, settings))
+        if args.command in SERVICES:
+            from services.app import supervise
+
+            command = SERVICES[args.command]
+            return supervise.run(
+                lambda shutdown: command(args, settings, shutdown), settings.shutdown_timeout_s
+            )
         return asyncio.run(COMMANDS[args.command](args, settings))
     except StartupError as exc:
         sys.stderr.write(f"milestones: {exc}\n")

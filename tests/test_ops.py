@@ -1,0 +1,429 @@
+"""Every service process is observable and supervised, and stops on SIGTERM within a bound
+(issue 13): ``/health``, ``/ready`` and ``/metrics`` on each process kind, on real servers;
+``/ready`` names what fails (NATS gone, a stalled runner, the database gone); SIGTERM ends
+``serve`` and ``dev`` within ``MILESTONES_SHUTDOWN_TIMEOUT_S`` (10 s) with NATS killed -9, the
+database not answering, and a dashboard's live stream open."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import msgspec
+import pytest
+
+from services.app.embedded import EmbeddedNats, free_port
+from services.app.settings import Settings
+from services.app.supervise import TASK_FAILURES, Closer, Shutdown, Supervisor
+from tests.conftest import cloudevent, plan_project, request, wait_for
+from tests.ops_support import (
+    BOUND,
+    MARGIN,
+    PgProxy,
+    Recorder,
+    Service,
+    service_env,
+    tokens,
+    true,
+)
+
+
+# == the pieces, in process =======================================================================
+async def test_a_failing_task_is_logged_counted_and_restarted_with_capped_backoff(monkeypatch):
+    from services.app import supervise
+
+    monkeypatch.setattr(supervise, "log", recorded := Recorder())
+    supervisor = Supervisor()
+    runs: list[float] = []
+
+    async def flaky(stop: asyncio.Event) -> None:
+        runs.append(time.monotonic())
+        if len(runs) <= 3:
+            try:
+                raise ConnectionError("the server went away")
+            except ConnectionError as exc:
+                raise RuntimeError(f"run {len(runs)} failed") from exc
+        await stop.wait()
+
+    before = TASK_FAILURES.labels("flaky")._value.get()
+    state = supervisor.start("flaky", flaky)
+    await wait_for(lambda: true(len(runs) == 4 and state.running), 10, "the fourth run")
+    assert state.restarts == 3 and TASK_FAILURES.labels("flaky")._value.get() == before + 3
+    gaps = [b - a for a, b in zip(runs, runs[1:], strict=False)]
+    assert gaps[1] > gaps[0] * 1.5 and gaps[2] > gaps[1] * 1.5, gaps  # exponential
+    assert state.ready(time.monotonic())[0] is False  # just restarted: not yet settled
+    assert "run 3 failed" in state.ready(time.monotonic())[1]
+    failures = [f for level, e, f in recorded.lines if e == "task failed, restarting"]
+    assert [f["error"] for f in failures] == [f"RuntimeError: run {i} failed" for i in (1, 2, 3)]
+    assert all(f["task"] == "flaky" and f["exc_info"] is not None for f in failures)
+    assert failures[0]["cause"] == "ConnectionError: the server went away"
+    assert [f["restart_in_s"] for f in failures] == [0.1, 0.2, 0.4]
+    assert await supervisor.shutdown(grace=2) == []
+    assert state.stopped and not state.ready(time.monotonic())[0]
+
+
+async def test_a_task_that_ends_unasked_is_restarted_and_backoff_is_capped(monkeypatch):
+    from services.app import supervise
+
+    monkeypatch.setattr(supervise, "BACKOFF_MAX", 0.4)  # the cap, scaled down from 5 s
+    supervisor = Supervisor()
+    runs: list[float] = []
+
+    async def returns(stop: asyncio.Event) -> None:
+        runs.append(time.monotonic())
+
+    state = supervisor.start("returns", returns)
+    await wait_for(lambda: true(len(runs) >= 8), 10, "eight runs")
+    await supervisor.shutdown(grace=1)
+    gaps = [b - a for a, b in zip(runs, runs[1:], strict=False)]
+    assert max(gaps) < 0.4 + 0.2 and gaps[-1] > 0.3, gaps  # grew to the cap, stayed there
+    assert state.last_error == "ended without being asked to stop"
+
+
+async def test_a_shutdown_step_that_ignores_cancellation_is_abandoned_in_time():
+    shutdown = Shutdown(timeout=3)
+    closer = Closer(shutdown)
+    closed: list[str] = []
+
+    async def stubborn() -> None:
+        until = time.monotonic() + 3
+        while time.monotonic() < until:  # (then it ends, so that the test's loop can close)
+            try:
+                await asyncio.sleep(until - time.monotonic())
+            except asyncio.CancelledError:
+                continue  # as some client libraries do while they "drain"
+
+    async def fine() -> None:
+        closed.append("fine")
+
+    closer.push("fine", fine)
+    closer.push("stubborn", stubborn, cap=1.0, fallback=lambda: closed.append("fallback"))
+    started = time.monotonic()
+    await closer.aclose()
+    assert time.monotonic() - started < 1.5
+    assert closed == ["fallback", "fine"] and shutdown.abandoned == ["stubborn"]
+
+
+# == real processes ==============================================================================
+@pytest.fixture
+async def services() -> AsyncIterator[list[Service]]:
+    started: list[Service] = []
+    yield started
+    for s in started:
+        s.kill()
+
+
+EXPECTED = {
+    "intake": {"nats", "task:inbox", "task:ledger", "task:accounts"},
+    "projections": {"nats", "database"} | {f"projection:{p}" for p in ("status", "history")},
+    "query": {"nats", "database"},
+    "notifier": {"nats", "database", "task:notifier"},
+}
+
+
+async def test_each_service_kind_answers_health_ready_metrics_and_stops_with_nats_killed(
+    settings: Settings,
+    nats_server: EmbeddedNats,
+    db_url: str,
+    tmp_path: Path,
+    services: list[Service],
+):
+    token = await tokens(nats_server)
+    for kind in EXPECTED:
+        env = service_env(settings, tmp_path, MILESTONES_DATABASE_URL=db_url)
+        services.append(Service.start(kind, ["serve", kind], env, tmp_path))
+        services[-1].extra["http"] = f"http://127.0.0.1:{env['MILESTONES_HTTP_PORT']}"
+    reader = {"Authorization": f"Bearer {token['reader']}"}
+    for s in services:
+        body = await s.ready_is(200, 90)
+        assert body["ready"] is True and EXPECTED[s.name] <= set(body["checks"]), body
+        assert all(c["ok"] and isinstance(c["detail"], str) for c in body["checks"].values())
+        health = await s.get("/health")
+        assert health is not None and health.json() == {"status": "ok"}
+        refused = await s.get("/metrics")
+        assert refused is not None and refused.status_code == 401  # a reader's token, as before
+        metrics = await s.get("/metrics", headers=reader)
+        assert metrics is not None and metrics.status_code == 200
+        assert "milestones_ready 1.0" in metrics.text
+        assert 'milestones_ready_check{check="nats"} 1.0' in metrics.text
+    intake, projections = services[0], services[1]
+    metrics = await projections.get("/metrics", headers=reader)
+    assert (
+        metrics is not None and 'milestones_task_up{task="projection-status"} 1.0' in metrics.text
+    )
+    async with httpx.AsyncClient(timeout=5) as http:  # the API's port serves them too
+        api = intake.extra["http"]
+        assert (await http.get(f"{api}/ready")).status_code == 200
+        assert (await http.get(f"{api}/health")).status_code == 200
+
+    nats_server.kill()  # kill -9
+    for s in services:
+        body = await s.ready_is(503, 15, nats=False)
+        assert body["ready"] is False and "not connected" in body["checks"]["nats"]["detail"]
+    # requests in flight that cannot finish (the log is gone) while the intake is told to stop
+    http = httpx.AsyncClient(timeout=30)
+    pending = [
+        asyncio.create_task(
+            http.post(
+                f"{intake.extra['http']}/events",
+                content=msgspec.json.encode(
+                    cloudevent("ProjectCreated", {"project_id": f"p{i}", "name": "P"})
+                ),
+                headers={"Authorization": f"Bearer {token['publisher']}"},
+            )
+        )
+        for i in range(5)
+    ]
+    await asyncio.sleep(0.5)
+    codes = await asyncio.gather(*(s.terminate() for s in services))
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    await http.aclose()
+    took = {s.name: round(s.stopped_in or 0, 2) for s in services}
+    print("stopped in", took)
+    assert codes == [0, 0, 0, 0], {s.name: s.log.read_text()[-2000:] for s in services}
+    assert max(took.values()) < BOUND + MARGIN, took
+    for s in services:
+        assert any(e.get("event") == "stopped cleanly" or "abandoned" in e for e in s.events())
+
+
+# == the database gone ===========================================================================
+async def test_projections_ready_names_a_stalled_runner_and_stops_with_the_database_gone(
+    intake,
+    settings: Settings,
+    nats_server: EmbeddedNats,
+    nc,
+    db_url: str,
+    tmp_path: Path,
+    services: list[Service],
+):
+    proxy = await PgProxy(db_url).start()
+    try:
+        env = service_env(
+            settings, tmp_path, MILESTONES_DATABASE_URL=proxy.url, MILESTONES_READY_STALL_S="2"
+        )
+        projections = Service.start("projections", ["serve", "projections"], env, tmp_path)
+        services.append(projections)
+        await projections.ready_is(200, 60, database=True, **{"projection:status": True})
+
+        # a runner that cannot make progress: its checkpoint row is locked by someone else
+        locker = await asyncpg.connect(db_url)
+        try:
+            held = locker.transaction()
+            await held.start()
+            await locker.execute("LOCK TABLE milestones.checkpoints IN ACCESS EXCLUSIVE MODE")
+            assert (await request(nc, plan_project("stall"))).accepted
+            body = await projections.ready_is(
+                503, 20, database=True, **{"projection:status": False}
+            )
+            assert "no progress" in body["checks"]["projection:status"]["detail"], body
+            await held.rollback()
+        finally:
+            await locker.close()
+        await projections.ready_is(200, 20, **{"projection:status": True})
+
+        proxy.freeze()  # the database stops answering, connections stay open
+        body = await projections.ready_is(503, 20, database=False)
+        assert "unreachable" in body["checks"]["database"]["detail"], body
+        assert await projections.terminate() == 0, projections.log.read_text()[-3000:]
+        print("stopped in", round(projections.stopped_in or 0, 2))
+        assert (projections.stopped_in or 0) < BOUND + MARGIN
+    finally:
+        await proxy.close()
+
+
+# == milestones dev ==============================================================================
+async def test_dev_answers_ready_and_stops_in_time_with_nats_killed_and_a_live_stream_open(
+    tmp_path: Path, services: list[Service]
+):
+    data = tmp_path / "dev"
+    ports = {name: free_port() for name in ("nats", "http", "ops")}
+    env = {k: v for k, v in os.environ.items() if "DATABASE_URL" not in k}
+    env |= {"MILESTONES_LOG_FORMAT": "json", "MILESTONES_OPS_PORT": str(ports["ops"])}
+    dev = Service.start(
+        "dev",
+        ["dev", "--data-dir", str(data), "--nats-port", str(ports["nats"])]
+        + ["--http-port", str(ports["http"]), "--ops-port", str(ports["ops"])],
+        env,
+        tmp_path,
+    )
+    services.append(dev)
+    body = await dev.ready_is(200, 120)
+    assert {"nats", "database", "projection:status", "task:inbox", "task:notifier"} <= set(
+        body["checks"]
+    ), body
+    reader = json.loads((data / "dev.json").read_text())["credentials"]["reader"]["http_token"]
+    auth = {"Authorization": f"Bearer {reader}"}
+    metrics = await dev.get("/metrics", headers=auth)
+    assert metrics is not None and 'milestones_task_up{task="inbox"} 1.0' in metrics.text
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        base = f"http://127.0.0.1:{ports['http']}"
+        assert (await http.get(f"{base}/ready")).status_code == 200
+        async with http.stream("GET", f"{base}/ui/live", headers=auth) as live:
+            assert live.status_code == 200
+            chunks = live.aiter_bytes()
+            assert (await anext(chunks)).startswith(b"retry:")  # the stream is open
+            nats_pid = next(e["pid"] for e in dev.events() if e["event"] == "nats-server started")
+            os.kill(nats_pid, signal.SIGKILL)
+            await dev.ready_is(503, 20, nats=False)
+            assert await dev.terminate() == 0, dev.log.read_text()[-3000:]
+    print("stopped in", round(dev.stopped_in or 0, 2))
+    assert (dev.stopped_in or 0) < BOUND + MARGIN
+    assert any(e["event"] == "stopped cleanly" for e in dev.events()), dev.log.read_text()[-3000:]
+    left = subprocess.run(["pgrep", "-f", str(data)], capture_output=True, text=True)
+    assert left.returncode == 1, f"left running: {left.stdout}"  # nats-server and postgres too
+
+
+async def test_a_stop_during_start_up_is_prompt_and_liveness_answers_meanwhile(
+    settings: Settings, db_url: str, tmp_path: Path, services: list[Service]
+):
+    """The database does not answer from the start: the service waits in its start-up (where
+    nothing watches a stop event), yet /health answers, /ready says "starting", and SIGTERM
+    ends it at once."""
+    proxy = await PgProxy(db_url).start()
+    proxy.freeze()
+    try:
+        env = service_env(settings, tmp_path, MILESTONES_DATABASE_URL=proxy.url)
+        projections = Service.start("projections", ["serve", "projections"], env, tmp_path)
+        services.append(projections)
+        body = await projections.ready_is(503, 30, startup=False)
+        assert body["checks"]["startup"]["detail"] == "the services are starting"
+        health = await projections.get("/health")
+        assert health is not None and health.status_code == 200
+        assert await projections.terminate() == 0, projections.log.read_text()[-3000:]
+        # at once: no step of the shutdown waits for the database (asyncpg alone would, 60 s)
+        took = projections.stopped_in or 0
+        assert took < BOUND / 2, (took, projections.log.read_text()[-3000:])
+    finally:
+        await proxy.close()
+
+
+WATCHDOG = """
+import asyncio, sys, time
+from pathlib import Path
+from services.app import supervise
+
+async def main(shutdown):
+    shutdown.on_force(lambda: Path(sys.argv[1]).write_text("forced"))
+    shutdown.serving()
+    print("serving", flush=True)
+    await asyncio.to_thread(time.sleep, 3600)  # a blocking call: no cancellation reaches it
+    return 0
+
+sys.exit(supervise.run(main, 2))
+"""
+
+
+async def test_the_watchdog_ends_a_process_that_cannot_finish_within_the_bound(tmp_path: Path):
+    evidence = tmp_path / "forced"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WATCHDOG, str(evidence)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "serving"
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 10)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 1 and evidence.read_text() == "forced"  # the last-resort callbacks ran
+    assert 1.5 < took < 2.0 + 0.5, took
+
+
+SIGNALS = """
+import asyncio, os, signal, sys, time
+from services.app import supervise
+
+async def main(shutdown):
+    shutdown.serving()
+    for pause in map(float, sys.argv[1:]):
+        await asyncio.sleep(pause)
+        os.kill(os.getpid(), signal.SIGINT)
+    await asyncio.to_thread(time.sleep, 5)  # a slow stop, so that a second signal can matter
+    return 0
+
+sys.exit(supervise.run(main, 10))
+"""
+
+
+@pytest.mark.parametrize(
+    ("pauses", "code"),
+    [(["0", "0"], 0), (["0", "1.3"], 128 + signal.SIGINT)],
+    ids=["delivered twice at once: one request", "pressed again later: exit now"],
+)
+async def test_a_repeated_signal_is_one_request_and_a_later_one_ends_the_process(
+    pauses: list[str], code: int
+):
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", SIGNALS, *pauses)
+    assert await asyncio.wait_for(proc.wait(), 15) == code
+    if code:
+        assert time.monotonic() - started < 4  # at once, not after the 5 s stop
+
+
+async def test_a_start_up_error_keeps_its_exit_code_and_its_one_line(
+    settings: Settings, tmp_path: Path
+):
+    """The bounded shutdown that follows a failed start-up does not mask the failure."""
+    env = {k: v for k, v in os.environ.items() if "DATABASE_URL" not in k}
+    env |= service_env(settings, tmp_path)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        "serve",
+        "projections",
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    assert "milestones: no database: set MILESTONES_DATABASE_URL" in err.decode()
+
+
+async def test_a_taken_ops_port_is_said_once_and_taken_when_it_frees(monkeypatch, tmp_path):
+    import socket
+
+    from services.app import serving
+    from services.app.readiness import LateAuthenticator, Readiness
+
+    monkeypatch.setattr(serving, "BIND_RETRY", 0.2)
+    monkeypatch.setattr(serving, "log", recorded := Recorder())
+    holder = socket.create_server(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
+    settings = Settings(ops_port=port, data_dir=str(tmp_path))
+    supervisor = Supervisor()
+    supervisor.start("ops-http", serving.ops_listener(settings, Readiness(), LateAuthenticator()))
+    try:
+        await asyncio.sleep(1.0)  # several attempts
+        said = [e for level, e, _ in recorded.lines if level == "error"]
+        assert said == ["ops listener not started, retrying"]
+        holder.close()
+
+        async def answers() -> bool:
+            try:
+                async with httpx.AsyncClient(timeout=2) as http:
+                    health = await http.get(f"http://127.0.0.1:{port}/health")
+                    ready = await http.get(f"http://127.0.0.1:{port}/ready")
+            except httpx.TransportError:
+                return False
+            assert ready.status_code == 503  # nothing attached: "starting"
+            return health.status_code == 200
+
+        await wait_for(answers, 10, "the ops listener on the freed port")
+    finally:
+        holder.close()
+        assert await supervisor.shutdown(grace=5) == []

@@ -24,7 +24,7 @@ from nats.aio.client import Client as NATS
 
 from bench.http import Connection
 from events.subjects import command_subject
-from services.app.embedded import EmbeddedNats
+from services.app.embedded import EmbeddedNats, free_port
 from services.auth.credentials import CredentialStore, Issued
 from services.auth.identity import ServiceIdentity
 from services.auth.principal import Principal, Role
@@ -134,9 +134,11 @@ class Stack:
 
     def start(self, name: str, *args: str) -> Service:
         log = self.work / f"{name}.log"
+        # each service process serves /health, /ready and /metrics on a port of its own
+        env = {**self.env(), "MILESTONES_OPS_PORT": str(free_port())}
         proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli", *args],
-            env=self.env(),
+            env=env,
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,
         )

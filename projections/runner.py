@@ -153,6 +153,8 @@ class Runner(Generic[R]):
             if not await self._acquire(conn, stop):
                 return
             self.state.active, self.state.standby = True, False
+            # a stall counts from when it took over, not from when the process started
+            self.state.progressed_at = time.monotonic()
             self.log.info("active", position=await self._read_checkpoint(conn))
             await self.consume(conn, stop)
         finally:

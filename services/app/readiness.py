@@ -130,10 +130,6 @@ def runner_ready(
     if task is not None and not task.running:
         return task.ready(now)
     state = runner.state
-    if state.active and not state.progressed_at and task is not None:
-        # active, nothing applied nor an idle tick yet: a stall counts from when it started
-        if now - task.started_at <= stall_after:
-            return True, "active, starting"
     ok, why = state.ready(now, stall_after)
     if ok and not why:
         if state.active:

@@ -59,27 +59,12 @@ async def consume_batches(
 ) -> None:
     """Fetch, handle, ack, until ``stop``; a batch whose handling fails is nacked whole, so it is
     redelivered in order (handlers are idempotent: receipts, rollup schedules)."""
-    try:
-        while not stop.is_set():
-            try:
-                msgs = await psub.fetch(batch, timeout=poll)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
-                return
-            try:
-                await handle(msgs)
-            except Exception as exc:
-                log.warning(
-                    "batch will be redelivered", consumer=what, error=repr(exc), messages=len(msgs)
-                )
-                for m in msgs:
-                    await m.nak(delay=1.0)
-                continue
-            for m in msgs:
-                await m.ack()
-    finally:
-        await _unsubscribe(psub)
+
+    async def all_or_nothing(msgs: list[Msg]) -> list[Settlement]:
+        await handle(msgs)
+        return [None] * len(msgs)
+
+    await consume_each(psub, batch, poll, stop, all_or_nothing, what)
 
 
 # A message's settlement: None acks it, a number of seconds NAKs it to come back after that long.

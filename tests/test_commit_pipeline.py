@@ -15,7 +15,7 @@ from services.auth.principal import SERVICE
 from services.eventlog.log import AppendConflict, AppendFailed, EventLog, OutgoingMessage
 from services.intake.committer import Command, Committer
 from services.intake.parse import Limits, parse
-from services.intake.round import aggregate_key, free_of, unit_keys
+from services.intake.pipeline import aggregate_key, free_of, unit_keys
 from tests.conftest import cloudevent, plan_project
 
 

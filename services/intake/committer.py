@@ -42,6 +42,7 @@ from services.eventlog.log import (
     EventLog,
     StoredMessage,
 )
+from services.intake.pipeline import free_of, round_keys, unit_keys
 from services.intake.round import (
     Cached,
     Command,
@@ -49,12 +50,9 @@ from services.intake.round import (
     cache_updates,
     complete_read,
     decide_round,
-    free_of,
     plan_round,
     receipt_subject,
     replies,
-    round_keys,
-    unit_keys,
 )
 
 log = structlog.get_logger("milestones.committer")

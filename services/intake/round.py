@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, Protocol, TypeVar
 
@@ -31,7 +31,7 @@ from events import (
 from events.common import Event
 from events.envelope import CloudEventIn
 from events.errors import Rejected
-from events.subjects import EVENTS_PREFIX, milestones_of
+from events.subjects import milestones_of
 from services import domain
 from services.domain import State, Traced
 from services.domain.project import Project
@@ -89,50 +89,6 @@ def event_id(ce: CloudEventIn, index: int) -> str:
 
 def has_dependencies(state: State) -> bool:
     return isinstance(state, Project) and bool(state.dependencies)
-
-
-# -- what two rounds in flight must not share ------------------------------------------------
-def aggregate_key(subject: str) -> str:
-    """What a subject belongs to for pipelining: a project (its own subject and every milestone of
-    it: a decision about one milestone may read the project and, through dependencies, the
-    others), or the subject itself (a receipt)."""
-    if subject.startswith(f"{EVENTS_PREFIX}."):
-        return ".".join(subject.split(".", 3)[:3])
-    return subject
-
-
-def unit_keys(commands: Sequence[Command], receipts: Sequence[str]) -> frozenset[str]:
-    """Every project and receipt a unit may read or write (its plans say which)."""
-    keys = set(receipts)
-    for c in commands:
-        p = domain.plan(c.fact)
-        keys.update(aggregate_key(s) for s in (p.target, *p.reads))
-        for project in (p.all_milestones_of, p.milestones_if_dependent):
-            if project:
-                keys.add(aggregate_key(project_subject(project)))
-    return frozenset(keys)
-
-
-def round_keys(outcome: RoundOutcome[U], keys_of: Callable[[U], frozenset[str]]) -> frozenset[str]:
-    """What a round in flight holds: its accepted units' keys and every subject it writes
-    (derived events included)."""
-    held = {aggregate_key(m.subject) for m in outcome.batch.messages}
-    for unit, _refs in outcome.accepted:
-        held |= keys_of(unit)
-    return frozenset(held)
-
-
-def free_of(
-    units: Sequence[U], held: frozenset[str], keys_of: Callable[[U], frozenset[str]]
-) -> tuple[list[U], list[U]]:
-    """(units that share nothing with the rounds in flight, the others), each in arrival order."""
-    if not held:
-        return list(units), []
-    free: list[U] = []
-    wait: list[U] = []
-    for unit in units:
-        (wait if keys_of(unit) & held else free).append(unit)
-    return free, wait
 
 
 # -- what a round reads ----------------------------------------------------------------------------

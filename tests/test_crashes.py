@@ -1,9 +1,11 @@
-"""The intake process and the nats-server killed with SIGKILL under load (issue 13, fault 5a).
+"""The intake process and the nats-server killed with SIGKILL under load (issue 13, fault 5a),
+with the projections running as a process of their own throughout.
 
 The publishers here behave as the contract asks of them: a batch that got no answer, or
 ``unavailable``, is sent again with the same CloudEvent ids until it is accepted. So after any
 number of crashes every batch must be in the log exactly once, at the positions its (last)
-reply gave: nothing acknowledged lost, nothing appended twice."""
+reply gave: nothing acknowledged lost, nothing appended twice; and the read models, caught up,
+equal a rebuild."""
 
 from __future__ import annotations
 
@@ -23,7 +25,12 @@ from events import ENCODER, REPLY_DECODER
 from services.app.embedded import EmbeddedNats
 from services.eventlog.log import EventLog
 from tests.conftest import cli_env, cloudevent, connect, wait_for
-from tests.faults_support import record
+from tests.faults_support import (
+    assert_equals_rebuild,
+    projections_process,
+    record,
+    time_to_reach,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -153,8 +160,11 @@ async def intake_process(settings) -> asyncio.subprocess.Process:
         )
 
 
-async def test_the_intake_killed_under_load_loses_and_doubles_nothing(settings, nc):
+async def test_the_intake_killed_under_load_loses_and_doubles_nothing(
+    settings, nc, db_url, tmp_path
+):
     rng = random.Random(5)
+    projections = await projections_process(settings, db_url, tmp_path / "projections.log")
     proc = await intake_process(settings)
     load = await ResendingLoad(nc).start()
     recoveries: list[float] = []
@@ -170,12 +180,14 @@ async def test_the_intake_killed_under_load_loses_and_doubles_nothing(settings, 
             await wait_for(lambda r=restarted: _now(load.accepted_since(r)), 30, "a restart")
             recoveries.append(min(t for t in load.accepted_at if t > restarted) - restarted)
         await load.stop()
+        lost, duplicated = await exactly_once(nc, load.acked)
+        await caught_up_and_equal_to_a_rebuild(db_url, nc)
     finally:
         load.stopping.set()
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            await proc.wait()
-    lost, duplicated = await exactly_once(nc, load.acked)
+        for p in (proc, projections):
+            if p.returncode is None:
+                p.send_signal(signal.SIGTERM)
+                await p.wait()
     report(
         "intake process killed with SIGKILL under load, restarted",
         load,
@@ -186,13 +198,14 @@ async def test_the_intake_killed_under_load_loses_and_doubles_nothing(settings, 
 
 
 async def test_the_nats_server_killed_under_load_loses_and_doubles_nothing(
-    nats_server: EmbeddedNats, intake
+    nats_server: EmbeddedNats, intake, settings, db_url, tmp_path
 ):
     """Every write is fsynced before it is acknowledged (sync_interval: always), so a killed
     server restarted on its store has every acknowledged event; the intake and the publishers
     reconnect by themselves."""
     rng = random.Random(7)
     client = await connect(nats_server)
+    projections = await projections_process(settings, db_url, tmp_path / "projections.log")
     load = await ResendingLoad(client).start()
     recoveries: list[float] = []
     try:
@@ -207,8 +220,12 @@ async def test_the_nats_server_killed_under_load_loses_and_doubles_nothing(
             recoveries.append(min(t for t in load.accepted_at if t > restarted) - restarted)
         await load.stop()
         lost, duplicated = await exactly_once(client, load.acked)
+        await caught_up_and_equal_to_a_rebuild(db_url, client)
     finally:
         load.stopping.set()
+        if projections.returncode is None:
+            projections.send_signal(signal.SIGTERM)
+            await projections.wait()
         await client.close()
     report(
         "nats-server killed with SIGKILL under load, restarted on its store",
@@ -217,6 +234,14 @@ async def test_the_nats_server_killed_under_load_loses_and_doubles_nothing(
         lost,
         duplicated,
     )
+
+
+async def caught_up_and_equal_to_a_rebuild(db_url: str, nc: nats.NATS) -> None:
+    """The projections (a process of their own, through every crash) reach the end of the log,
+    and their read models equal a rebuild from position 1."""
+    last = (await nc.jetstream().stream_info("MILESTONES")).state.last_seq
+    await time_to_reach(db_url, last, 60)
+    await assert_equals_rebuild(db_url, nc)
 
 
 def report(

@@ -4,6 +4,7 @@ PostgreSQL database per run (on $DATABASE_URL's server when set, else an embedde
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import uuid
@@ -356,8 +357,10 @@ def role_auth():
     return RoleAuth()
 
 
-@pytest.fixture
-async def api(system, authenticator):
+@contextlib.asynccontextmanager
+async def http_client(system, authenticator, timeout: float = 30):
+    """The HTTP app of ``system`` in process, and a client that signs in as the role each route
+    needs (the admin reads everything): yields (client, app)."""
     import httpx
 
     from services.app.http import build_http_app
@@ -371,7 +374,13 @@ async def api(system, authenticator):
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://test",
-        timeout=30,
+        timeout=timeout,
         auth=role_auth(),
     ) as client:
+        yield client, app
+
+
+@pytest.fixture
+async def api(system, authenticator):
+    async with http_client(system, authenticator) as (client, _app):
         yield client

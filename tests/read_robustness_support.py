@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,29 +69,6 @@ async def append_raw(nc: nats.NATS, events: Iterable[tuple[str, bytes]]) -> int:
     for subject, body in events:
         last = (await js.publish(subject, body)).seq
     return last
-
-
-# -- a client that keeps its app -----------------------------------------------------------------
-@asynccontextmanager
-async def http_client(
-    system: Any, authenticator: Any
-) -> AsyncIterator[tuple[httpx.AsyncClient, Litestar]]:
-    from services.app.http import build_http_app
-    from tests.conftest import role_auth
-
-    app = build_http_app(
-        system.intake,
-        max_body=256 * 1024,
-        authenticator=authenticator,
-        extra_handlers=system.http_handlers,
-    )
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://test",
-        timeout=60,
-        auth=role_auth(),  # the admin: every route is readable
-    ) as client:
-        yield client, app
 
 
 # -- the sweep -----------------------------------------------------------------------------------

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from tests.conftest import caught_up, cloudevent, request
-from tests.read_robustness_support import http_client, sweep
+from tests.conftest import caught_up, cloudevent, http_client, request
+from tests.read_robustness_support import sweep
 
 MILESTONES = ("m0", "m1", "m2", "m3")
 TASKS = ("t0", "t1", "t2")
@@ -188,7 +188,7 @@ async def test_whatever_the_intake_accepts_every_query_and_page_shows(
             last = max(last, reply.events[-1].position)
     assert accepted >= 1  # the project at least
     await caught_up(db_url, last)
-    async with http_client(system, authenticator) as (client, app):
+    async with http_client(system, authenticator, timeout=60) as (client, app):
         result = await sweep(client, app, nc, project, MILESTONES, deep=False)
         assert not result.failures, "\n".join(result.failures)
         assert result.status(f"/ui/projects/{project}") == 200

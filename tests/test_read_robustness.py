@@ -31,8 +31,8 @@ from services.domain import dates, health, reporting
 from services.domain.decider import decide_traced
 from services.domain.milestone import Milestone, deadline
 from services.domain.project import Project
-from tests.conftest import TODAY, caught_up, cloudevent, request, wait_for
-from tests.read_robustness_support import append_raw, http_client, raw_event, sweep
+from tests.conftest import TODAY, caught_up, cloudevent, http_client, request, wait_for
+from tests.read_robustness_support import append_raw, raw_event, sweep
 
 D = dt.date.fromisoformat
 PLUS_14 = dt.timezone(dt.timedelta(hours=14))
@@ -316,7 +316,7 @@ async def test_a_legacy_log_projects_and_every_query_and_page_answers(
     last = max(last, reply.events[-1].position)
     await caught_up(db_url, last)
 
-    async with http_client(system, authenticator) as (client, app):
+    async with http_client(system, authenticator, timeout=60) as (client, app):
         parked = (await client.get("/parked")).json()
         assert parked == [], parked  # every event was projected: nothing parked
 
@@ -373,7 +373,7 @@ async def test_a_legacy_log_projects_and_every_query_and_page_answers(
         assert len(result.calls) > 150  # the sweep reached every route and variant
 
     async def nothing_parked() -> bool:  # and the projections still park nothing afterwards
-        async with http_client(system, authenticator) as (client, _):
+        async with http_client(system, authenticator, timeout=60) as (client, _):
             return (await client.get("/parked")).json() == []
 
     await wait_for(nothing_parked, timeout=5, what="no parked event")

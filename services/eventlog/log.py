@@ -27,7 +27,7 @@ import json
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -182,14 +182,18 @@ class EventLog:
         while len(self._known) > _KNOWN_SUBJECTS:
             self._known.popitem(last=False)
 
-    async def _consistent(self, request: dict, behind) -> list[StoredMessage]:
-        """A direct get asked again while ``behind(messages, eob)`` says its replica lags."""
+    async def _consistent(
+        self,
+        read: Callable[[], Awaitable[list[StoredMessage]]],
+        behind: Callable[[list[StoredMessage]], str | None],
+    ) -> list[StoredMessage]:
+        """``read`` asked again (1 ms, doubling to 50 ms) while ``behind`` says the replica that
+        answered lags what this log wrote or saw; ``StaleReplica`` after ``stale_deadline``."""
         deadline = time.monotonic() + self.stale_deadline
         pause = 0.001
         while True:
-            eob: dict = {}
-            got = await direct_batch(self.nc, EVENTS_STREAM, request, self.timeout, eob)
-            lag = behind(got, eob)
+            got = await read()
+            lag = behind(got)
             if not lag:
                 for m in got:
                     self._saw(m.subject, m.seq)
@@ -209,8 +213,8 @@ class EventLog:
         """Every message on one subject with a sequence above ``after``, in order (asked again
         while the answer ends before the subject's last message as this log has seen it)."""
         known = self._known.get(subject, 0)
-        deadline = time.monotonic() + self.stale_deadline
-        while True:
+
+        async def every_page() -> list[StoredMessage]:
             out: list[StoredMessage] = []
             start = after + 1
             while True:
@@ -218,20 +222,14 @@ class EventLog:
                 got = await direct_batch(self.nc, EVENTS_STREAM, request, self.timeout)
                 out.extend(got)
                 if len(got) < page:
-                    break
+                    return out
                 start = got[-1].seq + 1
-            if known <= (out[-1].seq if out else after):
-                for m in out:
-                    self._saw(m.subject, m.seq)
-                return out
-            self.stale_reads += 1
-            if time.monotonic() > deadline:
-                raise StaleReplica(
-                    f"the replica of {EVENTS_STREAM} that answers reads lacks {subject} up to "
-                    f"{known} for {self.stale_deadline:g} s: is the cluster healthy? "
-                    "nothing was written"
-                )
-            await asyncio.sleep(0.005)
+
+        def behind(got: list[StoredMessage]) -> str | None:
+            last = got[-1].seq if got else after
+            return f"{subject} at {last}, seen at {known}" if last < known else None
+
+        return await self._consistent(every_page, behind)
 
     async def last_of(self, subjects: Sequence[str]) -> dict[str, StoredMessage]:
         """The last message of each subject that has one (subjects may hold wildcards)."""
@@ -249,7 +247,14 @@ class EventLog:
         written = self.written
         expected = {s: self._known[s] for s in subjects if s in self._known}
 
-        def behind(got: list[StoredMessage], eob: dict) -> str | None:
+        eob: dict = {}  # the end-of-batch headers of the latest answer
+
+        async def read() -> list[StoredMessage]:
+            eob.clear()
+            request = {"multi_last": subjects, "batch": 100_000}
+            return await direct_batch(self.nc, EVENTS_STREAM, request, self.timeout, eob)
+
+        def behind(got: list[StoredMessage]) -> str | None:
             upto = eob.get("Nats-UpTo-Sequence")
             if upto is not None and int(upto) < written:
                 return f"at {upto}, this process wrote {written}"
@@ -259,7 +264,7 @@ class EventLog:
                     return f"{subject} at {seen.get(subject, 0)}, seen at {seq}"
             return None
 
-        return await self._consistent({"multi_last": subjects, "batch": 100_000}, behind)
+        return await self._consistent(read, behind)
 
     async def append(self, messages: Sequence[OutgoingMessage]) -> int:
         """Append atomically (all or none); returns the sequence of the last message.

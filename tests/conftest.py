@@ -381,6 +381,13 @@ async def http_client(system, authenticator, timeout: float = 30):
 
 
 @pytest.fixture
+async def http(intake):
+    """The intake's HTTP app in process (``POST /events``), signing in as the route needs."""
+    async with http_client(intake, MemoryAuthenticator()) as (client, _app):
+        yield client
+
+
+@pytest.fixture
 async def api(system, authenticator):
     async with http_client(system, authenticator) as (client, _app):
         yield client

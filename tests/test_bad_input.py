@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
 
-from services.app.http import build_http_app
 from services.eventlog.log import EventLog
-from tests.conftest import MemoryAuthenticator, cloudevent, plan_project, request, role_auth
+from tests.conftest import cloudevent, plan_project, request
 
 GOOD_DATA = {"project_id": "p", "milestone_id": "m", "task_id": "t1"}
 
@@ -183,15 +181,6 @@ async def test_subject_must_match_the_type(intake, nc):
         reply.error.code == "invalid"
         and "publish to the subject of its type" in reply.error.message
     )
-
-
-@pytest.fixture
-async def http(intake):
-    app = build_http_app(intake.intake, max_body=256 * 1024, authenticator=MemoryAuthenticator())
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://test", auth=role_auth()
-    ) as client:
-        yield client
 
 
 async def test_http_accepts_and_refuses_with_the_contract_json(http):

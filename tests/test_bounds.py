@@ -10,7 +10,6 @@ import json
 import re
 from pathlib import Path
 
-import httpx
 import msgspec
 import pytest
 
@@ -25,12 +24,11 @@ from events.bounds import (
     json_too_deep,
 )
 from events.errors import Rejected
-from services.app.http import build_http_app
 from services.app.schema_export import cloudevent_schema, data_schema, write_all
 from services.auth.principal import SERVICE
 from services.eventlog.log import EventLog
 from services.intake.parse import Limits, parse
-from tests.conftest import MemoryAuthenticator, cloudevent, request, role_auth
+from tests.conftest import cloudevent, request
 
 P, M = {"project_id": "p"}, {"project_id": "p", "milestone_id": "m"}
 PLANNED = {**M, "name": "Design", "kind": "event", "due": "2026-12-01"}
@@ -307,15 +305,6 @@ async def test_over_nats_out_of_bounds_is_invalid_and_nothing_is_written(intake,
     assert await log.last_sequence() == before
     # still up
     assert (await request(nc, ce("ProjectCreated", {"project_id": "q", "name": "Q"}))).accepted
-
-
-@pytest.fixture
-async def http(intake):
-    app = build_http_app(intake.intake, max_body=256 * 1024, authenticator=MemoryAuthenticator())
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://test", auth=role_auth()
-    ) as client:
-        yield client
 
 
 async def test_over_http_out_of_bounds_is_400_never_500(http, intake, nc):

@@ -7,6 +7,7 @@ from litestar import MediaType, Request, Response, post
 from events import ENCODER, Reply
 from events.errors import http_status
 from services.auth.principal import Principal
+from services.intake.http_docs import EventsOperation
 from services.intake.service import IntakeService
 
 JSON_TYPES = (
@@ -22,6 +23,7 @@ def intake_routes(intake: IntakeService) -> list:
         summary="Report facts as CloudEvents (one object, or a JSON array)",
         status_code=202,
         opt={"role": "publisher"},
+        operation_class=EventsOperation,
     )
     async def post_events(request: Request) -> Response[bytes]:
         # who sent it comes from the credential the edge checked, never from the message

@@ -56,7 +56,7 @@ from services.ledger.routes import ledger_routes
 from services.ledger.view import LedgerView
 from services.ledger.writer import CheckpointWriter
 from services.notify.notifier import Notifier
-from services.notify.outbox import ensure_schema as ensure_notifier_schema
+from services.notify.store import ensure_schema as ensure_notifier_schema
 from services.notify.secretbox import keyring_from_settings
 from services.notify.targets import TargetPolicy
 from services.query.http_routes import query_routes

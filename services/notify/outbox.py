@@ -1,21 +1,19 @@
 """The transactional outbox: ``deliveries`` rows (one per notification and subscriber, with a
-deterministic id, so a redelivered batch duplicates nothing) and the notifier's tables."""
+deterministic id, so a redelivered batch duplicates nothing)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from events import ENCODER
-from projections.db import Conn, lock_key
+from projections.db import Conn
 from projections.status import queries as status_queries
 
-SCHEMA_SQL = (Path(__file__).parent / "schema.sql").read_text()
 _NS = uuid.UUID("0b7e8f0c-3a8e-4d0f-9c55-6f1f4f8e2a10")
 
 
@@ -52,12 +50,6 @@ def delivery_id(key: str, sub: Subscription) -> str:
     return str(
         uuid.uuid5(_NS, f"{key}\n{sub.project_id}\n{sub.scope}\n{sub.stakeholder}\n{sub.url}")
     )
-
-
-async def ensure_schema(conn: Conn) -> None:
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("notifier-schema"))
-        await conn.execute(SCHEMA_SQL)
 
 
 async def subscriptions(conn: Conn, projects: Iterable[str]) -> list[Subscription]:

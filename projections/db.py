@@ -17,8 +17,14 @@ SCHEMA = "milestones"
 # 2: status keeps facts (health judged at query time), status reports
 # 3: parked events keep the raw message (bytea) and its headers, with their project and what they
 #    wait behind (the sequenced dead-letter); checkpoints count changes to the parked set
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 NOTIFY_CHANNEL = "milestones_checkpoint"
+# The notifier's own tables (outbox, delivery log, digests: side effects, not rebuildable from the
+# log) live in a schema of their own, versioned by services/notify/migrations, so that dropping
+# SCHEMA to rebuild the read models leaves them alone. Connections look there after SCHEMA:
+# unqualified notifier SQL finds them, and what a read model creates still lands in SCHEMA.
+NOTIFY_SCHEMA = "milestones_notify"
+SEARCH_PATH = f"{SCHEMA}, {NOTIFY_SCHEMA}"
 
 # A connection of its own (``connect``) or one acquired from a pool (``create_pool``).
 Conn = asyncpg.Connection | PoolConnectionProxy
@@ -77,7 +83,7 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def connect(
-    dsn: str, search_path: str = SCHEMA, *, timeout: float = 60
+    dsn: str, search_path: str = SEARCH_PATH, *, timeout: float = 60
 ) -> asyncpg.Connection:
     conn = await asyncpg.connect(
         dsn,
@@ -93,7 +99,7 @@ async def create_pool(dsn: str, *, min_size: int = 10, max_size: int = 10) -> as
     return await asyncpg.create_pool(
         dsn,
         init=init_connection,
-        server_settings={"search_path": SCHEMA, "application_name": "milestones"},
+        server_settings={"search_path": SEARCH_PATH, "application_name": "milestones"},
         min_size=min_size,
         max_size=max_size,
     )

@@ -276,6 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("replay-parked", help="apply a projection's parked events again")
     rp.add_argument("projection", choices=list(PROJECTIONS))
     rp.add_argument("--database-url")
+    mg = sub.add_parser(
+        "migrate", help="bring the notifier's tables to this build's migration (services do it too)"
+    )
+    mg.add_argument("--database-url")
+    mg.add_argument("--sql", action="store_true", help="print the SQL it would run, run nothing")
     return p
 
 
@@ -285,6 +290,7 @@ COMMANDS = {
     "rejections": ops.rejections,
     "rebuild": ops.rebuild,
     "replay-parked": ops.replay_parked,
+    "migrate": ops.migrate,
     "credentials": credentials,
     "backup": backup.backup,
     "restore": backup.restore,

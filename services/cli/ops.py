@@ -184,6 +184,33 @@ async def replay_parked(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if remaining else 0
 
 
+async def migrate(args: argparse.Namespace, settings: Settings) -> int:
+    """The notifier's tables to the head migration (what every query and notifier start does),
+    or with ``--sql`` the SQL that would take them there."""
+    import asyncpg
+
+    from projections.db import NOTIFY_SCHEMA, connect
+    from services.notify import store
+
+    dsn = args.database_url or configured_database(settings)
+    try:
+        conn = await connect(dsn)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise StartupError(f"cannot reach PostgreSQL at {dsn}: {exc}") from exc
+    try:
+        if args.sql:
+            sys.stdout.write(await store.pending_sql(conn))
+            return 0
+        found, head = await store.migrate(conn)
+    finally:
+        await conn.close()
+    if found == head:
+        out(f"notifier tables ({NOTIFY_SCHEMA}): at migration {head}, nothing to do")
+    else:
+        out(f"notifier tables ({NOTIFY_SCHEMA}): migrated from {found or 'nothing'} to {head}")
+    return 0
+
+
 def schema(args: argparse.Namespace, settings: Settings) -> int:
     from services.app.schema_export import write_all
 

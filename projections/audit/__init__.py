@@ -18,10 +18,11 @@ from events import (
     decode_stored,
     milestone_of,
 )
+from events.attributes import stored_extensions
 from events.common import Event
 from events.subjects import ALL_EVENTS, EVENTS_STREAM, REJECTIONS, REJECTIONS_STREAM
 from projections.base import Batch
-from projections.storable import integer, json_bytes, maybe_text, text, timestamp
+from projections.storable import integer, json_bytes, jsonb, maybe_text, text, timestamp
 
 COLUMNS = (
     "position",
@@ -39,7 +40,42 @@ COLUMNS = (
     "schema_version",
     "payload",
     "principal",
+    "attributes",
 )
+
+
+class Audited(StoredEvent, frozen=True, kw_only=True):
+    """A stored event with the CloudEvent attributes it carries beyond ``StoredEvent``'s (the
+    publisher's extension attributes, at the top level of the stored JSON)."""
+
+    extensions: dict[str, object]
+
+
+def decode_audited(body: bytes) -> StoredEvent:
+    """The stored event, an ``Audited`` one when it carries extension attributes (rebuilt only
+    then: most events carry none, and a rebuild decodes every event)."""
+    stored = decode_stored(body)
+    extensions = stored_extensions(body)
+    if not extensions:
+        return stored
+    fields = {name: getattr(stored, name) for name in stored.__struct_fields__}
+    return Audited(**fields, extensions=extensions)
+
+
+def attributes(stored: StoredEvent) -> dict[str, object] | None:
+    """The CloudEvent attributes that have no column of their own: the publisher's trace
+    context, ``dataschema``, its ``subject`` (``sourcesubject``: ``subject`` is the aggregate's)
+    and its extension attributes. None when there are none (and for events stored before)."""
+    named = {
+        "traceparent": stored.traceparent,
+        "tracestate": stored.tracestate,
+        "dataschema": stored.dataschema,
+        "sourcesubject": stored.sourcesubject,
+    }
+    shown: dict[str, object] = {k: v for k, v in named.items() if v is not None}
+    if isinstance(stored, Audited):
+        shown |= stored.extensions
+    return shown or None
 
 
 def redacted(data: Event) -> Event:
@@ -74,6 +110,7 @@ def row(position: int, stored: StoredEvent) -> tuple:
         integer(stored.schemaversion),
         json_bytes(ENCODER.encode(redacted(data))),
         maybe_text(stored.principal),
+        None if (shown := attributes(stored)) is None else jsonb(shown),
     )
 
 
@@ -83,9 +120,9 @@ class AuditProjection:
     subject = ALL_EVENTS
     tables = ("audit_events",)
     schema_sql = (Path(__file__).parent / "schema.sql").read_text()
-    decode = staticmethod(decode_stored)
+    decode = staticmethod(decode_audited)
 
-    async def apply(self, conn: asyncpg.Connection, batch: Batch, schema: str) -> None:
+    async def apply(self, conn: asyncpg.Connection, batch: Batch[StoredEvent], schema: str) -> None:
         await conn.copy_records_to_table(
             "audit_events",
             records=[row(p, e) for p, e in batch],

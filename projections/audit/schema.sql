@@ -17,6 +17,9 @@ CREATE TABLE IF NOT EXISTS audit_events (
 );
 -- who sent it, as the transport authenticated it (events stored before the trust boundary: NULL)
 ALTER TABLE audit_events ADD COLUMN IF NOT EXISTS principal text;
+-- the CloudEvent attributes without a column: traceparent, tracestate, dataschema, the
+-- publisher's subject (sourcesubject) and its extension attributes (NULL: none, or stored before)
+ALTER TABLE audit_events ADD COLUMN IF NOT EXISTS attributes jsonb;
 CREATE INDEX IF NOT EXISTS audit_project ON audit_events (project_id, position);
 CREATE INDEX IF NOT EXISTS audit_principal ON audit_events (principal, position);
 CREATE INDEX IF NOT EXISTS audit_milestone ON audit_events (milestone_id, position) WHERE milestone_id IS NOT NULL;

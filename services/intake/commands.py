@@ -20,8 +20,16 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from events import ENCODER, Reply
+from events.errors import Rejected
 from events.subjects import ALL_COMMANDS, COMMANDS, COMMANDS_PREFIX, type_token
-from services.auth.principal import NOBODY, UNKNOWN_CREDENTIAL, Authenticator, from_subject
+from services.auth.principal import (
+    NOBODY,
+    UNKNOWN_CREDENTIAL,
+    Authenticator,
+    Principal,
+    from_subject,
+)
+from services.intake.binding import nats_structured
 from services.intake.service import IntakeService
 
 if TYPE_CHECKING:  # FastStream is imported only to write the AsyncAPI document
@@ -80,9 +88,7 @@ class CommandServer:
             if principal is None:
                 reply = Reply.fail("unauthenticated", UNKNOWN_CREDENTIAL)
             else:
-                reply = await self.intake.handle(
-                    msg.data, "commands", type_token(msg.subject), correlation, principal
-                )
+                reply = await self._decide(msg, correlation, principal)
         except Exception as exc:
             # never let one message take the service down; say so in the reply
             log.exception("command failed", subject=msg.subject)
@@ -102,6 +108,15 @@ class CommandServer:
                 await self.nc.publish(msg.reply, ENCODER.encode(reply), headers=headers)
             except Exception as exc:  # the connection is going away; the requester will time out
                 log.warning("reply not sent", subject=msg.subject, error=repr(exc))
+
+    async def _decide(self, msg: Msg, correlation: str | None, principal: Principal) -> Reply:
+        try:  # binary mode (ce-* headers) becomes the structured CloudEvent it stands for
+            body = nats_structured(msg.headers, msg.data)
+        except Rejected as exc:
+            return Reply.fail(exc.code, exc.message)
+        return await self.intake.handle(
+            body, "commands", type_token(msg.subject), correlation, principal
+        )
 
 
 def document(broker: NatsBroker) -> None:

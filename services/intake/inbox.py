@@ -24,6 +24,7 @@ reads it; that message then waits out ``ack_wait``. Measured here: 1 inbox messa
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -34,8 +35,10 @@ from nats.aio.msg import Msg
 from prometheus_client import Counter, Gauge
 
 from events import Reply
+from events.errors import Rejected
 from events.subjects import INBOX, INBOX_STREAM
 from services.eventlog.consume import Settlement, consume_each, durable_pull
+from services.intake.binding import nats_structured
 from services.intake.service import IntakeService
 
 log = structlog.get_logger("milestones.inbox")
@@ -75,6 +78,17 @@ class InboxPolicy:
 
 
 DEFAULT_POLICY = InboxPolicy()
+
+
+def as_structured(msg: Msg) -> tuple[Msg, Reply | None]:
+    """The message as the intake reads it: a binary-mode CloudEvent (``ce-*`` headers) becomes
+    the structured one it stands for, which is also what a rejection record then shows; or the
+    refusal of a binary message that cannot be a CloudEvent (kept as it arrived)."""
+    try:
+        body = nats_structured(msg.headers, msg.data)
+    except Rejected as exc:
+        return msg, Reply.fail(exc.code, exc.message)
+    return (msg if body is msg.data else dataclasses.replace(msg, data=body)), None
 
 
 def outcome(reply: Reply, delivered: int, policy: InboxPolicy) -> Outcome:
@@ -121,7 +135,9 @@ class InboxConsumer:
     async def settle(self, messages: list[Msg]) -> list[Settlement]:
         """Decide a pulled batch (concurrently: the committer groups it into few appends, in
         order) and say how each message is settled."""
-        replies = await asyncio.gather(*(self._reply(m) for m in messages))
+        prepared = [as_structured(m) for m in messages]
+        messages = [m for m, _ in prepared]  # acked by the caller, which holds the originals
+        replies = await asyncio.gather(*(self._reply(m, refused) for m, refused in prepared))
         outcomes = [
             outcome(r, m.metadata.num_delivered, self.policy)
             for m, r in zip(messages, replies, strict=True)
@@ -144,7 +160,9 @@ class InboxConsumer:
         self._forget_stale()
         return settlements
 
-    async def _reply(self, msg: Msg) -> Reply:
+    async def _reply(self, msg: Msg, refused: Reply | None) -> Reply:
+        if refused is not None:
+            return refused
         try:
             return await self.intake.inbox_reply(msg)
         except Exception as exc:  # an unknown failure: bounded retries (see ``outcome``)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import msgspec
 
 from events import CLOUDEVENT_BATCH_DECODER, CLOUDEVENT_DECODER, DATA_DECODERS, INBOUND_TYPES, Reply
+from events.attributes import Extensions, extensions_in, json_media_type, raw_attributes
 from events.bounds import MAX_JSON_DEPTH, OutOfBounds, check_data, check_struct, json_too_deep
 from events.envelope import CloudEventIn
 from events.errors import Rejected
@@ -26,7 +27,9 @@ class Limits:
     max_depth: int = MAX_JSON_DEPTH  # nesting of arrays and objects (events.bounds)
 
 
-def _decode_data(n: int | None, ce: CloudEventIn, principal: str) -> Command:
+def _decode_data(
+    n: int | None, ce: CloudEventIn, principal: str, extensions: Extensions
+) -> Command:
     where = f"CloudEvent #{n} (id {ce.id})" if n is not None else f"CloudEvent {ce.id}"
     decoder = DATA_DECODERS.get(ce.type) if ce.type in INBOUND_TYPES else None
     if decoder is None:
@@ -42,16 +45,20 @@ def _decode_data(n: int | None, ce: CloudEventIn, principal: str) -> Command:
         raise Rejected("invalid", f"{where}: {ce.type} data is not valid: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise Rejected("invalid", f"{where}: data is not a JSON object: {exc}") from exc
-    return Command(ce, fact, principal)
+    return Command(ce, fact, principal, extensions)
 
 
-def _decode_envelopes(body: bytes, limits: Limits) -> tuple[list[CloudEventIn], bool]:
-    """The CloudEvents of a body, and whether it was a batch; every failure is ``invalid``."""
+def _decode_envelopes(
+    body: bytes, limits: Limits
+) -> tuple[list[CloudEventIn], list[Extensions], bool]:
+    """The CloudEvents of a body, the extension attributes of each, and whether it was a
+    batch; every failure is ``invalid``."""
     head = body.lstrip()[:1]
     if head not in (b"{", b"["):
         raise Rejected(
             "invalid",
-            "expected a CloudEvent JSON object, or a JSON array of them (structured mode)",
+            "expected a CloudEvent JSON object, or a JSON array of them (structured mode); "
+            "or send binary mode: the attributes as ce-* headers, the data as a JSON body",
         )
     try:
         body.decode("utf-8")  # msgspec checks only the strings it decodes, not the skipped ones
@@ -76,13 +83,19 @@ def _decode_envelopes(body: bytes, limits: Limits) -> tuple[list[CloudEventIn], 
         raise too_deep from None
     if json_too_deep(body, limits.max_depth):  # valid JSON: the check is exact
         raise too_deep
-    for n, ce in enumerate(ces, 1):
+    extensions = []
+    # a second pass over the names only: what ``CloudEventIn`` does not name is an extension
+    for n, (ce, members) in enumerate(zip(ces, raw_attributes(body, batch), strict=True), 1):
+        where = f"CloudEvent #{n}" if batch else "the CloudEvent"
         try:
             check_struct(ce)
+            extensions.append(extensions_in(members))
         except OutOfBounds as exc:
-            where = f"CloudEvent #{n}" if batch else "the CloudEvent"
             raise Rejected("invalid", f"{where} is not valid: {exc}") from exc
-    return ces, batch
+        why = None if ce.datacontenttype is None else json_media_type(ce.datacontenttype)
+        if why is not None:
+            raise Rejected("invalid", f"{where}: datacontenttype: {why}")
+    return ces, extensions, batch
 
 
 def parse(
@@ -94,7 +107,7 @@ def parse(
             "too_large",
             f"message is {len(body)} bytes; the limit is {limits.max_bytes} bytes: split it",
         )
-    ces, batch = _decode_envelopes(body, limits)
+    ces, extensions, batch = _decode_envelopes(body, limits)
     if batch and not ces:
         raise Rejected("invalid", "the batch is empty: send at least one CloudEvent")
     if len(ces) > limits.max_batch:
@@ -103,7 +116,7 @@ def parse(
         )
     seen: set[tuple[str, str]] = set()
     commands = []
-    for n, ce in enumerate(ces, 1):
+    for n, (ce, extra) in enumerate(zip(ces, extensions, strict=True), 1):
         key = (ce.source, ce.id)
         if key in seen:
             raise Rejected(
@@ -119,7 +132,7 @@ def parse(
                 f"{where}: credential {principal.id} may not publish as source {ce.source!r}"
                 f" (its sources: {allowed}); ask an admin for a credential of that source",
             )
-        command = _decode_data(n if batch else None, ce, principal.id)
+        command = _decode_data(n if batch else None, ce, principal.id, extra)
         project = getattr(command.fact, "project_id", None)
         if project is not None and not principal.may_project(project):
             raise Rejected(

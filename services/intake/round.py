@@ -23,11 +23,11 @@ from events import (
     EventRef,
     Receipt,
     Reply,
-    StoredEvent,
     project_subject,
     stream_subject,
     subjects,
 )
+from events.attributes import Extensions
 from events.common import Event
 from events.envelope import CloudEventIn
 from events.errors import Rejected
@@ -36,6 +36,7 @@ from services import domain
 from services.domain import State, Traced
 from services.domain.project import Project
 from services.eventlog.log import OutgoingMessage, StoredMessage
+from services.intake.stored import stored_bytes
 
 _EVENT_ID_NS = uuid.UUID("6f1d3a52-8c1e-4a8e-9a53-2f3d0c1b7e11")
 
@@ -45,6 +46,7 @@ class Command:
     ce: CloudEventIn
     fact: Event
     principal: str  # who sent it, from the transport (services.auth), never from the message
+    extensions: Extensions = field(default_factory=dict)  # its other attributes, to store
 
 
 @dataclass(slots=True)
@@ -228,22 +230,20 @@ def envelopes(
     ]
     body = Receipt(source=ce.source, id=ce.id, type=ce.type, events=[(t, e) for t, e, _ in refs])
     messages = [OutgoingMessage(receipt, ENCODER.encode(body), 0)]
-    correlation = ce.correlationid or ce.id
     for (event, cause), (etype, eid, subject) in zip(traced, refs, strict=True):
-        stored = StoredEvent(
-            id=eid,
-            source=ce.source,
-            type=etype,
+        causation, direct = (ce.id, etype == ce.type) if cause is None else (refs[cause][1], False)
+        data = stored_bytes(
+            ce,
+            cmd.extensions,
+            event,
+            event_id=eid,
             subject=subject,
-            time=ce.time,
-            recordedtime=now,
-            correlationid=correlation,
-            causationid=ce.id if cause is None else refs[cause][1],
-            actor=ce.actor,
+            recorded=now,
+            causation=causation,
             principal=cmd.principal,
-            data=event,
+            direct=direct,
         )
-        messages.append(OutgoingMessage(subject, ENCODER.encode(stored)))
+        messages.append(OutgoingMessage(subject, data))
     return messages, refs
 
 

@@ -11,19 +11,30 @@ apply, a webhook delivery) links its own span to it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
+import msgspec
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, Span, SpanKind
+from opentelemetry.trace import INVALID_SPAN, Link, Span, SpanContext, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 TRACER = trace.get_tracer("milestones")
 _W3C = TraceContextTextMapPropagator()
 MAX_LINKS = 128  # a batch of thousands links to a sample; the SDK's own default limit is 128
 
-Attributes = Mapping[str, str | int | float | bool]
+Attributes = Mapping[str, str | int | float | bool | Sequence[str]]
+_on = False
+
+
+def enabled() -> bool:
+    """Whether a process configured an SDK. Off, the callers skip even building attributes
+    and links: tracing off costs a flag check (README, "Tracing")."""
+    global _on
+    if not _on:  # a provider is set once per process and never unset: remember a yes
+        _on = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    return _on
 
 
 def context_of(traceparent: str | None, tracestate: str | None = None) -> Context | None:
@@ -43,11 +54,69 @@ def link_to(traceparent: str | None, tracestate: str | None = None) -> Link | No
     return None if ctx is None else Link(trace.get_current_span(ctx).get_span_context())
 
 
+class _Carried(msgspec.Struct):
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+
+_CARRIED = msgspec.json.Decoder(_Carried)
+
+
+def context_in(stored: bytes) -> tuple[str | None, str | None]:
+    """The ``(traceparent, tracestate)`` a stored event (JSON) carries, read on its own, so a
+    consumer links to it whatever it decodes the event into; ``(None, None)`` when unreadable."""
+    try:
+        found = _CARRIED.decode(stored)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None, None  # whoever reads it for real says what is wrong with it
+    return found.traceparent, found.tracestate
+
+
 def current() -> tuple[str | None, str | None]:
     """The active span's ``(traceparent, tracestate)``, or ``(None, None)`` when not tracing."""
     carrier: dict[str, str] = {}
     _W3C.inject(carrier)
     return carrier.get("traceparent"), carrier.get("tracestate")
+
+
+def header_of(span: Span) -> tuple[str | None, str | None]:
+    """``span``'s ``(traceparent, tracestate)``, or ``(None, None)`` for a non-recording one."""
+    carrier: dict[str, str] = {}
+    _W3C.inject(carrier, trace.set_span_in_context(span))
+    return carrier.get("traceparent"), carrier.get("tracestate")
+
+
+def start(
+    name: str,
+    traceparent: str | None,
+    tracestate: str | None = None,
+    *,
+    kind: SpanKind = SpanKind.CONSUMER,
+    attributes: Attributes | None = None,
+    links: Sequence[Link] = (),
+) -> Span:
+    """Like ``continued`` but not made current, for work whose spans overlap (the events of one
+    batch, each continuing its own trace); the caller ends it. Off: the shared no-op span."""
+    if not enabled():
+        return INVALID_SPAN
+    return TRACER.start_span(
+        name,
+        context=context_of(traceparent, tracestate),
+        kind=kind,
+        attributes=attributes,
+        links=links,
+    )
+
+
+def links_to(spans: Iterable[SpanContext]) -> list[Link]:
+    """Links to these (valid) span contexts, at most ``MAX_LINKS``."""
+    out: list[Link] = []
+    for context in spans:
+        if len(out) >= MAX_LINKS:
+            break
+        if context.is_valid:
+            out.append(Link(context))
+    return out
 
 
 @contextmanager
@@ -59,8 +128,11 @@ def continued(
     kind: SpanKind = SpanKind.CONSUMER,
     attributes: Attributes | None = None,
 ) -> Iterator[Span]:
-    """A span that continues the event's trace (a child of its ``traceparent``), or a new trace
-    when it has none."""
+    """A span that continues the event's trace (a child of its ``traceparent``); without one,
+    a child of the current span (an HTTP request's), or a new trace."""
+    if not enabled():
+        yield INVALID_SPAN
+        return
     with TRACER.start_as_current_span(
         name, context=context_of(traceparent, tracestate), kind=kind, attributes=attributes
     ) as span:
@@ -77,6 +149,9 @@ def linked(
 ) -> Iterator[Span]:
     """A span for work on many events at once (a projection batch, a delivery): its own trace,
     *linked* to each event's ``(traceparent, tracestate)`` (at most ``MAX_LINKS``)."""
+    if not enabled():  # off: the parents are not even iterated
+        yield INVALID_SPAN
+        return
     links: list[Link] = []
     for traceparent, tracestate in parents:
         if len(links) >= MAX_LINKS:

@@ -27,8 +27,10 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Gauge
 
+from events import tracing
 from projections import db
 from projections.base import Projection, R
 from projections.parking import (
@@ -50,6 +52,11 @@ RESTARTS = Counter(
     "milestones_projection_restarts_total", "Runner restarts after a failure", ["projection"]
 )
 POSITION = Gauge("milestones_projection_position", "Checkpoint", ["projection"])
+LAG = Gauge(
+    "milestones_projection_lag",
+    "Events in the stream after the checkpoint (0 when caught up)",
+    ["projection"],
+)
 
 MIN_BACKOFF, MAX_BACKOFF = 0.1, 5.0
 IDLE_TICK = 1.0  # a whole tick without a message: caught up, as far as the server says
@@ -206,7 +213,8 @@ class Runner(Generic[R]):
         """Apply events from checkpoint+1 until ``stop``; with ``catch_up``, return as soon as
         nothing is pending (the end of the stream as it was when the last batch was read)."""
         start = await self._read_checkpoint(conn)
-        self._epoch = None  # read the parked set again with the first batch
+        # the parked set as it is now: ``parked_now`` is right from the start, not after a batch
+        await self._load_parked(conn, await self._parked_epoch(conn))
         sub = await self.nc.jetstream().subscribe(
             self.projection.subject,
             stream=self.projection.stream,
@@ -220,12 +228,13 @@ class Runner(Generic[R]):
         getter: asyncio.Future[Any] | None = None
         pending, idle = 1, 0
         try:
+            # num_pending counts what has not been *delivered*; on a short stream the consumer
+            # may already have pushed everything to us, so add what it has delivered.
+            info = await sub.consumer_info()
+            delivered = info.delivered.consumer_seq if info.delivered is not None else 0
+            LAG.labels(self.checkpoint).set(behind := (info.num_pending or 0) + delivered)
             if catch_up:
-                # num_pending counts what has not been *delivered*; on a short stream the consumer
-                # may already have pushed everything to us, so add what it has delivered.
-                info = await sub.consumer_info()
-                delivered = info.delivered.consumer_seq if info.delivered is not None else 0
-                pending = (info.num_pending or 0) + delivered
+                pending = behind
             while not stop.is_set() and pending:
                 getter = getter or asyncio.ensure_future(sub.next_msg(timeout=None))
                 done, _ = await asyncio.wait(
@@ -258,14 +267,17 @@ class Runner(Generic[R]):
         if conn.is_closed():
             raise asyncpg.ConnectionDoesNotExistError("the database connection was lost while idle")
         if ticks % IDLE_PING_TICKS == 0:  # the ping reads what a replay may have changed
-            epoch = await conn.fetchval(
-                f"SELECT parked_epoch FROM {db.SCHEMA}.checkpoints WHERE projection = $1",
-                self.checkpoint,
-                timeout=CONNECT_TIMEOUT,
-            )
-            if epoch != self._epoch:
+            if (epoch := await self._parked_epoch(conn)) != self._epoch:
                 await self._load_parked(conn, epoch)
         self.state.progressed_at = time.monotonic()
+        LAG.labels(self.checkpoint).set(0)  # a whole tick and nothing delivered: caught up
+
+    async def _parked_epoch(self, conn: asyncpg.Connection) -> int:
+        return await conn.fetchval(
+            f"SELECT parked_epoch FROM {db.SCHEMA}.checkpoints WHERE projection = $1",
+            self.checkpoint,
+            timeout=CONNECT_TIMEOUT,
+        )
 
     async def _apply_retrying(
         self, conn: asyncpg.Connection, msgs: list[Msg], stop: asyncio.Event
@@ -273,10 +285,13 @@ class Runner(Generic[R]):
         """Apply a batch; an event that failed for an unknown reason is tried again (after a
         pause) until ``park_after`` failures park it. Infrastructure failures raise."""
         pause = MIN_BACKOFF
+        # behind the checkpoint: this batch and what came after its last event
+        LAG.labels(self.checkpoint).set(len(msgs) + (msgs[-1].metadata.num_pending or 0))
         while True:
             try:
                 async with asyncio.timeout(self.batch_timeout):
-                    await self.apply(conn, msgs)
+                    with self._traced(msgs):
+                        await self.apply(conn, msgs)
                 return
             except EventFailed as failed:
                 self.state.last_error = str(failed)
@@ -291,6 +306,24 @@ class Runner(Generic[R]):
                 if stop.is_set():
                     return
                 pause = min(pause * 2, MAX_BACKOFF)
+
+    def _traced(self, msgs: list[Msg]):  # -> a context manager
+        """A span per batch, linked to the traces its events carry (tracing on only): an event
+        is applied once per projection, so each projection's apply is a span of its own."""
+        if not tracing.enabled():
+            return contextlib.nullcontext()
+        return tracing.linked(
+            f"project {self.checkpoint}",
+            (tracing.context_in(m.data) for m in msgs),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "milestones.projection": self.checkpoint,
+                "messaging.system": "nats",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": self.projection.stream,
+                "messaging.batch.message_count": len(msgs),
+            },
+        )
 
     async def apply(self, conn: asyncpg.Connection, msgs: list[Msg]) -> None:
         started = time.perf_counter()
@@ -353,6 +386,7 @@ class Runner(Generic[R]):
             self._parked(park_name, outcome)
         APPLIED.labels(name).inc(settled[0][1].applied if settled else 0)
         POSITION.labels(name).set(last)
+        LAG.labels(name).set(pending)
 
     def _parked(self, park_name: str, outcome: Settled) -> None:
         """Take what a committed batch parked into the runner's view, and say so."""

@@ -2,12 +2,16 @@
 (issue 13): ``/health``, ``/ready`` and ``/metrics`` on each process kind, on real servers;
 ``/ready`` names what fails (NATS gone, a stalled runner, the database gone); SIGTERM ends
 ``serve`` and ``dev`` within ``MILESTONES_SHUTDOWN_TIMEOUT_S`` (10 s) with NATS killed -9, the
-database not answering, and a dashboard's live stream open."""
+database not answering, and a dashboard's live stream open. Issue 14: the gauges (projection
+lag, parked now, deliveries pending and failed, intake in flight) move as they should in a
+parsed scrape, and every intake line about a CloudEvent names it."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -20,6 +24,8 @@ import asyncpg
 import httpx
 import msgspec
 import pytest
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.app.embedded import EmbeddedNats, free_port
 from services.app.settings import Settings
@@ -122,6 +128,13 @@ async def services() -> AsyncIterator[list[Service]]:
         s.kill()
 
 
+# the gauges each kind serves (issue 14, point 7), as the Prometheus parser reads /metrics
+GAUGES = {
+    "intake": {"milestones_intake_in_flight"},
+    "projections": {"milestones_projection_lag", "milestones_projection_parked_now"},
+    "query": set(),
+    "notifier": {"milestones_deliveries"},
+}
 EXPECTED = {
     "intake": {"nats", "task:inbox", "task:ledger", "task:accounts"},
     "projections": {"nats", "database"} | {f"projection:{p}" for p in ("status", "history")},
@@ -154,6 +167,8 @@ async def test_each_service_kind_answers_health_ready_metrics_and_stops_with_nat
         metrics = await s.get("/metrics", headers=reader)
         assert metrics is not None and metrics.status_code == 200
         assert "milestones_ready 1.0" in metrics.text
+        families = {f.name: f for f in text_string_to_metric_families(metrics.text)}
+        assert GAUGES[s.name] <= {n for n, f in families.items() if f.type == "gauge"}, s.name
         assert 'milestones_ready_check{check="nats"} 1.0' in metrics.text
     intake, projections = services[0], services[1]
     metrics = await projections.get("/metrics", headers=reader)
@@ -427,3 +442,186 @@ async def test_a_taken_ops_port_is_said_once_and_taken_when_it_frees(monkeypatch
     finally:
         holder.close()
         assert await supervisor.shutdown(grace=5) == []
+
+
+# == gauges (issue 14, point 7), read as a scrape reads them ======================================
+def scraped(name: str, **labels: str) -> float | None:
+    """A sample of this process's ``/metrics`` text, parsed by the Prometheus parser."""
+    for family in text_string_to_metric_families(generate_latest(REGISTRY).decode()):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return None
+
+
+async def gauge_is(value: float, name: str, timeout: float = 15, **labels: str) -> None:
+    await wait_for(
+        lambda: true(scraped(name, **labels) == value),
+        timeout,
+        f"{name}{labels} == {value} (is {scraped(name, **labels)})",
+    )
+
+
+@contextlib.asynccontextmanager
+async def checkpoint_held(db_url: str, projection: str) -> AsyncIterator[None]:
+    """The projection's checkpoint row locked: its runner reads batches but cannot commit one."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute(
+            "INSERT INTO milestones.checkpoints (projection) VALUES ($1) ON CONFLICT DO NOTHING",
+            projection,
+        )
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT 1 FROM milestones.checkpoints WHERE projection = $1 FOR UPDATE", projection
+            )
+            yield
+    finally:
+        await conn.close()
+
+
+async def test_projection_lag_and_parked_now_are_right_from_the_start_and_follow_the_runner(
+    intake, nc, db_url: str
+):
+    from projections import PROJECTIONS
+    from projections.runner import LAG, PARKED_NOW, Runner
+
+    stop = asyncio.Event()
+    runner = Runner(PROJECTIONS["status"], db_url, nc)
+    LAG.labels("status").set(-1)
+    async with checkpoint_held(db_url, "status"):
+        assert (await request(nc, plan_project("lag"))).accepted  # 4 events, one atomic batch
+        task = asyncio.create_task(runner.run(stop))
+        await gauge_is(4, "milestones_projection_lag", projection="status")  # at start
+    await gauge_is(0, "milestones_projection_lag", projection="status")
+    assert runner.position > 0
+    async with checkpoint_held(db_url, "status"):
+        assert (await request(nc, plan_project("lag2", tasks=("t1",)))).accepted
+        await gauge_is(3, "milestones_projection_lag", projection="status")  # while running
+    await gauge_is(0, "milestones_projection_lag", projection="status")
+
+    # an event this version cannot read is parked: parked now 1
+    poison = cloudevent("TaskCompleted", {"project_id": "lag", "milestone_id": "m1", "task": 1})
+    poison |= {"subject": "milestones.events.lag.m1", "schemaversion": 99}
+    await nc.jetstream().publish("milestones.events.lag.m1", msgspec.json.encode(poison))
+    await gauge_is(1, "milestones_projection_parked_now", projection="status")
+    stop.set()
+    await task
+    # a new runner (a restarted process) says so before any batch: the idle re-read of the
+    # parked set comes after 5 idle ticks, later than this wait
+    PARKED_NOW.labels("status").set(-1)
+    LAG.labels("status").set(-1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(Runner(PROJECTIONS["status"], db_url, nc).run(stop))
+    try:
+        await gauge_is(1, "milestones_projection_parked_now", 4, projection="status")
+        await gauge_is(0, "milestones_projection_lag", 4, projection="status")
+    finally:
+        stop.set()
+        await task
+
+
+async def test_intake_in_flight_counts_the_cloudevents_awaiting_a_verdict(intake, nc):
+    gate = asyncio.Event()
+    log, append = intake.committer.log, intake.committer.log.append
+
+    async def held(messages):  # the real append, once the test lets it go
+        await gate.wait()
+        return await append(messages)
+
+    log.append = held
+    assert scraped("milestones_intake_in_flight") == 0
+    sent = [cloudevent("ProjectCreated", {"project_id": f"f{i}", "name": "F"}) for i in range(3)]
+    batch = [cloudevent("ProjectCreated", {"project_id": f"b{i}", "name": "B"}) for i in range(2)]
+    replies = [asyncio.create_task(request(nc, ce)) for ce in [*sent, batch]]
+    await gauge_is(5, "milestones_intake_in_flight")  # three single events and a batch of two
+    gate.set()
+    assert all(r.accepted for r in await asyncio.gather(*replies))
+    await gauge_is(0, "milestones_intake_in_flight")
+
+
+async def test_deliveries_pending_then_failed(settings: Settings, db_url: str, nc):
+    from services.app.wiring import running
+    from tests.webhook_receiver import Receiver
+
+    receiver = await Receiver().start()
+    receiver.fail_next = 100  # 503 to every attempt
+    full = msgspec.structs.replace(
+        settings, database_url=db_url, notify_backoff_ms=4000, notify_max_attempts=2
+    )
+    try:
+        async with running(full, intake=True, projections=True, notifier=True):
+            await gauge_is(0, "milestones_deliveries", status="pending")
+            await gauge_is(0, "milestones_deliveries", status="failed")
+            p = {"project_id": "hooked"}
+            events = [
+                cloudevent("ProjectCreated", p | {"name": "Hooked"}),
+                cloudevent(
+                    "StakeholderSubscribed",
+                    p | {"stakeholder": "ops", "url": receiver.url, "secret": "s" * 20},
+                ),
+                cloudevent(
+                    "MilestonePlanned",
+                    p | {"milestone_id": "m", "name": "M", "kind": "event", "due": "2030-01-01"},
+                ),
+                cloudevent("TaskAdded", p | {"milestone_id": "m", "task_id": "t", "title": "T"}),
+            ]
+            assert (await request(nc, events)).accepted
+            done = {"milestone_id": "m", "task_id": "t"}
+            assert (await request(nc, cloudevent("TaskCompleted", p | done))).accepted
+            await gauge_is(1, "milestones_deliveries", 20, status="pending")  # retried later
+            await wait_for(lambda: true(bool(receiver.requests)), 20, "the first attempt")
+            await gauge_is(1, "milestones_deliveries", 30, status="failed")  # gave up
+            assert scraped("milestones_deliveries", status="pending") == 0
+            assert len(receiver.requests) == 2
+    finally:
+        await receiver.stop()
+
+
+async def test_every_intake_line_about_a_command_names_its_cloudevent(intake, nc, monkeypatch):
+    """Refused after the decision, before it (unknown type), a batch, and an inbox rejection:
+    each line carries the CloudEvent's id, source and correlation id (structlog contextvars)."""
+    import structlog
+
+    from services.intake import service
+
+    missing = {"project_id": "nope", "milestone_id": "m", "task_id": "t"}
+    decided = cloudevent("TaskCompleted", missing, source="ci", correlationid="corr-1")
+    unknown = cloudevent("NoSuchType", {"project_id": "x"}, source="planner")
+    batch = [
+        cloudevent("ProjectCreated", {"project_id": "bb", "name": "B"}, source="ci"),
+        cloudevent("TaskCompleted", missing, source="ci"),
+    ]
+    inboxed = cloudevent("TaskCompleted", missing, source="tests", correlationid="corr-2")
+    capture = structlog.testing.LogCapture()
+    lines = capture.entries
+    monkeypatch.setattr(  # the intake's logger, at every level, with the message's context
+        service,
+        "log",
+        structlog.wrap_logger(
+            None,
+            processors=[structlog.contextvars.merge_contextvars, capture],
+            wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        ),
+    )
+    assert (await request(nc, decided)).error.code == "not_found"
+    assert not (await request(nc, unknown, "milestones.commands.NoSuchType")).accepted
+    assert not (await request(nc, batch)).accepted
+    await nc.jetstream().publish("milestones.inbox.TaskCompleted", msgspec.json.encode(inboxed))
+    await wait_for(
+        lambda: true(any(e["event"] == "inbox message rejected" for e in lines)),
+        20,
+        "the inbox rejection",
+    )
+    about = [e for e in lines if e["event"] in ("message refused", "inbox message rejected")]
+    refused = [e for e in about if e["event"] == "message refused" and e["path"] == "commands"]
+    assert [(e["ce_id"], e["ce_source"]) for e in refused] == [
+        (decided["id"], "ci"),
+        (unknown["id"], "planner"),
+        ([c["id"] for c in batch], "ci"),
+    ]
+    assert refused[0]["correlationid"] == "corr-1"
+    assert refused[2]["correlationid"] == [c["id"] for c in batch]  # none given: its own id
+    inbox = [e for e in about if e.get("path") == "inbox" or e["event"].startswith("inbox")]
+    assert inbox and all(e["ce_id"] == inboxed["id"] for e in inbox), inbox
+    assert all(e["correlationid"] == "corr-2" and e["ce_source"] == "tests" for e in inbox)

@@ -54,6 +54,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_role_claim: str = "milestones_role"  # the claim naming the role
+    # -- tracing (README "Tracing"): from the standard OTEL_* variables only (``traces_from``)
+    traces: str = "none"  # none | otlp | console | otlp,console
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
     data_dir: str = ".milestones"
@@ -63,6 +65,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         for name, field_type in cls.__annotations__.items():
+            if name in _FROM_OTEL:
+                continue
             raw = env.get(f"MILESTONES_{name.upper()}")
             path = env.get(f"MILESTONES_{name.upper()}_FILE")
             if raw is None and path is not None and f"{name}_file" not in cls.__annotations__:
@@ -90,7 +94,47 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
                 values[name] = raw.lower() in ("1", "true", "yes", "on")
             else:
                 values[name] = raw
+        values["traces"] = traces_from(env)
         if "database_url" not in values and env.get("DATABASE_URL"):
             values["database_url"] = env["DATABASE_URL"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return msgspec.convert(values, cls)
+
+
+_FROM_OTEL = {"traces"}  # set by the OpenTelemetry variables, never by a MILESTONES_ one
+_EXPORTERS = {"otlp", "console"}
+
+
+def traces_from(env: Mapping[str, str]) -> str:
+    """Where traces go, as the OpenTelemetry SDK variables say, but off unless asked: the SDK's
+    own default exporter is OTLP to localhost, which would make every process try to export.
+
+    On when ``OTEL_TRACES_EXPORTER`` names ``otlp`` and/or ``console``, or when an OTLP
+    endpoint is set (``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``);
+    off when ``OTEL_SDK_DISABLED=true`` or ``OTEL_TRACES_EXPORTER=none``. The rest of the
+    ``OTEL_*`` variables (endpoint, headers, sampler, resource) are read by the SDK itself."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return "none"
+    named = [n.strip().lower() for n in env.get("OTEL_TRACES_EXPORTER", "").split(",")]
+    named = [n for n in named if n]
+    if not named:
+        endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+            "OTEL_EXPORTER_OTLP_ENDPOINT"
+        )
+        named = ["otlp"] if endpoint else ["none"]
+    if "none" in named:
+        return "none"
+    if unknown := sorted(set(named) - _EXPORTERS):
+        raise ValueError(
+            f"OTEL_TRACES_EXPORTER names {', '.join(unknown)}: this build exports traces with"
+            " otlp (OTLP over HTTP) or console; use one of those, or none"
+        )
+    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+    )
+    if "otlp" in named and protocol.strip() != "http/protobuf":
+        raise ValueError(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol}: this build sends OTLP over HTTP only; set"
+            " it to http/protobuf and point the endpoint at the collector's HTTP port (4318)"
+        )
+    return ",".join(dict.fromkeys(named))

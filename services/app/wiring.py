@@ -19,6 +19,7 @@ import structlog
 from faststream.nats import NatsBroker
 from faststream.security import SASLPlaintext
 from nats.aio.client import Client as NATS
+from nats.js.errors import ServiceUnavailableError
 
 from events.errors import StartupError
 from projections import PROJECTIONS
@@ -30,6 +31,8 @@ from services.app.readiness import LateAuthenticator, Readiness
 from services.app.serving import bind, close_nats, ops_listener, serve_http, stop_broker
 from services.app.settings import Settings
 from services.app.supervise import Closer, Shutdown, Supervisor
+from services.app.telemetry import Telemetry
+from services.app.telemetry import start as start_tracing
 from services.auth.credentials import CredentialStore
 from services.auth.natsconf import AccountsSync
 from services.auth.principal import NOBODY
@@ -56,8 +59,8 @@ from services.ledger.routes import ledger_routes
 from services.ledger.view import LedgerView
 from services.ledger.writer import CheckpointWriter
 from services.notify.notifier import Notifier
-from services.notify.store import ensure_schema as ensure_notifier_schema
 from services.notify.secretbox import keyring_from_settings
+from services.notify.store import ensure_schema as ensure_notifier_schema
 from services.notify.targets import TargetPolicy
 from services.query.http_routes import query_routes
 from services.query.nats_handlers import register_queries
@@ -108,14 +111,28 @@ async def connect_services(settings: Settings, name: str = "milestones") -> NATS
     return await connect_nats(settings.nats_url, name, settings.nats_user, settings.nats_password)
 
 
-async def prepare_streams(nc: NATS, settings: Settings) -> None:
+async def prepare_streams(nc: NATS, settings: Settings, patience: float = 10.0) -> None:
+    """The streams, created or checked. JetStream's API can have no responder for a moment (a
+    service starting while the intake has the server reload its accounts): asked again for up
+    to ``patience`` seconds before it is a start-up error."""
+    deadline = asyncio.get_running_loop().time() + patience
     for config in (
         events_stream_config(settings.stream_replicas),
         inbox_stream_config(settings.stream_replicas),
         rejections_stream_config(settings.stream_replicas),
         checkpoints_stream_config(settings.stream_replicas),
     ):
-        await ensure_stream(nc, config)
+        while True:
+            try:
+                await ensure_stream(nc, config)
+                break
+            except ServiceUnavailableError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise StartupError(
+                        f"JetStream did not answer for {patience:g} s: is JetStream enabled on"
+                        " the NATS server, for the services' account?"
+                    ) from None
+                await asyncio.sleep(0.2)
 
 
 def jwt_verifier(settings: Settings):  # -> (token) -> Principal | None, or None
@@ -363,7 +380,33 @@ async def run_services(
     demo: bool = False,
 ) -> None:
     """The services until ``shutdown.stop``. The ops listener (``/health``, ``/ready``,
-    ``/metrics`` on ``settings.ops_port``) starts first, so liveness answers during start-up."""
+    ``/metrics`` on ``settings.ops_port``) starts first, so liveness answers during start-up.
+    Traces are exported when the ``OTEL_*`` variables ask for it (``services.app.telemetry``)."""
+    chosen = {"intake": intake, "projections": projections, "query": query, "notifier": notifier}
+    kinds = [kind for kind, on in chosen.items() if on]
+    telemetry = start_tracing(
+        settings.traces, f"milestones-{kinds[0]}" if len(kinds) == 1 else "milestones"
+    )
+    try:
+        await _run_services(
+            settings, shutdown, telemetry, intake, projections, query, notifier, http, demo
+        )
+    finally:
+        if telemetry is not None:  # what is left goes out, within the shutdown's bound
+            await telemetry.stop(max(min(2.0, shutdown.remaining(shutdown.reserve)), 0.1))
+
+
+async def _run_services(
+    settings: Settings,
+    shutdown: Shutdown,
+    telemetry: Telemetry | None,
+    intake: bool,
+    projections: bool,
+    query: bool,
+    notifier: bool,
+    http: bool,
+    demo: bool,
+) -> None:
     supervisor = Supervisor(shutdown.stop)
     readiness = Readiness(stall_after=settings.ready_stall_s)
     auth = LateAuthenticator()
@@ -394,6 +437,8 @@ async def run_services(
                 extra_handlers=run.http_handlers,
                 authenticator=run.auth or NOBODY,
             )
+            if telemetry is not None:  # a server span per request (not for probes and scrapes)
+                app = telemetry.instrument_asgi(app)
             try:
                 sock = bind(settings.http_host, settings.http_port)
             except OSError as exc:  # e.g. the port is taken: one clear line, not a traceback

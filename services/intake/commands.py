@@ -5,14 +5,14 @@ benchmark load (py-spy, 256 concurrent requesters): FastStream's per-message mac
 scopes, fast_depends injection with a thread-pool hop, middleware stacks, a stdlib JSON decode of
 every body, a uuid4 correlation id) took ~60 % of the intake's CPU, the decision and the append
 ~15 %. The loop below does what that machinery did for us: bounded concurrency, one reply per
-request, no crash on a bad message. FastStream still documents the channel (``document``) for
-the AsyncAPI file and still serves the query subjects, where the per-message cost does not matter.
+request, no crash on a bad message. FastStream still serves the query subjects, where the
+per-message cost does not matter; the AsyncAPI document is written from the msgspec types
+(``services.app.asyncapi``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 import structlog
 from nats.aio.client import Client as NATS
@@ -21,7 +21,7 @@ from nats.aio.subscription import Subscription
 
 from events import ENCODER, Reply
 from events.errors import Rejected
-from events.subjects import ALL_COMMANDS, COMMANDS, COMMANDS_PREFIX, type_token
+from events.subjects import ALL_COMMANDS, COMMANDS_PREFIX, type_token
 from services.auth.principal import (
     NOBODY,
     UNKNOWN_CREDENTIAL,
@@ -31,9 +31,6 @@ from services.auth.principal import (
 )
 from services.intake.binding import nats_structured
 from services.intake.service import IntakeService
-
-if TYPE_CHECKING:  # FastStream is imported only to write the AsyncAPI document
-    from faststream.nats import NatsBroker
 
 log = structlog.get_logger("milestones.commands")
 INTAKE_QUEUE = "milestones-intake"
@@ -117,24 +114,3 @@ class CommandServer:
         return await self.intake.handle(
             body, "commands", type_token(msg.subject), correlation, principal
         )
-
-
-def document(broker: NatsBroker) -> None:
-    """Register the commands channel on a FastStream broker for the AsyncAPI document only."""
-    from faststream import Context
-    from faststream.nats.message import NatsMessage
-
-    # FastStream injects the message for this default; made outside the signature (ruff B008).
-    # Not ``Annotated[NatsMessage, Context(...)]``: annotations are strings here (``from
-    # __future__ import annotations``) and FastStream cannot resolve one naming a local import.
-    the_message = Context("message")
-
-    @broker.subscriber(
-        COMMANDS,
-        queue=INTAKE_QUEUE,
-        title="milestones.commands.<Type>",
-        description="Request/reply: one CloudEvent (or a JSON array on milestones.commands.batch); "
-        "the reply says accepted with event positions, or why not.",
-    )
-    async def on_command(msg: NatsMessage = the_message) -> bytes:  # pragma: no cover - docs only
-        raise NotImplementedError

@@ -31,9 +31,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
+from opentelemetry.trace import Span, SpanContext, SpanKind, StatusCode
 
-from events import Reply, decode_stored, event_of
-from events.subjects import RECEIPTS_PREFIX
+from events import Reply, decode_stored, event_of, tracing
+from events.subjects import EVENTS_STREAM, RECEIPTS_PREFIX
 from services import domain
 from services.eventlog.log import (
     MAX_BATCH_MESSAGES,
@@ -42,6 +43,7 @@ from services.eventlog.log import (
     EventLog,
     StoredMessage,
 )
+from services.intake import observe
 from services.intake.pipeline import free_of, round_keys, unit_keys
 from services.intake.round import (
     Cached,
@@ -67,6 +69,7 @@ class _Unit:
     # read receipts and every subject before deciding (after a failed fast round)
     verify: bool = False
     keys: frozenset[str] = frozenset()  # projects and receipts it may touch (pipelining)
+    spans: list[SpanContext] = field(default_factory=list)  # its commands' (tracing on)
 
 
 def _utcnow() -> dt.datetime:
@@ -126,11 +129,29 @@ class Committer:
 
     async def submit(self, commands: Sequence[Command]) -> Reply:
         """Decide and append ``commands`` as one unit: all accepted, or none."""
+        about = observe.about(commands)
+        if (call := observe.CALL.get()) is not None:
+            call.about = about  # the entry point's refusal line names the CloudEvents too
+        spans = observe.command_spans(commands) if tracing.enabled() else []
+        if spans:
+            commands = [observe.stamped(c, s) for c, s in zip(commands, spans, strict=True)]
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         receipts = [receipt_subject(c.ce) for c in commands]
         unit = _Unit(list(commands), future, receipts=receipts, keys=unit_keys(commands, receipts))
-        await self._queue.put(unit)
-        return await future
+        unit.spans = [s.get_span_context() for s in spans]
+        if len(spans) == 1:  # the line a refusal logs leads to the command's span
+            about |= {"trace_id": format(unit.spans[0].trace_id, "032x")}
+            about |= {"span_id": format(unit.spans[0].span_id, "016x")}
+        reply: Reply | None = None
+        observe.IN_FLIGHT.inc(len(commands))
+        try:
+            await self._queue.put(unit)
+            reply = await future
+        finally:
+            observe.IN_FLIGHT.dec(len(commands))
+            if spans:
+                observe.verdict(spans, reply or observe.GONE)
+        return reply
 
     # -- the writer loop -------------------------------------------------------------------
     async def _run(self) -> None:
@@ -175,18 +196,23 @@ class Committer:
     async def _start_round(self, units: list[_Unit]) -> list[_Unit]:
         """Read and decide ``units``, answer what needs no append, and send the batch as a round
         in flight; returns the units for a later round."""
+        span = _round_span(units)
         try:
             outcome, last = await self._decide(units)
         except Exception as exc:  # the server went away mid-read: retry with backoff
             log.warning("commit round failed", error=repr(exc), units=len(units))
+            _ended(span, exc)
             retry = self._count_attempt(units, "unavailable", f"event log unavailable: {exc}")
             await self._back_off(retry)
             return retry
         self._settle(outcome)
         if outcome.batch.messages:
             accepted = [unit for unit, _ in outcome.accepted]
-            task = asyncio.create_task(self._append(outcome, last), name="commit-round")
+            span.set_attribute("messaging.batch.message_count", len(outcome.batch.messages))
+            task = asyncio.create_task(self._append(outcome, last, span), name="commit-round")
             self._flying[task] = (round_keys(outcome, _keys_of), accepted)
+        else:
+            _ended(span)
         return outcome.deferred
 
     async def _back_off(self, retry: list[_Unit]) -> None:
@@ -224,17 +250,30 @@ class Committer:
 
     def _settle(self, outcome: RoundOutcome[_Unit]) -> None:
         """Answer what the round settled without appending; mark what must be verified."""
-        for unit, exc in outcome.crashed:
-            log.error("decide failed", ce_ids=[c.ce.id for c in unit.commands], exc_info=exc)
+        for unit, exc in outcome.crashed:  # (another task: the caller's log fields are not here)
+            log.error("decide failed", **observe.about(unit.commands), exc_info=exc)
         for unit, reply in outcome.answered:
             unit.future.set_result(reply)
         for unit in outcome.verify:
             unit.verify = True
 
     async def _append(
-        self, outcome: RoundOutcome[_Unit], last: dict[str, StoredMessage]
+        self, outcome: RoundOutcome[_Unit], last: dict[str, StoredMessage], span: Span
     ) -> list[_Unit]:
         """Append the round's batch and answer its units; returns those to try again."""
+        try:
+            again = await self._appended(outcome, last)
+        except BaseException as exc:
+            _ended(span, exc)
+            raise
+        if again:  # a conflict or a failed append: they go into a later round
+            span.set_attribute("milestones.round.units_again", len(again))
+        _ended(span)
+        return again
+
+    async def _appended(
+        self, outcome: RoundOutcome[_Unit], last: dict[str, StoredMessage]
+    ) -> list[_Unit]:
         accepted = [unit for unit, _ in outcome.accepted]
         messages = outcome.batch.messages
         try:
@@ -307,6 +346,30 @@ class Committer:
 
 def _keys_of(unit: _Unit) -> frozenset[str]:
     return unit.keys
+
+
+def _round_span(units: list[_Unit]) -> Span:
+    """A commit round: its own trace, linked to the commands it carries (tracing on only)."""
+    if not tracing.enabled():
+        return tracing.INVALID_SPAN
+    return tracing.start(
+        f"send {EVENTS_STREAM}",
+        None,
+        kind=SpanKind.PRODUCER,
+        links=tracing.links_to(c for u in units for c in u.spans),
+        attributes={
+            "messaging.system": "nats",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": EVENTS_STREAM,
+            "milestones.round.units": len(units),
+        },
+    )
+
+
+def _ended(span: Span, error: BaseException | None = None) -> None:
+    if isinstance(error, BaseException):
+        span.set_status(StatusCode.ERROR, repr(error))
+    span.end()
 
 
 __all__ = ["Command", "Committer"]

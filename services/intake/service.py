@@ -23,6 +23,7 @@ from services.auth.principal import (
     from_subject,
 )
 from services.intake.committer import Committer
+from services.intake.observe import CALL, Call, peek
 from services.intake.parse import Limits, handle
 from services.intake.webhooks import STRICT, Webhooks
 from services.notify.redact import redact_bytes, redact_json_text
@@ -61,18 +62,33 @@ class IntakeService:
         principal: Principal = SERVICE,
     ) -> Reply:
         started = time.perf_counter()
-        with structlog.contextvars.bound_contextvars(
-            path=path, correlation_id=correlation, principal=principal.id
-        ):
-            reply = await handle(
-                body, self.committer, self.limits, principal, expected_type, webhooks=self.webhooks
-            )
-            if reply.accepted:
-                MESSAGES.labels(path, "accepted").inc()
-            else:
-                assert reply.error is not None
-                MESSAGES.labels(path, reply.error.code).inc()
-                log.info("message refused", code=reply.error.code, reason=reply.error.message)
+        call = Call(path, expected_type)
+        token = CALL.set(call)  # the committer names the CloudEvents in it (log fields, spans)
+        try:
+            with structlog.contextvars.bound_contextvars(
+                path=path, correlation_id=correlation, principal=principal.id
+            ):
+                reply = await handle(
+                    body,
+                    self.committer,
+                    self.limits,
+                    principal,
+                    expected_type,
+                    webhooks=self.webhooks,
+                )
+                if reply.accepted:
+                    MESSAGES.labels(path, "accepted").inc()
+                else:
+                    assert reply.error is not None
+                    MESSAGES.labels(path, reply.error.code).inc()
+                    log.info(
+                        "message refused",
+                        **(call.about or peek(body)),
+                        code=reply.error.code,
+                        reason=reply.error.message,
+                    )
+        finally:
+            CALL.reset(token)
         LATENCY.labels(path).observe(time.perf_counter() - started)
         return reply
 
@@ -109,6 +125,7 @@ class IntakeService:
         )
         log.warning(
             "inbox message rejected",
+            **peek(msg.data, msg.headers),
             inbox_seq=seq,
             code=reply.error.code,
             reason=reply.error.message,

@@ -28,6 +28,7 @@ Secrets are stored sealed and opened with the ``keyring`` only to sign; POSTs go
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import Callable, Iterable
 
@@ -35,6 +36,7 @@ import asyncpg
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from prometheus_client import Gauge
 
 from events import MilestoneEvent, ProjectEvent, StoredEvent, decode_stored
 from events.subjects import ALL_EVENTS, EVENTS_STREAM
@@ -51,6 +53,17 @@ from services.notify.targets import Resolver, TargetPolicy, system_resolver
 
 log = structlog.get_logger("milestones.notifier")
 NOTIFIER_DURABLE = "milestones-notifier"
+DELIVERIES = Gauge(
+    "milestones_deliveries",
+    "Webhook deliveries now: pending (not delivered yet, retries included) or failed (gave up)",
+    ["status"],
+)
+# two counts by status, never over the delivered rows (a partial index each: deliveries_due,
+# and deliveries_failed from the migrations)
+COUNT_DELIVERIES = (
+    "SELECT ARRAY[(SELECT count(*) FROM deliveries WHERE status = 'pending'),"
+    " (SELECT count(*) FROM deliveries WHERE status = 'failed')]"
+)
 
 
 class Notifier:
@@ -75,6 +88,7 @@ class Notifier:
         batch: int = 200,
         poll: float = 0.5,
         wait_for_read_models: float = 30.0,
+        count_every: float = 5.0,
     ) -> None:
         self.nc = nc
         self.pool = pool
@@ -88,6 +102,8 @@ class Notifier:
         self.poll = poll
         self.wait_for_read_models = wait_for_read_models
         self._wake = asyncio.Event()
+        self.count_every = count_every  # the deliveries gauges, at least this often
+        self._recount = asyncio.Event()
         self.sender = Sender(
             pool,
             self._wake,
@@ -120,17 +136,36 @@ class Notifier:
             ),
             asyncio.create_task(self.sender.run(stop)),
             asyncio.create_task(self._periodic(stop)),
+            asyncio.create_task(self._count_deliveries(stop)),
         ]
         try:
             await stop.wait()
         finally:
             self._wake.set()
+            self._recount.set()
             for result in await asyncio.gather(*tasks, return_exceptions=True):
                 if isinstance(result, Exception):
                     log.error("notifier task failed", error=repr(result))
 
     def wake(self) -> None:
         self._wake.set()
+        self._recount.set()
+
+    async def _count_deliveries(self, stop: asyncio.Event) -> None:
+        """``milestones_deliveries``: every ``count_every`` seconds, and soon after deliveries
+        were queued. A failed count keeps the last values (the next one tries again)."""
+        while not stop.is_set():
+            self._recount.clear()
+            try:
+                async with self.pool.acquire() as conn:
+                    counts = await conn.fetchval(COUNT_DELIVERIES, timeout=self.count_every)
+                pending, failed = counts
+                DELIVERIES.labels("pending").set(pending)
+                DELIVERIES.labels("failed").set(failed)
+            except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+                log.debug("deliveries not counted", error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._recount.wait(), self.count_every)
 
     # -- deciding ----------------------------------------------------------------------------------
     async def _caught_up(self, projection: str, position: int) -> None:

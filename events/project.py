@@ -6,7 +6,7 @@ The project owns what needs the whole picture: the dependency graph (cycle check
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -23,20 +23,31 @@ from events.common import (
     Url,
 )
 
-# A webhook secret as stored. Publishers send it in clear (``Secret``, 16-256 characters: what
-# the exported JSON Schema says, see ``INBOUND_FIELDS``); the intake seals it before deciding
-# (services/intake/webhooks.py), so the log holds "sealed.v1.<kid>.<nonce>.<ciphertext>"
-# (services/notify/secretbox.py), longer than the clear value. Events stored before secrets
-# were sealed hold the clear value: both decode, and only the notifier tells them apart.
+# A webhook secret as stored. Publishers send it in clear (``Secret``, 16-256 characters, or
+# the word "generate": what the exported JSON Schema says, see ``INBOUND_FIELDS``); the intake
+# seals it before deciding (services/intake/webhooks.py), so the log holds
+# "sealed.v1.<kid>.<nonce>.<ciphertext>" (services/notify/secretbox.py), longer than the clear
+# value. Events stored before secrets were sealed hold the clear value: both decode, and only the
+# notifier tells them apart. The minimum is the word's length so that the intake, not the
+# decoder, answers a short secret (with what to send instead).
+GENERATE = "generate"
 SealedSecret = Annotated[
     str,
     msgspec.Meta(
-        min_length=16,
+        min_length=len(GENERATE),
         max_length=1024,
         description="webhook signing key, sealed (encrypted) by the intake before it is stored",
     ),
 ]
+SECRET_CLEAR_MIN = 16
 SECRET_CLEAR_MAX = 256  # what a publisher may send (``Secret``), checked by the intake
+
+# How a subscription's webhooks carry the notification (services/notify/outbox.py). Absent in
+# events stored before payload versions existed: those subscriptions keep today's body
+# ("milestones.v1") so their receivers do not break; the intake fills it for new ones.
+PayloadFormat = Literal["cloudevents.v1", "milestones.v1"]
+PAYLOAD_DEFAULT: PayloadFormat = "cloudevents.v1"
+PAYLOAD_LEGACY: PayloadFormat = "milestones.v1"
 
 
 class ProjectCreated(ProjectEvent, frozen=True, kw_only=True):
@@ -67,13 +78,16 @@ class BaselineSet(ProjectEvent, frozen=True, kw_only=True):
 
 
 class StakeholderSubscribed(ProjectEvent, frozen=True, kw_only=True):
-    """Webhooks for a project (every milestone) or one milestone. With ``secret``, each POST is
-    signed with HMAC-SHA256 over the body using it (the audit trail and queries never show it)."""
+    """Webhooks for a project (every milestone) or one milestone, signed as Standard Webhooks
+    define (webhook-id, webhook-timestamp, webhook-signature) with ``secret``: absent or
+    "generate", the service generates one and returns it once, in the reply. ``payload``:
+    "cloudevents.v1" (the default: a CloudEvent, structured JSON) or "milestones.v1"."""
 
     stakeholder: Name
     url: Url
     milestone_id: Id | None = None
     secret: SealedSecret | None = None
+    payload: PayloadFormat | None = None
 
 
 class StakeholderUnsubscribed(ProjectEvent, frozen=True, kw_only=True):
@@ -95,7 +109,7 @@ class StatusReported(ProjectEvent, frozen=True, kw_only=True):
 # Fields whose inbound form (what publishers send, and the exported JSON Schema shows) differs
 # from the stored one: {type: {field: inbound type}}.
 INBOUND_FIELDS: dict[str, dict[str, object]] = {
-    "StakeholderSubscribed": {"secret": Secret | None},
+    "StakeholderSubscribed": {"secret": Secret | Literal["generate"] | None},
 }
 
 PROJECT_EVENTS = (

@@ -1,10 +1,13 @@
 """Telling stakeholders, end to end on real servers and a real local HTTP receiver: what is sent,
-signatures, idempotency keys, retries with backoff while the receiver is down, no loss across a
-notifier restart, the delivery log, digests and status reports."""
+Standard Webhooks signatures (checked with the ``standardwebhooks`` library), idempotency keys,
+retries with backoff while the receiver is down, no loss across a notifier restart, the delivery
+log, digests and status reports. (Payload formats, secret forms and ``Retry-After``:
+tests/test_standard_webhooks.py.)"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 from typing import Any
 
@@ -20,7 +23,9 @@ from tests.conftest import TODAY, caught_up, cli_env, cloudevent, request, wait_
 from tests.test_cli import run
 from tests.webhook_receiver import Receiver, verify
 
-SECRET = "s3cret-s3cret-s3cret"
+SECRET = "s3cret-s3cret-s3cret"  # a secret of the old kind: any 16-256 characters
+# the notifier's own key (MILESTONES_WEBHOOK_SECRET): signs subscriptions without a secret
+NOTIFIER_KEY = "whsec_" + base64.b64encode(b"the-notifier-s-own-key-32-bytes!").decode()
 KEY = Keyring.generate("tests")
 LOCAL = "127.0.0.1"  # the local receiver: allow-listed, as `milestones dev` allows loopback
 
@@ -43,13 +48,14 @@ async def notifier(system, **kw: Any):
         queries.pool,
         queries.watcher,
         today=lambda: TODAY,
-        backoff_base=0.05,
-        backoff_max=0.4,
-        sweep_every=3600,
-        poll=0.05,
         **{
+            "backoff_base": 0.05,
+            "backoff_max": 0.4,
+            "sweep_every": 3600,
+            "poll": 0.05,
             "keyring": Keyring.from_setting(KEY),
             "targets": TargetPolicy.from_setting(LOCAL),
+            "default_secret": NOTIFIER_KEY,
             **kw,
         },
     )
@@ -154,8 +160,9 @@ async def test_each_kind_is_posted_signed_with_its_idempotency_key(system, api, 
         for headers, body in receiver.delivered:
             raw = next(b for s, h, b in receiver.requests if h is headers)
             assert verify(SECRET, headers, raw), "the signature must verify over the raw body"
+            assert not verify(NOTIFIER_KEY, headers, raw)  # its own secret, not the notifier's
             assert (
-                headers["idempotency-key"] == body["id"]
+                headers["webhook-id"] == headers["idempotency-key"] == body["id"]
                 and headers["x-milestones-kind"] == body["kind"]
             )
         by_kind = {b["kind"]: b for _, b in receiver.delivered}
@@ -226,7 +233,12 @@ async def test_each_kind_is_posted_signed_with_its_idempotency_key(system, api, 
 async def test_a_receiver_that_is_down_gets_everything_once_it_is_back(system, api, nc, db_url):
     receiver = Receiver()  # not listening yet: connection refused
     async with notifier(system):
-        assert (await request(nc, project(receiver.url, secret=None))).accepted
+        subscribed = await request(nc, project(receiver.url, secret=None))
+        assert subscribed.accepted
+        # no secret sent: one is generated and returned once, or (where none can be) the
+        # notifier's own key signs
+        generated = [g.secret for g in subscribed.webhook_secrets or [] if g.secret]
+        key = generated[0] if generated else NOTIFIER_KEY
         assert (
             await request(nc, ce("TaskCompleted", milestone_id="design", task_id="spec"))
         ).accepted
@@ -262,6 +274,9 @@ async def test_a_receiver_that_is_down_gets_everything_once_it_is_back(system, a
         log = await deliveries(api)
         keys = [h["idempotency-key"] for _, h, _ in receiver.requests]
         assert sorted(set(keys)) == sorted(d["id"] for d in log)  # nothing lost
+        # every attempt signed, with the same webhook-id and its own timestamp
+        assert all(verify(key, h, b) for _, h, b in receiver.requests)
+        assert [h["webhook-id"] for _, h, _ in receiver.requests] == keys
         assert len(receiver.delivered) == len(
             log
         )  # each accepted exactly once; duplicates only as retries

@@ -407,6 +407,13 @@ async def test_unsafe_targets_and_keyless_secrets_are_refused_by_the_intake(
         assert batch.error is not None and batch.error.message.startswith("CloudEvent #2")
         long = await request(nc, subscribe("board", "https://hooks.example.com/x", "s" * 257))
         assert long.error is not None and "the limit is 256" in long.error.message
+        short = await request(nc, subscribe("board", "https://hooks.example.com/x", "s" * 9))
+        assert short.error is not None and "the minimum is 16" in short.error.message
+        # a whsec_ secret must be the Standard Webhooks form: base64 of 24-64 bytes
+        malformed = "whsec_" + base64.b64encode(b"sixteen bytes!!!").decode()
+        bad = await request(nc, subscribe("board", "https://hooks.example.com/x", malformed))
+        assert bad.error is not None and "base64 of 24-64 bytes" in bad.error.message
+        assert malformed not in bad.error.message
         assert (await request(nc, subscribe("board", "https://hooks.example.com/x"))).accepted
 
     keyless = msgspec.structs.replace(settings, secret_key=None)
@@ -417,6 +424,9 @@ async def test_unsafe_targets_and_keyless_secrets_are_refused_by_the_intake(
         )
         assert reply.error is not None and reply.error.code == "invalid"
         assert "MILESTONES_SECRET_KEY" in reply.error.message and SECRET not in reply.error.message
+        generate = subscribe("board", "https://hooks.example.com/y", secret="generate")
+        reply = await other.intake.handle(ENCODER.encode(generate), "test")
+        assert reply.error is not None and "MILESTONES_SECRET_KEY" in reply.error.message
         unsigned = subscribe("board", "https://hooks.example.com/y", secret=None)
         assert (await other.intake.handle(ENCODER.encode(unsigned), "test")).accepted
         local = subscribe("local", "http://127.0.0.1:9/x", secret=None)  # allow-listed here

@@ -30,7 +30,7 @@ async def subscriptions(conn: Executor, projects: Iterable[str]) -> list[dict[st
     """The webhook subscriptions of these projects, oldest first (secrets included: for the
     notifier only)."""
     rows = await conn.fetch(
-        "SELECT project_id, scope, stakeholder, url, secret FROM ms_subscriptions "
+        "SELECT project_id, scope, stakeholder, url, secret, payload FROM ms_subscriptions "
         "WHERE project_id = ANY($1::text[]) ORDER BY position",
         list(set(projects)),
     )

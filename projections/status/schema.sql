@@ -64,3 +64,6 @@ CREATE TABLE IF NOT EXISTS ms_subscriptions (
     subscribed_at timestamptz NOT NULL,
     PRIMARY KEY (project_id, scope, stakeholder, url)
 );
+-- the webhook body's format (events.project.PayloadFormat); NULL: subscribed before formats
+-- existed, which is the legacy body, so an existing database needs no rebuild
+ALTER TABLE ms_subscriptions ADD COLUMN IF NOT EXISTS payload text;

@@ -42,6 +42,7 @@ SUBSCRIPTION_COLUMNS = (
     "secret",
     "position",
     "subscribed_at",
+    "payload",
 )
 
 
@@ -58,6 +59,7 @@ def subscription_row(position: int, stored: StoredEvent) -> tuple | None:
         maybe_text(e.secret),
         position,
         timestamp(stored.time),
+        e.payload,
     )
 
 

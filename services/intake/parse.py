@@ -158,14 +158,18 @@ async def handle(
     expected_type: str | None = None,
     *,
     webhooks: Webhooks = STRICT,
+    answered: bool = True,
 ) -> Reply:
+    """``answered``: the sender gets the reply (not the inbox), so a subscription's generated
+    secret can be returned in it (``services.intake.webhooks``)."""
     if not principal.may("publisher"):
         return Reply.fail(
             "forbidden", f"credential {principal.id} ({principal.role}) may not publish events"
         )
     try:
         # subscriptions: target checked, secret sealed, before anything is decided or stored
-        commands = webhooks.prepare(parse(body, limits, principal, expected_type))
+        prepared = webhooks.admit(parse(body, limits, principal, expected_type), answered=answered)
     except Rejected as exc:
         return Reply.fail(exc.code, exc.message)
-    return await committer.submit(commands)
+    reply = await committer.submit(prepared.commands)
+    return await webhooks.disclose(reply, prepared, committer.log)

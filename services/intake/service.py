@@ -75,6 +75,7 @@ class IntakeService:
                     principal,
                     expected_type,
                     webhooks=self.webhooks,
+                    answered=path != "inbox",
                 )
                 if reply.accepted:
                     MESSAGES.labels(path, "accepted").inc()

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from events import StoredEvent, UnhandledEvent
-from services.notify.outbox import Notification, Subscription, delivery_id
+from services.notify.outbox import Notification, Queued, Subscription, delivery_id
 
 KINDS = {
     "MilestoneAchieved": "milestone.achieved",
@@ -83,7 +83,9 @@ def matching(
 
 def event_notifications(
     position: int, stored: StoredEvent, subs: Sequence[Subscription], now: dt.datetime
-) -> list[tuple[Notification, Subscription]]:
+) -> list[Queued]:
+    """One notification per matching subscription, carrying the event's trace context (the
+    delivery's span links to it)."""
     kind = KINDS.get(stored.type)
     if kind is None:
         return []
@@ -102,7 +104,7 @@ def event_notifications(
     out = []
     for sub in matching(subs, data["project_id"], milestone_id):
         out.append(
-            (
+            Queued(
                 Notification(
                     id=delivery_id(stored.id, sub),
                     kind=kind,
@@ -115,6 +117,7 @@ def event_notifications(
                     event=event,
                 ),
                 sub,
+                stored.traceparent,
             )
         )
     return out

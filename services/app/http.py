@@ -10,39 +10,27 @@ from litestar import Litestar, MediaType, Request, Response, get
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, Reference, SecurityScheme
+from litestar.router import Router
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from events import ENCODER, Reply
 from services.app.auth_http import AuthMiddleware, Sessions, login_routes
+from services.app.openapi_doc import HEALTH, READY, openapi_config, public_operation
 from services.app.readiness import Readiness
 from services.auth.principal import Authenticator
 from services.intake.http import intake_routes
 from services.intake.service import IntakeService
 
 
-def _error(status: int, code: str, message: str) -> Response[bytes]:
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response[bytes]:
     return Response(
-        ENCODER.encode(Reply.fail(code, message)), status_code=status, media_type=MediaType.JSON
+        ENCODER.encode(Reply.fail(code, message)),
+        status_code=status,
+        media_type=MediaType.JSON,
+        headers=headers,
     )
-
-
-SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
-    "bearer": SecurityScheme(
-        type="http",
-        scheme="bearer",
-        description="A Milestones token (`milestones credentials create`, or dev.json's "
-        "http_token) or the identity provider's JWT. Missing or unknown: 401 unauthenticated; "
-        "a role that may not: 403 forbidden.",
-    ),
-    "feedToken": SecurityScheme(
-        type="apiKey",
-        name="token",
-        security_scheme_in="query",
-        description="A feed credential, on calendar routes only, for its projects only.",
-    ),
-}
 
 
 def build_http_app(
@@ -64,6 +52,11 @@ def build_http_app(
 
     if intake is not None:
         handlers += intake_routes(intake)
+    # the dashboard's pages are for browsers, not API clients: kept out of the API document
+    pages = [h for h in handlers if _is_page(h)]
+    handlers = [h for h in handlers if not _is_page(h)]
+    if pages:
+        handlers.append(Router("/", route_handlers=pages, include_in_schema=False))
 
     return Litestar(
         route_handlers=handlers,
@@ -72,15 +65,14 @@ def build_http_app(
         middleware=[
             DefineMiddleware(AuthMiddleware, authenticator=authenticator, sessions=sessions)
         ],
-        openapi_config=OpenAPIConfig(
-            title="Milestones",
-            version="0.1.0",
-            path="/schema",  # the documents need a reader's credential, like the API itself
-            components=Components(security_schemes=SECURITY_SCHEMES),
-            security=[{"bearer": []}],
-        ),
+        openapi_config=openapi_config(),
         logging_config=None,  # structlog owns logging (services.app.logs)
     )
+
+
+def _is_page(handler: object) -> bool:
+    paths = getattr(handler, "paths", ())
+    return bool(paths) and all(p == "/ui" or p.startswith("/ui/") for p in paths)
 
 
 def build_ops_app(readiness: Readiness, *, authenticator: Authenticator) -> Litestar:
@@ -108,7 +100,9 @@ def _on_http_error(max_body: int):
             message = f"request body is over {max_body} bytes: split it into smaller batches"
         elif isinstance(exc, ValidationException):
             message = validation_message(exc) or message
-        return _error(exc.status_code, code, message)
+        # a 405 says which methods the path has (RFC 9110 requires Allow)
+        allow = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
+        return _error(exc.status_code, code, message, allow)
 
     return on_http_error
 
@@ -130,6 +124,7 @@ def validation_message(exc: ValidationException) -> str:
     summary="Liveness (no credential needed)",
     description="Answers while the process's event loop does: nothing else is checked.",
     opt={"public": True},
+    operation_class=public_operation("health", HEALTH, {200: "the process answers"}),
 )
 async def health() -> dict[str, str]:
     return {"status": "ok"}
@@ -145,6 +140,9 @@ def ready_route(readiness: Readiness) -> HTTPRouteHandler:
         "supervised task runs and makes progress; 503 with the same shape otherwise, each "
         'check `{"ok", "detail"}` saying what fails and why.',
         opt={"public": True},
+        operation_class=public_operation(
+            "ready", READY, {200: "ready", 503: "not ready: see checks"}
+        ),
     )
     async def ready() -> Response[bytes]:
         ok, checks = await readiness.check()

@@ -1,15 +1,98 @@
 """The OpenAPI operation of ``POST /events``: its request bodies in every CloudEvents content
 mode (structured, batch, binary) and its responses. The handler reads the body itself (so bad
-input answers the contract's error JSON), so Litestar cannot see the body in its signature."""
+input answers the contract's error JSON), so Litestar cannot see the body in its signature.
+
+The schemas are referred to by name: ``CloudEvent`` (one event in structured mode, one variant
+per type with that type's ``data``), ``Accepted`` (the 202 reply) and ``Error`` (a refusal) are
+added to the document by the app (``services.app.http``), from the same msgspec types the
+intake decodes with.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
-from litestar.openapi.spec import Operation
+from litestar.openapi.spec import (
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    Operation,
+    Reference,
+    RequestBody,
+    Schema,
+)
+
+REF = "#/components/schemas/{name}"
+EVENT = REF.format(name="CloudEvent")
+
+BINARY_MODE = (
+    "**Binary mode** (the CloudEvents HTTP binding's default: Knative, Eventarc, Dapr): the "
+    "attributes travel as headers, `ce-specversion: 1.0`, `ce-id`, `ce-source`, `ce-type`, "
+    "`ce-time` and the optional `ce-actor`, `ce-correlationid`, `ce-subject`, `ce-dataschema`, "
+    "`ce-traceparent` and other extensions; the body is the event's `data` alone, and "
+    "`Content-Type` is its `datacontenttype` (`application/json`). A request is in binary mode "
+    "exactly when it has a `ce-specversion` header. OpenAPI cannot say that a header changes "
+    "what the body is, so the body schema below describes the structured and batch modes; in "
+    "binary mode it is the `data` schema of the type named by `ce-type` (the `CloudEvent` "
+    "variants show each)."
+)
+ERRORS = {
+    400: "invalid or unknown_type: the message names the attribute or field and says what to fix",
+    401: "unauthenticated: no credential, or one that is unknown, revoked or expired",
+    403: "forbidden: the credential is not a publisher, or not for this source or project",
+    404: "not_found: the project, milestone or task the event is about is not known",
+    409: "conflict: the event contradicts the current state (e.g. the project already exists)",
+    413: "too_large: the body or the batch is over the limit: split it",
+    415: "invalid: a Content-Type that is not accepted (send application/cloudevents+json)",
+    422: "rejected: the facts contradict what is known (e.g. a dependency cycle)",
+    503: "unavailable: the event log is not reachable now, or the intake is shutting down: "
+    "retry with the same ids (repeats append nothing)",
+}
+
+
+def _schema(body: dict[str, Any]) -> Schema:
+    """A JSON Schema written as a dict where Litestar's spec types expect a ``Schema`` (the
+    document is rendered by walking plain dicts as they are)."""
+    return cast(Schema, body)
+
+
+BATCH = {"type": "array", "items": {"$ref": EVENT}, "minItems": 1}
+REQUEST = RequestBody(
+    required=True,
+    description="**Structured mode**: one CloudEvent, as `application/cloudevents+json` or "
+    "`application/json`. **Batch mode**: a JSON array of them, appended together or not at "
+    "all, as `application/cloudevents-batch+json` or `application/json`. The body is the same "
+    "JSON whichever of these it is sent as; the document lists it once, as `application/json`, "
+    "because client generators (openapi-python-client) cannot yet build a request with a "
+    "choice of JSON media types.\n\n" + BINARY_MODE,
+    content={
+        "application/json": OpenAPIMediaType(schema=_schema({"anyOf": [{"$ref": EVENT}, BATCH]}))
+    },
+)
+RESPONSES = {
+    "202": OpenAPIResponse(
+        description="accepted: each event with its id and log position (a repeat answers as "
+        "the first time and appends nothing)",
+        content={
+            "application/json": OpenAPIMediaType(schema=Reference(REF.format(name="Accepted")))
+        },
+    ),
+    **{
+        str(status): OpenAPIResponse(
+            description=text,
+            content={
+                "application/json": OpenAPIMediaType(schema=Reference(REF.format(name="Error")))
+            },
+        )
+        for status, text in ERRORS.items()
+    },
+}
 
 
 @dataclass
 class EventsOperation(Operation):
     def __post_init__(self) -> None:
-        pass  # filled in by the OpenAPI work (issue 14)
+        self.operation_id = "post_events"
+        self.request_body = REQUEST
+        self.responses = dict(RESPONSES)
+        self.security = [{"bearer": []}]

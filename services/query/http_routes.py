@@ -10,7 +10,6 @@ from typing import Any
 
 from litestar import MediaType, Request, Response, route
 from litestar.handlers import HTTPRouteHandler
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Stream
 
 from events import ENCODER, Reply
@@ -20,12 +19,6 @@ from services.query.params import bad, parse
 from services.query.queries import Queries
 from services.query.registry import QUERIES, Query
 
-ERRORS = {
-    400: "invalid: the message names the parameter and says what to fix",
-    401: "unauthenticated: no credential, or one that is unknown, revoked or expired",
-    403: "forbidden: the credential's role or projects do not allow this",
-    404: "not_found: no such project, milestone or delivery",
-}
 # What a calendar client reads: a feed credential may send its token in the URL (?token=) here,
 # for the projects it names. Every other route refuses feed tokens.
 FEED_QUERIES = frozenset({"milestones", "project"})
@@ -34,7 +27,28 @@ FEED_QUERIES = frozenset({"milestones", "project"})
 def query_routes(
     queries: Queries, registry: Iterable[Query[Any]] = QUERIES
 ) -> list[HTTPRouteHandler]:
-    return [endpoint(query, queries) for query in registry]
+    by_path: dict[str, list[str]] = {}
+    for query in registry:
+        by_path.setdefault(query.path, []).append(query.method)
+    # Litestar's own OPTIONS answer of a path lists only the methods of its first handler (the
+    # digest has a GET and a POST): such a path gets one that lists them all, registered first
+    # so that Litestar makes none
+    shared = [options(path, methods) for path, methods in by_path.items() if len(methods) > 1]
+    return shared + [endpoint(query, queries) for query in registry]
+
+
+def options(path: str, methods: list[str]) -> HTTPRouteHandler:
+    allow = ", ".join(sorted({*methods, "OPTIONS"}))
+
+    async def answer() -> Response[bytes]:
+        return Response(b"", status_code=204, headers={"allow": allow})
+
+    return route(
+        path.replace("}", ":str}"),
+        http_method="OPTIONS",
+        include_in_schema=False,
+        name=f"options {path}",
+    )(answer)
 
 
 def endpoint(query: Query[Any], queries: Queries) -> HTTPRouteHandler:
@@ -74,15 +88,7 @@ def endpoint(query: Query[Any], queries: Queries) -> HTTPRouteHandler:
             # record) asks for admin, over HTTP as over NATS
             "role_for": query.role_for,
         },
-        security=[{"bearer": []}, {"feedToken": []}] if feed else None,
-        operation_class=operation_class(query),
-        responses={
-            200: ResponseSpec(query.response, description="the answer", generate_examples=False),
-            **{
-                status: ResponseSpec(Reply, description=text, generate_examples=False)
-                for status, text in ERRORS.items()
-            },
-        },
+        operation_class=operation_class(query, feed),
     )(answer)
 
 

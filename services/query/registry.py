@@ -12,6 +12,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from events.subjects import query_subject
 from projections.audit import COLUMNS as AUDIT_COLUMNS
+from services.query import answers as a
 from services.query import requests as q
 from services.query import text
 from services.query.params import One, Page, Params, parse
@@ -70,7 +71,7 @@ class Query(Generic[P]):
     method: Literal["GET", "POST"]
     path: str  # {name} segments are parameters of ``params``
     role: Role  # who may call it: the edges refuse others (HTTP 403, NATS ``forbidden``)
-    response: Any  # the JSON answer's type (OpenAPI)
+    response: Any  # the JSON answer's envelope: One, Page, or list (a bare array)
     summary: str
     formats: tuple[Format, ...] = ("json",)
     export: Callable[[Queries, P], Awaitable[Exported]] | None = None  # every match, streamed
@@ -80,6 +81,11 @@ class Query(Generic[P]):
     # them.
     nats_only: tuple[str, ...] = ()
     cli: Cli | None = None
+    # The answer's ``data`` (One) or each of its items (Page, list), for the OpenAPI document
+    # (``services.query.answers``); a tuple: one of these types. None: any JSON.
+    item: Any = None
+    # HTTP statuses the query itself may answer besides 400 (invalid), 401 and 403 (the edge)
+    errors: tuple[int, ...] = ()
 
     @property
     def subject(self) -> str:
@@ -109,6 +115,8 @@ QUERIES: tuple[Query[Any], ...] = (
         path="/projects/{project_id}/milestones",
         role="reader",
         response=Page,
+        item=a.Milestone,
+        errors=(404,),
         summary="A project's milestones with health, filtered, sorted and paged",
         cli=Cli(
             command="status",
@@ -125,6 +133,11 @@ QUERIES: tuple[Query[Any], ...] = (
         path="/milestones/{milestone_id}",
         role="reader",
         response=One,
+        item=a.Milestone,
+        errors=(
+            404,
+            409,
+        ),
         summary="A milestone's status (project_id disambiguates)",
         cli=Cli(
             command="status",
@@ -142,6 +155,8 @@ QUERIES: tuple[Query[Any], ...] = (
         path="/milestones/{milestone_id}/history",
         role="reader",
         response=Page,
+        item=a.HistoryEntry,
+        errors=(404,),
         summary="Schedule history of a milestone",
         cli=Cli(
             command="history",
@@ -167,6 +182,7 @@ QUERIES: tuple[Query[Any], ...] = (
         path="/audit",
         role="auditor",
         response=Page,
+        item=a.AuditEvent,
         summary="Audit trail: every event with who, where from, when and why; "
         "format=jsonl|csv streams every match",
         formats=("json", "jsonl", "csv"),
@@ -196,6 +212,8 @@ QUERIES: tuple[Query[Any], ...] = (
         path="/projects/{project_id}/report",
         role="reader",
         response=One,
+        item=(a.Report, a.ReportComparison),
+        errors=(404,),
         summary="Planned vs actual: per milestone reference (baseline) and actual or forecast "
         "date, slip, reschedules, on time; on-time rate, mean and worst slip, schedule variance. "
         "as_of or position: as the project stood then; compare_as_of or compare_position",
@@ -214,6 +232,8 @@ QUERIES: tuple[Query[Any], ...] = (
         path="/projects/{project_id}/trend",
         role="reader",
         response=One,
+        item=a.Trend,
+        errors=(404,),
         summary="Milestone trend analysis: each milestone's forecast at every report date "
         "(status reports, reschedules, weekly cut-offs)",
         cli=Cli(
@@ -231,6 +251,8 @@ QUERIES: tuple[Query[Any], ...] = (
         path="/projects/{project_id}/digest",
         role="admin",
         response=One,
+        item=a.DigestMade,
+        errors=(404,),
         summary="Build the digest now, record it and queue it for the project's subscribers",
         cli=Cli(
             command="digest",
@@ -248,6 +270,8 @@ QUERIES: tuple[Query[Any], ...] = (
         path="/projects/{project_id}/digest",
         role="reader",
         response=One,
+        item=a.DigestMade,
+        errors=(404,),
         summary="Preview of the project digest: every milestone's health and what changed "
         "since the last digest (nothing is recorded or sent; POST sends it)",
         # over NATS, as before the registry: send is digest_send, record keeps it unsent. They
@@ -269,6 +293,7 @@ QUERIES: tuple[Query[Any], ...] = (
         path="/deliveries",
         role="admin",  # operators' data: webhook URLs and failures
         response=Page,
+        item=a.Delivery,
         summary="Webhook delivery log, oldest first, each delivery with its attempts",
         cli=Cli(
             command="deliveries",
@@ -296,6 +321,11 @@ QUERIES: tuple[Query[Any], ...] = (
         path="/deliveries/{id}/retry",
         role="admin",
         response=One,
+        item=a.Retried,
+        errors=(
+            404,
+            409,
+        ),
         summary="Send a failed delivery again now",
         cli=Cli(
             command="deliveries",
@@ -313,6 +343,8 @@ QUERIES: tuple[Query[Any], ...] = (
         path="/projects",
         role="reader",
         response=Page,
+        item=a.Project,
+        errors=(404,),
         summary="Every project (project_id: that one, or not_found): goals, milestones by "
         "health, next milestone, expected finish",
         cli=Cli(
@@ -331,6 +363,8 @@ QUERIES: tuple[Query[Any], ...] = (
         path="/projects/{project_id}",
         role="reader",
         response=One,
+        item=a.Project,
+        errors=(404,),
         summary="One project: goals, milestones by health, next milestone, expected finish",
         # no CLI shape: `milestones projects PROJECT` asks `projects` with project_id
     ),
@@ -342,6 +376,7 @@ QUERIES: tuple[Query[Any], ...] = (
         path="/projects/{project_id}/subscriptions",
         role="reader",
         response=Page,
+        item=a.Subscription,
         summary="Stakeholders' webhooks for a project (secrets are never shown, only signed)",
         cli=Cli(
             command="subscriptions",
@@ -358,6 +393,7 @@ QUERIES: tuple[Query[Any], ...] = (
         path="/projects/{project_id}/status-reports",
         role="reader",
         response=Page,
+        item=a.StatusReport,
         summary="Status updates people posted (StatusReported), newest first",
         cli=Cli(
             command="reports",
@@ -374,6 +410,7 @@ QUERIES: tuple[Query[Any], ...] = (
         path="/rejections",
         role="auditor",  # refused messages are shown whole, as they arrived
         response=Page,
+        item=a.Rejection,
         summary="Inbox messages the intake refused, with the reason",
         # no CLI shape: `milestones rejections` reads the rejections stream itself
     ),
@@ -384,7 +421,8 @@ QUERIES: tuple[Query[Any], ...] = (
         method="GET",
         path="/projections",
         role="reader",
-        response=list[dict[str, Any]],
+        response=list,
+        item=a.ProjectionState,
         summary="Each projection's position, lag, rate and parked count",
         cli=Cli(
             command="projections",
@@ -400,7 +438,8 @@ QUERIES: tuple[Query[Any], ...] = (
         method="GET",
         path="/parked",
         role="admin",  # raw payloads (secrets redacted when shown); `replay-parked` acts on them
-        response=list[dict[str, Any]],
+        response=list,
+        item=a.ParkedEvent,
         summary="Events a projection could not apply (at most 1000)",
         cli=Cli(
             command="parked",

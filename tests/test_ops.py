@@ -625,3 +625,19 @@ async def test_every_intake_line_about_a_command_names_its_cloudevent(intake, nc
     inbox = [e for e in about if e.get("path") == "inbox" or e["event"].startswith("inbox")]
     assert inbox and all(e["ce_id"] == inboxed["id"] for e in inbox), inbox
     assert all(e["correlationid"] == "corr-2" and e["ce_source"] == "tests" for e in inbox)
+
+
+def test_http_connections_are_accepted_with_tcp_nodelay() -> None:
+    """Every HTTP listener's connections send at once: without TCP_NODELAY each request after
+    the first on a kept-alive connection waited ~40 ms (Nagle against a delayed ACK), because
+    asyncio sets it only on sockets whose proto is IPPROTO_TCP and ``create_server`` leaves 0."""
+    import socket
+
+    from services.app.serving import bind
+
+    listener = bind("127.0.0.1", 0)
+    listener.setblocking(True)
+    with listener, socket.create_connection(listener.getsockname()):
+        accepted, _ = listener.accept()
+        with accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

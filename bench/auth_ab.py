@@ -46,7 +46,20 @@ async def one_run(
     work.mkdir(parents=True)
     server = EmbeddedNats(work / "nats", identity=identity if secured else None)
     await asyncio.to_thread(server.start)
-    stack = Stack(NatsTarget.embedded(server), None, free_port(), work)
+    return await intake_run(
+        server,
+        Stack(NatsTarget.embedded(server), None, free_port(), work),
+        projects,
+        publishers,
+        warmup,
+    )
+
+
+async def intake_run(
+    server: EmbeddedNats, stack: Stack, projects: list[str], publishers: int, warmup: list[str]
+) -> dict:
+    """``serve intake`` on ``stack`` under ``intake_commands``, with the intake's and the
+    server's CPU per command; stops both and removes the stack's directory."""
     try:
         services = await stack.target.services()
         try:
@@ -68,7 +81,7 @@ async def one_run(
     finally:
         stack.stop()
         server.stop()
-    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(stack.work, ignore_errors=True)
     per_command = 1000 / max(1, figures["messages"])
     figures["intake_cpu_ms_per_command"] = round((intake1 - intake0) * per_command, 4)
     figures["server_cpu_ms_per_command"] = round((server1 - server0) * per_command, 4)

@@ -27,9 +27,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.auth_ab import summary
-from bench.scenarios import intake_commands
-from bench.stack import NatsTarget, Stack, clients, cpu_seconds, ready
+from bench.auth_ab import intake_run, summary
+from bench.stack import NatsTarget, Stack
 from services.app.embedded import EmbeddedNats, free_port
 from services.auth.identity import ServiceIdentity
 
@@ -90,30 +89,7 @@ async def one_run(
     otel |= more if traced else {}
     stack = TracedStack(NatsTarget.embedded(server), None, free_port(), work, otel=otel)
     posts = sink.posts
-    try:
-        services = await stack.target.services()
-        try:
-            intake = stack.start("intake", "serve", "intake", "--no-http")
-            await ready(stack, services)
-            load = await clients(stack, services)
-            try:
-                await intake_commands(load.publisher, warmup, publishers)
-                assert server.proc is not None
-                intake0, server0 = intake.cpu_seconds(), cpu_seconds(server.proc.pid)
-                figures = await intake_commands(load.publisher, projects, publishers)
-                intake1, server1 = intake.cpu_seconds(), cpu_seconds(server.proc.pid)
-            finally:
-                await load.close()
-        finally:
-            await services.close()
-        stack.check_alive()
-    finally:
-        stack.stop()
-        server.stop()
-    shutil.rmtree(work, ignore_errors=True)
-    per_command = 1000 / max(1, figures["messages"])
-    figures["intake_cpu_ms_per_command"] = round((intake1 - intake0) * per_command, 4)
-    figures["server_cpu_ms_per_command"] = round((server1 - server0) * per_command, 4)
+    figures = await intake_run(server, stack, projects, publishers, warmup)
     figures["exports"] = sink.posts - posts
     if traced and not figures["exports"]:
         raise RuntimeError("tracing on, but nothing was exported: the A/B would compare nothing")

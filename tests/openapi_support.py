@@ -65,12 +65,6 @@ checks.positive_data_acceptance.expected-statuses = [
 [[operations]]
 include-path = "/audit/consistency"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404"]
-
-# The ledger's routes read a repeated parameter's first value instead of refusing it
-# (/tmp/needs-openapi.md asks the ledger's owner to refuse it, as the query routes do)
-[[operations]]
-include-path-regex = "^/(audit/|[.]well-known/)"
-checks.negative_data_rejection.enabled = false
 """
 
 

@@ -84,7 +84,10 @@ def _json(body: Any, status: int = 200) -> Response[bytes]:
 
 
 def _int(request: Request, name: str, *, default: int | None = None, least: int = 1) -> int | None:
-    raw = request.query_params.get(name)
+    values = request.query_params.getall(name, [])
+    if len(values) > 1:  # as the query routes answer (services/query/params.py)
+        raise Rejected("invalid", f"{name} is given {len(values)} times: give it once")
+    raw = values[0] if values else None
     if raw is None or raw == "":
         return default
     try:

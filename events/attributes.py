@@ -66,7 +66,7 @@ def extensions_in(members: Mapping[str, msgspec.Raw]) -> Extensions:
     for name, raw in members.items():
         if name in NAMED:
             continue
-        path = f"$.{name}"
+        path = f"$.{name[:64]}" if len(name) <= 64 else f"$.{name[:64]}…"  # echoed: bounded
         if name == "data_base64":
             raise OutOfBounds(
                 path,

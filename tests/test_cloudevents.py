@@ -220,6 +220,8 @@ BAD_BINARY = {  # what breaks -> (HTTP status, what the message says)
     "too many extensions": (400, "the limit is 16"),
     "data not JSON": (400, "the body (the event's data) is not JSON"),
     "bad percent-encoding": (400, "header ce-tenant: its percent-encoded bytes are not UTF-8"),
+    "data nested too deeply": (400, "the body (the event's data) is nested too deeply"),
+    "non-ASCII header": (400, "header ce-tenant holds a character that is not ASCII"),
 }
 
 
@@ -239,14 +241,19 @@ def bad_binary(case: str) -> tuple[dict[str, str], bytes]:
         body = b"{not json"
     elif case == "bad percent-encoding":
         headers["ce-tenant"] = "%C0%A0"  # an overlong UTF-8 space: must be refused
+    elif case == "data nested too deeply":  # a RecursionError in the decoder: never a crash
+        body = b"[" * 5000
+    elif case == "non-ASCII header":  # read as latin-1 by a server: refused, never garbled
+        headers["ce-tenant"] = "caf\u00e9"
     return headers, body
 
 
-def as_http(headers: dict[str, str]) -> dict[str, str]:
-    """The HTTP binding carries datacontenttype as Content-Type."""
+def as_http(headers: dict[str, str]) -> dict[str, bytes]:
+    """The HTTP binding carries datacontenttype as Content-Type; values go out as UTF-8 bytes,
+    as a careless client would send a non-ASCII one."""
     out = {k: v for k, v in headers.items() if k != "ce-datacontenttype"}
     out["content-type"] = headers.get("ce-datacontenttype", "application/json")
-    return out
+    return {k: v.encode() for k, v in out.items()}
 
 
 async def test_bad_binary_input_gets_a_clear_error_over_http_and_nats(http, nc):
@@ -268,9 +275,13 @@ async def test_a_bad_binary_inbox_message_is_recorded_as_a_rejection(intake, nc)
     js = nc.jetstream()
     headers, body = bad_binary("bad ce-time")
     await js.publish("milestones.inbox.ProjectCreated", body, stream=INBOX_STREAM, headers=headers)
+    deep_headers, deep = bad_binary("data nested too deeply")  # a crash once: the batch looped
+    await js.publish(
+        "milestones.inbox.ProjectCreated", deep, stream=INBOX_STREAM, headers=deep_headers
+    )
 
     async def recorded() -> bool:
-        return (await js.stream_info(REJECTIONS_STREAM)).state.messages == 1
+        return (await js.stream_info(REJECTIONS_STREAM)).state.messages == 2
 
     await wait_for(recorded, what="the rejection record")
     from events import REJECTION_DECODER

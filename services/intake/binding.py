@@ -49,6 +49,12 @@ def header_value(name: str, value: str) -> str:
     """An attribute from its header value: a quoted string unescaped, then one round of
     percent-decoding; percent-encoded bytes that are not UTF-8 are refused."""
     value = value.strip()
+    if not value.isascii():  # a server reads raw bytes as latin-1: refused, never garbled
+        raise Rejected(
+            "invalid",
+            f"header {name} holds a character that is not ASCII: percent-encode it as UTF-8 "
+            "(the CloudEvents bindings say so)",
+        )
     if "%" not in value and '"' not in value:
         return value  # nothing encoded (header values are ASCII)
     if len(value) >= 2 and value[0] == value[-1] == '"':
@@ -115,6 +121,10 @@ def to_structured(
     except msgspec.DecodeError as exc:
         raise Rejected(
             "invalid", f"binary mode: the body (the event's data) is not JSON: {exc}"
+        ) from None
+    except RecursionError:  # as parse.py: a refusal, never a crash (the inbox would loop)
+        raise Rejected(
+            "invalid", "binary mode: the body (the event's data) is nested too deeply"
         ) from None
     attributes["data"] = msgspec.Raw(body)
     return _ENCODER.encode(attributes)

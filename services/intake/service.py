@@ -75,7 +75,8 @@ class IntakeService:
                     principal,
                     expected_type,
                     webhooks=self.webhooks,
-                    answered=path != "inbox",
+                    # a reply a sender reads (the demo and the inbox have none)
+                    answered=path in ("http", "commands"),
                 )
                 if reply.accepted:
                     MESSAGES.labels(path, "accepted").inc()

@@ -27,6 +27,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
 from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Gauge
 
@@ -168,6 +169,16 @@ class Runner(Generic[R]):
             self.state.active = self.state.standby = False
             await _close(conn)
 
+    async def _behind(self, sub: JetStreamContext.PushSubscription) -> int:
+        """Events not yet received, set as the lag gauge. ``num_pending`` counts what has not
+        been *delivered*; on a short stream the consumer may already have pushed everything to
+        us, so what it has delivered is added."""
+        info = await sub.consumer_info()
+        delivered = info.delivered.consumer_seq if info.delivered is not None else 0
+        behind = (info.num_pending or 0) + delivered
+        LAG.labels(self.checkpoint).set(behind)
+        return behind
+
     @property
     def _search_path(self) -> str:
         return self.schema if self.schema == db.SCHEMA else f"{self.schema}, {db.SCHEMA}"
@@ -230,11 +241,11 @@ class Runner(Generic[R]):
         try:
             # num_pending counts what has not been *delivered*; on a short stream the consumer
             # may already have pushed everything to us, so add what it has delivered.
-            info = await sub.consumer_info()
-            delivered = info.delivered.consumer_seq if info.delivered is not None else 0
-            LAG.labels(self.checkpoint).set(behind := (info.num_pending or 0) + delivered)
-            if catch_up:
-                pending = behind
+            if catch_up:  # a rebuild needs to know where the log ends: here a failure is fatal
+                pending = await self._behind(sub)
+            else:  # the live runner only sets its lag gauge: a slow JetStream API must not
+                with contextlib.suppress(Exception):  # fail (and restart) the runner
+                    await self._behind(sub)
             while not stop.is_set() and pending:
                 getter = getter or asyncio.ensure_future(sub.next_msg(timeout=None))
                 done, _ = await asyncio.wait(

@@ -391,3 +391,26 @@ async def http(intake):
 async def api(system, authenticator):
     async with http_client(system, authenticator) as (client, _app):
         yield client
+
+
+async def append_as_before(nc, event_id: str, source: str, data: object) -> int:
+    """Append ``data`` raw, as an older version of the intake stored it (the log is append-only,
+    so today's code must read it as it is); returns its position."""
+    from events import StoredEvent
+    from events.subjects import EVENTS_STREAM, project_subject
+
+    t0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    subject = project_subject(data.project_id)  # type: ignore[attr-defined]
+    stored = StoredEvent(
+        id=event_id,
+        source=source,
+        type=type(data).__name__,
+        subject=subject,
+        time=t0,
+        recordedtime=t0,
+        correlationid=event_id,
+        causationid=event_id,
+        data=data,
+    )
+    ack = await nc.jetstream().publish(subject, ENCODER.encode(stored), stream=EVENTS_STREAM)
+    return ack.seq

@@ -57,7 +57,7 @@ from services.notify.secretbox import (
 )
 from services.notify.sender import signing_key
 from services.notify.targets import PinnedTransport, TargetPolicy, TargetRefused, unsafe
-from tests.conftest import caught_up, cloudevent, request, wait_for
+from tests.conftest import append_as_before, caught_up, cloudevent, request, wait_for
 from tests.test_notifier import notifier
 from tests.webhook_receiver import Receiver, verify
 
@@ -667,24 +667,10 @@ async def test_a_subscription_stored_in_clear_before_sealing_still_signs(
     try:
         assert (await request(nc, planned())).accepted
         # what a version before sealing appended: the secret in clear (the log is append-only)
-        t0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
-        legacy = StoredEvent(
-            id="legacy-1",
-            source="before-sealing",
-            type="StakeholderSubscribed",
-            subject="milestones.events.apollo",
-            time=t0,
-            recordedtime=t0,
-            correlationid="legacy-1",
-            causationid="legacy-1",
-            data=StakeholderSubscribed(
-                project_id="apollo", stakeholder="legacy", url=receiver.url, secret=SECRET
-            ),
+        legacy = StakeholderSubscribed(
+            project_id="apollo", stakeholder="legacy", url=receiver.url, secret=SECRET
         )
-        ack = await nc.jetstream().publish(
-            "milestones.events.apollo", ENCODER.encode(legacy), stream=EVENTS_STREAM
-        )
-        await caught_up(db_url, ack.seq)
+        await caught_up(db_url, await append_as_before(nc, "legacy-1", "before-sealing", legacy))
         async with notifier(system, keyring=Keyring.from_setting(OLD)):
             assert (await request(nc, reschedule("2026-12-21"))).accepted
 

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from events import ENCODER, StakeholderSubscribed, StoredEvent, tracing
+from events import ENCODER, StakeholderSubscribed, tracing
 from events.subjects import EVENTS_STREAM, INBOX_STREAM, REJECTIONS_STREAM
 from projections.db import connect
 from services.app.settings import Settings
@@ -27,7 +27,7 @@ from services.intake.webhooks import EXISTS, REPEAT, SHOWN
 from services.notify import signing
 from services.notify.secretbox import Keyring, subscription_aad
 from services.notify.sender import backoff, retry_after_seconds
-from tests.conftest import caught_up, cloudevent, request, wait_for
+from tests.conftest import append_as_before, caught_up, cloudevent, request, wait_for
 from tests.test_notifier import KEY, LOCAL, NOTIFIER_KEY, deliveries, notifier
 from tests.test_secrets import raw_stream
 from tests.webhook_receiver import Receiver, notification, verify, verify_legacy
@@ -134,25 +134,12 @@ async def test_payload_formats_per_subscription_and_old_subscriptions_unchanged(
         assert (await request(nc, planned())).accepted
         # a subscription made before payload versions: its stored event has no `payload`
         ring = Keyring.from_setting(KEY)
-        t0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
         sealed = ring.seal(OLD_SECRET, subscription_aad("apollo", "old", old_url))
-        before = StoredEvent(
-            id="before-standard-webhooks",
-            source="an-older-version",
-            type="StakeholderSubscribed",
-            subject="milestones.events.apollo",
-            time=t0,
-            recordedtime=t0,
-            correlationid="before-standard-webhooks",
-            causationid="before-standard-webhooks",
-            data=StakeholderSubscribed(
-                project_id="apollo", stakeholder="old", url=old_url, secret=sealed
-            ),
+        before = StakeholderSubscribed(
+            project_id="apollo", stakeholder="old", url=old_url, secret=sealed
         )
         assert b'"payload"' not in ENCODER.encode(before)
-        await nc.jetstream().publish(
-            "milestones.events.apollo", ENCODER.encode(before), stream=EVENTS_STREAM
-        )
+        await append_as_before(nc, "before-standard-webhooks", "an-older-version", before)
         subscribed = await request(
             nc,
             [

@@ -129,9 +129,8 @@ class Committer:
 
     async def submit(self, commands: Sequence[Command]) -> Reply:
         """Decide and append ``commands`` as one unit: all accepted, or none."""
-        about = observe.about(commands)
         if (call := observe.CALL.get()) is not None:
-            call.about = about  # the entry point's refusal line names the CloudEvents too
+            call.commands = commands  # the entry point's refusal line names the CloudEvents too
         spans = observe.command_spans(commands) if tracing.enabled() else []
         if spans:
             commands = [observe.stamped(c, s) for c, s in zip(commands, spans, strict=True)]
@@ -139,9 +138,8 @@ class Committer:
         receipts = [receipt_subject(c.ce) for c in commands]
         unit = _Unit(list(commands), future, receipts=receipts, keys=unit_keys(commands, receipts))
         unit.spans = [s.get_span_context() for s in spans]
-        if len(spans) == 1:  # the line a refusal logs leads to the command's span
-            about |= {"trace_id": format(unit.spans[0].trace_id, "032x")}
-            about |= {"span_id": format(unit.spans[0].span_id, "016x")}
+        if len(spans) == 1 and call is not None:  # a refusal's line leads to the command's span
+            call.span = unit.spans[0]
         reply: Reply | None = None
         observe.IN_FLIGHT.inc(len(commands))
         try:

@@ -18,10 +18,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import msgspec
-from opentelemetry.trace import Span, SpanKind, StatusCode
+from opentelemetry.trace import Span, SpanContext, SpanKind, StatusCode
 from prometheus_client import Gauge
 
 from events import Reply, tracing
@@ -44,7 +44,18 @@ class Call:
 
     path: str  # commands | inbox | http | demo ...
     type_token: str | None = None
-    about: dict[str, object] = field(default_factory=dict)
+    commands: Sequence[Command] = ()
+    span: SpanContext | None = None  # the command's own, when it is one and tracing is on
+
+    def about(self) -> dict[str, object]:
+        """The log fields of a refusal, made only when one is logged (not on the hot path)."""
+        if not self.commands:
+            return {}
+        fields = about(self.commands)
+        if self.span is not None:
+            fields["trace_id"] = format(self.span.trace_id, "032x")
+            fields["span_id"] = format(self.span.span_id, "016x")
+        return fields
 
 
 CALL: ContextVar[Call | None] = ContextVar("milestones_intake_call", default=None)

@@ -85,7 +85,7 @@ class IntakeService:
                     MESSAGES.labels(path, reply.error.code).inc()
                     log.info(
                         "message refused",
-                        **(call.about or peek(body)),
+                        **(call.about() or peek(body)),
                         code=reply.error.code,
                         reason=reply.error.message,
                     )

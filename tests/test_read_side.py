@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import events
 from events import ENCODER, decode_stored
 from projections import PROJECTIONS
-from projections.db import connect
+from projections.db import connect, ensure_schema
 from projections.rebuild import rebuild, replay_parked
 from projections.runner import Runner
 from projections.status import COLUMNS, StatusRow, fold
@@ -118,22 +118,54 @@ async def position_of(db_url: str, name: str) -> int:
         await conn.close()
 
 
+# Holds a projection's second batch open, between its row writes and its commit: the test's
+# session owns the advisory lock the trigger waits for (a test-only trigger, dropped again).
+HOLD_KEY = 424242
+HOLD_SECOND_BATCH = f"""
+CREATE FUNCTION milestones.hold_second_batch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.position > 0 THEN PERFORM pg_advisory_xact_lock({HOLD_KEY}); END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER hold_second_batch BEFORE UPDATE OF position ON milestones.checkpoints
+    FOR EACH ROW EXECUTE FUNCTION milestones.hold_second_batch();
+"""
+
+
 async def test_a_runner_killed_mid_batch_resumes_exactly(intake, nc, settings, db_url):
     last = await load(nc, projects=30)
-    proc = await projections_process(settings, db_url)
+    await ensure_schema(db_url, list(PROJECTIONS.values()))
+    holder = await connect(db_url)
     try:
+        await holder.execute(HOLD_SECOND_BATCH)
+        await holder.execute("SELECT pg_advisory_lock($1)", HOLD_KEY)
+        proc = await projections_process(settings, db_url)
+        try:
 
-        async def started() -> bool:
-            return await position_of(db_url, "audit") > 0
+            async def held() -> bool:  # a batch's rows are written, its commit waits
+                return bool(
+                    await holder.fetchval(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                        " AND objid = $1 AND NOT granted",
+                        HOLD_KEY,
+                    )
+                )
 
-        await wait_for(started, timeout=60, what="the runner to commit a first batch")
-        proc.send_signal(signal.SIGKILL)  # a real kill, wherever it is
-        await proc.wait()
+            await wait_for(held, timeout=60, what="a runner's second batch to wait on its commit")
+            proc.send_signal(signal.SIGKILL)  # a real kill, in the middle of a transaction
+            await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+        await holder.execute(
+            "DROP TRIGGER hold_second_batch ON milestones.checkpoints;"
+            " DROP FUNCTION milestones.hold_second_batch();"
+            f" SELECT pg_advisory_unlock({HOLD_KEY})"
+        )
     finally:
-        if proc.returncode is None:
-            proc.kill()
+        await holder.close()
     killed_at = {n: await position_of(db_url, n) for n in TABLES}
-    assert min(killed_at.values()) < last, "the kill came too late to interrupt anything"
+    assert min(killed_at.values()) < last, killed_at
     proc = await projections_process(settings, db_url)
     try:
         await caught_up(db_url, last)

@@ -10,7 +10,8 @@ and sets the checkpoint. Queries see either the old tables or the new ones, neve
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Generic
 
 import asyncpg
@@ -27,6 +28,44 @@ from projections.runner import Runner
 log = structlog.get_logger("milestones.rebuild")
 S = db.SCHEMA
 REBUILT = "@rebuild"  # what a rebuild parks waits under "<name>@rebuild" until the swap
+PROGRESS_TICK_S = 0.25
+
+# ``on_progress(done, last)``: the stream position applied so far and the last one to reach (a
+# rebuild's estimate is the stream's last sequence when it starts; its final call has
+# done == last). Called from the event loop: it must not block.
+OnProgress = Callable[[int, int], None]
+
+
+@contextlib.asynccontextmanager
+async def _reporting(
+    runner: Runner, last: int, on_progress: OnProgress | None
+) -> AsyncIterator[None]:
+    """Tell ``on_progress`` the runner's position as it moves (every tick while it runs)."""
+    if on_progress is None:
+        yield
+        return
+    report = on_progress
+
+    async def tick() -> None:
+        shown = -1
+        while True:
+            if runner.position != shown:
+                shown = runner.position
+                report(min(shown, last), last)
+            await asyncio.sleep(PROGRESS_TICK_S)
+
+    task = asyncio.ensure_future(tick())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _last_position(nc: NATS, stream: str) -> int:
+    info = await nc.jetstream().stream_info(stream)
+    return int(info.state.last_seq)
 
 
 class Together(Generic[R]):
@@ -66,9 +105,11 @@ async def rebuild(
     nc: NATS,
     *,
     batch_size: int = 2000,
+    on_progress: OnProgress | None = None,
 ) -> int:
     """Rebuild one projection (or several that read the same stream, with one read) from
-    position 1 and swap the new tables in; returns the new checkpoint."""
+    position 1 and swap the new tables in; returns the new checkpoint. ``on_progress`` is told
+    how far the replay has come (``OnProgress``)."""
     members = [projection] if not isinstance(projection, Sequence) else list(projection)
     source: Projection[R] = members[0] if len(members) == 1 else Together(members)
     names = sorted(p.name for p in members)
@@ -104,7 +145,9 @@ async def rebuild(
             park_suffix=REBUILT,
         )
         never = asyncio.Event()
-        await runner.consume(conn, never, catch_up=True)
+        last = await _last_position(nc, source.stream) if on_progress else 0
+        async with _reporting(runner, last, on_progress):
+            await runner.consume(conn, never, catch_up=True)
         log.info("rebuild caught up, swapping", projection=label, position=runner.position)
         async with conn.transaction():
             live = 0
@@ -147,13 +190,19 @@ async def rebuild(
             f"DROP SCHEMA IF EXISTS {trash} CASCADE; DROP SCHEMA IF EXISTS {shadow} CASCADE"
         )
         log.info("rebuild swapped in", projection=label, position=runner.position)
+        if on_progress is not None:
+            on_progress(runner.position, runner.position)
         return runner.position
     finally:
         await conn.close()
 
 
 async def replay_parked(
-    projection: Projection[R], dsn: str, *, batch_size: int = 500
+    projection: Projection[R],
+    dsn: str,
+    *,
+    batch_size: int = 500,
+    on_progress: OnProgress | None = None,
 ) -> tuple[int, int]:
     """Apply a projection's parked events again, in stream order, in one transaction that holds
     the live checkpoint row (the live runner waits at its next batch). What still fails stays
@@ -161,7 +210,8 @@ async def replay_parked(
 
     Each project's parked events are the whole tail of that project up to the checkpoint
     (``projections.parking``), so applying them in order gives what an uninterrupted run would
-    have: the read model equals a rebuild."""
+    have: the read model equals a rebuild. ``on_progress(position, last)`` after each batch: the
+    position of the last parked event tried, and of the last one to try."""
     name = projection.name
     conn = await db.connect(dsn)
     applied = 0
@@ -198,6 +248,8 @@ async def replay_parked(
                         )
                 applied += outcome.applied
                 blocked = outcome.blocked
+                if on_progress is not None:
+                    on_progress(items[-1].position, rows[-1]["position"])
             await conn.execute(
                 f"UPDATE {S}.checkpoints SET parked_epoch = parked_epoch + 1 WHERE projection = $1",
                 name,

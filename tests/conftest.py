@@ -125,7 +125,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
             await conn.close()
 
     asyncio.run(create())
-    url = _with_database(base, name)
+    url = with_database(base, name)
 
     async def prepare_template() -> None:
         from projections import PROJECTIONS
@@ -147,10 +147,10 @@ async def db_url(database_url: str) -> AsyncIterator[str]:
     name = f"t_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(database_url)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_template_name(database_url)}"')
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_name(database_url)}"')
     finally:
         await admin.close()
-    yield _with_database(database_url, name)
+    yield with_database(database_url, name)
     admin = await asyncpg.connect(database_url)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -158,13 +158,13 @@ async def db_url(database_url: str) -> AsyncIterator[str]:
         await admin.close()
 
 
-def _template_name(url: str) -> str:
+def template_name(url: str) -> str:
     from urllib.parse import urlsplit
 
     return urlsplit(url).path.lstrip("/")
 
 
-def _with_database(url: str, name: str) -> str:
+def with_database(url: str, name: str) -> str:
     from urllib.parse import urlsplit, urlunsplit
 
     parts = urlsplit(url)

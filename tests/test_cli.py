@@ -36,11 +36,12 @@ async def run(
 
 async def test_send_prints_replies_and_exit_codes_tell_the_outcome(intake, settings):
     env = cli_env(settings)
-    assert (await run("send", "ProjectCreated", "project_id=apollo", "name=Apollo", env=env))[
-        0
-    ] == 0
+    assert (
+        await run("send", "--json", "ProjectCreated", "project_id=apollo", "name=Apollo", env=env)
+    )[0] == 0
     code, out, _ = await run(
         "send",
+        "--json",
         "MilestonePlanned",
         "project_id=apollo",
         "milestone_id=m1",
@@ -53,6 +54,7 @@ async def test_send_prints_replies_and_exit_codes_tell_the_outcome(intake, setti
     assert code == 0 and json.loads(out)["events"][0]["type"] == "MilestonePlanned"
     await run(
         "send",
+        "--json",
         "TaskAdded",
         "project_id=apollo",
         "milestone_id=m1",
@@ -62,6 +64,7 @@ async def test_send_prints_replies_and_exit_codes_tell_the_outcome(intake, setti
     )
     code, first, _ = await run(
         "send",
+        "--json",
         "TaskCompleted",
         "project_id=apollo",
         "milestone_id=m1",
@@ -79,6 +82,7 @@ async def test_send_prints_replies_and_exit_codes_tell_the_outcome(intake, setti
     assert all(e["position"] > 0 for e in reply["events"])
     code, again, _ = await run(
         "send",
+        "--json",
         "TaskCompleted",
         "project_id=apollo",
         "milestone_id=m1",
@@ -89,7 +93,13 @@ async def test_send_prints_replies_and_exit_codes_tell_the_outcome(intake, setti
     )
     assert code == 0 and json.loads(again) == reply
     code, out, _ = await run(
-        "send", "TaskCompleted", "project_id=apollo", "milestone_id=m1", "task_id=zz", env=env
+        "send",
+        "--json",
+        "TaskCompleted",
+        "project_id=apollo",
+        "milestone_id=m1",
+        "task_id=zz",
+        env=env,
     )
     assert code == 1 and json.loads(out)["error"]["code"] == "not_found"
 
@@ -121,10 +131,11 @@ async def test_send_file_from_stdin_and_rejections(intake, settings):
         },
     ]
     stdin = "\n".join(json.dumps(x) for x in lines).encode()
-    code, out, _ = await run("send", "--file", "-", env=env, stdin=stdin)
+    code, out, _ = await run("send", "--json", "--file", "-", env=env, stdin=stdin)
     assert code == 0 and len(out.splitlines()) == 2
     code, out, _ = await run(
         "send",
+        "--json",
         "--inbox",
         "TaskAdded",
         "project_id=f",
@@ -191,7 +202,9 @@ async def test_dev_runs_everything_and_stops_on_ctrl_c(tmp_path: Path):
         await wait_for(ready, timeout=60, what="milestones dev to listen")
         # the quick start: the CLI finds dev.json in the data dir, nothing else is given
         env = {"MILESTONES_DATA_DIR": str(tmp_path)}
-        code, out, _ = await run("send", "ProjectCreated", "project_id=dev", "name=Dev", env=env)
+        code, out, _ = await run(
+            "send", "--json", "ProjectCreated", "project_id=dev", "name=Dev", env=env
+        )
         assert code == 0 and json.loads(out)["accepted"]
         assert (tmp_path / "dev.json").stat().st_mode & 0o777 == 0o600
         dev = json.loads((tmp_path / "dev.json").read_text())

@@ -35,7 +35,9 @@ def add_audit_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     """``audit export`` and ``audit verify`` under the ``audit`` command (the audit-trail query,
     added before this, keeps working without an action)."""
     audit = sub.choices.get("audit") or sub.add_parser("audit", help="the audit trail")
-    actions = audit.add_subparsers(dest="audit_action", metavar="{export,verify}")
+    actions = audit.add_subparsers(
+        dest="audit_action", metavar="{export,verify}", help="without one: the audit trail"
+    )
     actions.required = False
     e = actions.add_parser(
         "export",
@@ -84,9 +86,11 @@ def _local_key(settings: Settings) -> PublicKey:
 
 
 async def _connect(settings: Settings):
-    from services.app.wiring import connect_services
+    """The services' identity (the streams are theirs), found as ``rebuild`` finds it; one
+    line and exit 2 when NATS cannot be reached (``services.cli.client``)."""
+    from services.cli.client import connect_service
 
-    return await connect_services(settings, "milestones-audit")
+    return await connect_service(settings, "milestones-audit")
 
 
 async def export(args: argparse.Namespace, settings: Settings) -> int:

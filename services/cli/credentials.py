@@ -30,9 +30,9 @@ CLI = Principal(id="system:milestones-cli", role="admin", via="system")
 
 def add_credentials_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c = sub.add_parser("credentials", help="issue, list and revoke credentials (README, Security)")
-    verbs = c.add_subparsers(dest="verb", required=True)
+    verbs = c.add_subparsers(dest="verb", required=True, help="what to do")
     create = verbs.add_parser("create", help="issue a credential and print its secret once")
-    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--role", required=True, choices=ROLES, help="what it may do")
     create.add_argument(
         "--source", action="append", default=[], help="publisher: a CloudEvent source (repeat)"
     )
@@ -43,14 +43,16 @@ def add_credentials_commands(sub: argparse._SubParsersAction[argparse.ArgumentPa
     create.add_argument("--json", action="store_true", help="print it as a dev.json entry")
     listing = verbs.add_parser("list", help="every credential (never a secret)")
     listing.add_argument("--all", action="store_true", help="revoked ones too")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help="as JSON")
     token = verbs.add_parser(
         "token", help="print the HTTP bearer token of a role from dev.json (for curl)"
     )
-    token.add_argument("role", choices=["publisher", "reader", "auditor", "admin"])
+    token.add_argument(
+        "role", choices=["publisher", "reader", "auditor", "admin"], help="whose token"
+    )
     revoke = verbs.add_parser("revoke", help="revoke a credential: refused within a second")
-    revoke.add_argument("credential_id")
-    revoke.add_argument("--reason")
+    revoke.add_argument("credential_id", help="its id (`milestones credentials list`)")
+    revoke.add_argument("--reason", help="why, kept in the log")
 
 
 def _row(c: Credential) -> dict:

@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK
 """`milestones` — the command line: run the services, publish, inspect, export schemas."""
 
 from __future__ import annotations
@@ -12,163 +13,154 @@ from events.errors import StartupError
 from services.app.settings import Settings
 from services.cli import audit, backup, ops, read
 from services.cli import run as services_run
+from services.cli.bench_command import add_bench_command, bench
 from services.cli.credentials import add_credentials_commands, credentials
 from services.cli.deploy import add_deploy_commands, nats_config
-
-
-# -- bench --------------------------------------------------------------------------------------
-def _bench(args: argparse.Namespace) -> int:
-    from bench.run import Options
-    from bench.run import main as bench_main
-    from services.auth.identity import NatsLogin, ServiceIdentity
-
-    identity, auth_file = None, None
-    if args.bench_nats_url:  # someone else's server: the services' login from the environment
-        settings = Settings.from_env()
-        if settings.nats_user:
-            identity = ServiceIdentity(
-                NatsLogin(settings.nats_user, settings.nats_password or ""),
-                NatsLogin(settings.nats_system_user or "", settings.nats_system_password or ""),
-            )
-            if settings.nats_system_user:  # the intake can keep the server's accounts in sync
-                auth_file = settings.nats_auth_file
-    return bench_main(
-        Options(
-            projects=args.projects,
-            inbox_projects=args.inbox_projects,
-            publishers=args.publishers,
-            events=args.events,
-            freshness_rate=args.freshness_rate,
-            freshness_seconds=args.freshness_seconds,
-            query_rate=args.query_rate,
-            query_seconds=args.query_seconds,
-            raw_messages=args.raw_messages,
-            nats_url=args.bench_nats_url,
-            database_url=args.database_url,
-            out=args.out,
-            lazy=not args.no_lazy,
-            auth_runs=args.auth_runs,
-            auth_projects=args.auth_projects,
-            nats_identity=identity,
-            nats_auth_file=auth_file,
-        )
-    )
-
+from services.cli.docs import document, subparsers
+from services.cli.event_types import add_types_command, send_epilog, types
+from services.cli.output import fail, use_terminal
 
 OPS_PORT_HELP = (
     "port of /health, /ready and /metrics (env MILESTONES_OPS_PORT, default 9464; 0: only on"
     " the HTTP API's port)"
 )
+DATABASE_HELP = (
+    "PostgreSQL URL (env MILESTONES_DATABASE_URL; default: the one `milestones dev` runs)"
+)
+# Accepted before or after the subcommand: `milestones --nats-url X status p` and
+# `milestones status p --nats-url X` are the same.
+GLOBAL_OPTIONS: tuple[tuple[str, dict[str, str]], ...] = (
+    (
+        "--nats-url",
+        {
+            "metavar": "URL",
+            "help": "NATS server (env MILESTONES_NATS_URL; default: the URL `milestones dev` "
+            "wrote to <data-dir>/dev.json, else nats://127.0.0.1:4222)",
+        },
+    ),
+    (
+        "--data-dir",
+        {
+            "metavar": "DIR",
+            "help": "where `milestones dev` keeps its data and dev.json "
+            "(env MILESTONES_DATA_DIR, default .milestones)",
+        },
+    ),
+)
+SHELLS = ("bash", "zsh", "fish", "tcsh", "powershell")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="milestones", description=__doc__)
-    p.add_argument("--nats-url", help="NATS server (env MILESTONES_NATS_URL)")
-    sub = p.add_subparsers(dest="command", required=True)
+def add_global_options(parser: argparse.ArgumentParser) -> None:
+    """On the top parser (default None) and every subcommand (default SUPPRESS: a subcommand
+    that is not given one keeps what came before it)."""
+    for flag, options in GLOBAL_OPTIONS:
+        parser.add_argument(flag, default=None, **options)  # type: ignore[arg-type]
+    for _, sub, _ in subparsers(parser):
+        for flag, options in GLOBAL_OPTIONS:
+            sub.add_argument(flag, default=argparse.SUPPRESS, **options)
 
+
+def add_running_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d = sub.add_parser("dev", help="run everything on embedded servers")
     d.add_argument("--nats-port", type=int, help="default 4222, or a free port when taken")
     d.add_argument("--http-port", type=int, help="default 8080, or a free port when taken")
     d.add_argument("--ops-port", type=int, help=OPS_PORT_HELP)
     d.add_argument("--database-url", help="PostgreSQL URL; default: an embedded PostgreSQL")
-    d.add_argument("--data-dir", help="where embedded servers keep data (default .milestones)")
     d.add_argument(
         "--demo",
         action="store_true",
-        help="load the sample project atlas (phases, dependencies, "
-        "reschedules, a baseline, status reports) and open /ui/projects/atlas",
+        help="load the sample project atlas (phases, dependencies, reschedules, a baseline, "
+        "status reports) and log the URL of its page (/ui/projects/atlas)",
     )
-
     s = sub.add_parser("serve", help="run one service against configured servers (deployments)")
-    s.add_argument("service", choices=["intake", "projections", "query", "notifier"])
+    s.add_argument(
+        "service",
+        choices=["intake", "projections", "query", "notifier"],
+        help="the service to run",
+    )
     s.add_argument("--no-http", action="store_true", help="NATS only (intake, query)")
     s.add_argument("--ops-port", type=int, help=OPS_PORT_HELP)
 
-    snd = sub.add_parser("send", help="publish CloudEvents and print each reply")
-    snd.add_argument("type", nargs="?", help="event type, e.g. TaskCompleted")
+
+def add_send_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    snd = sub.add_parser(
+        "send",
+        help="publish CloudEvents and say what each reply says",
+        description="Publish a CloudEvent built from TYPE and key=value data fields (or the "
+        "CloudEvents of a file) to the intake, and say what was stored where, or why not. "
+        "Exit 0 when every event was accepted, 1 when one was refused, 2 when the intake "
+        "cannot be reached.",
+    )
+    snd.add_argument("type", nargs="?", help="event type, e.g. TaskCompleted (see below)")
     snd.add_argument("fields", nargs="*", help="data fields as key=value")
     snd.add_argument("--file", help="CloudEvents, one JSON per line ('-' for stdin)")
-    snd.add_argument("--source", default="milestones-cli")
-    snd.add_argument("--actor")
+    snd.add_argument("--source", default="milestones-cli", help="CloudEvent source")
+    snd.add_argument("--actor", help="who did it (the CloudEvent actor attribute)")
     snd.add_argument("--id", help="CloudEvent id (default: a new uuid)")
     snd.add_argument("--time", help="RFC 3339 time (default: now)")
     snd.add_argument("--inbox", action="store_true", help="publish to the durable inbox instead")
-    snd.add_argument("--timeout", type=float, default=10.0)
+    snd.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a reply")
+    snd.add_argument("--json", action="store_true", help="print each reply as JSON")
+    snd.epilog = send_epilog()
+    add_types_command(sub)
 
     r = sub.add_parser("rejections", help="list inbox messages the intake refused")
     r.add_argument("--after", type=int, default=0, help="only rejections after this sequence")
-    r.add_argument("--limit", type=int, default=100)
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--limit", type=int, default=100, help="at most this many")
+    r.add_argument("--json", action="store_true", help="each rejection as JSON")
 
     sc = sub.add_parser("schema", help="write JSON Schemas and the AsyncAPI document")
-    sc.add_argument("--out", default="schemas")
+    sc.add_argument("--out", default="schemas", help="the directory to write (default schemas)")
 
-    read.add_read_commands(sub)
-    audit.add_audit_commands(sub)  # after: adds export and verify under the existing `audit`
-    add_credentials_commands(sub)
-    add_deploy_commands(sub)
-    backup.add_backup_commands(sub)
+
+def add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from projections import PROJECTIONS
 
     rb = sub.add_parser(
         "rebuild", help="rebuild a read model from position 1 and swap it in (no downtime)"
     )
-    rb.add_argument("projection", choices=[*PROJECTIONS, "all"])
-    rb.add_argument("--database-url")
-    b = sub.add_parser(
-        "bench", help="benchmark intake, rebuild, freshness, queries beside the raw limits"
+    rb.add_argument(
+        "projection", choices=[*PROJECTIONS, "all"], help="the read model, or all of them"
     )
-    b.add_argument(
-        "--projects",
-        type=int,
-        default=2000,
-        help="projects of 10 milestones x 10 tasks (~181 messages each)",
-    )
-    b.add_argument(
-        "--inbox-projects", type=int, default=200, help="projects sent through the inbox"
-    )
-    b.add_argument(
-        "--publishers", type=int, default=256, help="concurrent request/reply publishers"
-    )
-    b.add_argument(
-        "--events", type=int, default=0, help="top the stream up to N events before the rebuild"
-    )
-    b.add_argument("--freshness-rate", type=int, default=2000)
-    b.add_argument("--freshness-seconds", type=float, default=10.0)
-    b.add_argument("--query-rate", type=int, default=500)
-    b.add_argument("--query-seconds", type=float, default=5.0)
-    b.add_argument("--raw-messages", type=int, default=100_000)
-    b.add_argument(
-        "--bench-nats-url",
-        help="use this NATS server (default: start a durable and a lazy one); the services log"
-        " in as MILESTONES_NATS_USER, and publishers get credentials of their own when"
-        " MILESTONES_NATS_SYSTEM_USER and MILESTONES_NATS_AUTH_FILE are set too",
-    )
-    b.add_argument(
-        "--database-url",
-        help="PostgreSQL server to create the bench database on (default: embedded)",
-    )
-    b.add_argument(
-        "--no-lazy", action="store_true", help="skip the intake run on the lazy-fsync server"
-    )
-    b.add_argument(
-        "--auth-runs",
-        type=int,
-        default=5,
-        help="pairs of the authentication A/B after the main run: intake with and without"
-        " NATS authentication, interleaved, fresh servers each (0 skips it)",
-    )
-    b.add_argument("--auth-projects", type=int, default=200, help="projects per run of the A/B")
-    b.add_argument("--out", default="bench-results.json")
+    rb.add_argument("--database-url", help=DATABASE_HELP)
+    add_bench_command(sub)
     rp = sub.add_parser("replay-parked", help="apply a projection's parked events again")
-    rp.add_argument("projection", choices=list(PROJECTIONS))
-    rp.add_argument("--database-url")
+    rp.add_argument("projection", choices=list(PROJECTIONS), help="the read model")
+    rp.add_argument("--database-url", help=DATABASE_HELP)
     mg = sub.add_parser(
         "migrate", help="bring the notifier's tables to this build's migration (services do it too)"
     )
-    mg.add_argument("--database-url")
+    mg.add_argument("--database-url", help=DATABASE_HELP)
     mg.add_argument("--sql", action="store_true", help="print the SQL it would run, run nothing")
+    c = sub.add_parser("completion", help="print the shell code that completes `milestones`")
+    c.add_argument("shell", choices=SHELLS, help="your shell")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="milestones",
+        description=__doc__,
+        epilog="`milestones COMMAND --help` describes a command, with examples.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_running_commands(sub)
+    add_send_commands(sub)
+    read.add_read_commands(sub)
+    audit.add_audit_commands(sub)  # after: adds export and verify under the existing `audit`
+    add_credentials_commands(sub)
+    add_deploy_commands(sub)
+    backup.add_backup_commands(sub)
+    add_operator_commands(sub)
+    add_global_options(p)
+    document(p)
     return p
+
+
+def completion(args: argparse.Namespace, settings: Settings) -> int:
+    import argcomplete
+
+    sys.stdout.write(argcomplete.shellcode(["milestones"], shell=args.shell))
+    return 0
 
 
 SERVICES = {
@@ -185,43 +177,77 @@ COMMANDS = {
     "backup": backup.backup,
     "restore": backup.restore,
 }
-SYNC_COMMANDS = {"nats-config": nats_config}
+SYNC_COMMANDS = {"nats-config": nats_config, "types": types, "completion": completion}
+
+
+def dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "schema":
+        return ops.schema(args, settings)
+    if args.command == "bench":
+        return bench(args)
+    if args.command in SYNC_COMMANDS:
+        return SYNC_COMMANDS[args.command](args, settings)
+    if audit.is_audit_action(args):  # before the read commands: `audit` is one of them
+        return asyncio.run(audit.run_audit(args, settings))
+    if args.command in read.COMMANDS:
+        return asyncio.run(read.run(args, settings))
+    if args.command in SERVICES:
+        from services.app import supervise
+
+        command = SERVICES[args.command]
+        return supervise.run(
+            lambda shutdown: command(args, settings, shutdown), settings.shutdown_timeout_s
+        )
+    return asyncio.run(COMMANDS[args.command](args, settings))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    overrides = {"nats_url": args.nats_url, "data_dir": getattr(args, "data_dir", None)}
+    parser = build_parser()
+    if argv is None:  # only the real command line is completed (argcomplete exits after)
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
+    args = parser.parse_args(argv)
+    overrides = {"nats_url": args.nats_url, "data_dir": args.data_dir}
     try:
         settings = Settings.from_env(**overrides)
     except (ValueError, msgspec.ValidationError) as exc:  # e.g. MILESTONES_HTTP_PORT=abc
-        sys.stderr.write(f"milestones: bad configuration: {exc}\n")
+        fail(f"bad configuration: {exc}")
         return 2
     from services.app import logs
 
     logs.configure(settings.log_format, settings.log_level)
+    use_terminal()
     if args.command == "send" and not args.file and not args.type:
-        build_parser().error("send needs TYPE key=value ... or --file")
+        parser.error("send needs TYPE key=value ... or --file (`milestones types` lists types)")
     try:
-        if args.command == "schema":
-            return ops.schema(args, settings)
-        if args.command == "bench":
-            return _bench(args)
-        if args.command in SYNC_COMMANDS:
-            return SYNC_COMMANDS[args.command](args, settings)
-        if audit.is_audit_action(args):  # before the read commands: `audit` is one of them
-            return asyncio.run(audit.run_audit(args, settings))
-        if args.command in read.COMMANDS:
-            return asyncio.run(read.run(args, settings))
-        if args.command in SERVICES:
-            from services.app import supervise
-
-            command = SERVICES[args.command]
-            return supervise.run(
-                lambda shutdown: command(args, settings, shutdown), settings.shutdown_timeout_s
-            )
-        return asyncio.run(COMMANDS[args.command](args, settings))
-    except StartupError as exc:
-        sys.stderr.write(f"milestones: {exc}\n")
-        return 2
+        return dispatch(args, settings)
     except KeyboardInterrupt:
         return 130
+    except BaseException as exc:  # the boundary: a server's failure is one line, never a trace
+        code = failed(exc)
+        if code is None:
+            raise
+        return code
+
+
+def failed(exc: BaseException) -> int | None:
+    """One line and exit code 2 for what goes wrong outside the CLI (a server that cannot be
+    reached, does not answer, refuses); None: a bug, shown as a traceback."""
+    import nats.errors
+
+    if isinstance(exc, BrokenPipeError):  # `milestones types | head`
+        return 0
+    if isinstance(exc, StartupError):
+        fail(str(exc))
+    elif isinstance(exc, nats.errors.NoRespondersError):
+        fail("no service answers on NATS: is `milestones dev` running, and --nats-url right?")
+    elif isinstance(exc, nats.errors.TimeoutError | TimeoutError):
+        fail("no answer in time: is the service overloaded, or stopped? (`milestones dev` logs)")
+    elif isinstance(exc, nats.errors.Error):
+        fail(f"NATS: {exc or type(exc).__name__}")
+    elif isinstance(exc, OSError):
+        fail(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
+    else:
+        return None
+    return 2

@@ -7,18 +7,18 @@ import argparse
 import datetime as dt
 import sys
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
+import nats
 
-from events import ENCODER, EVENT_TYPES, REPLY_DECODER
+from events import ENCODER, EVENT_TYPES, INBOUND_TYPES, REPLY_DECODER, Reply
 from events.errors import StartupError
-from events.subjects import command_subject, inbox_subject
+from events.subjects import command_subject, inbox_subject, milestone_subject, project_subject
 from services.app.settings import Settings
-
-
-def out(line: str = "") -> None:
-    sys.stdout.write(line + "\n")
+from services.cli.output import fail, out, progress
 
 
 # -- send ---------------------------------------------------------------------------------------
@@ -33,12 +33,18 @@ def coerce(value: str) -> object:
 
 def cloudevent_from_args(args: argparse.Namespace) -> bytes:
     if args.type not in EVENT_TYPES:
-        raise SystemExit(f"unknown type {args.type!r}; one of: {', '.join(sorted(EVENT_TYPES))}")
+        raise StartupError(
+            f"unknown type {args.type!r}: one of {', '.join(sorted(INBOUND_TYPES))} "
+            "(`milestones types` lists them with their fields)"
+        )
     data: dict[str, object] = {}
     for pair in args.fields:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise SystemExit(f"expected key=value, got {pair!r}")
+            raise StartupError(
+                f"expected key=value, got {pair!r} (`milestones types {args.type}` lists the "
+                "fields)"
+            )
         data[key] = coerce(value)
     try:  # coerce "2" to 2 where the contract wants a number; the service validates again
         typed = msgspec.convert(data, EVENT_TYPES[args.type], strict=False)
@@ -64,30 +70,83 @@ def event_lines(path: str) -> list[bytes]:
     return [line for line in raw.splitlines() if line.strip()]
 
 
+class Sent(msgspec.Struct, frozen=True):
+    """What one line sent is, as far as the CLI says it back."""
+
+    type: str
+    id: str | None = None
+    subject: str | None = None  # where its events are stored
+
+
+def described(body: bytes) -> Sent:
+    try:
+        decoded = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return Sent("unknown")
+    if isinstance(decoded, list):
+        return Sent("batch")
+    if not isinstance(decoded, dict):
+        return Sent("unknown")
+    given = decoded.get("data")
+    data: dict = given if isinstance(given, dict) else {}
+    project, milestone = data.get("project_id"), data.get("milestone_id")
+    subject = None
+    if isinstance(project, str) and isinstance(milestone, str):
+        subject = milestone_subject(project, milestone)
+    elif isinstance(project, str):
+        subject = project_subject(project)
+    return Sent(str(decoded.get("type") or "unknown"), decoded.get("id"), subject)
+
+
+def shown_reply(reply: Reply, sent: Sent, generated_id: str | None) -> None:
+    """A reply in words: what was stored where (stdout), or why not (stderr)."""
+    if reply.error is not None:
+        message = reply.error.message
+        if generated_id and message.startswith(f"CloudEvent {generated_id}: "):
+            message = message.removeprefix(f"CloudEvent {generated_id}: ")  # an id nobody chose
+        fail(f"refused ({reply.error.code}): {message}")
+        return
+    events = reply.events or []
+    where = f" on {sent.subject}" if sent.subject else ""
+    if not events:
+        out(f"accepted {sent.type}: nothing new to store (already applied)")
+    for n, ref in enumerate(events):
+        lead = "accepted" if n == 0 else "   and"
+        out(f"{lead} {ref.type} at position {ref.position}{where}")
+    for generated in reply.webhook_secrets or []:
+        out(f"webhook secret (shown once): {generated.secret or '-'} {generated.note}".rstrip())
+
+
 async def send(args: argparse.Namespace, settings: Settings) -> int:
-    from services.cli.client import connect_as
+    from services.cli.client import connect_as, no_responders
 
     bodies = event_lines(args.file) if args.file else [cloudevent_from_args(args)]
+    ids_chosen = bool(args.file or args.id)  # else a uuid of ours, not worth showing
     nc = await connect_as(settings, "publisher")
     refused = 0
     try:
         for body in bodies:
-            try:
-                ctype = (
-                    msgspec.json.decode(body).get("type", "unknown")
-                    if body.lstrip()[:1] == b"{"
-                    else "batch"
-                )
-            except msgspec.DecodeError:
-                ctype = "unknown"
+            sent = described(body)
             if args.inbox:
-                ack = await nc.jetstream().publish(inbox_subject(ctype), body)
-                out(ENCODER.encode({"queued": True, "inbox_seq": ack.seq}).decode())
+                ack = await nc.jetstream().publish(inbox_subject(sent.type), body)
+                if args.json:
+                    out(ENCODER.encode({"queued": True, "inbox_seq": ack.seq}).decode())
+                else:
+                    out(f"queued {sent.type} in the inbox at sequence {ack.seq}")
                 continue
-            msg = await nc.request(command_subject(ctype), body, timeout=args.timeout)
+            subject = command_subject(sent.type)
+            try:
+                msg = await nc.request(subject, body, timeout=args.timeout)
+            except nats.errors.NoRespondersError:
+                raise no_responders(
+                    settings, "intake", subject, "milestones serve intake"
+                ) from None
             reply = REPLY_DECODER.decode(msg.data)
             refused += not reply.accepted
-            out(msg.data.decode())
+            if args.json:
+                out(msg.data.decode())
+            else:
+                shown_reply(reply, sent, None if ids_chosen else sent.id)
     finally:
         await nc.close()
     return 1 if refused else 0
@@ -134,6 +193,20 @@ def configured_database(settings: Settings) -> str:
     raise StartupError("no database: pass --database-url or set MILESTONES_DATABASE_URL")
 
 
+T = TypeVar("T")
+
+
+async def reachable_database(dsn: str, work: Awaitable[T]) -> T:
+    """``work``, with a PostgreSQL that cannot be reached said in one line."""
+    try:
+        return await work
+    except OSError as exc:  # refused, unreachable, no socket file
+        raise StartupError(
+            f"cannot reach PostgreSQL at {dsn} ({exc.strerror or exc}): is `milestones dev` "
+            "running? (or pass --database-url)"
+        ) from None
+
+
 async def rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from projections import PROJECTIONS
     from projections.db import connect, ensure_schema
@@ -148,14 +221,14 @@ async def rebuild(args: argparse.Namespace, settings: Settings) -> int:
         else [[PROJECTIONS[args.projection]]]
     )
     dsn = args.database_url or configured_database(settings)
-    await ensure_schema(dsn, list(PROJECTIONS.values()))
+    await reachable_database(dsn, ensure_schema(dsn, list(PROJECTIONS.values())))
     nc = await connect_service(settings, "milestones-rebuild")
     try:
         for group in chosen:
-            position = await rebuild(group, dsn, nc)
-            out(
-                f"{', '.join(p.name for p in group)}: rebuilt to position {position} and swapped in"
-            )
+            names = ", ".join(p.name for p in group)
+            with progress(f"rebuild {names}") as on_progress:
+                position = await rebuild(group, dsn, nc, on_progress=on_progress)
+            out(f"{names}: rebuilt to position {position} and swapped in")
     finally:
         await nc.close()
     # events the rebuilt read models cannot hold are parked, not fatal: say so, and what to do
@@ -179,7 +252,10 @@ async def replay_parked(args: argparse.Namespace, settings: Settings) -> int:
     from projections.rebuild import replay_parked
 
     dsn = args.database_url or configured_database(settings)
-    applied, remaining = await replay_parked(PROJECTIONS[args.projection], dsn)
+    with progress(f"replay {args.projection}") as on_progress:
+        applied, remaining = await reachable_database(
+            dsn, replay_parked(PROJECTIONS[args.projection], dsn, on_progress=on_progress)
+        )
     out(f"{args.projection}: {applied} applied, {remaining} still parked")
     return 1 if remaining else 0
 

@@ -8,20 +8,32 @@ it (``project_id`` is ``--project``, ``due_from`` is ``--due-from``) unless ``Cl
 from __future__ import annotations
 
 import argparse
-import sys
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import msgspec
 
 from events import ENCODER
-from events.errors import StartupError
 from services.app.settings import Settings
+from services.cli.output import fail, out
 from services.query.params import Spec, specs
 from services.query.registry import QUERIES, Cli, Query
 from services.query.text import table
 
 SHORT = {"project_id": "project", "milestone_id": "milestone"}
+# Where a parameter's type says nothing a reader needs (free text, mostly)
+FLAG_HELP = {
+    "phase": "only milestones of this phase",
+    "actor": "only events of this actor (the self-declared CloudEvent actor)",
+    "principal": "only events sent with this credential",
+    "source": "only events of this CloudEvent source",
+    "type": "only events of this type, e.g. TaskCompleted",
+    "correlation_id": "only events of this correlation id",
+    "baseline": "compare with this baseline (a BaselineSet name)",
+    "stakeholder": "only deliveries to this stakeholder",
+}
+ASK_TIMEOUT_S = 35.0  # a query waits up to 30 s for --min-position
 
 
 def grouped(queries: Iterable[Query[Any]] = QUERIES) -> dict[str, list[Query[Any]]]:
@@ -49,11 +61,32 @@ def flag(query: Query[Any], spec: Spec) -> str:
     return named or "--" + SHORT.get(spec.name, spec.name).replace("_", "-")
 
 
-def described(spec: Spec) -> str | None:
+def described(spec: Spec) -> str:
     if spec.choices:
         listed = ",".join(spec.choices)
         return f"comma-separated: {listed}" if spec.kind == "list" else f"one of {listed}"
-    return spec.description or None
+    return spec.description or FLAG_HELP.get(spec.name) or spec.name.replace("_", " ")
+
+
+def shown_name(query: Query[Any], spec: Spec) -> str:
+    """How the command line names a parameter: its flag, or a positional's metavar."""
+    if spec.name in cli_of(query).args:
+        return SHORT.get(spec.name, spec.name).upper()
+    return flag(query, spec)
+
+
+def in_cli_words(query: Query[Any], message: str) -> str:
+    """The query service's message with the command line's names for its parameters: the one
+    a message starts with (``min_position must be ...``), and every snake_case one in it
+    (``pass min_position to wait``); plain words such as ``from`` only at the start."""
+    names = {s.name: shown_name(query, s) for s in specs(query.params)}
+    head, sep, rest = message.partition(" ")
+    if head in names:
+        message = names[head] + sep + rest
+    for name, shown in names.items():
+        if "_" in name:
+            message = re.sub(rf"(?<![\w-]){re.escape(name)}\b", shown, message)
+    return message.replace("next_cursor", "the --cursor it printed")
 
 
 def add_read_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -80,7 +113,7 @@ def add_command(
                 continue
             seen.add(name)
             spec = fields[name]
-            help_ = cli.help if name == selects else described(spec)
+            help_ = in_cli_words(query, cli.help if name == selects else described(spec))
             typed = int if spec.kind == "int" else str
             if name in cli.args:
                 nargs = None if name in required else "?"
@@ -121,15 +154,14 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
 async def ask(settings: Settings, query: Query[Any], params: dict[str, Any]) -> Any:
     import nats
 
-    from services.cli.client import connect_as
+    from services.cli.client import connect_as, no_responders
 
     nc = await connect_as(settings, query.role_for(params))
     try:
-        msg = await nc.request(query.subject, ENCODER.encode(params), timeout=35)
+        msg = await nc.request(query.subject, ENCODER.encode(params), timeout=ASK_TIMEOUT_S)
     except nats.errors.NoRespondersError:
-        raise StartupError(
-            "no query service answers on milestones.query.*: "
-            "start `milestones dev` or `milestones serve query`"
+        raise no_responders(
+            settings, "query service", query.subject, "milestones serve query"
         ) from None
     finally:
         await nc.close()
@@ -138,7 +170,8 @@ async def ask(settings: Settings, query: Query[Any], params: dict[str, Any]) -> 
 
 def show(query: Query[Any], result: Any, as_json: bool) -> int:
     if isinstance(result, dict) and result.get("accepted") is False:
-        sys.stderr.write(f"milestones: {result['error']['code']}: {result['error']['message']}\n")
+        error = result["error"]
+        fail(f"{error['code']}: {in_cli_words(query, error['message'])}")
         return 1
     if as_json:
         out(ENCODER.encode(result).decode())
@@ -156,7 +189,3 @@ def show(query: Query[Any], result: Any, as_json: bool) -> int:
     if isinstance(result, dict) and result.get("next_cursor"):
         out(f"(more: --cursor {result['next_cursor']})")
     return 0
-
-
-def out(line: str = "") -> None:
-    sys.stdout.write(line + "\n")

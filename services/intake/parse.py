@@ -10,7 +10,14 @@ from dataclasses import dataclass
 
 import msgspec
 
-from events import CLOUDEVENT_BATCH_DECODER, CLOUDEVENT_DECODER, DATA_DECODERS, INBOUND_TYPES, Reply
+from events import (
+    CLOUDEVENT_BATCH_DECODER,
+    CLOUDEVENT_DECODER,
+    DATA_DECODERS,
+    EVENT_TYPES,
+    INBOUND_TYPES,
+    Reply,
+)
 from events.attributes import Extensions, extensions_in, json_media_type, raw_attributes
 from events.bounds import MAX_JSON_DEPTH, OutOfBounds, check_data, check_struct, json_too_deep
 from events.envelope import CloudEventIn
@@ -42,10 +49,26 @@ def _decode_data(
         fact = decoder.decode(ce.data)
         check_data(fact, ce.time)  # the intake's bounds: stored events decode without them
     except (msgspec.ValidationError, OutOfBounds) as exc:
-        raise Rejected("invalid", f"{where}: {ce.type} data is not valid: {exc}") from exc
+        why = _missing(ce) if str(exc).startswith("Object missing required field") else None
+        raise Rejected("invalid", f"{where}: {ce.type} data is not valid: {why or exc}") from exc
     except msgspec.DecodeError as exc:
         raise Rejected("invalid", f"{where}: data is not a JSON object: {exc}") from exc
     return Command(ce, fact, principal, extensions)
+
+
+def _missing(ce: CloudEventIn) -> str | None:
+    """Every required field the data lacks (msgspec names only the first it meets)."""
+    try:
+        given = msgspec.json.decode(ce.data)
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(given, dict):
+        return None
+    wanted = [f.encode_name for f in msgspec.structs.fields(EVENT_TYPES[ce.type]) if f.required]
+    missing = [name for name in wanted if name not in given]
+    if len(missing) < 2:  # msgspec's own words say it (tests and clients match on them)
+        return None
+    return "Object missing required fields " + ", ".join(f"`{name}`" for name in missing)
 
 
 def _decode_envelopes(

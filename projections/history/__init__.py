@@ -1,9 +1,12 @@
-"""History read model: every schedule-relevant change of a milestone. ``rows`` is pure."""
+"""History read model: every schedule-relevant change of a milestone, read in time order.
+
+The order is ``occurred_at`` (the CloudEvent time), then position. ``rows`` is pure."""
 
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -104,6 +107,13 @@ def rows(position: int, stored: StoredEvent) -> list[tuple]:
             stored.source,
         )
     ]
+
+
+def in_time_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """History rows (dicts of ``COLUMNS``) as the history query orders them: by when the change
+    happened (``occurred_at``), then by position. Positions are arrival order, and a back-dated
+    change (a deadline stated late, a replayed backlog) arrives after later ones."""
+    return sorted(rows, key=lambda r: (r["occurred_at"], r["position"]))
 
 
 def stored_row(row: tuple) -> tuple:

@@ -1,4 +1,4 @@
--- Every schedule-relevant change of a milestone, in stream order.
+-- Every schedule-relevant change of a milestone; read in time order (occurred_at, position).
 CREATE TABLE IF NOT EXISTS ms_history (
     position     bigint      PRIMARY KEY,
     project_id   text        NOT NULL,
@@ -14,3 +14,4 @@ CREATE TABLE IF NOT EXISTS ms_history (
 );
 CREATE INDEX IF NOT EXISTS ms_history_milestone ON ms_history (milestone_id, position);
 CREATE INDEX IF NOT EXISTS ms_history_project ON ms_history (project_id, position);
+CREATE INDEX IF NOT EXISTS ms_history_milestone_time ON ms_history (milestone_id, occurred_at, position);

@@ -2,13 +2,28 @@
 with dates, dependencies under the ``shift`` policy, a baseline, reschedules, status reports,
 achieved and missed milestones. Dates are relative to today, so the Gantt's today line falls in
 the middle of the project; CloudEvent ids are fixed, so loading it twice appends nothing new.
+
+The story is told as it happened: every CloudEvent is dated when its fact occurred, and the
+deadlines that passed during the story are in it too (``DeadlineReached`` at midnight after the
+due date, as the scheduler would have sent it then). So the quarter close is judged on its
+date, design misses its date and is moved two days later, and the API contract misses its
+date by a failed check; every other past milestone is achieved by its date. The scheduler sees
+the demo's plan only when it is loaded, after every deadline in it has passed; it fires those
+late (``services.intake.deadlines``), when the story is told and they change nothing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
-from events import ENCODER
+import structlog
+
+from events import CLOUDEVENT_DECODER, ENCODER
+from services.intake.round import receipt_subject
+from services.intake.service import IntakeService
+
+log = structlog.get_logger("milestones.demo")
 
 PROJECT = "atlas"
 SOURCE = "milestones-demo"
@@ -24,27 +39,30 @@ def demo_events(today: dt.date) -> list[bytes]:
     def day(n: int) -> dt.date:
         return t0 + dt.timedelta(days=n)
 
-    def send(at: int, type_: str, actor: str = "maria.pm", **data: object) -> None:
-        time = dt.datetime.combine(day(at), dt.time(9, 0), dt.UTC) + dt.timedelta(minutes=len(out))
+    def event(id_: str, time: dt.datetime, type_: str, actor: str, data: dict) -> None:
+        dated = {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in data.items()}
         out.append(
             ENCODER.encode(
                 {
                     "specversion": "1.0",
-                    "id": f"demo-{len(out):04d}",
+                    "id": id_,
                     "source": SOURCE,
                     "type": type_,
                     "time": time.isoformat().replace("+00:00", "Z"),
                     "actor": actor,
-                    "data": {
-                        "project_id": PROJECT,
-                        **{
-                            k: (v.isoformat() if isinstance(v, dt.date) else v)
-                            for k, v in data.items()
-                        },
-                    },
+                    "data": {"project_id": PROJECT, **dated},
                 }
             )
         )
+
+    numbered = 0  # the facts people and tools report, numbered in the order they are sent
+
+    def send(at: int, type_: str, actor: str = "maria.pm", **data: object) -> None:
+        """A fact of day ``at``, in office hours, a minute after the one sent before it."""
+        nonlocal numbered
+        time = dt.datetime.combine(day(at), dt.time(9, 0), dt.UTC) + dt.timedelta(minutes=numbered)
+        event(f"demo-{numbered:04d}", time, type_, actor, data)
+        numbered += 1
 
     send(
         0,
@@ -216,6 +234,13 @@ def demo_events(today: dt.date) -> list[bytes]:
     def done(at: int, mid: str, tid: str, actor: str = "jira", **kw: object) -> None:
         send(at, "TaskCompleted", actor=actor, milestone_id=mid, task_id=tid, **kw)
 
+    def deadline_passes(mid: str, due: int) -> None:
+        """Midnight after the due date: the clock's message, as the scheduler sends it (ids of
+        their own, so the numbered facts keep the ids an earlier version of the demo gave)."""
+        midnight = dt.datetime.combine(day(due + 1), dt.time(0), dt.UTC)
+        data = {"milestone_id": mid, "due": day(due)}
+        event(f"demo-deadline-{mid}-{due}", midnight, "DeadlineReached", "clock", data)
+
     done(4, "kickoff", "scope")
     done(7, "kickoff", "sign", actor="sponsor")  # -> kickoff achieved on time
     send(
@@ -239,9 +264,12 @@ def demo_events(today: dt.date) -> list[bytes]:
     done(16, "research", "interviews")
     done(29, "research", "synthesis")  # -> research achieved (before its new date)
     done(33, "q-close", "budget", actor="finance")
+    deadline_passes("q-close", 35)  # -> a time milestone, achieved on its date
     send(35, "StatusReported", health="on_track", note="Quarter close: budget on plan.")
     done(36, "design", "wireframes", actor="figma")
     done(44, "design", "ux-review", actor="figma")
+    # due on day 44 since research moved (41, plus 3 days' lag): missed, hand-off open
+    deadline_passes("design", 44)
     send(
         46,
         "MilestoneRescheduled",
@@ -252,6 +280,8 @@ def demo_events(today: dt.date) -> list[bytes]:
     send(49, "StatusReported", health="at_risk", note="Design frozen later; build compressed.")
     done(50, "api", "schema", actor="github")
     done(52, "api", "contract", actor="ci", result="failed")
+    # due on day 55 since design moved: missed, the contract check still failing
+    deadline_passes("api", 55)
     done(56, "api", "contract", actor="ci", result="passed")
     done(54, "design", "handoff", actor="figma")
     send(56, "StatusReported", health="on_track", note="Design frozen. API contract green.")
@@ -267,3 +297,32 @@ def demo_events(today: dt.date) -> list[bytes]:
         62, "StatusReported", health="at_risk", note="Billing behind plan; partner contract later."
     )
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    sent: int  # handed to the intake now
+    already: int  # appended by an earlier load (its receipt exists): not sent again
+    refused: int
+
+
+async def load(intake: IntakeService, today: dt.date) -> Loaded:
+    """The demo through the intake like any message, in its order, each CloudEvent once.
+
+    What an earlier load appended is known by its receipt (keyed by source and id) and not sent
+    again: a restart appends nothing and asks the intake nothing, and a load cut short earlier
+    is completed. (Sent again, a repeat would be answered from its receipt too, after a failed
+    optimistic append: see ``services.intake.committer``.)"""
+    bodies = demo_events(today)
+    receipts = [receipt_subject(CLOUDEVENT_DECODER.decode(body)) for body in bodies]
+    known = await intake.committer.log.last_of(receipts)
+    sent = refused = 0
+    for body, receipt in zip(bodies, receipts, strict=True):
+        if receipt in known:
+            continue
+        reply = await intake.handle(body, "demo")
+        sent += 1
+        if reply.error is not None:
+            refused += 1
+            log.warning("demo event refused", code=reply.error.code, reason=reply.error.message)
+    return Loaded(sent=sent, already=len(bodies) - sent, refused=refused)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from projections import PROJECTIONS
 from projections.db import create_pool, ensure_schema
 from projections.runner import Runner
 from projections.watch import CheckpointWatcher
+from services.app import probe
 from services.app.http import build_http_app, ready_route
 from services.app.readiness import LateAuthenticator, Readiness
 from services.app.serving import bind, close_nats, ops_listener, serve_http, stop_broker
@@ -74,8 +75,6 @@ async def connect_nats(
     name: str = "milestones",
     user: str | None = None,
     password: str | None = None,
-    *,
-    retry: bool = True,
 ) -> NATS:
     async def quiet(exc: Exception) -> None:  # nats-py's default prints a traceback per attempt
         log.warning("nats error", error=str(exc) or type(exc).__name__)
@@ -87,8 +86,10 @@ async def connect_nats(
             user=user,
             password=password,
             connect_timeout=5,
-            max_reconnect_attempts=-1 if retry else 0,
-            allow_reconnect=retry,
+            # Services keep trying for ever (a restarted server is picked up again). A one-shot
+            # command connects through ``services.cli.client`` instead: nats-py 2.16's
+            # ``allow_reconnect=False`` still retries a refused first connection without end.
+            max_reconnect_attempts=-1,
             error_cb=quiet,
             drain_timeout=2,  # a drain on shutdown is bounded anyway (services.app.supervise)
         )
@@ -350,21 +351,22 @@ async def intake(settings: Settings) -> AsyncIterator[Running]:
 
 
 async def load_demo(run: Running) -> None:
-    """``milestones dev --demo``: the sample project, through the intake like any message."""
-    from services.app.demo import PROJECT, demo_events
+    """``milestones dev --demo``: the sample project, through the intake like any message.
+
+    What an earlier start already appended is known by its receipt and not sent again
+    (``services.app.demo.load``), so a restart with ``--demo`` appends nothing and logs no
+    conflicts."""
+    from services.app import demo
 
     assert run.intake is not None
-    refused = 0
-    for body in demo_events(today_utc()):
-        reply = await run.intake.handle(body, "demo")
-        refused += not reply.accepted
-        if reply.error is not None:
-            log.warning("demo event refused", code=reply.error.code, reason=reply.error.message)
+    loaded = await demo.load(run.intake, today_utc())
     log.info(
         "demo project loaded",
-        project=PROJECT,
-        refused=refused,
-        dashboard=f"http://{run.settings.http_host}:{run.settings.http_port}/ui/projects/{PROJECT}",
+        project=demo.PROJECT,
+        sent=loaded.sent,
+        already=loaded.already,
+        refused=loaded.refused,
+        dashboard=f"http://{run.settings.http_host}:{run.settings.http_port}/ui/projects/{demo.PROJECT}",
     )
 
 
@@ -378,9 +380,11 @@ async def run_services(
     notifier: bool = False,
     http: bool = True,
     demo: bool = False,
+    on_ready: Callable[[], object] | None = None,
 ) -> None:
     """The services until ``shutdown.stop``. The ops listener (``/health``, ``/ready``,
     ``/metrics`` on ``settings.ops_port``) starts first, so liveness answers during start-up.
+    ``on_ready`` is called once the HTTP and ops listeners answer (``services.app.probe``).
     Traces are exported when the ``OTEL_*`` variables ask for it (``services.app.telemetry``)."""
     chosen = {"intake": intake, "projections": projections, "query": query, "notifier": notifier}
     kinds = [kind for kind, on in chosen.items() if on]
@@ -389,7 +393,16 @@ async def run_services(
     )
     try:
         await _run_services(
-            settings, shutdown, telemetry, intake, projections, query, notifier, http, demo
+            settings,
+            shutdown,
+            telemetry,
+            intake,
+            projections,
+            query,
+            notifier,
+            http,
+            demo,
+            on_ready,
         )
     finally:
         if telemetry is not None:  # what is left goes out, within the shutdown's bound
@@ -406,6 +419,7 @@ async def _run_services(
     notifier: bool,
     http: bool,
     demo: bool,
+    on_ready: Callable[[], object] | None = None,
 ) -> None:
     supervisor = Supervisor(shutdown.stop)
     readiness = Readiness(stall_after=settings.ready_stall_s)
@@ -430,6 +444,9 @@ async def _run_services(
         if demo:
             await load_demo(run)
         shutdown.serving()
+        listeners = [(settings.http_host, settings.http_port)] if api else []
+        listeners += [(settings.ops_host, settings.ops_port)] if separate else []
+        probe.when_answering(listeners, shutdown.stop, on_ready)
         if api:
             app = build_http_app(
                 run.intake,

@@ -16,6 +16,15 @@ that CloudEvent into the inbox, where the intake decides it like any other messa
 The deadline of a due date is midnight UTC after it (the milestone is due *by the end of* its
 date). The scheduler follows the event log with a durable consumer and acks an event only
 after its schedule is stored: a crash in between is repaired by redelivery.
+
+A deadline already past when it is scheduled (a plan imported late, a tracker replaying its
+backlog, the demo, a scheduler catching up after downtime) fires ``late_grace`` after it is
+scheduled, not at once: the history that follows the plan is usually back-dated (a task done
+before the deadline, reported later), and a deadline fired at once would judge the milestone
+before that history arrives, recording a miss that never happened. The ``DeadlineReached``
+keeps the deadline as its ``time`` either way: it is dated when the deadline passed, and
+delivered late. A history that takes longer than the grace to arrive should carry its own
+``DeadlineReached`` events where they belong (as the demo does) or plan after the facts.
 """
 
 from __future__ import annotations
@@ -37,6 +46,21 @@ log = structlog.get_logger("milestones.scheduler")
 SCHEDULER_DURABLE = "milestones-scheduler"
 TARGET = inbox_subject("DeadlineReached")
 SOURCE = "milestones-scheduler"
+# how long a deadline already past when scheduled waits for the back-dated history behind it
+LATE_DEADLINE_GRACE = dt.timedelta(minutes=5)
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def firing_time(deadline_at: dt.datetime, now: dt.datetime, grace: dt.timedelta) -> dt.datetime:
+    """When the server fires a deadline scheduled at ``now``: on time, or, when it has passed
+    already, ``grace`` later (whole seconds: the schedule's ``@at`` names seconds)."""
+    if deadline_at > now:
+        return deadline_at
+    late = now + grace
+    return late.replace(microsecond=0) + dt.timedelta(seconds=1 if late.microsecond else 0)
 
 
 def deadline_event(project_id: str, milestone_id: str, due: dt.date, at: dt.datetime) -> bytes:
@@ -63,19 +87,25 @@ class Scheduler:
         nc: NATS,
         *,
         deadline_at: Callable[[dt.date], dt.datetime] = deadline,
+        late_grace: dt.timedelta = LATE_DEADLINE_GRACE,
+        clock: Callable[[], dt.datetime] = _utcnow,
         batch: int = 500,
         poll: float = 0.25,
     ) -> None:
         self.nc = nc
         self.js = nc.jetstream(publish_async_max_pending=4000)
         self.deadline_at = deadline_at  # the clock is an input: tests bring deadlines near
+        self.late_grace = late_grace
+        self.clock = clock
         self.batch = batch
         self.poll = poll
 
     async def schedule(self, project_id: str, milestone_id: str, due: dt.date) -> asyncio.Future:
-        """Store (or replace) the milestone's deadline; returns the future of the stream's ack."""
+        """Store (or replace) the milestone's deadline; returns the future of the stream's ack.
+        The CloudEvent is dated at the deadline even when it fires later (``firing_time``)."""
         at = self.deadline_at(due)
-        spec = at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        fire = firing_time(at, self.clock(), self.late_grace)
+        spec = fire.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return await self.js.publish_async(
             schedule_subject(project_id, milestone_id),
             deadline_event(project_id, milestone_id, due, at),

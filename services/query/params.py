@@ -304,6 +304,29 @@ def decode_cursor(raw: str | None) -> list[Any] | None:
     return values
 
 
+def time_cursor(row: dict[str, Any]) -> str:
+    """The cursor after a row of a history read in time order: its (occurred_at, position)."""
+    return encode_cursor([row["occurred_at"].isoformat(), row["position"]])
+
+
+def time_key(raw: str | None) -> tuple[dt.datetime, int] | None:
+    """The (occurred_at, position) a history cursor from ``time_cursor`` carries."""
+    values = decode_cursor(raw)
+    if values is None:
+        return None
+    try:
+        moment, position = values
+        at = dt.datetime.fromisoformat(moment)
+        if at.tzinfo is None or isinstance(position, bool) or not isinstance(position, int):
+            raise ValueError(values)
+    except (ValueError, TypeError):
+        raise bad(
+            "cursor is not one the history handed out (pages are in time order since this "
+            "version): pass next_cursor unchanged, or start again without a cursor"
+        ) from None
+    return at, position
+
+
 def page_of(rows: list[Any], limit: int, key: str = "position") -> tuple[list[Any], str | None]:
     """The first ``limit`` of ``limit + 1`` rows read, and the cursor after them when there is
     more (rows ordered by a unique ``key``)."""

@@ -43,6 +43,8 @@ from services.query.params import (
     decode_cursor,
     encode_cursor,
     page_of,
+    time_cursor,
+    time_key,
 )
 
 logger = structlog.get_logger("milestones.query")
@@ -167,7 +169,7 @@ class Queries(NotifyQueries):
             ) from None
 
     async def trend(self, p: q.TrendParams) -> One:
-        """Milestone trend analysis: each milestone's forecast at each report date."""
+        """Milestone trend analysis: each milestone's expected finish at each report date."""
         events = await project_events(self.log, p.project_id)
         result = reporting.trend(p.project_id, events, today=self.today(), until=p.until)
         return One(result, result.position)
@@ -309,16 +311,25 @@ class Queries(NotifyQueries):
 
     # -- history and audit ------------------------------------------------------------------------
     async def history(self, p: q.HistoryParams) -> Page:
+        """In time order, (occurred_at, position); the cursor is the last row's pair, so a page
+        never repeats or skips a row that was there before it. A back-dated change appended
+        later lands before a cursor already handed out: ``cursor_position`` finds it."""
         position, stale = await self.consistent("history", p)
-        cursor = decode_cursor(p.cursor)
-        after = int(cursor[0]) if cursor else p.cursor_position or 0
+        after = time_key(p.cursor)
+        appended_after = p.cursor_position or 0
         rows = await history_queries.milestone_history(
-            self.pool, p.milestone_id, project_id=p.project_id, after=after, limit=p.limit + 1
+            self.pool,
+            p.milestone_id,
+            project_id=p.project_id,
+            after=after,
+            appended_after=appended_after,
+            limit=p.limit + 1,
         )
-        if not rows and not after:  # an empty history, or an unknown milestone: 404
+        if not rows and after is None and not appended_after:  # unknown milestone: 404
             known = q.MilestoneParams(milestone_id=p.milestone_id, project_id=p.project_id)
             await self.milestone(known)
-        shown, next_cursor = page_of(rows, p.limit)
+        shown = rows[: p.limit]
+        next_cursor = time_cursor(shown[-1]) if len(rows) > p.limit else None
         return Page(shown, position, next_cursor, stale)
 
     async def audit(self, p: q.AuditParams) -> Page:

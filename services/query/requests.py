@@ -71,7 +71,10 @@ class HistoryParams(Params, kw_only=True, frozen=True):
     limit: Limit = 100
     cursor: Cursor | None = None
     cursor_position: (
-        Annotated[Position, msgspec.Meta(description="start after this position (cursor wins)")]
+        Annotated[
+            Position,
+            msgspec.Meta(description="only changes appended after this position (and the cursor)"),
+        ]
         | None
     ) = None
 

@@ -117,8 +117,9 @@ def test_gantt_has_a_bar_and_a_diamond_per_milestone_at_its_dates():
     diamonds = root.findall(".//s:path[@data-milestone]", NS)
     assert [b.get("data-milestone") for b in bars] == ["a", "b", "c"]
     due = {d.get("data-milestone"): d for d in diamonds if d.get("class", "").startswith("diamond")}
+    # a was achieved on Jan 30: one mark, at its achievement, not at its due date
     assert {m: (d.get("data-date"), float(d.get("data-x"))) for m, d in due.items()} == {
-        "a": ("2026-02-01", x(D("2026-02-01"))),
+        "a": ("2026-01-30", x(D("2026-01-30"))),
         "b": ("2026-03-20", x(D("2026-03-20"))),
         "c": ("2026-04-01", x(D("2026-04-01"))),
     }
@@ -133,10 +134,12 @@ def test_gantt_has_a_bar_and_a_diamond_per_milestone_at_its_dates():
     )  # the tasks' span: task start to task due
     assert (c_bar.get("data-start"), c_bar.get("data-end")) == ("2026-02-15", "2026-04-10")
     assert float(c_bar.get("x")) == x(D("2026-02-15"))
-    achieved = root.findall(".//s:circle[@class='achieved'][@data-milestone]", NS)
-    assert [(c.get("data-milestone"), c.get("data-date")) for c in achieved] == [
-        ("a", "2026-01-30")
-    ]
+    a_marks = [d for d in diamonds if d.get("data-milestone") == "a"]
+    assert [d.get("class") for d in a_marks] == ["baseline", "diamond achieved health-achieved"]
+    assert root.findall(".//s:circle", NS) == []
+    # the arrow to b leaves from a's one mark
+    arrow = root.find(".//s:path[@class='arrow'][@data-from='a']", NS)
+    assert arrow.get("d").startswith(f"M{x(D('2026-01-30')) + 7},")
     today = root.find(".//s:g[@class='today-mark']", NS)
     assert today.get("data-date") == "2026-03-10" and float(today.get("data-x")) == x(TODAY)
 
@@ -159,7 +162,7 @@ def test_gantt_draws_arrows_between_the_right_milestones_and_health_in_words():
     phases = [g.get("data-phase") for g in root.findall(".//s:g[@class='phase-row']", NS)]
     assert phases == ["Design", "Build"]
     assert (
-        root.find(".//s:line[@class='forecast'][@data-milestone='c']", NS).get("data-date")
+        root.find(".//s:line[@class='expected-finish'][@data-milestone='c']", NS).get("data-date")
         == "2026-04-10"
     )
 
@@ -172,9 +175,9 @@ def test_as_of_draws_the_project_as_it_stood_then():
         if d.get("class", "").startswith("diamond")
     }
     assert due["b"] == "2026-03-01"  # not yet rescheduled on Jan 20
-    assert (
-        then.findall(".//s:circle[@class='achieved'][@data-milestone]", NS) == []
-    )  # a not yet achieved
+    assert then.findall(".//s:path[@data-milestone='a']", NS)[-1].get("class") == (
+        "diamond health-on_track"
+    )  # a not yet achieved: its due date
     assert then.find(".//s:g[@class='today-mark']", NS).get("data-date") == "2026-01-20"
     # the same as folding a log truncated at that day
     truncated = [(p, e) for p, e in EVENTS if e.time.date() <= D("2026-01-20")]
@@ -191,17 +194,61 @@ def test_trend_chart_has_a_line_per_milestone_and_the_diagonal():
     assert [line.get("data-milestone") for line in lines] == ["a", "b", "c"]
     diagonal = root.find(".//s:line[@class='diagonal']", NS)
     x1, y1, x2, y2 = (float(diagonal.get(k)) for k in ("x1", "y1", "x2", "y2"))
-    assert abs((x2 - x1) + (y2 - y1)) < 1  # 45 degrees: the same date scale on both axes
     # a was achieved on Jan 30: its line ends on the diagonal at (Jan 30, Jan 30)
-    a_points = root.findall(".//s:g[@data-milestone='a']/s:circle", NS)
-    assert (a_points[-1].get("data-date"), a_points[-1].get("data-forecast")) == (
+    a_points = root.findall(".//s:g[@data-milestone='a']/*[@class='point']", NS)
+    assert (a_points[-1].get("data-date"), a_points[-1].get("data-expected")) == (
         "2026-01-30",
         "2026-01-30",
     )
-    b_forecasts = [
-        p.get("data-forecast") for p in root.findall(".//s:g[@data-milestone='b']/s:circle", NS)
+    ax, ay = centre(a_points[-1])
+    assert abs((ax - x1) * (y2 - y1) - (ay - y1) * (x2 - x1)) / abs(x2 - x1) < 1  # on the line
+    b_expected = [
+        p.get("data-expected")
+        for p in root.findall(".//s:g[@data-milestone='b']/*[@class='point']", NS)
     ]
-    assert b_forecasts[0] == "2026-03-01" and b_forecasts[-1] == "2026-03-20"  # rising: it slipped
+    assert b_expected[0] == "2026-03-01" and b_expected[-1] == "2026-03-20"  # rising: it slipped
+
+
+def centre(point: ET.Element) -> tuple[float, float]:
+    if point.get("cx"):
+        return float(point.get("cx")), float(point.get("cy"))
+    if point.get("width"):
+        return float(point.get("x")) + 3.5, float(point.get("y")) + 3.5
+    pairs = re.findall(r"(-?[\d.]+),(-?[\d.]+)", point.get("d"))
+    xs, ys = [float(a) for a, _ in pairs], [float(b) for _, b in pairs]
+    return (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+
+
+def test_trend_plot_fills_its_frame_with_a_marker_and_a_colour_blind_safe_colour_each():
+    trend = reporting.trend("p", EVENTS, today=TODAY)
+    root = parse(svg.trend_svg(trend))
+    frame = root.find(".//s:rect[@class='frame']", NS)
+    left, top = float(frame.get("x")), float(frame.get("y"))
+    right, bottom = left + float(frame.get("width")), top + float(frame.get("height"))
+    points = [centre(p) for p in root.findall(".//*[@class='point']", NS)]
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    # the first and last report dates and the earliest and latest expected finish are near
+    # the frame's edges: the plot fills it (a shared scale left its future half empty)
+    assert min(xs) - left < 0.05 * (right - left) and right - max(xs) < 0.05 * (right - left)
+    assert min(ys) - top < 0.05 * (bottom - top) and bottom - max(ys) < 0.05 * (bottom - top)
+    groups = root.findall(".//s:g[@class='series-group']", NS)
+    colours = [g.find("s:polyline", NS).get("stroke") for g in groups]
+    shapes = [
+        (g.find("*[@class='point']", NS).tag, g.find("*[@class='point']", NS).get("stroke-width"))
+        for g in groups
+    ]
+    assert len(set(colours)) == len(set(shapes)) == len(groups) == 3
+    assert set(colours) <= set(svg.SERIES_COLOURS)
+    assert {c.lower() for c in svg.SERIES_COLOURS} <= OKABE_ITO
+    keys = root.findall(".//s:g[@class='series-key']", NS)
+    assert [k.find("s:text", NS).text for k in keys] == [
+        "Milestone c",
+        "Milestone b",
+        "Milestone a ✓",
+    ]  # in the order their lines end, top to bottom
+
+
+OKABE_ITO = {"#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7", "#000000"}
 
 
 def test_pages_are_semantic_and_say_health_in_words():

@@ -21,11 +21,15 @@ th{background:#eceff1}caption{text-align:left;font-weight:600;padding:.3rem 0}
 .health{display:inline-block;padding:0 .45rem;border-radius:.6rem;color:#fff;font-size:13px;\
 font-weight:600;white-space:nowrap}
 .muted{color:#616161}\
-.controls{display:flex;gap:1rem;flex-wrap:wrap;align-items:end;margin:.4rem 0 1rem}
+.controls{display:flex;gap:1rem;flex-wrap:wrap;align-items:end;margin:.3rem 0 .6rem}
 .controls label{display:flex;flex-direction:column;font-size:13px}\
 .controls input,.controls select{font:inherit;padding:.2rem}
-.chart{overflow:auto;border:1px solid #e0e0e0;max-height:80vh}\
-.tabs{display:flex;gap:1rem;margin:.3rem 0 .8rem}
+.controls>a{align-self:center}
+figure{margin:0}.chart{overflow:auto;border:1px solid #e0e0e0;max-height:80vh;margin:0 0 .8rem}
+.chart svg{display:block;width:100%;height:auto}\
+.tabs{display:flex;gap:1rem;margin:.3rem 0 .6rem}
+.date,time{white-space:nowrap}.table-wrap{overflow-x:auto;max-width:100%}
+.table-wrap th[scope=row]{min-width:11em;position:sticky;left:0}
 .timeline{list-style:none;padding-left:0;border-left:3px solid #b0bec5;margin-left:.5rem}
 .timeline li{margin:0 0 .7rem 0;padding-left:.8rem}.kpis{display:flex;gap:1.2rem;flex-wrap:wrap}
 .kpi{border:1px solid #e0e0e0;border-radius:.4rem;padding:.4rem .8rem}\

@@ -4,13 +4,14 @@ project tabs, and error pages."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable, Mapping
 from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
 from services.dashboard.assets import CSS, LIVE_JS
-from services.dashboard.svg import HEALTH_COLOURS, HEALTH_WORDS
+from services.dashboard.marks import HEALTH_COLOURS, HEALTH_WORDS
 
 
 def health_badge(health: str) -> str:
@@ -71,8 +72,15 @@ def query_string(params: Mapping[str, Any]) -> str:
 
 
 def as_of_form(
-    action: str, as_of: dt.date | None, extra: str = "", hidden: Mapping[str, Any] | None = None
+    action: str,
+    as_of: dt.date | None,
+    extra: str = "",
+    hidden: Mapping[str, Any] | None = None,
+    *,
+    after: str = "",
 ) -> str:
+    """The time-travel form: one line of controls (``extra`` before the button, ``after`` at
+    the end)."""
     hidden_inputs = "".join(
         f'<input type="hidden" name="{escape(k)}" value="{escape(str(v))}">'
         for k, v in (hidden or {}).items()
@@ -86,6 +94,7 @@ def as_of_form(
         f'<input id="as_of" type="date" name="as_of" value="{value}"></label>'
         f'{extra}<button type="submit">Show</button>'
         + (f' <a href="{escape(action)}">Back to now</a>' if as_of else "")
+        + after
         + "</form>"
     )
 
@@ -152,3 +161,35 @@ def logout_page(principal_id: str, csrf: str) -> str:
         f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
         '<button type="submit">Sign out</button></form>',
     )
+
+
+def date_or_dash(d: dt.date | None) -> str:
+    return d.isoformat() if d else "—"
+
+
+def date_cell(d: dt.date | None) -> str:
+    """A table cell holding a date (it never wraps)."""
+    return f'<td class="date">{date_or_dash(d)}</td>'
+
+
+def date_class(text: str) -> str:
+    return ' class="date"' if DATE.match(text) else ""
+
+
+DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def date_text(value: object) -> str:
+    """A date in running text (it never wraps)."""
+    text = escape(str(value))
+    return f'<time datetime="{text}">{text}</time>'
+
+
+def words_with_dates(text: str) -> str:
+    """Escaped text whose dates never break at their hyphens."""
+    return DATE.sub(lambda m: date_text(m.group(0)), escape(text))
+
+
+def wrap(table: str) -> str:
+    """A wide table scrolls sideways in its own box, not the page."""
+    return f'<div class="table-wrap">{table}</div>'

@@ -26,7 +26,7 @@ from litestar.response import Redirect, Stream
 from events import event_of, milestone_of
 from events.errors import Rejected, http_status
 from projections import history, status
-from services.dashboard import layout, model, pages, svg
+from services.dashboard import audit_view, layout, model, pages, svg
 from services.domain import health, reporting
 from services.query.params import encode_cursor, p_date, parse
 from services.query.queries import Queries, project_events
@@ -153,9 +153,13 @@ class Views:
             )
         cut = reporting.cut(events, as_of=view.as_of)
         mine = [(p, e) for p, e in cut if milestone_of(event_of(e)) == milestone_id]
-        rows = [
-            dict(zip(history.COLUMNS, r, strict=True)) for p, e in mine for r in history.rows(p, e)
-        ]
+        rows = history.in_time_order(  # as the history query orders it: time, then position
+            [
+                dict(zip(history.COLUMNS, r, strict=True))
+                for p, e in mine
+                for r in history.rows(p, e)
+            ]
+        )
         audit = [
             {
                 "position": p,
@@ -255,7 +259,7 @@ def trend_routes(views: Views) -> list[HTTPRouteHandler]:
             table = [
                 {
                     "name": s.name,
-                    "points": {p.report_date: p.forecast.isoformat() for p in s.points},
+                    "points": {p.report_date: p.expected_finish.isoformat() for p in s.points},
                 }
                 for s in result.series
             ]
@@ -291,9 +295,9 @@ def audit_routes(queries: Queries) -> list[HTTPRouteHandler]:
         async def render() -> str:
             q = _params(request)
             as_of = p_date(q, "as_of")
-            filters = {k: q.get(k) for k in pages.AUDIT_FILTERS if q.get(k)}
+            filters = {k: q.get(k) for k in audit_view.AUDIT_FILTERS if q.get(k)}
             if as_of:
-                filters["to"] = pages.day_after(as_of)
+                filters["to"] = audit_view.day_after(as_of)
             cursor = q.get("cursor")
             if q.get("from_position"):
                 try:
@@ -306,7 +310,7 @@ def audit_routes(queries: Queries) -> list[HTTPRouteHandler]:
             result = await queries.audit(
                 parse(AuditParams, {**filters, "cursor": cursor, "limit": 100})
             )
-            return pages.audit_page(result.data, q, result.next_cursor, as_of)
+            return audit_view.audit_page(result.data, q, result.next_cursor, as_of)
 
         return await _page(render)
 

@@ -24,7 +24,7 @@ def chart_range(
     """The range a chart shows: from the first to the last date when they span at most
     ``MAX_SPAN_DAYS``. Otherwise the ``MAX_SPAN_DAYS`` window that holds the most ``marks`` (due
     dates; ``anchor``, today, counts as one and decides between equals), widened to the
-    ``others`` (bars, forecasts) that fit beside it: one far-off date cannot squeeze every
+    ``others`` (bars, expected finishes) that fit beside it: one far-off date cannot squeeze every
     other into a pixel."""
     everything = sorted([*marks, anchor, *(others or [])])
     if (everything[-1] - everything[0]).days <= MAX_SPAN_DAYS:

@@ -1,79 +1,50 @@
-"""The charts as SVG (pure, deterministic): the Gantt and the milestone trend analysis.
+"""The Gantt chart as SVG (pure, deterministic); the trend chart is in ``trend``.
 
 Every mark carries ``class`` and ``data-*`` attributes (milestone id, date, x) so that tests
 and people's own tools can read the chart, and a ``<title>`` so hovering says what it is.
 Colour is never the only signal: each milestone carries its health as a word, and marks
-differ in shape (bar: tasks' span, filled diamond: due date, hollow dashed diamond: baseline,
-circle: achieved).
+differ in shape (bar: tasks' span, filled diamond: due date, or the achievement date once
+achieved, hollow dashed diamond: baseline).
+
+The chart is drawn in a ``WIDTH``-wide coordinate system and scales to its container (the page
+gives it ``width: 100%``), so it fits any window from 1,024 px up with the whole range in view.
+Words are placed after the lines: a health word goes beside its milestone's marks where no
+dependency arrow, today line or other word passes (``labels.place_beside``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
-from html import escape
 
-from services.dashboard.model import ProjectView
-from services.dashboard.scale import Scale, chart_range, months, padded
-from services.domain.reporting import Trend
-
-HEALTH_COLOURS = {
-    "on_track": "#2e7d32",
-    "at_risk": "#b26a00",
-    "late": "#d84315",
-    "missed": "#b71c1c",
-    "achieved": "#1565c0",
-    "cancelled": "#757575",
-}
-HEALTH_WORDS = {
-    "on_track": "on track",
-    "at_risk": "at risk",
-    "late": "late",
-    "missed": "missed",
-    "achieved": "achieved",
-    "cancelled": "cancelled",
-}
-SERIES_COLOURS = (
-    "#1565c0",
-    "#d84315",
-    "#2e7d32",
-    "#6a1b9a",
-    "#00838f",
-    "#ad1457",
-    "#4e342e",
-    "#283593",
-    "#827717",
-    "#37474f",
+from services.dashboard.labels import (
+    Box,
+    fit,
+    path_boxes,
+    place_beside,
+    segment_box,
+    text_box,
+    text_width,
 )
-DASHES = ("", "6 3", "2 3", "8 3 2 3")
+from services.dashboard.marks import (
+    HEALTH_COLOURS,
+    HEALTH_WORDS,
+    SERIES_COLOURS,
+    STYLE,
+    diamond,
+    esc,
+)
+from services.dashboard.model import ProjectView, Row
+from services.dashboard.scale import Scale, chart_range, months, padded
+from services.dashboard.trend import trend_svg
 
-LABEL_W = 300
-CHART_W = 900
+__all__ = ["HEALTH_COLOURS", "HEALTH_WORDS", "SERIES_COLOURS", "gantt_svg", "trend_svg"]
+
+WIDTH = 1000  # the coordinate system's width; the page scales it to the window
+LABEL_W = 230  # milestone names, left of the time axis
+CHART_W = 680  # the time axis; right of it, room for the last health word
 ROW_H = 26
-TOP = 48
-STYLE = """
-text{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;font-size:12px;fill:#212121}
-.axis text{font-size:11px;fill:#424242}.grid{stroke:#e0e0e0}.month{stroke:#bdbdbd}
-.phase{font-weight:600;font-size:13px}.phase-band{fill:#f5f5f5}
-.bar{fill:#cfd8dc}.progress{fill:#90a4ae}.baseline{fill:none;stroke:#616161;stroke-dasharray:3 2}
-.today{stroke:#6a1b9a;stroke-width:2;stroke-dasharray:6 3}.today-label{fill:#6a1b9a;font-weight:600}
-.arrow{fill:none;stroke:#455a64;stroke-width:1.3}.achieved{fill:#fff;stroke:#1565c0;stroke-width:2}
-.health-word{font-size:11px;font-weight:600}\
-.row-link:focus rect.hit,.row-link:hover rect.hit{fill:#fff8e1}
-.hit{fill:transparent}.diagonal{stroke:#616161;stroke-dasharray:4 4}\
-.series{fill:none;stroke-width:2}
-"""
-
-
-# Characters XML 1.0 forbids (a downloaded SVG is an XML document): C0 controls but tab, line
-# feed and carriage return, and lone surrogates. A log written before the intake bounded text may
-# hold them in a name; they are shown as U+FFFD.
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-
-
-def esc(value: object) -> str:
-    """Text for an SVG element or attribute: escaped, and without what XML cannot hold."""
-    return escape(_NOT_XML.sub("\ufffd", str(value)))
+TOP = 58
+WORD_SIZE = 11  # health words: bold
 
 
 def gantt_range(view: ProjectView) -> tuple[dt.date, dt.date]:
@@ -90,151 +61,240 @@ def gantt_range(view: ProjectView) -> tuple[dt.date, dt.date]:
     return padded(*chart_range(dues, view.judged_on, others), 3, 10)
 
 
-def _diamond(cx: float, cy: float, r: float) -> str:
-    return f"M{cx},{cy - r} L{cx + r},{cy} L{cx},{cy + r} L{cx - r},{cy} Z"
+def finish(r: Row) -> dt.date:
+    """Where a milestone's one mark is: its achievement once achieved, else its due date."""
+    return r.achieved_on or r.due
 
 
 def gantt_svg(view: ProjectView, *, link: str | None = None) -> str:
-    """Phases as rows of milestones: the tasks' span as a bar, the due date as a diamond in the
-    health colour, the baseline as a hollow diamond, the achieved day as a circle, arrows from
-    each predecessor's due date to its successor's bar, a line for today, and a legend."""
+    """Phases as rows of milestones: the tasks' span as a bar, one diamond in the health colour
+    (at the due date, or at the achievement date once achieved), the baseline as a hollow
+    diamond, arrows from each predecessor's diamond to its successor's, a line for today, the
+    health in words beside each row, and a legend."""
     start, end = gantt_range(view)
     scale = Scale(start, end, LABEL_W, CHART_W)
-    ys: dict[str, float] = {}
-    lines: list[str] = []
-    y = TOP
-    phase = object()
-    for r in view.rows:
-        if r.phase != phase:
-            phase = r.phase
-            lines.append(
-                f'<g class="phase-row" data-phase="{esc(str(r.phase or ""))}">'
-                f'<rect class="phase-band" x="0" y="{y}" width="{LABEL_W + CHART_W + 90}" '
-                f'height="{ROW_H}"/>'
-                f'<text class="phase" x="8" y="{y + 17}">{esc(r.phase or "No phase")}</text></g>'
-            )
-            y += ROW_H
-        ys[r.milestone_id] = y + ROW_H / 2
-        lines.append(_gantt_row(view, r, scale, y, link))
-        y += ROW_H
-    height = y + 70
-    arrows = []
-    by_id = {r.milestone_id: r for r in view.rows}
-    for r in view.rows:
-        for pred in sorted(r.predecessors):
-            if pred not in by_id:
-                continue
-            p = by_id[pred]
-            # finish-to-start: from the predecessor's due date (diamond) to the successor's diamond
-            x1, y1 = scale.x(p.due) + 7, ys[pred]
-            x2, y2 = scale.x(r.due) - 8, ys[r.milestone_id]
-            elbow = x1 + 6
-            d = f"M{x1},{y1} H{elbow} V{y2} H{x2}"
-            arrows.append(
-                f'<path class="arrow" data-from="{esc(pred)}" '
-                f'data-to="{esc(r.milestone_id)}" '
-                f'd="{d}" marker-end="url(#arrowhead)">'
-                f"<title>{esc(pred)} → {esc(r.milestone_id)}"
-                f" (finish-to-start, lag {r.predecessors[pred]} days)</title></path>"
-            )
-    axis = [
-        f'<g class="axis"><line class="grid" x1="{LABEL_W}" y1="{TOP - 6}" '
-        f'x2="{LABEL_W + CHART_W}" y2="{TOP - 6}"/>'
-    ]
-    for m in months(start, end, most=CHART_W // 55):
-        x = scale.x(m)
-        axis.append(
-            f'<line class="month" x1="{x}" y1="{TOP - 10}" x2="{x}" y2="{y}"/>'
-            f'<text x="{x + 3}" y="{TOP - 14}">{m.strftime("%b %Y")}</text>'
-        )
-    axis.append("</g>")
+    centre, phases, bottom = _rows(view)
+    marks = {r.milestone_id: _marks(view, r, scale, centre[r.milestone_id]) for r in view.rows}
+    arrows, obstacles = _arrows(view, scale, centre)
     tx = scale.x(view.judged_on)
-    today = (
-        f'<g class="today-mark" {scale.mark(view.judged_on)} data-x="{tx}">'
-        f'<line class="today" x1="{tx}" y1="{TOP - 8}" x2="{tx}" y2="{y}"/>'
-        f'<text class="today-label" x="{tx + 4}" y="{TOP - 28}">'
-        f"{'as of' if view.as_of else 'today'} {scale.note(view.judged_on)}</text></g>"
-    )
+    obstacles.append(segment_box(tx, TOP - 8, tx, bottom))
+    words = _health_words(view, marks, centre, obstacles)
+    rows = [
+        _row(view, r, marks[r.milestone_id][0], words[r.milestone_id], centre[r.milestone_id], link)
+        for r in view.rows
+    ]
     title = f"Gantt chart of {view.name} ({view.project_id})"
-    width = LABEL_W + CHART_W + 100
+    legend, legend_bottom = _legend(bottom + 26)
+    height = legend_bottom + 12
     return (
         '<svg xmlns="http://www.w3.org/2000/svg" class="gantt" role="img" '
         'aria-labelledby="gantt-title" '
-        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" '
         f'data-start="{start.isoformat()}" data-px-per-day="{scale.px}">'
         f'<title id="gantt-title">{esc(title)}</title><style>{STYLE}</style>'
         '<defs><marker id="arrowhead" viewBox="0 0 10 10" refX="9" refY="5" '
         'markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
         '<path d="M0,0 L10,5 L0,10 z" fill="#455a64"/></marker></defs>'
-        + "".join(axis)
-        + "".join(lines)
-        + today
+        + _axis(view, scale, bottom)
+        + "".join(phases)
+        + "".join(rows)
+        + _today(view, scale, bottom)
         + "".join(arrows)
-        + _legend(y + 20)
+        + legend
         + "</svg>"
     )
 
 
-def _gantt_row(view: ProjectView, r, scale: Scale, y: float, link: str | None) -> str:
-    cy = y + ROW_H / 2
-    colour = HEALTH_COLOURS.get(r.health, "#424242")
-    word = HEALTH_WORDS.get(r.health, r.health)
-    bx, bw = scale.x(r.start), max(2.0, scale.x(r.end) - scale.x(r.start))
-    dx = scale.x(r.due)
-    label = r.name if len(r.name) <= 34 else r.name[:33] + "…"
-    tip = (
-        f"{r.name} ({r.milestone_id}), {r.kind}: "
-        f"due {scale.note(r.due)}, expected {scale.note(r.expected_finish)}, "
-        f"{r.progress}% of {r.tasks_total} tasks done; {word}: " + "; ".join(r.reasons)
+def _rows(view: ProjectView) -> tuple[dict[str, float], list[str], float]:
+    """Each milestone's row centre, the phase bands, and the y below the last row."""
+    centre: dict[str, float] = {}
+    bands: list[str] = []
+    y: float = TOP
+    phase: object = object()
+    for r in view.rows:
+        if r.phase != phase:
+            phase = r.phase
+            name = fit(r.phase or "No phase", 13, LABEL_W - 16, bold=True)
+            bands.append(
+                f'<g class="phase-row" data-phase="{esc(str(r.phase or ""))}">'
+                f'<rect class="phase-band" x="0" y="{y}" width="{WIDTH}" height="{ROW_H}"/>'
+                f'<text class="phase" x="8" y="{y + 17}">{esc(name)}</text></g>'
+            )
+            y += ROW_H
+        centre[r.milestone_id] = y + ROW_H / 2
+        y += ROW_H
+    return centre, bands, y
+
+
+def _axis(view: ProjectView, scale: Scale, bottom: float) -> str:
+    out = [
+        f'<g class="axis"><line class="grid" x1="{LABEL_W}" y1="{TOP - 6}" '
+        f'x2="{LABEL_W + CHART_W}" y2="{TOP - 6}"/>'
+    ]
+    for m in months(scale.start, scale.end, most=CHART_W // 70):
+        x = scale.x(m)
+        out.append(
+            f'<line class="month" x1="{x}" y1="{TOP - 10}" x2="{x}" y2="{bottom}"/>'
+            f'<text x="{x + 3}" y="{TOP - 14}">{m.strftime("%b %Y")}</text>'
+        )
+    return "".join(out) + "</g>"
+
+
+def _today(view: ProjectView, scale: Scale, bottom: float) -> str:
+    tx = scale.x(view.judged_on)
+    words = f"{'as of' if view.as_of else 'today'} {scale.note(view.judged_on)}"
+    width = text_width(words, 12, bold=True)
+    lx = tx + 4 if tx + 4 + width <= WIDTH - 4 else max(4, tx - 4 - width)
+    return (
+        f'<g class="today-mark" {scale.mark(view.judged_on)} data-x="{tx}">'
+        f'<line class="today" x1="{tx}" y1="{TOP - 8}" x2="{tx}" y2="{bottom}"/>'
+        f'<text class="today-label" x="{round(lx, 1)}" y="{TOP - 32}">{esc(words)}</text></g>'
     )
+
+
+def _marks(view: ProjectView, r: Row, scale: Scale, cy: float) -> tuple[str, float, float]:
+    """A row's bar and diamonds, and the x range they cover."""
+    y = cy - ROW_H / 2
+    colour = HEALTH_COLOURS.get(r.health, "#424242")
+    bx, bw = scale.x(r.start), max(2.0, scale.x(r.end) - scale.x(r.start))
+    mid = esc(r.milestone_id)
     parts = [
-        f'<rect class="hit" x="0" y="{y}" width="{LABEL_W + CHART_W + 90}" height="{ROW_H}"/>',
-        f'<text class="label" x="16" y="{cy + 4}">{esc(label)}</text>',
-        f'<rect class="bar" data-milestone="{esc(r.milestone_id)}" '
-        f'data-start="{r.start.isoformat()}" '
+        f'<rect class="bar" data-milestone="{mid}" data-start="{r.start.isoformat()}" '
         f'data-end="{r.end.isoformat()}" x="{bx}" y="{y + 8}" width="{round(bw, 1)}" '
         f'height="{ROW_H - 16}" rx="2"/>',
         f'<rect class="progress" x="{bx}" y="{y + 8}" width="{round(bw * r.progress / 100, 1)}" '
         f'height="{ROW_H - 16}" rx="2"/>',
     ]
+    fx = scale.x(finish(r))
+    lo, hi = min(bx, fx - 8), max(bx + bw, fx + 8)
     if r.baseline_due is not None:
         gx = scale.x(r.baseline_due)
+        lo, hi = min(lo, gx - 9), max(hi, gx + 9)
         parts.append(
-            f'<path class="baseline" data-milestone="{esc(r.milestone_id)}" '
-            f'{scale.mark(r.baseline_due)} data-x="{gx}" d="{_diamond(gx, cy, 8)}">'
+            f'<path class="baseline" data-milestone="{mid}" '
+            f'{scale.mark(r.baseline_due)} data-x="{gx}" d="{diamond(gx, cy, 8)}">'
             f"<title>baseline {esc(view.baseline or '')}: "
             f"{scale.note(r.baseline_due)}</title></path>"
         )
-    parts.append(
-        f'<path class="diamond health-{r.health}" data-milestone="{esc(r.milestone_id)}" '
-        f'{scale.mark(r.due)} data-x="{dx}" fill="{colour}" d="{_diamond(dx, cy, 7)}">'
-        f"<title>due {scale.note(r.due)}</title></path>"
-    )
-    if r.achieved_on is not None:
-        ax = scale.x(r.achieved_on)
+    if r.achieved_on is not None:  # one mark: the achievement (its due date is in the title)
         parts.append(
-            f'<circle class="achieved" data-milestone="{esc(r.milestone_id)}" '
-            f'{scale.mark(r.achieved_on)} data-x="{ax}" cx="{ax}" cy="{cy}" r="4">'
-            f"<title>achieved {scale.note(r.achieved_on)}</title></circle>"
+            f'<path class="diamond achieved health-{r.health}" data-milestone="{mid}" '
+            f'{scale.mark(r.achieved_on)} data-x="{fx}" fill="{HEALTH_COLOURS["achieved"]}" '
+            f'd="{diamond(fx, cy, 7)}"><title>achieved {scale.note(r.achieved_on)} '
+            f"(due {scale.note(r.due)})</title></path>"
         )
-    if r.expected_finish > r.due and r.health in ("late", "missed"):
-        fx = scale.x(r.expected_finish)
+    else:
         parts.append(
-            f'<line class="forecast" data-milestone="{esc(r.milestone_id)}" '
-            f'{scale.mark(r.expected_finish)} data-x="{fx}" '
-            f'x1="{dx + 7}" y1="{cy}" x2="{fx}" y2="{cy}" '
+            f'<path class="diamond health-{r.health}" data-milestone="{mid}" '
+            f'{scale.mark(r.due)} data-x="{fx}" fill="{colour}" d="{diamond(fx, cy, 7)}">'
+            f"<title>due {scale.note(r.due)}</title></path>"
+        )
+    if r.achieved_on is None and r.expected_finish > r.due and r.health in ("late", "missed"):
+        ex = scale.x(r.expected_finish)
+        hi = max(hi, ex + 2)
+        parts.append(
+            f'<line class="expected-finish" data-milestone="{mid}" '
+            f'{scale.mark(r.expected_finish)} data-x="{ex}" '
+            f'x1="{fx + 7}" y1="{cy}" x2="{ex}" y2="{cy}" '
             f'stroke="{colour}" stroke-width="2" stroke-dasharray="3 2">'
             f"<title>expected {scale.note(r.expected_finish)}</title></line>"
-            f'<line x1="{fx}" y1="{cy - 5}" x2="{fx}" y2="{cy + 5}" stroke="{colour}" '
-            'stroke-width="2"/>'
+            f'<line class="expected-finish-end" x1="{ex}" y1="{cy - 5}" x2="{ex}" y2="{cy + 5}" '
+            f'stroke="{colour}" stroke-width="2"/>'
         )
-    wx = max(scale.x(r.end), dx) + 12
-    if r.health in ("late", "missed") and r.expected_finish > r.due:  # after the whisker
-        wx = max(wx, scale.x(r.expected_finish) + 12)
-    parts.append(
-        f'<text class="health-word" x="{wx}" y="{cy + 4}" fill="{colour}">{esc(word)}</text>'
+    return "".join(parts), lo, hi
+
+
+def _arrows(
+    view: ProjectView, scale: Scale, centre: dict[str, float]
+) -> tuple[list[str], list[Box]]:
+    """Finish-to-start arrows from each predecessor's diamond (its achievement once achieved)
+    to its successor's, and the boxes of their segments (words keep clear of them)."""
+    by_id = {r.milestone_id: r for r in view.rows}
+    out: list[str] = []
+    boxes: list[Box] = []
+    for r in view.rows:
+        for pred in sorted(r.predecessors):
+            if pred not in by_id:
+                continue
+            points = _route(
+                scale.x(finish(by_id[pred])),
+                centre[pred],
+                scale.x(finish(r)),
+                centre[r.milestone_id],
+            )
+            boxes += path_boxes(points, pad=2)
+            d = "M" + " L".join(f"{x},{y}" for x, y in points)
+            out.append(
+                f'<path class="arrow" data-from="{esc(pred)}" data-to="{esc(r.milestone_id)}" '
+                f'd="{d}" marker-end="url(#arrowhead)">'
+                f"<title>{esc(pred)} → {esc(r.milestone_id)}"
+                f" (finish-to-start, lag {r.predecessors[pred]} days)</title></path>"
+            )
+    return out, boxes
+
+
+def _route(px: float, py: float, sx: float, sy: float) -> list[tuple[float, float]]:
+    """Right out of the predecessor's diamond at (px, py), down (or up) beside it, into the
+    successor's diamond at (sx, sy): from its left, from above or below when it is just right of
+    the bend, from its right when it is left of it."""
+    x1 = round(px + 7, 1)
+    bend = round(x1 + 6, 1)
+    if sx - 8 >= bend + 2:
+        return [(x1, py), (bend, py), (bend, sy), (round(sx - 8, 1), sy)]
+    if sx > px + 1:
+        tip = sy - 7 if sy > py else sy + 7
+        return [(x1, py), (sx, py), (sx, tip)]
+    return [(x1, py), (bend, py), (bend, sy), (round(sx + 8, 1), sy)]
+
+
+def _health_words(
+    view: ProjectView,
+    marks: dict[str, tuple[str, float, float]],
+    centre: dict[str, float],
+    obstacles: list[Box],
+) -> dict[str, float]:
+    """The x of each row's health word: beside its marks, clear of arrows, the today line and
+    the other words."""
+    placed: list[Box] = []
+    out = {}
+    for r in view.rows:
+        _, lo, hi = marks[r.milestone_id]
+        word = HEALTH_WORDS.get(r.health, r.health)
+        cy = centre[r.milestone_id]
+        box = text_box(0, cy + 4, word, WORD_SIZE, bold=True)
+        x = place_beside(
+            box.x1,
+            box.y0,
+            box.y1,
+            right_of=hi,
+            left_of=lo,
+            lo=LABEL_W,
+            hi=WIDTH - 4,
+            obstacles=[*obstacles, *placed],
+        )
+        x = round(hi + 4 if x is None else x, 1)
+        placed.append(Box(x, box.y0, x + box.x1, box.y1))
+        out[r.milestone_id] = x
+    return out
+
+
+def _row(view: ProjectView, r: Row, marks: str, wx: float, cy: float, link: str | None) -> str:
+    y = cy - ROW_H / 2
+    colour = HEALTH_COLOURS.get(r.health, "#424242")
+    word = HEALTH_WORDS.get(r.health, r.health)
+    label = fit(r.name, 12, LABEL_W - 16 - 10)
+    tip = (
+        f"{r.name} ({r.milestone_id}), {r.kind}: due {r.due.isoformat()}, "
+        + (f"achieved {r.achieved_on.isoformat()}, " if r.achieved_on else "")
+        + f"expected {r.expected_finish.isoformat()}, "
+        f"{r.progress}% of {r.tasks_total} tasks done; {word}: " + "; ".join(r.reasons)
     )
-    body = "".join(parts)
+    body = (
+        f'<rect class="hit" x="0" y="{y}" width="{WIDTH}" height="{ROW_H}"/>'
+        f'<text class="label" x="16" y="{cy + 4}">{esc(label)}</text>'
+        + marks
+        + f'<text class="health-word" x="{wx}" y="{cy + 4}" fill="{colour}">{esc(word)}</text>'
+    )
     row = (
         f'<g class="milestone-row" data-milestone="{esc(r.milestone_id)}" '
         f'data-health="{r.health}">'
@@ -248,128 +308,35 @@ def _gantt_row(view: ProjectView, r, scale: Scale, y: float, link: str | None) -
     return row
 
 
-def _legend(y: float) -> str:
-    items, x = [], LABEL_W
-    for health, colour in HEALTH_COLOURS.items():
-        items.append(
-            f'<path d="{_diamond(x + 6, y, 6)}" fill="{colour}"/>'
-            f'<text x="{x + 16}" y="{y + 4}">{HEALTH_WORDS[health]}</text>'
-        )
-        x += 90
-    y2 = y + 24
-    items.append(
-        f'<rect class="bar" x="{LABEL_W}" y="{y2 - 5}" width="26" height="10"/>'
-        f'<text x="{LABEL_W + 32}" y="{y2 + 4}">tasks (darker: done)</text>'
-        f'<path class="baseline" d="{_diamond(LABEL_W + 170, y2, 7)}"/>'
-        f'<text x="{LABEL_W + 182}" y="{y2 + 4}">baseline</text>'
-        f'<circle class="achieved" cx="{LABEL_W + 260}" cy="{y2}" r="4"/>'
-        f'<text x="{LABEL_W + 270}" y="{y2 + 4}">achieved</text>'
-        f'<path class="arrow" d="M{LABEL_W + 350},{y2} H{LABEL_W + 380}" '
-        'marker-end="url(#arrowhead)"/>'
-        f'<text x="{LABEL_W + 386}" y="{y2 + 4}">depends on (finish-to-start)</text>'
-        f'<line x1="{LABEL_W + 590}" y1="{y2}" x2="{LABEL_W + 620}" y2="{y2}" '
-        'stroke="#d84315" stroke-width="2" stroke-dasharray="3 2"/>'
-        f'<text x="{LABEL_W + 626}" y="{y2 + 4}">late: expected finish</text>'
-    )
-    return f'<g class="legend" aria-label="legend">{"".join(items)}</g>'
-
-
-def trend_svg(trend: Trend, *, title: str = "") -> str:
-    """The milestone trend analysis: report date (x) against forecast (y), one line per milestone,
-    and the diagonal where forecast = report date (a line that meets it has been reached)."""
-    left, top, size = 110, 40, 620
-    dates = list(trend.report_dates)
-    forecasts = [p.forecast for s in trend.series for p in s.points]
-    if not dates or not forecasts:
-        return (
-            '<svg xmlns="http://www.w3.org/2000/svg" class="trend" role="img" width="400" '
-            'height="60">'
-            '<text x="10" y="30">No report dates yet: plan a milestone first.</text></svg>'
-        )
-    # one date range on both axes, so the diagonal (forecast = report date) is at 45 degrees: the
-    # triangle of a milestone trend analysis
-    d_min, d_max = padded(*chart_range([*dates, *forecasts], dates[-1]), 3, 7)
-    xs = Scale(d_min, d_max, left, size)
-
-    def y(d: dt.date) -> float:  # the same scale upwards (clamped at the edges as well)
-        return round(top + size - (xs.x(d) - left), 1)
-
-    parts = [
-        f'<rect x="{left}" y="{top}" width="{size}" height="{size}" fill="#fafafa" '
-        'stroke="#bdbdbd"/>'
+def _legend(y: float) -> tuple[str, float]:
+    """The legend, item after item, wrapping at the chart's width; and the y below it."""
+    items: list[tuple[float, str, str]] = [
+        (14, f'<path d="{diamond(7, 0, 6)}" fill="{colour}"/>', HEALTH_WORDS[health])
+        for health, colour in HEALTH_COLOURS.items()
     ]
-    for m in months(d_min, d_max, most=size // 55):
-        parts.append(
-            f'<line class="grid" x1="{xs.x(m)}" y1="{top}" x2="{xs.x(m)}" y2="{top + size}"/>'
-            f'<text class="tick" x="{xs.x(m)}" y="{top + size + 16}" '
-            f'text-anchor="middle">{m.strftime("%b %Y")}</text>'
-            f'<line class="grid" x1="{left}" y1="{y(m)}" x2="{left + size}" y2="{y(m)}"/>'
-            f'<text class="tick" x="{left - 6}" y="{y(m) + 4}" '
-            f'text-anchor="end">{m.strftime("%b %Y")}</text>'
+    items += [
+        (26, '<rect class="bar" x="0" y="-5" width="26" height="10"/>', "tasks (darker: done)"),
+        (16, f'<path class="baseline" d="{diamond(8, 0, 7)}"/>', "baseline"),
+        (
+            30,
+            '<path class="arrow" d="M0,0 H30" marker-end="url(#arrowhead)"/>',
+            "depends on (finish-to-start)",
+        ),
+        (
+            30,
+            '<line x1="0" y1="0" x2="30" y2="0" stroke="#d84315" stroke-width="2" '
+            'stroke-dasharray="3 2"/>',
+            "late: expected finish",
+        ),
+    ]
+    out, x = [], 16.0
+    for width, swatch, words in items:
+        room = width + 6 + text_width(words, 12)
+        if x + room > WIDTH - 16:
+            x, y = 16.0, y + 22
+        out.append(
+            f'<g transform="translate({x},{y})">{swatch}</g>'
+            f'<text x="{round(x + width + 6, 1)}" y="{y + 4}">{esc(words)}</text>'
         )
-    parts.append(
-        f'<path d="M{left},{top + size} L{left + size},{top} L{left},{top} Z" fill="#fff"/>'
-        f'<line class="diagonal" data-from="{d_min.isoformat()}" data-to="{d_max.isoformat()}" '
-        f'x1="{xs.x(d_min)}" y1="{y(d_min)}" x2="{xs.x(d_max)}" y2="{y(d_max)}">'
-        "<title>forecast = report date: "
-        "a line that meets it has been reached</title></line>"
-    )
-    labels: list[tuple[float, float, str, str]] = []
-    for n, s in enumerate(trend.series):
-        colour, dash = (
-            SERIES_COLOURS[n % len(SERIES_COLOURS)],
-            DASHES[(n // len(SERIES_COLOURS)) % len(DASHES)],
-        )
-        points = [(p.report_date, p.forecast) for p in s.points]
-        if s.achieved_on is not None:  # the line ends where it meets the diagonal
-            points = [pt for pt in points if pt[0] < s.achieved_on] + [
-                (s.achieved_on, s.achieved_on)
-            ]
-        pts = " ".join(f"{xs.x(a)},{y(b)}" for a, b in points)
-        last = points[-1]
-        state = (
-            f"achieved {xs.note(s.achieved_on)}"
-            if s.achieved_on
-            else f"forecast {xs.note(last[1])}"
-        )
-        parts.append(
-            f'<g class="series-group" data-milestone="{esc(s.milestone_id)}">'
-            f"<title>{esc(s.name)}: {state}</title>"
-            f'<polyline class="series" data-milestone="{esc(s.milestone_id)}" points="{pts}" '
-            f'stroke="{colour}"'
-            + (f' stroke-dasharray="{dash}"' if dash else "")
-            + "/>"
-            + "".join(
-                f'<circle class="point" data-date="{a.isoformat()}" '
-                f'data-forecast="{b.isoformat()}"'
-                + (' data-clamped="true"' if xs.clamped(a) or xs.clamped(b) else "")
-                + f' cx="{xs.x(a)}" cy="{y(b)}" r="2.5" fill="{colour}">'
-                f"<title>{a.isoformat()}: {esc(s.name)} forecast {xs.note(b)}</title></circle>"
-                for a, b in points
-            )
-            + "</g>"
-        )
-        labels.append(
-            (y(last[1]), xs.x(last[0]), colour, s.name[:28] + (" ✓" if s.achieved_on else ""))
-        )
-    placed: list[float] = []
-    for ly, lx, colour, text in sorted(labels):  # labels pushed apart so they never overlap
-        ly = max(ly, placed[-1] + 13) if placed else ly
-        placed.append(ly)
-        parts.append(
-            f'<text class="series-label" x="{lx + 6}" y="{ly + 4}" '
-            f'fill="{colour}">{esc(text)}</text>'
-        )
-    parts.append(
-        f'<text x="{left + size / 2}" y="{top + size + 40}" text-anchor="middle">report date</text>'
-        f'<text transform="translate(22,{top + size / 2}) rotate(-90)" '
-        'text-anchor="middle">forecast date</text>'
-    )
-    width, height = left + size + 220, top + size + 60
-    label = title or f"Milestone trend analysis of {trend.project_id}"
-    return (
-        '<svg xmlns="http://www.w3.org/2000/svg" class="trend" role="img" '
-        'aria-labelledby="trend-title" '
-        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}"><title id="trend-title">'
-        f"{esc(label)}</title><style>{STYLE}</style>{''.join(parts)}</svg>"
-    )
+        x += room + 18
+    return f'<g class="legend" aria-label="legend">{"".join(out)}</g>', y + 10

@@ -10,6 +10,7 @@ import pytest
 
 from events import (
     BaselineSet,
+    DependencyAdded,
     MilestoneAchieved,
     MilestoneCancelled,
     MilestonePlanned,
@@ -17,8 +18,10 @@ from events import (
     ProjectCreated,
     StatusReported,
     StoredEvent,
+    TaskAdded,
+    TaskCompleted,
 )
-from services.domain import reporting
+from services.domain import health, reporting
 from services.eventlog.log import EventLog
 from services.query.queries import project_events
 from tests.conftest import cloudevent, request
@@ -108,7 +111,7 @@ def lines(report: reporting.Report) -> dict[str, tuple]:
     return {
         m.milestone_id: (
             str(m.reference),
-            str(m.forecast),
+            str(m.expected_finish),
             m.slip_days,
             m.on_time,
             m.state,
@@ -129,7 +132,7 @@ def test_report_against_the_latest_baseline():
     }
     assert (r.planned, r.achieved, r.on_time, r.on_time_rate) == (3, 2, 1, 0.5)
     assert (r.mean_slip_days, r.worst_slip_days) == (7.33, 19)  # (-2 + 5 + 19) / 3
-    assert (str(r.reference_finish), str(r.forecast_finish), r.schedule_variance_days) == (
+    assert (str(r.reference_finish), str(r.expected_finish), r.schedule_variance_days) == (
         "2026-05-01",
         "2026-05-20",
         19,
@@ -179,7 +182,54 @@ def test_as_of_is_the_report_of_the_truncated_stream():
     assert lines(reporting.report("p", EVENTS, today=D("2026-06-01")))["c"][4] == "overdue"
 
 
-def test_trend_gives_each_milestone_its_forecast_at_every_report_date():
+# one expected finish: a milestone held up by an open task and by a predecessor with a lag
+ONE_DEFINITION = [
+    ("2026-01-05", planned("x", 1, "2026-03-01")),
+    ("2026-01-05", planned("y", 2, "2026-03-10")),
+    ("2026-01-05", TaskAdded(project_id="p", milestone_id="x", task_id="t1", title="T1")),
+    (
+        "2026-01-05",
+        TaskAdded(project_id="p", milestone_id="x", task_id="t2", title="T2", due=D("2026-03-04")),
+    ),
+    ("2026-01-05", DependencyAdded(project_id="p", milestone_id="y", depends_on="x", lag_days=7)),
+    ("2026-02-02", TaskCompleted(project_id="p", milestone_id="x", task_id="t1")),
+]
+
+
+def test_the_report_and_the_trend_use_the_status_expected_finish():
+    events = [(n + 1, stored(day, e)) for n, (day, e) in enumerate(ONE_DEFINITION)]
+    today = D("2026-02-16")
+    r = reporting.report("p", events, today=today)
+    by_id = {m.milestone_id: m for m in r.milestones}
+    # x: due 03-01, but its open task t2 is due 03-04 -> expected 03-04, late, slip 3
+    # y: due 03-10, x finishes 03-04 + 7 days lag = 03-11 -> expected 03-11, late, slip 1
+    assert (str(by_id["x"].expected_finish), by_id["x"].health, by_id["x"].slip_days) == (
+        "2026-03-04",
+        "late",
+        3,
+    )
+    assert (str(by_id["y"].expected_finish), by_id["y"].health, by_id["y"].slip_days) == (
+        "2026-03-11",
+        "late",
+        1,
+    )
+    assert (str(r.expected_finish), r.schedule_variance_days) == ("2026-03-11", 1)
+    # the very verdicts health gives the status rows of the same facts
+    folded = reporting.fold(events).milestones.values()
+    assert {k: v.expected_finish for k, v in health.judge(folded, today).items()} == {
+        "x": D("2026-03-04"),
+        "y": D("2026-03-11"),
+    }
+    # the trend's last point (today) is that date
+    t = reporting.trend("p", events, today=today)
+    last = {s.milestone_id: s.points[-1] for s in t.series}
+    assert {k: (str(p.report_date), str(p.expected_finish)) for k, p in last.items()} == {
+        "x": ("2026-02-16", "2026-03-04"),
+        "y": ("2026-02-16", "2026-03-11"),
+    }
+
+
+def test_trend_gives_each_milestone_its_expected_finish_at_every_report_date():
     t = reporting.trend("p", EVENTS, today=TODAY, until=D("2026-04-22"))
     mondays = [
         D("2026-01-05") + dt.timedelta(weeks=w) for w in range(16)
@@ -189,7 +239,8 @@ def test_trend_gives_each_milestone_its_forecast_at_every_report_date():
         D("2026-04-22"),
     ]  # reschedule days 02-02 and 03-09 are Mondays
     series = {
-        s.milestone_id: {str(p.report_date): str(p.forecast) for p in s.points} for s in t.series
+        s.milestone_id: {str(p.report_date): str(p.expected_finish) for p in s.points}
+        for s in t.series
     }
     assert [s.milestone_id for s in t.series] == ["a", "b", "c", "d"]
     assert (
@@ -268,16 +319,16 @@ async def test_report_and_trend_over_http_and_nats(api, nc, system):
         await api.get("/projects/moon/report", params={"compare_as_of": "2026-02-10"})
     ).json()["data"]
     assert {
-        c["milestone_id"]: (c["then_forecast"], c["now_forecast"], c["moved_days"])
+        c["milestone_id"]: (c["then_expected_finish"], c["now_expected_finish"], c["moved_days"])
         for c in compared["changes"]
     } == {"m1": ("2026-03-01", "2026-02-27", -2), "m2": ("2026-04-20", "2026-04-22", 2)}
 
     trend = (await api.get("/projects/moon/trend", params={"until": "2026-04-22"})).json()["data"]
     m2 = next(s for s in trend["series"] if s["milestone_id"] == "m2")
     assert m2["points"][0] == ["2026-01-05", "2026-04-01"] and m2["points"][-1] == [
-        "2026-04-20",
-        "2026-04-20",
-    ]
+        "2026-04-22",
+        "2026-04-22",
+    ]  # the last report date is ``until``: the line ends where the status stands
 
     over_nats = msgspec.json.decode(
         (await nc.request("milestones.query.report", b'{"project_id": "moon"}')).data

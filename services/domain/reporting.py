@@ -9,12 +9,20 @@ reads a clock (``today`` is an input).
 Definitions (also in the README):
 - *reference date* of a milestone: its due date in the chosen baseline (the latest one unless
   named), or its first planned due date when there is no baseline or the milestone is not in it;
-- *forecast*: the achieved date when achieved, else the current due date;
-- *slip* (days): forecast minus reference; positive is late;
+- *expected finish*: the one definition the status, the Gantt, the report and the trend share,
+  ``services.domain.health``'s: the achieved date once achieved; else the latest of the due
+  date, each open task's due date and each finish-to-start predecessor's expected finish plus
+  the lag (and no earlier than ``today`` once the due date has passed);
+- *health*: ``services.domain.health``'s rules, as of the report's day;
+- *slip* (days): expected finish minus reference; positive is late;
 - *on time*: achieved on or before its reference date;
 - *on-time rate*: on-time milestones / achieved milestones;
-- *schedule variance* (days): forecast finish minus reference finish, where a finish is the
+- *schedule variance* (days): expected finish minus reference finish, where a finish is the
   latest date over the milestones that are not cancelled.
+
+So the report is the status as it stood on its day: a milestone's ``expected_finish`` and
+``health`` in a report of today are the ones the status and the Gantt show, and the last point
+of a trend line (the trend's last report date is ``until``, today by default) is that date too.
 """
 
 from __future__ import annotations
@@ -26,14 +34,21 @@ import msgspec
 
 from events import (
     BaselineSet,
+    DependencyAdded,
+    DependencyRemoved,
     MilestoneAchieved,
     MilestoneCancelled,
+    MilestoneMissed,
     MilestonePlanned,
     MilestoneRescheduled,
     StatusReported,
     StoredEvent,
+    TaskAdded,
+    TaskCompleted,
+    TaskReopened,
 )
 from services.domain.dates import add_days, utc_date
+from services.domain.health import judge
 
 Positioned = tuple[int, StoredEvent]
 
@@ -51,8 +66,9 @@ class MilestoneLine(msgspec.Struct, kw_only=True):
     achieved_on: dt.date | None
     cancelled: bool
     reschedules: int
-    forecast: dt.date
-    slip_days: int
+    expected_finish: dt.date  # as the status defines it (services.domain.health)
+    health: str  # as of the report's day
+    slip_days: int  # expected finish - reference
     on_time: bool | None  # None while open
     state: str  # achieved | cancelled | open | overdue
 
@@ -80,17 +96,43 @@ class Report(msgspec.Struct, kw_only=True):
     mean_slip_days: float | None
     worst_slip_days: int | None
     reference_finish: dt.date | None
-    forecast_finish: dt.date | None
+    expected_finish: dt.date | None
     schedule_variance_days: int | None
     status_reports: list[StatusNote]
 
 
 class _Milestone(msgspec.Struct, kw_only=True):
+    """A milestone's facts as the log stood: what ``services.domain.health.judge`` reads (the
+    status row's fields of the same names, folded the same way from the same events)."""
+
     planned: MilestonePlanned
+    milestone_id: str
     due: dt.date
-    achieved_on: dt.date | None = None
+    planned_on: dt.date
+    work_start: dt.date | None = None
+    achieved_at: dt.datetime | None = None
     cancelled: bool = False
+    missed: bool = False
+    tasks: dict[str, bool] = {}
+    task_dues: dict[str, dt.date] = {}
+    predecessors: dict[str, int] = {}
     reschedules: int = 0
+
+    @property
+    def achieved_on(self) -> dt.date | None:
+        return utc_date(self.achieved_at) if self.achieved_at else None
+
+    @property
+    def tasks_total(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def tasks_done(self) -> int:
+        return sum(self.tasks.values())
+
+    @property
+    def progress(self) -> int:
+        return 100 * self.tasks_done // self.tasks_total if self.tasks else 0
 
 
 class _Project(msgspec.Struct, kw_only=True):
@@ -116,30 +158,57 @@ def fold(events: Iterable[Positioned]) -> _Project:
     project = _Project(milestones={}, baselines={}, notes=[])
     for position, stored in events:
         project.position = max(project.position, position)
-        match stored.data:
-            case MilestonePlanned() as e:
-                project.milestones[e.milestone_id] = _Milestone(planned=e, due=e.due)
-            case MilestoneRescheduled(milestone_id=m, new_due=new_due) if m in project.milestones:
-                project.milestones[m].due = new_due
-                project.milestones[m].reschedules += 1
-            case MilestoneAchieved(milestone_id=m, achieved_at=at) if m in project.milestones:
-                project.milestones[m].achieved_on = utc_date(at or stored.time)
-            case MilestoneCancelled(milestone_id=m) if m in project.milestones:
-                project.milestones[m].cancelled = True
-            case BaselineSet(name=name, planned=planned):
-                project.baselines[name] = dict(planned)
-            case StatusReported() as e:
-                project.notes.append(
-                    StatusNote(
-                        position=position,
-                        time=stored.time,
-                        health=e.health,
-                        note=e.note,
-                        milestone_id=e.milestone_id,
-                        actor=stored.actor,
-                    )
+        event = stored.data
+        if isinstance(event, MilestonePlanned):
+            project.milestones[event.milestone_id] = _Milestone(
+                planned=event,
+                milestone_id=event.milestone_id,
+                due=event.due,
+                planned_on=min(stored.time.date(), event.due),
+            )
+        elif isinstance(event, BaselineSet):
+            project.baselines[event.name] = dict(event.planned)
+        elif isinstance(event, StatusReported):
+            project.notes.append(
+                StatusNote(
+                    position=position,
+                    time=stored.time,
+                    health=event.health,
+                    note=event.note,
+                    milestone_id=event.milestone_id,
+                    actor=stored.actor,
                 )
+            )
+        elif (m := project.milestones.get(getattr(event, "milestone_id", None) or "")) is not None:
+            _evolve(m, event, stored.time)
     return project
+
+
+def _evolve(m: _Milestone, event: object, time: dt.datetime) -> None:
+    """One event's change to a milestone's facts (as ``projections.status`` folds them)."""
+    match event:
+        case MilestoneRescheduled(new_due=new_due):
+            m.due, m.reschedules, m.missed = new_due, m.reschedules + 1, False
+        case MilestoneAchieved(achieved_at=at):
+            m.achieved_at = at or time
+        case MilestoneCancelled():
+            m.cancelled = True
+        case MilestoneMissed():
+            m.missed = True
+        case TaskAdded(task_id=t, start=start, due=due):
+            m.tasks = {**m.tasks, t: False}
+            if due is not None:
+                m.task_dues = {**m.task_dues, t: due}
+            if start is not None and (m.work_start is None or start < m.work_start):
+                m.work_start = start
+        case TaskCompleted(task_id=t, result=result) if t in m.tasks:
+            m.tasks = {**m.tasks, t: result != "failed"}
+        case TaskReopened(task_id=t) if t in m.tasks:
+            m.tasks = {**m.tasks, t: False}
+        case DependencyAdded(depends_on=d, lag_days=lag):
+            m.predecessors = {**m.predecessors, d: lag}
+        case DependencyRemoved(depends_on=d):
+            m.predecessors = {k: v for k, v in m.predecessors.items() if k != d}
 
 
 def report(
@@ -159,10 +228,11 @@ def report(
     chosen = baseline or (names[-1] if names else None)
     planned_in = state.baselines.get(chosen, {}) if chosen else {}
     judged_on = min(as_of, today) if as_of else today
+    verdicts = judge(state.milestones.values(), judged_on)
     lines = []
     for mid, m in sorted(state.milestones.items(), key=lambda kv: (kv[1].planned.order, kv[0])):
         reference = planned_in.get(mid, m.planned.due)
-        forecast = m.achieved_on or m.due
+        verdict = verdicts[mid]
         on_time = (m.achieved_on <= reference) if m.achieved_on else None
         if m.cancelled:
             status = "cancelled"
@@ -184,8 +254,9 @@ def report(
                 achieved_on=m.achieved_on,
                 cancelled=m.cancelled,
                 reschedules=m.reschedules,
-                forecast=forecast,
-                slip_days=(forecast - reference).days,
+                expected_finish=verdict.expected_finish,
+                health=verdict.health,
+                slip_days=(verdict.expected_finish - reference).days,
                 on_time=on_time,
                 state=status,
             )
@@ -195,7 +266,7 @@ def report(
     on_time_count = sum(1 for line in achieved if line.on_time)
     slips = [line.slip_days for line in live]
     reference_finish = max((line.reference for line in live), default=None)
-    forecast_finish = max((line.forecast for line in live), default=None)
+    expected_finish = max((line.expected_finish for line in live), default=None)
     return Report(
         project_id=project_id,
         position=state.position,
@@ -210,30 +281,31 @@ def report(
         mean_slip_days=round(sum(slips) / len(slips), 2) if slips else None,
         worst_slip_days=max(slips) if slips else None,
         reference_finish=reference_finish,
-        forecast_finish=forecast_finish,
-        schedule_variance_days=(forecast_finish - reference_finish).days
-        if forecast_finish and reference_finish
+        expected_finish=expected_finish,
+        schedule_variance_days=(expected_finish - reference_finish).days
+        if expected_finish and reference_finish
         else None,
         status_reports=state.notes,
     )
 
 
 def compare(then: Report, now: Report) -> list[dict]:
-    """Each milestone whose forecast or state moved between two reports, and by how many days."""
+    """Each milestone whose expected finish or state moved between two reports, and by how many
+    days."""
     before = {m.milestone_id: m for m in then.milestones}
     changes = []
     for m in now.milestones:
         old = before.get(m.milestone_id)
-        if old is not None and (old.forecast, old.state) == (m.forecast, m.state):
+        if old is not None and (old.expected_finish, old.state) == (m.expected_finish, m.state):
             continue
         changes.append(
             {
                 "milestone_id": m.milestone_id,
-                "then_forecast": old.forecast if old else None,
-                "now_forecast": m.forecast,
+                "then_expected_finish": old.expected_finish if old else None,
+                "now_expected_finish": m.expected_finish,
                 "then_state": old.state if old else None,
                 "now_state": m.state,
-                "moved_days": (m.forecast - old.forecast).days if old else None,
+                "moved_days": (m.expected_finish - old.expected_finish).days if old else None,
             }
         )
     return changes
@@ -243,10 +315,10 @@ MAX_CUTOFFS = 520  # weekly report dates of a trend: ten years of Mondays
 
 
 class TrendPoint(msgspec.Struct, array_like=True):
-    """[report date, forecast]: the compact shape of a chart point."""
+    """[report date, expected finish on that date]: the compact shape of a chart point."""
 
     report_date: dt.date
-    forecast: dt.date
+    expected_finish: dt.date
 
 
 class TrendSeries(msgspec.Struct, kw_only=True):
@@ -264,8 +336,9 @@ class Trend(msgspec.Struct, kw_only=True):
 
 
 def report_dates(events: Sequence[Positioned], until: dt.date) -> list[dt.date]:
-    """Every day with a ``StatusReported`` or a reschedule, and a weekly cut-off (Mondays) from
-    the first planned milestone to ``until``. Over more than ``MAX_CUTOFFS`` weeks (a log that
+    """Every day with a ``StatusReported`` or a reschedule, a weekly cut-off (Mondays) from the
+    first planned milestone to ``until``, and ``until`` itself (so a line ends where the status
+    stands). Over more than ``MAX_CUTOFFS`` weeks (a log that
     holds a time in year 1, say) the cut-offs are every n-th Monday, so that there are at most
     ``MAX_CUTOFFS`` of them: the trend folds the log once per report date."""
     days = {
@@ -285,27 +358,30 @@ def report_dates(events: Sequence[Positioned], until: dt.date) -> list[dt.date]:
                 break  # the end of the calendar
             monday = after
         days.add(start)
+        days.add(until)
     return sorted(d for d in days if d <= until)
 
 
 def trend(
     project_id: str, events: Sequence[Positioned], *, today: dt.date, until: dt.date | None = None
 ) -> Trend:
-    """Milestone trend analysis: for each report date, each milestone's forecast on that date
-    (x: report date, y: forecast; flat = on plan, rising = slipping, on the diagonal = reached)."""
+    """Milestone trend analysis: for each report date, each milestone's expected finish as judged
+    on that date (x: report date, y: expected finish; flat = on plan, rising = slipping, on the
+    diagonal = reached)."""
     last_day = until or today
     dates = report_dates(events, last_day)
     series: dict[str, TrendSeries] = {}
     dated = [(utc_date(e.time), (p, e)) for p, e in events]  # ``cut`` by day, computed once
     for day in dates:
         state = fold(pe for happened, pe in dated if happened <= day)
+        verdicts = judge(state.milestones.values(), day)
         for mid, m in state.milestones.items():
             if m.cancelled:
                 continue
             line = series.setdefault(
                 mid, TrendSeries(milestone_id=mid, name=m.planned.name, points=[], achieved_on=None)
             )
-            line.points.append(TrendPoint(day, m.achieved_on or m.due))
+            line.points.append(TrendPoint(day, verdicts[mid].expected_finish))
             line.achieved_on = m.achieved_on
     order = fold(events).milestones
     ranked = sorted(

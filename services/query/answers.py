@@ -122,8 +122,8 @@ class AuditEvent(msgspec.Struct, kw_only=True):
 
 class ReportChange(msgspec.Struct, kw_only=True):
     milestone_id: str
-    then_forecast: dt.date | None
-    now_forecast: dt.date
+    then_expected_finish: dt.date | None
+    now_expected_finish: dt.date
     then_state: str | None
     now_state: str
     moved_days: int | None

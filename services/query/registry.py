@@ -157,10 +157,10 @@ QUERIES: tuple[Query[Any], ...] = (
         response=Page,
         item=a.HistoryEntry,
         errors=(404,),
-        summary="Schedule history of a milestone",
+        summary="Schedule history of a milestone, in time order (occurred_at, then position)",
         cli=Cli(
             command="history",
-            help="a milestone's schedule history",
+            help="a milestone's schedule history, in the order it happened",
             args=("milestone_id",),
             columns=(
                 "position",
@@ -214,8 +214,9 @@ QUERIES: tuple[Query[Any], ...] = (
         response=One,
         item=(a.Report, a.ReportComparison),
         errors=(404,),
-        summary="Planned vs actual: per milestone reference (baseline) and actual or forecast "
-        "date, slip, reschedules, on time; on-time rate, mean and worst slip, schedule variance. "
+        summary="Planned vs actual: per milestone reference (baseline), expected finish "
+        "and health (as the status defines them), slip, reschedules, on time; on-time rate, "
+        "mean and worst slip, schedule variance. "
         "as_of or position: as the project stood then; compare_as_of or compare_position",
         cli=Cli(
             command="report",
@@ -234,11 +235,11 @@ QUERIES: tuple[Query[Any], ...] = (
         response=One,
         item=a.Trend,
         errors=(404,),
-        summary="Milestone trend analysis: each milestone's forecast at every report date "
+        summary="Milestone trend analysis: each milestone's expected finish at every report date "
         "(status reports, reschedules, weekly cut-offs)",
         cli=Cli(
             command="trend",
-            help="milestone trend analysis: forecast per milestone at each report date",
+            help="milestone trend analysis: expected finish per milestone at each report date",
             args=("project_id",),
             render=text.trend,
         ),

@@ -1,26 +1,127 @@
 """Answers as text for a terminal: a table of chosen columns, or a query's own rendering where a
-table does not say it (the report, the trend, the digest). The CLI prints these."""
+table does not say it (the report, the trend, the digest). The CLI prints these.
+
+Tables are ``rich`` tables rendered to text at the width of the terminal (``TERMINAL``, set by
+the CLI: the terminal's width, else ``COLUMNS``, else 100): columns wrap to fit it, and colour is
+used only when the CLI writes to a terminal (never under ``NO_COLOR``)."""
 
 from __future__ import annotations
 
+import io
+import re
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
+
+from rich.console import Console, RenderableType
+from rich.table import Table
 
 from services.notify.digest import render as render_digest
 
 Cell = Callable[[dict[str, Any]], object]
 
 
+@dataclass(frozen=True)
+class Terminal:
+    width: int = 100
+    color: bool = False
+
+
+PLAIN = Terminal()  # piped: 100 columns, no colour
+TERMINAL: ContextVar[Terminal] = ContextVar("TERMINAL", default=PLAIN)
+
+
+def rendered(renderable: RenderableType) -> str:
+    """``renderable`` as text for ``TERMINAL``: ANSI colour only when it is a colour terminal,
+    no line longer than its width, no trailing spaces."""
+    terminal = TERMINAL.get()
+    console = Console(
+        file=io.StringIO(),
+        width=terminal.width,
+        force_terminal=terminal.color,
+        no_color=not terminal.color,
+        color_system="standard" if terminal.color else None,
+        highlight=False,
+        emoji=False,
+        markup=False,
+    )
+    with console.capture() as captured:
+        console.print(renderable, crop=True)
+    return "\n".join(line.rstrip() for line in captured.get().rstrip("\n").splitlines())
+
+
 def table(
     rows: Sequence[dict[str, Any]], columns: Sequence[str], cells: Mapping[str, Cell] | None = None
 ) -> str:
-    """Left-aligned columns under upper-case headers; ``cells`` computes a column from a row."""
+    """Columns under upper-case headers; ``cells`` computes a column from a row. Long cells wrap
+    so that the table fits the terminal; when even the words of the columns cannot fit, the
+    last columns are left out, and a line under the table says which."""
     cells = cells or {}
     shown = [[cell(cells[c](r) if c in cells else r.get(c)) for c in columns] for r in rows]
-    widths = [max([len(c), *(len(row[i]) for row in shown)]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in shown]
-    return "\n".join(lines)  # padded: byte for byte what the CLI printed before the registry
+    kept = fitting(columns, shown)
+    if kept < len(columns):
+        shown = [row[:kept] for row in shown]
+    grid = Table(
+        box=None,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+        header_style="bold" if TERMINAL.get().color else "",
+        collapse_padding=True,
+    )
+    for name, width in zip(columns[:kept], widths(columns[:kept], shown), strict=True):
+        grid.add_column(name.upper(), overflow="fold", width=width)
+    for row in shown:
+        grid.add_row(*row)
+    text = rendered(grid)
+    if kept < len(columns):
+        text += f"\n(left out to fit {TERMINAL.get().width} columns: {', '.join(columns[kept:])};"
+        text += " --json has everything)"
+    return text
+
+
+def words(columns: Sequence[str], shown: list[list[str]]) -> list[int]:
+    """Each column's header or longest word, whichever is longer."""
+    return [
+        max([len(name), *(len(w) for row in shown for w in row[i].split())])
+        for i, name in enumerate(columns)
+    ]
+
+
+def fitting(columns: Sequence[str], shown: list[list[str]]) -> int:
+    """How many columns (from the left, at least two) fit without breaking a word."""
+    least = words(columns, shown)
+    width = TERMINAL.get().width
+    kept = len(columns)
+    while kept > 2 and sum(least[:kept]) + kept - 1 > width:
+        kept -= 1
+    return kept
+
+
+def widths(columns: Sequence[str], shown: list[list[str]]) -> list[int]:
+    """Each column's width: all it wants when the table fits the terminal; else at least its
+    header and its longest word (capped so that these fit), and the room left to the columns
+    that want the most."""
+    wants = [max([len(name), *(len(row[i]) for row in shown)]) for i, name in enumerate(columns)]
+    room = TERMINAL.get().width - (len(columns) - 1)  # one space between columns
+    if sum(wants) <= room:
+        return wants
+    least = words(columns, shown)
+    cap = max(least, default=1)
+    while cap > 1 and sum(min(w, cap) for w in least) > room:
+        cap -= 1
+    given = [min(w, cap) for w in least]
+    for _ in range(max(room - sum(given), 0)):  # one character at a time, to the most wanting
+        i = max(range(len(given)), key=lambda i: wants[i] - given[i])
+        if wants[i] <= given[i]:
+            break
+        given[i] += 1
+    return given
+
+
+RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2})(:\d{2}(\.\d+)?)?(Z|\+00:00)$")
 
 
 def cell(value: object) -> str:
@@ -28,8 +129,12 @@ def cell(value: object) -> str:
         return "-"
     if isinstance(value, list):
         return "; ".join(map(str, value))
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
     text = str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    if moment := RFC3339.match(text):  # a UTC time, to the minute: --json has it exactly
+        return f"{moment[1]} {moment[2]}"
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 # -- cells computed from a row -------------------------------------------------------------------
@@ -60,7 +165,8 @@ REPORT_COLUMNS = (
     "name",
     "kind",
     "reference",
-    "forecast",
+    "expected_finish",
+    "health",
     "achieved_on",
     "slip_days",
     "reschedules",
@@ -69,8 +175,8 @@ REPORT_COLUMNS = (
 )
 CHANGE_COLUMNS = (
     "milestone_id",
-    "then_forecast",
-    "now_forecast",
+    "then_expected_finish",
+    "now_expected_finish",
     "moved_days",
     "then_state",
     "now_state",
@@ -88,27 +194,57 @@ def report(data: dict[str, Any]) -> str:
         f"{'; as of ' + now['as_of'] if now['as_of'] else ''}",
         f"achieved {now['achieved']}/{now['planned']}, on time {now['on_time']} ({rate_}); "
         f"mean slip {now['mean_slip_days']} days, worst {now['worst_slip_days']}; "
-        f"forecast finish {now['forecast_finish']} vs {now['reference_finish']} "
+        f"expected finish {now['expected_finish']} vs {now['reference_finish']} "
         f"(schedule variance {now['schedule_variance_days']} days)",
     ]
     if "changes" in data:
         lines += ["", "changed since the compared point:", table(data["changes"], CHANGE_COLUMNS)]
-    return "\n".join(lines)
+    return "\n".join(wrapped(line) for line in lines)
+
+
+def wrapped(text: str) -> str:
+    """Lines of prose broken to the terminal's width (tables already fit it)."""
+    width = TERMINAL.get().width
+    if all(len(line) <= width for line in text.splitlines()):
+        return text
+    return "\n".join(
+        textwrap.fill(
+            line,
+            width,
+            subsequent_indent=" " * (len(line) - len(line.lstrip()) + 4),
+            break_on_hyphens=False,
+        )
+        if len(line) > width
+        else line
+        for line in text.splitlines()
+    )
+
+
+DATE_COLUMN = len("2026-01-05 ")
 
 
 def trend(data: dict[str, Any]) -> str:
-    """A row per milestone, a column per report date, the forecast in each cell."""
+    """A row per milestone, a column per report date, the expected finish in each cell: the latest
+    report dates that fit the terminal (a line says how many earlier ones ``--json`` has)."""
     rows = [
         {"milestone_id": s["milestone_id"], **{day: due for day, due in s["points"]}}
         for s in data["series"]
     ]
-    return table(rows, ["milestone_id", *data["report_dates"]])
+    dates = list(data["report_dates"])
+    first = max([len("milestone_id"), *(len(r["milestone_id"]) for r in rows)])
+    fit = max((TERMINAL.get().width - first) // DATE_COLUMN, 1)
+    shown = table(rows, ["milestone_id", *dates[-fit:]])
+    if len(dates) > fit:
+        shown += f"\n({len(dates) - fit} earlier report date(s) left out to fit; --json has them)"
+    return shown
 
 
 def digest_preview(data: dict[str, Any]) -> str:
-    return render_digest(data["digest"])
+    return wrapped(render_digest(data["digest"]))
 
 
 def digest_sent(data: dict[str, Any]) -> str:
     queued = data["queued_deliveries"]
-    return f"{render_digest(data['digest'])}\n\n(recorded; queued for {queued} subscriber(s))"
+    return wrapped(
+        f"{render_digest(data['digest'])}\n\n(recorded; queued for {queued} subscriber(s))"
+    )

@@ -176,6 +176,22 @@ async def test_ready_means_answering_dev_json_names_it_all_and_a_second_dev_is_r
         assert written["pid"] == dev.proc.pid and written["data_dir"] == str(tmp_path)
         assert set(written["ports"]) == {"nats", "http", "ops"}
         assert set(written["credentials"]) == {"publisher", "reader", "auditor", "admin"}
+        for verb, said in (("url", http), ("token reader", written["credentials"]["reader"])):
+            asked = await asyncio.create_subprocess_exec(
+                *MILESTONES,
+                "credentials",
+                *verb.split(),
+                "--data-dir",
+                str(tmp_path),
+                stdout=asyncio.subprocess.PIPE,
+                env=ENV,
+            )
+            printed, _ = await asyncio.wait_for(asked.communicate(), 60)
+            assert asked.returncode == 0
+            if verb == "url":
+                assert printed.decode().strip() == said
+            else:
+                assert printed.decode().strip() == said["http_token"]
         log_size = (tmp_path / "nats" / "nats-server.log").stat().st_size
 
         second = await asyncio.create_subprocess_exec(

@@ -50,6 +50,9 @@ def add_credentials_commands(sub: argparse._SubParsersAction[argparse.ArgumentPa
     token.add_argument(
         "role", choices=["publisher", "reader", "auditor", "admin"], help="whose token"
     )
+    verbs.add_parser(
+        "url", help="print the HTTP address `milestones dev` listens on, from dev.json (for curl)"
+    )
     revoke = verbs.add_parser("revoke", help="revoke a credential: refused within a second")
     revoke.add_argument("credential_id", help="its id (`milestones credentials list`)")
     revoke.add_argument("--reason", help="why, kept in the log")
@@ -103,6 +106,13 @@ async def _until(check: Callable[[], Awaitable[bool]], want: bool, seconds: floa
 
 
 async def credentials(args: argparse.Namespace, settings: Settings) -> int:
+    if args.verb == "url":
+        dev = dev_file(settings)
+        if dev is None:
+            sys.stderr.write("milestones: no dev.json: run `milestones dev` here\n")
+            return 2
+        out(dev.http_url)
+        return 0
     if args.verb == "token":
         dev = dev_file(settings)
         entry = dev.credentials.get(args.role) if dev else None

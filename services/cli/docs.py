@@ -56,6 +56,7 @@ EXAMPLES: dict[str, str] = {
     "credentials token": (
         'curl -H "Authorization: Bearer $(milestones credentials token reader)" URL'
     ),
+    "credentials url": 'curl "$(milestones credentials url)/projects" -H "Authorization: …"',
     "credentials revoke": "milestones credentials revoke <credential-id> --reason 'laptop lost'",
     "nats-config": "milestones nats-config --dir /etc/milestones/nats --owner 1000",
     "backup": "milestones backup --out backups/2026-12-05",

@@ -298,31 +298,25 @@ async def ask(nc, name: str, **params: object) -> dict:
     return json.loads(reply.data)
 
 
-def projects_table_as_before(page: dict) -> str:
-    """`milestones projects` as the CLI printed it before the registry (services/cli_read.py)."""
-    columns = ["project_id", "name", "milestones", "by_health", "next", "expected_finish", "goals"]
-    rows = [
-        {
-            **p,
-            "by_health": ", ".join(f"{n} {h}" for h, n in p["by_health"].items()),
-            "next": p["next_milestone"]
-            and f"{p['next_milestone']['milestone_id']} {p['next_milestone']['due']}",
-        }
-        for p in page["data"]
+def projects_table_shows(out: str, page: dict) -> bool:
+    """`milestones projects` as a table: the columns in order, a line per project with its
+    figures (the table fits the terminal, so spacing is the printer's business)."""
+    header, *lines = out.splitlines()
+    assert header.split() == [
+        "PROJECT_ID",
+        "NAME",
+        "MILESTONES",
+        "BY_HEALTH",
+        "NEXT",
+        "EXPECTED_FINISH",
+        "GOALS",
     ]
-
-    def cell(value: object) -> str:
-        if value is None:
-            return "-"
-        if isinstance(value, list):
-            return "; ".join(map(str, value))
-        return str(value) if len(str(value)) <= 60 else str(value)[:57] + "..."
-
-    cells = [[cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
-    return "".join(line + "\n" for line in lines)
+    assert len(lines) == len(page["data"])
+    for line, p in zip(lines, page["data"], strict=True):
+        words = line.split()
+        assert words[0] == p["project_id"], line
+        assert str(p["milestones"]) in words and str(p["expected_finish"] or "-") in words, line
+    return True
 
 
 async def test_projects_with_project_id_is_a_page_of_that_one(api, nc, settings):
@@ -344,9 +338,9 @@ async def test_projects_with_project_id_is_a_page_of_that_one(api, nc, settings)
     answered = json.loads(out)
     assert code == 0 and [p["project_id"] for p in answered["data"]] == ["apollo"]
     code, out, _ = await run("projects", "apollo", env=env)
-    assert code == 0 and out == projects_table_as_before(answered)
+    assert code == 0 and projects_table_shows(out, answered)
     code, out, _ = await run("projects", env=env)
-    assert code == 0 and out == projects_table_as_before(everything)
+    assert code == 0 and projects_table_shows(out, everything)
 
 
 async def test_digest_over_nats_records_or_sends_and_the_get_route_previews(api, nc, db_url):

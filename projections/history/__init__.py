@@ -113,7 +113,9 @@ def in_time_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """History rows (dicts of ``COLUMNS``) as the history query orders them: by when the change
     happened (``occurred_at``), then by position. Positions are arrival order, and a back-dated
     change (a deadline stated late, a replayed backlog) arrives after later ones."""
-    return sorted(rows, key=lambda r: (r["occurred_at"], r["position"]))
+    # as the table stores the time (UTC, saturated): an instant before year 1 in UTC (a legacy
+    # log's 0001-01-01T00:00+14:00) cannot be converted, and compares as the first instant
+    return sorted(rows, key=lambda r: (timestamp(r["occurred_at"]), r["position"]))
 
 
 def stored_row(row: tuple) -> tuple:

@@ -17,9 +17,13 @@ from events.common import Event, MilestoneEvent, ProjectEvent
 from events.envelope import CloudEventIn, EventRef, Receipt, Rejection, Reply, StoredEvent
 from events.milestone import (
     MILESTONE_EVENTS,
+    ApprovalRequested,
+    ApproversSet,
     DeadlineReached,
     DependencyViolated,
     MilestoneAchieved,
+    MilestoneApprovalRejected,
+    MilestoneApproved,
     MilestoneCancelled,
     MilestoneMissed,
     MilestonePlanned,
@@ -34,6 +38,7 @@ from events.project import (
     DependencyAdded,
     DependencyRemoved,
     ProjectCreated,
+    ProjectTargetSet,
     StakeholderSubscribed,
     StakeholderUnsubscribed,
     StatusReported,
@@ -53,10 +58,15 @@ AnyEvent = (
     | DeadlineReached
     | MilestoneMissed
     | DependencyViolated
+    | ApproversSet
+    | ApprovalRequested
+    | MilestoneApproved
+    | MilestoneApprovalRejected
     | ProjectCreated
     | DependencyAdded
     | DependencyRemoved
     | BaselineSet
+    | ProjectTargetSet
     | StakeholderSubscribed
     | StakeholderUnsubscribed
     | StatusReported
@@ -66,7 +76,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls for cls in MILESTONE_EVENTS + PROJECT_EVENTS
 }
 # What other systems may publish (the contract's "types in"); derived-only events are not here.
-DERIVED_ONLY = frozenset({"MilestoneMissed", "DependencyViolated"})
+DERIVED_ONLY = frozenset({"MilestoneMissed", "DependencyViolated", "ApprovalRequested"})
 INBOUND_TYPES: frozenset[str] = frozenset(EVENT_TYPES) - DERIVED_ONLY
 
 DATA_DECODERS: dict[str, msgspec.json.Decoder] = {
@@ -124,7 +134,7 @@ def milestone_of(event: Event) -> str | None:
             | StatusReported(milestone_id=m)
         ):
             return m
-        case ProjectCreated() | BaselineSet():
+        case ProjectCreated() | BaselineSet() | ProjectTargetSet():
             return None
     raise UnhandledEvent(type(event).__name__, "milestone_of")
 
@@ -175,6 +185,8 @@ def event_of(stored: StoredEvent) -> Event:
 
 __all__ = [
     "AnyEvent",
+    "ApprovalRequested",
+    "ApproversSet",
     "BaselineSet",
     "CloudEventIn",
     "DeadlineReached",
@@ -187,6 +199,8 @@ __all__ = [
     "EVENT_TYPES",
     "INBOUND_TYPES",
     "MilestoneAchieved",
+    "MilestoneApprovalRejected",
+    "MilestoneApproved",
     "MilestoneCancelled",
     "MilestoneEvent",
     "MilestoneMissed",
@@ -194,6 +208,7 @@ __all__ = [
     "MilestoneRescheduled",
     "ProjectCreated",
     "ProjectEvent",
+    "ProjectTargetSet",
     "Receipt",
     "Rejection",
     "Reply",

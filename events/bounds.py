@@ -13,7 +13,7 @@ constraints, which would apply to every decode: the types carry them only as
 | times | 1970-01-01T00:00:00Z to 2200-01-01T00:00:00Z (the end of 2199-12-31), in UTC |
 | text | no control character (U+0000-U+001F, U+007F-U+009F); multi-line text (notes, reasons) may hold tab, line feed and carriage return |
 | integers | PostgreSQL ``integer``: -2^31 to 2^31-1 |
-| ``completed_at``, ``achieved_at``, ``reached_at`` | no later than the CloudEvent ``time`` + ``CLOCK_SKEW`` |
+| ``completed_at``, ``achieved_at``, ``reached_at``, ``set_at``, ``approved_at``, ``rejected_at`` | no later than the CloudEvent ``time`` + ``CLOCK_SKEW`` |
 | dependency lag | -365 (a lead) to 3,650 days (``events.common.LagDays``) |
 | JSON nesting | at most ``MAX_JSON_DEPTH`` levels |
 """  # noqa: E501
@@ -72,7 +72,14 @@ TIME_RULE = (
 )
 INT_RULE = f"integers from {INT_MIN} to {INT_MAX} (PostgreSQL integer)"
 # Payload fields that say when the fact happened (absent: the CloudEvent time).
-HAPPENED_AT = ("completed_at", "achieved_at", "reached_at")
+HAPPENED_AT = (
+    "completed_at",
+    "achieved_at",
+    "reached_at",
+    "set_at",
+    "approved_at",
+    "rejected_at",
+)
 
 
 class OutOfBounds(ValueError):

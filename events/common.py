@@ -45,6 +45,17 @@ Id = Annotated[
 _LINE = {"pattern": LINE_PATTERN}
 _MULTILINE = {"pattern": MULTILINE_PATTERN}
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, extra_json_schema=_LINE)]
+# A principal's name as people know it: a Milestones credential's ``name`` or an identity
+# provider user's ``sub`` (approvers of a gate are named this way).
+ApproverName = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=200,
+        description="a principal's name: a credential's name, or an identity provider's sub",
+        extra_json_schema=_LINE,
+    ),
+]
 Text = Annotated[
     str,
     msgspec.Meta(

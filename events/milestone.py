@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from events.common import (
+    ApproverName,
     CheckResult,
     Date,
     Id,
@@ -25,6 +26,10 @@ class MilestonePlanned(MilestoneEvent, frozen=True, kw_only=True):
     phase: Name | None = None
     order: Int32 = 0
     success_criteria: Text | None = None
+    # a decision gate: achieved only with the sign-off of these principals (README "Decision
+    # gates"); approvals_needed None: every approver
+    approvers: list[ApproverName] = []
+    approvals_needed: Int32 | None = None
 
 
 class TaskAdded(MilestoneEvent, frozen=True, kw_only=True):
@@ -75,6 +80,7 @@ class MilestoneMissed(MilestoneEvent, frozen=True, kw_only=True):
 
     due: Date
     open_tasks: list[Id] = []
+    awaiting_approval: bool = False  # a gate whose tasks were done, its sign-off incomplete
 
 
 class DependencyViolated(MilestoneEvent, frozen=True, kw_only=True):
@@ -91,6 +97,43 @@ class DependencyViolated(MilestoneEvent, frozen=True, kw_only=True):
     earliest: Date  # the first date the dependency allows: predecessor_finish + lag_days
 
 
+class ApproversSet(MilestoneEvent, frozen=True, kw_only=True):
+    """Make a planned milestone a decision gate, change its approvers, or (an empty list) make
+    it an ordinary milestone again. Approvals given by principals no longer listed are cleared."""
+
+    approvers: list[ApproverName]
+    approvals_needed: Int32 | None = None  # None: every approver
+    set_at: Timestamp | None = None  # the CloudEvent time when absent
+
+
+class ApprovalRequested(MilestoneEvent, frozen=True, kw_only=True):
+    """Derived: a gate's tasks are done; it waits for the sign-off of its approvers."""
+
+    approvers: list[ApproverName]
+    approvals_needed: Int32
+    pending: list[ApproverName] = []  # approvers who have not approved yet
+
+
+class MilestoneApproved(MilestoneEvent, frozen=True, kw_only=True):
+    """A gate's approver signs off. ``approver`` is who the sender is authenticated as: the
+    intake fills it in (a message naming anyone else is refused ``forbidden``)."""
+
+    meaning: Reason  # what the signature means, e.g. "approved for launch"
+    reason: Text | None = None
+    approver: ApproverName | None = None
+    approved_at: Timestamp | None = None  # the CloudEvent time when absent
+
+
+class MilestoneApprovalRejected(MilestoneEvent, frozen=True, kw_only=True):
+    """A gate's approver refuses sign-off: the approvals given so far are cleared and the gate
+    is reopened with the reason (approvers may approve again after fixes)."""
+
+    reason: Reason
+    meaning: Text | None = None
+    approver: ApproverName | None = None
+    rejected_at: Timestamp | None = None  # the CloudEvent time when absent
+
+
 MILESTONE_EVENTS = (
     MilestonePlanned,
     TaskAdded,
@@ -102,4 +145,8 @@ MILESTONE_EVENTS = (
     DeadlineReached,
     MilestoneMissed,
     DependencyViolated,
+    ApproversSet,
+    ApprovalRequested,
+    MilestoneApproved,
+    MilestoneApprovalRejected,
 )

@@ -77,6 +77,13 @@ class BaselineSet(ProjectEvent, frozen=True, kw_only=True):
     planned: dict[str, Date] = {}
 
 
+class ProjectTargetSet(ProjectEvent, frozen=True, kw_only=True):
+    """The date the project must finish by (null clears it): the critical path's backward pass starts there, else at the latest due date of its last milestones."""  # noqa: E501
+
+    target: Date | None
+    reason: Text | None = None
+
+
 class StakeholderSubscribed(ProjectEvent, frozen=True, kw_only=True):
     """Webhooks for a project (every milestone) or one milestone, signed as Standard Webhooks
     define (webhook-id, webhook-timestamp, webhook-signature) with ``secret``: absent or
@@ -117,6 +124,7 @@ PROJECT_EVENTS = (
     DependencyAdded,
     DependencyRemoved,
     BaselineSet,
+    ProjectTargetSet,
     StakeholderSubscribed,
     StakeholderUnsubscribed,
     StatusReported,

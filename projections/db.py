@@ -17,7 +17,7 @@ SCHEMA = "milestones"
 # 2: status keeps facts (health judged at query time), status reports
 # 3: parked events keep the raw message (bytea) and its headers, with their project and what they
 #    wait behind (the sequenced dead-letter); checkpoints count changes to the parked set
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 NOTIFY_CHANNEL = "milestones_checkpoint"
 # The notifier's own tables (outbox, delivery log, digests: side effects, not rebuildable from the
 # log) live in a schema of their own, versioned by services/notify/migrations, so that dropping

@@ -61,6 +61,14 @@ checks.positive_data_acceptance.expected-statuses = [
     "2xx", "400", "401", "403", "404", "409", "413", "422", "503",
 ]
 
+# POST .../approvals: a gate's sign-off that the gate refuses (no gate: 422; not an approver:
+# 403; approved already: 409), meaning or reason with control characters (400)
+[[operations]]
+include-path-regex = "/approvals$"
+checks.positive_data_acceptance.expected-statuses = [
+    "2xx", "400", "401", "403", "404", "409", "422", "503",
+]
+
 # GET /audit/consistency: from must not be after to (the latest checkpoint's size by default)
 [[operations]]
 include-path = "/audit/consistency"

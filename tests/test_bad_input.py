@@ -44,7 +44,7 @@ CASES = [
         "unknown type",
         json.dumps(cloudevent("TaskExploded", GOOD_DATA)).encode(),
         "unknown_type",
-        "use one of: BaselineSet",
+        "use one of: ApproversSet, BaselineSet",
     ),
     (
         "missing field",

@@ -108,6 +108,11 @@ COMMANDS: dict[str, tuple[list[str], list[str], str]] = {
     "audit": (["audit", "--project", "atlas", "--limit", "5"], ["ProjectCreated"], "data"),
     "report": (["report", "atlas"], ["MILESTONE_ID", "kickoff", "baseline approved plan"], "data"),
     "trend": (["trend", "atlas"], ["MILESTONE_ID", "kickoff", "design"], "data"),
+    "critical-path": (
+        ["critical-path", "atlas"],
+        ["MILESTONE_ID", "FLOAT_DAYS", "critical chain:", "project float"],
+        "data",
+    ),
     "digest": (["digest", "atlas", "--preview"], ["atlas"], "data"),
     "deliveries": (["deliveries"], ["STAKEHOLDER", "STATUS"], "data"),
     "projects": (["projects"], ["PROJECT_ID", "atlas"], "data"),
@@ -156,7 +161,10 @@ async def test_trend_prints_a_row_per_milestone_and_a_column_per_report_date(sta
     assert (f"({left_out} earlier report date(s) left out" in table) == (left_out > 0)
     rows = [line.split() for line in lines[1:] if line[:1].strip() and line[0] != "("]
     assert [r[0] for r in rows] == [s["milestone_id"] for s in trend["series"]]
-    last = {s["milestone_id"]: dict(s["points"]).get(dates[-1], "-") for s in trend["series"]}
+    last = {
+        s["milestone_id"]: {p[0]: p[1] for p in s["points"]}.get(dates[-1], "-")
+        for s in trend["series"]
+    }
     assert {r[0]: r[-1] for r in rows} == last
 
 
@@ -164,7 +172,7 @@ async def test_status_in_a_table_is_the_json_of_it(stack, capsys):
     _, out, _ = await cli(capsys, stack, "status", "atlas", "--json")
     rows = json.loads(out)["data"]
     _, table, _ = await cli(capsys, stack, "status", "atlas")
-    shown = [line.split()[1] for line in table.splitlines()[1:] if line[:1].strip()]
+    shown = [line.split()[0] for line in table.splitlines()[1:] if line[:1].strip()]
     assert shown == [r["milestone_id"] for r in rows]
 
 

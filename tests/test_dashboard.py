@@ -136,7 +136,13 @@ def test_gantt_has_a_bar_and_a_diamond_per_milestone_at_its_dates():
     assert float(c_bar.get("x")) == x(D("2026-02-15"))
     a_marks = [d for d in diamonds if d.get("data-milestone") == "a"]
     assert [d.get("class") for d in a_marks] == ["baseline", "diamond achieved health-achieved"]
-    assert root.findall(".//s:circle", NS) == []
+    # one mark for an achieved milestone: no forecast circle, no float bar beside it
+    assert root.findall(".//s:g[@class='forecast'][@data-milestone='a']", NS) == []
+    assert [
+        r
+        for r in root.findall(".//s:rect", NS)
+        if "float" in (r.get("class") or "") and r.get("data-milestone") == "a"
+    ] == []
     # the arrow to b leaves from a's one mark
     arrow = root.find(".//s:path[@class='arrow'][@data-from='a']", NS)
     assert arrow.get("d").startswith(f"M{x(D('2026-01-30')) + 7},")
@@ -295,3 +301,60 @@ def test_five_hundred_milestones_stay_readable():
     assert len(root.findall(".//s:path[@class='arrow'][@data-from]", NS)) == len(range(1, 500, 7))
     html = pages.gantt_page(v, svg.gantt_svg(v, link="/ui/projects/p"))
     assert html.count('<tr id="m-') == 500
+
+
+def test_the_gantt_draws_floats_forecasts_and_the_critical_chain_and_the_trend_its_forecasts():
+    """A pace of one task a day (one completed each day of the six weeks before today), so an
+    open milestone's forecast is today plus its work ahead: q (3 open, due 03-20) 03-13, r (2 more
+    behind q, due 03-31, 1 day after q) 03-15. Both fit their due dates, so their early finishes
+    are their expected finishes (03-20, 03-31). No target: the finish is r's due date 03-31: r's
+    float is 0 and q's 03-30 - 03-20 = 10; r alone is critical."""
+    from events import TaskCompleted
+
+    script = [
+        ("2026-01-20", ProjectCreated(project_id="p", name="Paced")),
+        ("2026-01-20", planned("done", 1, "2026-03-09", "Build")),
+        ("2026-01-20", planned("q", 2, "2026-03-20", "Build")),
+        ("2026-01-20", planned("r", 3, "2026-03-31", "Build")),
+        (
+            "2026-01-20",
+            DependencyAdded(project_id="p", milestone_id="r", depends_on="q", lag_days=1),
+        ),
+    ]
+    tasks = {"done": 42, "q": 3, "r": 2}
+    for mid, n in tasks.items():
+        script += [
+            ("2026-01-20", TaskAdded(project_id="p", milestone_id=mid, task_id=f"t{i}", title="T"))
+            for i in range(n)
+        ]
+    for i in range(42):  # one a day, 01-28 .. 03-10
+        day = (D("2026-01-28") + dt.timedelta(days=i)).isoformat()
+        script.append((day, TaskCompleted(project_id="p", milestone_id="done", task_id=f"t{i}")))
+    script.append(("2026-03-10", MilestoneAchieved(project_id="p", milestone_id="done")))
+    events = [(n, stored(d, e)) for n, (d, e) in enumerate(script, 1)]
+    view = model.project_view("p", events, today=TODAY)
+    rows = {r.milestone_id: r for r in view.rows}
+    assert (rows["q"].forecast, rows["r"].forecast) == (D("2026-03-13"), D("2026-03-15"))
+    assert (rows["q"].float_days, rows["r"].float_days) == (10, 0)
+    root = parse(svg.gantt_svg(view))
+    forecast = {
+        g.get("data-milestone"): g.get("data-date")
+        for g in root.findall(".//s:g[@class='forecast']", NS)
+        if g.get("data-milestone")  # the legend's swatch has none
+    }
+    assert forecast == {"q": "2026-03-13", "r": "2026-03-15"}  # none for the achieved one
+    floats = {
+        r.get("data-milestone"): r.get("data-float")
+        for r in root.findall(".//s:rect[@class='float']", NS)
+        if r.get("data-milestone")  # the legend's swatch has none
+    }
+    assert floats == {"q": "10", "r": "0"}
+    critical = root.findall(".//s:g[@class='milestone-row'][@data-critical='true']", NS)
+    assert [g.get("data-milestone") for g in critical] == ["r"]
+
+    trend = reporting.trend("p", events, today=TODAY)
+    assert "forecast-line" not in svg.trend_svg(trend)
+    drawn = parse(svg.trend_svg(trend, forecasts=True))
+    lines = drawn.findall(".//s:polyline[@class='forecast-line']", NS)
+    # "done" too: it had forecasts on the report dates before it was achieved
+    assert {p.get("data-milestone") for p in lines} == {"done", "q", "r"}

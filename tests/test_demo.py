@@ -142,11 +142,28 @@ async def test_the_demo_misses_only_what_it_means_to_miss(system, nc, db_url, ap
         for m in data(await api.get(f"{base}/report"))["milestones"]
     }
     trend = {
-        s["milestone_id"]: s["points"][-1] for s in data(await api.get(f"{base}/trend"))["series"]
+        s["milestone_id"]: s["points"][-1][:2]  # [report date, expected finish, forecast]
+        for s in data(await api.get(f"{base}/trend"))["series"]
     }
     assert report == status
     assert {m: [today.isoformat(), status[m][0]] for m in trend} == trend
     assert len(status) == len(due) and any(h == "late" for _, h in status.values())
+
+    # the Go/No-Go gate: its tasks done, dana's approval given (as her principal), lee's pending
+    gate = data(await api.get(f"/milestones/{demo.GATE}", params={"project_id": demo.PROJECT}))
+    assert gate["health_reasons"][0] == "awaiting approval (1 of 2: dana)"
+    assert gate["sign_off"]["state"] == "awaiting" and gate["sign_off"]["pending"] == ["lee"]
+    assert gate["sign_off"]["approvals"]["dana"]["principal"] == "system:demo-dana"
+
+    # a critical chain (the partner contract drives the launch), and a forecast from the pace
+    # of work that disagrees with the plan: build's grown scope does not fit its due date
+    path = data(await api.get(f"{base}/critical-path"))
+    assert path["chain"] == ["contract", "launch"] and path["project_float_days"] == 0
+    build = data(await api.get("/milestones/build", params={"project_id": demo.PROJECT}))
+    assert build["forecast"] > build["due"] >= build["expected_finish"]
+    assert build["health"] == "at_risk" and any(
+        r.startswith("forecast ") and "after its due date" in r for r in build["health_reasons"]
+    )
 
     # loaded again (a restart of `milestones dev --demo`): nothing appended, nothing sent
     last = await EventLog(nc).last_sequence()

@@ -176,6 +176,9 @@ async def test_ready_means_answering_dev_json_names_it_all_and_a_second_dev_is_r
         assert written["pid"] == dev.proc.pid and written["data_dir"] == str(tmp_path)
         assert set(written["ports"]) == {"nats", "http", "ops"}
         assert set(written["credentials"]) == {"publisher", "reader", "auditor", "admin"}
+        # the demo gate's approvers: reader credentials named dana and lee
+        assert set(written["approvers"]) == {"dana", "lee"}
+        assert {e["role"] for e in written["approvers"].values()} == {"reader"}
         for verb, said in (("url", http), ("token reader", written["credentials"]["reader"])):
             asked = await asyncio.create_subprocess_exec(
                 *MILESTONES,
@@ -249,6 +252,7 @@ async def test_a_killed_dev_takes_its_servers_along_and_the_next_gets_the_same_p
         after = json.loads((tmp_path / "dev.json").read_text())
         assert after["ports"] == before["ports"] and ready["http"] == before["http_url"]
         assert after["credentials"] == before["credentials"]  # kept across restarts
+        assert after["approvers"] == before["approvers"]
         assert await asyncio.to_thread(get, f"{ready['http']}/health") == 200
         assert await again.interrupt() == 0
         assert "Traceback" not in again.stderr

@@ -172,6 +172,21 @@ def test_zero_open_tasks_is_today_or_what_predecessors_allow() -> None:
     assert (result["Y"].work_ahead, result["Y"].forecast) == (3, d(3, 17))
 
 
+def test_a_milestone_that_never_had_a_task_has_no_forecast_and_its_successor_uses_its_date():
+    # N has no task at all: nothing to pace, so no forecast; S (2 open, work ahead 2 -> 2 days,
+    # 17 Mar) waits for N's expected finish 20 Mar + 1 day lag: 21 Mar.
+    result = forecast(
+        [
+            work("N", d(3, 20), 0, has_tasks=False),
+            work("S", d(3, 25), 2, predecessors={"N": 1}),
+        ],
+        COMPLETIONS,
+        TODAY,
+    )
+    assert (result["N"].forecast, result["N"].basis) == (None, "no tasks: nothing to pace")
+    assert (result["S"].forecast, result["S"].basis) == (d(3, 21), "predecessor N")
+
+
 def test_a_zero_twentieth_percentile_leaves_no_upper_bound() -> None:
     # weekly 0 0 7 7 7 7: sorted 0 0 1 1 1 1, median 1, 20th rank 2 -> 0, 80th rank 5 -> 1
     completions = done_on((d(2, 16), 7), (d(2, 23), 7), (d(3, 2), 7), (d(3, 9), 7))

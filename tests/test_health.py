@@ -159,3 +159,79 @@ def test_a_chain_longer_than_the_recursion_limit_is_judged():
     assert verdicts["m2999"].health == "late" and verdicts["m2999"].expected_finish == dt.date(
         2026, 6, 25
     )
+
+
+def _paced_project(target: dt.date | None = None) -> dict:
+    """Hand-worked (today 2026-06-10, a Wednesday). The pace window is the six weeks up to
+    today: 04-30..05-06, 05-07..05-13, ..., 06-04..06-10; two tasks were completed in each (eight
+    of design's, four of build's), so every weekly pace is 2/7 a day: the median, the 20th and
+    the 80th percentile alike.
+
+    build: due 06-20, 6 of 10 tasks open, first in the queue: ceil(6 / (2/7)) = 21 days, so its
+    forecast is 07-01, 11 days after its due date. launch (no task: no forecast) depends on
+    build with a 5-day lag, due 07-10, and is the last milestone.
+
+    Without a target the finish is 07-10: late(launch) = 07-10, late(build) = 07-10 - 5 = 07-05;
+    early(build) = its forecast 07-01, so build's float is 4 days (the slip fits in it). With a
+    target of 07-01: late(build) = 06-26, float 06-26 - 07-01 = -5: the slip moves launch by 5
+    days; launch's own float is 07-01 - 07-10 = -9. Both are critical."""
+    d = dt.date
+    design_days = [d(2026, 5, 1), d(2026, 5, 2), d(2026, 5, 8), d(2026, 5, 9)]
+    design_days += [d(2026, 5, 15), d(2026, 5, 16), d(2026, 5, 22), d(2026, 5, 23)]
+    build_days = [d(2026, 5, 29), d(2026, 5, 30), d(2026, 6, 5), d(2026, 6, 6)]
+    design = row(
+        "design",
+        d(2026, 5, 25),
+        planned_on=d(2026, 4, 20),
+        done=8,
+        total=8,
+        achieved_at=dt.datetime(2026, 5, 24, tzinfo=dt.UTC),
+        tasks_done_on={f"t{i}": day for i, day in enumerate(design_days)},
+    )
+    build = row(
+        "build",
+        d(2026, 6, 20),
+        done=4,
+        total=10,
+        preds={"design": 0},
+        tasks_done_on={f"t{i}": day for i, day in enumerate(build_days)},
+    )
+    launch = row("launch", d(2026, 7, 10), preds={"build": 5})
+    return judge([design, build, launch], TODAY, target=target)
+
+
+def test_a_forecast_after_the_due_date_puts_a_milestone_at_risk_within_its_float():
+    j = _paced_project()
+    build = j["build"]
+    assert (build.forecast, build.forecast_low, build.forecast_high) == (dt.date(2026, 7, 1),) * 3
+    assert build.health == "at_risk"
+    assert build.reasons == [
+        "forecast 2026-07-01 from the pace of work (6 open task(s) ahead at 2.0 tasks/week) "
+        "is 11 days after its due date 2026-06-20"
+    ]
+    # 4 days of slack left: launch (float 0) drives the finish, build does not
+    assert (build.float_days, build.critical, build.drives) == (4, False, "launch")
+    launch = j["launch"]
+    assert (launch.forecast, launch.float_days, launch.critical, launch.health) == (
+        None,
+        0,
+        True,
+        "on_track",
+    )
+    assert j["design"].forecast is None and j["design"].critical is False
+
+
+def test_a_slip_beyond_the_float_names_the_final_milestone_it_moves():
+    j = _paced_project(target=dt.date(2026, 7, 1))
+    build = j["build"]
+    assert build.float_days == -5 and j["launch"].float_days == -9
+    assert build.health == "at_risk" and build.reasons[-1] == (
+        "the slip exceeds its float: it moves final milestone launch by 5 days"
+    )
+    assert build.critical and j["launch"].critical
+
+
+def test_without_a_pace_there_is_no_forecast_and_no_forecast_rule():
+    j = judge([row("solo", dt.date(2026, 6, 20), done=1, total=4, tasks_done_on={})], TODAY)
+    assert j["solo"].forecast is None and j["solo"].health == "on_track"
+    assert j["solo"].forecast_basis == "no pace: 0 tasks completed in the last 6 weeks"

@@ -9,7 +9,7 @@ from events import decode_stored
 from projections import PROJECTIONS
 from projections.db import connect
 from projections.runner import Runner
-from projections.status import COLUMNS, StatusRow, fold
+from projections.status import COLUMNS, fold, from_db
 from services.eventlog.log import EventLog
 from tests.conftest import cloudevent, plan_project, request, wait_for
 
@@ -28,7 +28,7 @@ async def status_rows(db_url: str, schema: str = "milestones") -> dict:
         rows = await conn.fetch(f"SELECT {', '.join(COLUMNS)} FROM {schema}.ms_status")
     finally:
         await conn.close()
-    return {(r["project_id"], r["milestone_id"]): StatusRow(**dict(r)) for r in rows}
+    return {(r["project_id"], r["milestone_id"]): from_db(r) for r in rows}
 
 
 async def all_events(nc) -> list:

@@ -187,7 +187,7 @@ async def test_cli_read_commands(system, nc, settings):
         code == 0
         and "design" in out
         and "on_track" in out
-        and out.splitlines()[0].startswith("PROJECT_ID")
+        and out.splitlines()[0].startswith("MILESTONE_ID")
     )
     code, out, _ = await run("status", "apollo", "design", "--json", env=env)
     assert code == 0 and json.loads(out)["data"]["milestone_id"] == "design"

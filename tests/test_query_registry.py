@@ -81,6 +81,7 @@ def test_every_name_path_and_role():
         "audit": ("GET", "/audit", "auditor"),
         "report": ("GET", "/projects/{project_id}/report", "reader"),
         "trend": ("GET", "/projects/{project_id}/trend", "reader"),
+        "critical_path": ("GET", "/projects/{project_id}/critical-path", "reader"),
         "projects": ("GET", "/projects", "reader"),
         "project": ("GET", "/projects/{project_id}", "reader"),
         "status_reports": ("GET", "/projects/{project_id}/status-reports", "reader"),

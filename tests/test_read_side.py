@@ -18,7 +18,7 @@ from projections import PROJECTIONS
 from projections.db import connect, ensure_schema
 from projections.rebuild import rebuild, replay_parked
 from projections.runner import Runner
-from projections.status import COLUMNS, StatusRow, fold
+from projections.status import COLUMNS, fold, from_db
 from services.eventlog.log import EventLog
 from tests.conftest import caught_up, cli_env, cloudevent, plan_project, request, wait_for
 
@@ -42,7 +42,7 @@ async def status_fold_matches(db_url: str, nc) -> None:
     conn = await connect(db_url)
     try:
         rows = {
-            (r["project_id"], r["milestone_id"]): StatusRow(**dict(r))
+            (r["project_id"], r["milestone_id"]): from_db(r)
             for r in await conn.fetch(f"SELECT {', '.join(COLUMNS)} FROM ms_status")
         }
     finally:

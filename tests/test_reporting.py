@@ -325,10 +325,12 @@ async def test_report_and_trend_over_http_and_nats(api, nc, system):
 
     trend = (await api.get("/projects/moon/trend", params={"until": "2026-04-22"})).json()["data"]
     m2 = next(s for s in trend["series"] if s["milestone_id"] == "m2")
-    assert m2["points"][0] == ["2026-01-05", "2026-04-01"] and m2["points"][-1] == [
+    assert m2["points"][0] == ["2026-01-05", "2026-04-01", None] and m2["points"][-1] == [
         "2026-04-22",
         "2026-04-22",
-    ]  # the last report date is ``until``: the line ends where the status stands
+        None,
+    ]  # the last report date is ``until``: the line ends where the status stands (m2 has no
+    # task, so no forecast from the pace of work: the third element is null)
 
     over_nats = msgspec.json.decode(
         (await nc.request("milestones.query.report", b'{"project_id": "moon"}')).data
@@ -345,3 +347,54 @@ async def test_report_and_trend_over_http_and_nats(api, nc, system):
         (await nc.request("milestones.query.trend", b'{"project_id": "moon.*"}')).data
     )
     assert bad_id["error"]["code"] == "invalid" and "project_id" in bad_id["error"]["message"]
+
+
+def test_the_report_backtests_the_forecast_against_what_happened() -> None:
+    """Hand-worked. One task is completed every day from 2025-11-20 to 2026-01-28, so every week
+    of any six-week pace window holds 7: the pace is 1 task a day, and a forecast is the day it
+    was made plus the open tasks ahead. ``m`` is planned on 2026-01-01, due 01-29 (28 days), with
+    10 tasks completed on 01-10, 12, 14, ..., 28 (the other days complete ``prep``'s, due after
+    ``m``, so nothing is ahead of ``m`` in the queue); it is achieved on 01-28.
+
+    Its checkpoints are 25/50/75 % of 28 days after 01-01: 01-08, 01-15, 01-22. Open tasks then:
+    10, 7 (01-10, 12, 14 done) and 3, so the forecasts were 01-18, 01-22 and 01-25: errors
+    -10, -6 and -3 days. Mean absolute error (10 + 6 + 3) / 3 = 6.33; bias -6.33 (early)."""
+    m_days = [D("2026-01-10") + dt.timedelta(days=2 * i) for i in range(10)]
+    script: list[tuple[str, object]] = [
+        ("2025-11-01", ProjectCreated(project_id="p", name="P")),
+        ("2025-11-01", planned("prep", 2, "2026-03-01")),
+        *[
+            (
+                "2025-11-01",
+                TaskAdded(project_id="p", milestone_id="prep", task_id=f"p{i}", title="p"),
+            )
+            for i in range(80)
+        ],
+        ("2026-01-01", planned("m", 1, "2026-01-29")),
+        *[
+            ("2026-01-01", TaskAdded(project_id="p", milestone_id="m", task_id=f"t{i}", title="t"))
+            for i in range(10)
+        ],
+    ]
+    prep_task = 0
+    day = D("2025-11-20")
+    while day <= D("2026-01-28"):
+        if day in m_days:
+            task = ("m", f"t{m_days.index(day)}")
+        else:
+            task, prep_task = ("prep", f"p{prep_task}"), prep_task + 1
+        script.append(
+            (day.isoformat(), TaskCompleted(project_id="p", milestone_id=task[0], task_id=task[1]))
+        )
+        day += dt.timedelta(days=1)
+    script.append(("2026-01-28", MilestoneAchieved(project_id="p", milestone_id="m")))
+    events = [(n, stored(d, e)) for n, (d, e) in enumerate(script, 1)]
+
+    backtest = reporting.report("p", events, today=D("2026-02-01")).backtest
+    assert [(pt.on, pt.forecast, pt.error_days) for pt in backtest.points] == [
+        (D("2026-01-08"), D("2026-01-18"), -10),
+        (D("2026-01-15"), D("2026-01-22"), -6),
+        (D("2026-01-22"), D("2026-01-25"), -3),
+    ]
+    assert (backtest.samples, backtest.skipped) == (3, 0)
+    assert (backtest.mean_absolute_error_days, backtest.bias_days) == (6.33, -6.33)

@@ -11,17 +11,22 @@ from typing import Any
 import asyncpg
 
 from events import (
+    ApprovalRequested,
+    ApproversSet,
     BaselineSet,
     DeadlineReached,
     DependencyAdded,
     DependencyRemoved,
     DependencyViolated,
     MilestoneAchieved,
+    MilestoneApprovalRejected,
+    MilestoneApproved,
     MilestoneCancelled,
     MilestoneMissed,
     MilestonePlanned,
     MilestoneRescheduled,
     ProjectCreated,
+    ProjectTargetSet,
     StakeholderSubscribed,
     StakeholderUnsubscribed,
     StatusReported,
@@ -78,8 +83,13 @@ def rows(position: int, stored: StoredEvent) -> list[tuple]:
                 due,
                 None,
                 f"deadline passed with {len(open_tasks)} open task(s)"
-                + (f": {', '.join(open_tasks)}" if open_tasks else ""),
+                + (f": {', '.join(open_tasks)}" if open_tasks else "")
+                + ("; it awaited approval" if e.awaiting_approval else ""),
             )
+        case (
+            ApproversSet() | ApprovalRequested() | MilestoneApproved() | MilestoneApprovalRejected()
+        ):
+            change = (None, None, sign_off_text(e, stored.principal))
         case TaskAdded() | TaskCompleted() | TaskReopened() | DeadlineReached():
             return []  # the work and the clock: a change of schedule they make is its own event
         case (
@@ -87,6 +97,7 @@ def rows(position: int, stored: StoredEvent) -> list[tuple]:
             | DependencyAdded()
             | DependencyRemoved()
             | BaselineSet()
+            | ProjectTargetSet()
             | StakeholderSubscribed()
             | StakeholderUnsubscribed()
             | StatusReported()
@@ -107,6 +118,34 @@ def rows(position: int, stored: StoredEvent) -> list[tuple]:
             stored.source,
         )
     ]
+
+
+def sign_off_text(
+    e: ApproversSet | ApprovalRequested | MilestoneApproved | MilestoneApprovalRejected,
+    principal: str | None,
+) -> str:
+    """A gate's sign-off in words: who (the approver, and the credential it came with), what the
+    signature means and why."""
+    who = (
+        f"{e.approver} (credential {principal})"
+        if not isinstance(e, ApproversSet | ApprovalRequested)
+        else ""
+    )
+    match e:
+        case ApproversSet(approvers=[]):
+            return "no longer a decision gate: no approvers"
+        case ApproversSet(approvers=approvers, approvals_needed=needed):
+            names = ", ".join(approvers)
+            return f"decision gate: approvers {names} ({needed or len(approvers)} needed)"
+        case ApprovalRequested(pending=pending, approvals_needed=needed):
+            names = ", ".join(pending) or "nobody"
+            return f"tasks done: awaiting approval ({needed} needed) of {names}"
+        case MilestoneApproved(meaning=meaning, reason=reason):
+            return f"approved by {who}: {meaning}" + (f"; reason: {reason}" if reason else "")
+        case MilestoneApprovalRejected(meaning=meaning, reason=reason):
+            return f"approval rejected by {who}: {reason}" + (
+                f"; meaning: {meaning}" if meaning else ""
+            )
 
 
 def in_time_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -20,12 +20,16 @@ import asyncpg
 import msgspec
 
 from events import (
+    ApprovalRequested,
+    ApproversSet,
     BaselineSet,
     DeadlineReached,
     DependencyAdded,
     DependencyRemoved,
     DependencyViolated,
     MilestoneAchieved,
+    MilestoneApprovalRejected,
+    MilestoneApproved,
     MilestoneCancelled,
     MilestoneEvent,
     MilestoneMissed,
@@ -33,6 +37,7 @@ from events import (
     MilestoneRescheduled,
     ProjectCreated,
     ProjectEvent,
+    ProjectTargetSet,
     StakeholderSubscribed,
     StakeholderUnsubscribed,
     StatusReported,
@@ -72,6 +77,37 @@ class Report(msgspec.Struct, kw_only=True, frozen=True):
     position: int
 
 
+class Approval(msgspec.Struct, kw_only=True, frozen=True):
+    """One approver's sign-off of a gate: when, what it means, and who sent it."""
+
+    at: dt.datetime
+    meaning: str
+    reason: str | None
+    principal: str | None  # the credential it came with (StoredEvent.principal)
+    position: int
+
+
+class ApprovalRejection(msgspec.Struct, kw_only=True, frozen=True):
+    by: str
+    at: dt.datetime
+    reason: str
+    meaning: str | None
+    principal: str | None
+    position: int
+
+
+class SignOff(msgspec.Struct, kw_only=True, frozen=True):
+    """A decision gate's approvers and the state of its sign-off (README "Decision gates")."""
+
+    approvers: list[str]
+    approvals_needed: int | None  # None: every approver
+    approvals: dict[str, Approval] = {}  # approver -> their approval (a rejection clears them)
+    requested_at: dt.datetime | None = None  # the standing ApprovalRequested, if any
+    requested_position: int | None = None
+    last_rejection: ApprovalRejection | None = None
+    awaited_approval: bool = False  # the last MilestoneMissed: its tasks were done, not signed
+
+
 class StatusRow(msgspec.Struct, kw_only=True, frozen=True):
     project_id: str
     milestone_id: str
@@ -93,12 +129,15 @@ class StatusRow(msgspec.Struct, kw_only=True, frozen=True):
     tasks_total: int
     tasks_done: int
     progress: int
+    # the day each done task was completed (its ``completed_at``): the pace the forecast uses
+    tasks_done_on: dict[str, dt.date] = {}
     predecessors: dict[str, int]  # finish-to-start: predecessor -> lag in days
     violations: dict[str, Violation]  # predecessor -> the DependencyViolated facts, until it moves
     last_report: Report | None  # the latest StatusReported for this milestone
     reschedules: int
     last_position: int
     updated_at: dt.datetime
+    sign_off: SignOff | None = None  # a decision gate's (None: an ordinary milestone)
 
 
 COLUMNS = tuple(StatusRow.__struct_fields__)
@@ -131,16 +170,31 @@ def evolve(row: StatusRow | None, position: int, stored: StoredEvent) -> StatusR
     match event:
         case MilestonePlanned():
             return _planned(event, position, stored)
-        case ProjectCreated() | BaselineSet() | StakeholderSubscribed() | StakeholderUnsubscribed():
+        case (
+            ProjectCreated()
+            | BaselineSet()
+            | ProjectTargetSet()
+            | StakeholderSubscribed()
+            | StakeholderUnsubscribed()
+        ):
             return row  # not a milestone row's facts: projects and subscriptions have their own
         case _ if row is None:
             return None
         case TaskAdded() | TaskCompleted() | TaskReopened():
-            after = _tasks(row, event)
+            after = _tasks(row, event, stored.time)
+            if after is not None and not isinstance(event, TaskCompleted):
+                after = _gate_reopened(after)
         case MilestoneRescheduled() | MilestoneAchieved() | MilestoneCancelled():
             after = _outcome(row, event, stored.time)
-        case MilestoneMissed():
+        case MilestoneMissed(awaiting_approval=awaiting):
             after = msgspec.structs.replace(row, missed=True)
+            if row.sign_off is not None:
+                gate = msgspec.structs.replace(row.sign_off, awaited_approval=awaiting)
+                after = msgspec.structs.replace(after, sign_off=gate)
+        case (
+            ApproversSet() | ApprovalRequested() | MilestoneApproved() | MilestoneApprovalRejected()
+        ):
+            after = msgspec.structs.replace(row, sign_off=_sign_off(row.sign_off, position, stored))
         case DependencyAdded() | DependencyRemoved() | DependencyViolated():
             after = _dependencies(row, event, position)
         case StatusReported(health=health, note=note):
@@ -162,7 +216,9 @@ def evolve(row: StatusRow | None, position: int, stored: StoredEvent) -> StatusR
 
 
 def _planned(event: MilestonePlanned, position: int, stored: StoredEvent) -> StatusRow:
+    gate = SignOff(approvers=list(event.approvers), approvals_needed=event.approvals_needed)
     return StatusRow(
+        sign_off=gate if event.approvers else None,
         project_id=event.project_id,
         milestone_id=event.milestone_id,
         name=event.name,
@@ -182,6 +238,7 @@ def _planned(event: MilestonePlanned, position: int, stored: StoredEvent) -> Sta
         tasks_total=0,
         tasks_done=0,
         progress=0,
+        tasks_done_on={},
         predecessors={},
         violations={},
         last_report=None,
@@ -191,7 +248,9 @@ def _planned(event: MilestonePlanned, position: int, stored: StoredEvent) -> Sta
     )
 
 
-def _tasks(row: StatusRow, event: TaskAdded | TaskCompleted | TaskReopened) -> StatusRow | None:
+def _tasks(
+    row: StatusRow, event: TaskAdded | TaskCompleted | TaskReopened, time: dt.datetime
+) -> StatusRow | None:
     """The row after a task changed, or None for a task the row does not know."""
     replace = msgspec.structs.replace
     match event:
@@ -202,11 +261,70 @@ def _tasks(row: StatusRow, event: TaskAdded | TaskCompleted | TaskReopened) -> S
             if start is not None and (row.work_start is None or start < row.work_start):
                 row = replace(row, work_start=start)
             return row
-        case TaskCompleted(task_id=t, result=result) if t in row.tasks:
-            return _with_tasks(row, {**row.tasks, t: result != "failed"})
+        case TaskCompleted(task_id=t, result=result, completed_at=at) if t in row.tasks:
+            done = result != "failed"
+            row = replace(row, tasks_done_on=_done_on(row.tasks_done_on, t, done, at or time))
+            return _with_tasks(row, {**row.tasks, t: done})
         case TaskReopened(task_id=t) if t in row.tasks:
+            row = replace(row, tasks_done_on=_done_on(row.tasks_done_on, t, False, time))
             return _with_tasks(row, {**row.tasks, t: False})
     return None
+
+
+def _gate_reopened(row: StatusRow) -> StatusRow:
+    """A task added or reopened: a gate's approvals and its request no longer stand (as the
+    decider's ``services.domain.gate.Gate.cleared``)."""
+    if row.sign_off is None:
+        return row
+    gate = msgspec.structs.replace(
+        row.sign_off, approvals={}, requested_at=None, requested_position=None
+    )
+    return msgspec.structs.replace(row, sign_off=gate)
+
+
+def _sign_off(gate: SignOff | None, position: int, stored: StoredEvent) -> SignOff | None:
+    replace = msgspec.structs.replace
+    event = stored.data
+    match event:
+        case ApproversSet(approvers=[]):
+            return None
+        case ApproversSet(approvers=approvers, approvals_needed=needed):
+            if gate is None:
+                return SignOff(approvers=list(approvers), approvals_needed=needed)
+            kept = {a: v for a, v in gate.approvals.items() if a in approvers}
+            return replace(gate, approvers=list(approvers), approvals_needed=needed, approvals=kept)
+        case _ if gate is None:
+            return None  # a sign-off of a milestone that is no gate: the decider refuses those
+        case ApprovalRequested():
+            return replace(gate, requested_at=stored.time, requested_position=position)
+        case MilestoneApproved(approver=who) if who is not None:
+            approval = Approval(
+                at=event.approved_at or stored.time,
+                meaning=event.meaning,
+                reason=event.reason,
+                principal=stored.principal,
+                position=position,
+            )
+            return replace(gate, approvals={**gate.approvals, who: approval})
+        case MilestoneApprovalRejected():
+            rejection = ApprovalRejection(
+                by=event.approver or stored.principal or "unknown",
+                at=event.rejected_at or stored.time,
+                reason=event.reason,
+                meaning=event.meaning,
+                principal=stored.principal,
+                position=position,
+            )
+            return replace(gate, approvals={}, last_rejection=rejection)
+    return gate
+
+
+def _done_on(
+    done_on: dict[str, dt.date], task: str, done: bool, at: dt.datetime
+) -> dict[str, dt.date]:
+    """When each done task was completed: set when it is done, gone when it is open again."""
+    rest = {k: v for k, v in done_on.items() if k != task}
+    return {**rest, task: timestamp(at).date()} if done else rest
 
 
 def _outcome(
@@ -261,9 +379,11 @@ _STORED: dict[str, Callable[[Any], Any]] = {
     "updated_at": timestamp,
     "tasks": jsonb,
     "task_dues": jsonb,
+    "tasks_done_on": jsonb,
     "predecessors": jsonb,
     "violations": jsonb,
     "last_report": lambda report: None if report is None else jsonb(report),
+    "sign_off": lambda gate: None if gate is None else jsonb(gate),
 }
 
 
@@ -324,6 +444,13 @@ class StatusProjection:
                 schema_name=schema,
                 columns=PROJECT_COLUMNS,
             )
+        for _, stored in batch:  # after the projects' COPY: a project is created before this
+            if isinstance(e := stored.data, ProjectTargetSet):
+                await conn.execute(
+                    "UPDATE ms_projects SET target = $2 WHERE project_id = $1",
+                    e.project_id,
+                    e.target,
+                )
         for position, stored in batch:  # in order: a subscription can end in the same batch
             if (sub := subscription_row(position, stored)) is not None:
                 await conn.execute(

@@ -26,6 +26,16 @@ async def load(conn: Executor, project_ids: list[str]) -> dict[str, list[StatusR
     return out
 
 
+async def targets(conn: Executor, project_ids: list[str]) -> dict[str, Any]:
+    """Each project's target finish (``ProjectTargetSet``), None when it has none."""
+    rows = await conn.fetch(
+        "SELECT project_id, target FROM ms_projects WHERE project_id = ANY($1::text[])",
+        project_ids,
+    )
+    found = {r["project_id"]: r["target"] for r in rows}
+    return {p: found.get(p) for p in project_ids}
+
+
 async def subscriptions(conn: Executor, projects: Iterable[str]) -> list[dict[str, Any]]:
     """The webhook subscriptions of these projects, oldest first (secrets included: for the
     notifier only)."""
@@ -62,7 +72,8 @@ async def projects(
 ) -> list[dict[str, Any]]:
     """Projects by id after ``after`` (``only``: that one project)."""
     rows = await conn.fetch(
-        "SELECT project_id, name, goals, dependency_policy, created_at, position FROM ms_projects "
+        "SELECT project_id, name, goals, dependency_policy, target, created_at, position "
+        "FROM ms_projects "
         "WHERE project_id > $1 AND ($2::text IS NULL OR project_id = $2) "
         "ORDER BY project_id LIMIT $3",
         after,

@@ -20,9 +20,11 @@ CREATE TABLE IF NOT EXISTS ms_status (
     tasks_total   integer     NOT NULL,
     tasks_done    integer     NOT NULL,
     progress      integer     NOT NULL,
+    tasks_done_on jsonb       NOT NULL,
     predecessors  jsonb       NOT NULL,
     violations    jsonb       NOT NULL,
     last_report   jsonb,
+    sign_off      jsonb,  -- a decision gate's approvers and sign-off (NULL: no gate)
     reschedules   integer     NOT NULL,
     last_position bigint      NOT NULL,
     updated_at    timestamptz NOT NULL,
@@ -48,6 +50,7 @@ CREATE TABLE IF NOT EXISTS ms_projects (
     name              text        NOT NULL,
     goals             jsonb       NOT NULL,
     dependency_policy text        NOT NULL,
+    target            date,  -- ProjectTargetSet: the finish the critical path measures against
     created_at        timestamptz NOT NULL,
     position          bigint      NOT NULL
 );

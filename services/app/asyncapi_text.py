@@ -154,6 +154,22 @@ _DATA: dict[str, dict[str, Any]] = {
     "MilestoneAchieved": {"project_id": "apollo", "milestone_id": "launch"},
     "MilestoneCancelled": {"project_id": "apollo", "milestone_id": "launch", "reason": "scope"},
     "DeadlineReached": {"project_id": "apollo", "milestone_id": "launch", "due": "2026-06-30"},
+    "ApproversSet": {
+        "project_id": "apollo",
+        "milestone_id": "launch",
+        "approvers": ["dana", "lee"],
+        "approvals_needed": 2,
+    },
+    "MilestoneApproved": {
+        "project_id": "apollo",
+        "milestone_id": "launch",
+        "meaning": "approved for launch",
+    },
+    "MilestoneApprovalRejected": {
+        "project_id": "apollo",
+        "milestone_id": "launch",
+        "reason": "the load test failed",
+    },
     "DependencyAdded": {
         "project_id": "apollo",
         "milestone_id": "launch",
@@ -162,6 +178,7 @@ _DATA: dict[str, dict[str, Any]] = {
     },
     "DependencyRemoved": {"project_id": "apollo", "milestone_id": "launch", "depends_on": "design"},
     "BaselineSet": {"project_id": "apollo", "name": "Q2 plan"},
+    "ProjectTargetSet": {"project_id": "apollo", "target": "2027-03-31", "reason": "trade show"},
     "StakeholderSubscribed": {
         "project_id": "apollo",
         "stakeholder": "pm",

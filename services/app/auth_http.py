@@ -2,10 +2,11 @@
 
 Each route says what it needs in its handler ``opt``: ``{"role": "reader" | "auditor" | "admin" |
 "publisher"}`` (no role: ``reader``, so a route someone forgets is closed, not open),
-``{"public": True}`` (health and readiness only), ``{"feed": True}`` (a feed token may travel in
-the URL as ``?token=``: calendar clients cannot send headers), ``{"role_for": f}`` (the role
-depends on the query string: ``f(params)``, the registry's ``Query.role_for``, asks for admin when
-a parameter changes state), ``{"login": True}`` (the sign-in and sign-out forms, which check their
+``{"role": "any"}`` (any principal but a feed: a gate's sign-off), ``{"public": True}`` (health
+and readiness only), ``{"feed": True}`` (a feed token may travel in the URL as ``?token=``:
+calendar clients cannot send headers), ``{"role_for": f}`` (the role depends on the query
+string: ``f(params)``, the registry's ``Query.role_for``, asks for admin when a parameter
+changes state), ``{"login": True}`` (the sign-in and sign-out forms, which check their
 own CSRF tokens).
 
 A request is authenticated by ``Authorization: Bearer <token>``, by a feed token in the URL, or
@@ -183,6 +184,8 @@ class AuthMiddleware:
         assert isinstance(found, Identified)
         scope["user"] = found.principal
         scope["auth"] = found.how
+        if found.session is not None:  # pages with a form carry the session's CSRF token
+            scope["csrf"] = found.session.csrf  # type: ignore[typeddict-unknown-key]
         with structlog.contextvars.bound_contextvars(principal=found.principal.id):
             await self.app(scope, receive, send)
 
@@ -236,7 +239,7 @@ async def authorize(found: Identified, opt: Mapping[str, Any], request: Request)
     if principal.role == "feed":
         if not opt.get("feed") or need != "reader":
             return _refuse(403, "a feed token reads only calendar feeds, not this route")
-    elif not principal.may(need):
+    elif need != "any" and not principal.may(need):
         return _refuse(
             403,
             f"{request.method} {request.url.path} needs the {need} role; "

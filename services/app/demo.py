@@ -10,16 +10,24 @@ date, design misses its date and is moved two days later, and the API contract m
 date by a failed check; every other past milestone is achieved by its date. The scheduler sees
 the demo's plan only when it is loaded, after every deadline in it has passed; it fires those
 late (``services.intake.deadlines``), when the story is told and they change nothing.
+
+A decision gate, the Go/No-Go decision, waits for the sign-off of dana and lee (two reader
+credentials `milestones dev` issues by those names): its tasks are done and dana has approved,
+so it is "awaiting approval (1 of 2: dana)". Her approval goes through the intake as her
+principal (``load``'s ``approvers``), the way the approvals route sends it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import structlog
 
-from events import CLOUDEVENT_DECODER, ENCODER
+from events import CLOUDEVENT_DECODER, ENCODER, Reply
+from services.auth.principal import Principal
+from services.intake.parse import APPROVALS_SOURCE
 from services.intake.round import receipt_subject
 from services.intake.service import IntakeService
 
@@ -27,6 +35,10 @@ log = structlog.get_logger("milestones.demo")
 
 PROJECT = "atlas"
 SOURCE = "milestones-demo"
+GATE = "go-no-go"
+APPROVERS = ("dana", "lee")  # the names of the credentials `milestones dev` issues for the gate
+# the sign-offs of the story: CloudEvent id -> who signs it (sent as that principal)
+SIGNED_BY = {"demo-gate-approval-dana": "dana"}
 
 Task = tuple[str, str, int, int, str | None]  # id, title, start, due, check (days from t0)
 
@@ -296,6 +308,106 @@ def demo_events(today: dt.date) -> list[bytes]:
     send(
         62, "StatusReported", health="at_risk", note="Billing behind plan; partner contract later."
     )
+    out += gate_events(day)
+    out += scope_events(day)
+    return out
+
+
+def scope_events(day: Callable[[int], dt.date]) -> list[bytes]:
+    """Build's scope grows on day 62 (ids of their own: the facts numbered before keep theirs):
+    two more tasks, due with the rest. At the project's pace (about 1.5 tasks a week) its five
+    open tasks need more than three weeks, so the forecast falls after the due date while the
+    plan (the expected finish) still says it fits: the two figures disagree, and the forecast
+    puts build at risk."""
+    out: list[bytes] = []
+    for n, (tid, title) in enumerate([("i18n", "Translations"), ("perf", "Performance pass")]):
+        time = dt.datetime.combine(day(62), dt.time(15, n), dt.UTC)
+        data = {"title": title, "start": day(62), "due": day(84)}
+        body = {
+            "specversion": "1.0",
+            "id": f"demo-scope-{tid}",
+            "source": SOURCE,
+            "type": "TaskAdded",
+            "time": time.isoformat().replace("+00:00", "Z"),
+            "actor": "maria.pm",
+            "data": {
+                "project_id": PROJECT,
+                "milestone_id": "build",
+                "task_id": tid,
+                **{k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in data.items()},
+            },
+        }
+        out.append(ENCODER.encode(body))
+    return out
+
+
+def gate_events(day: Callable[[int], dt.date]) -> list[bytes]:
+    """The Go/No-Go gate (ids of their own: the facts numbered before keep theirs)."""
+    out: list[bytes] = []
+
+    def event(n: int, at: int, hour: int, type_: str, actor: str, data: dict) -> None:
+        dated = {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in data.items()}
+        time = dt.datetime.combine(day(at), dt.time(hour, 0), dt.UTC)
+        body = {
+            "specversion": "1.0",
+            "id": f"demo-gate-{n:02d}",
+            "source": SOURCE,
+            "type": type_,
+            "time": time.isoformat().replace("+00:00", "Z"),
+            "actor": actor,
+            "data": {"project_id": PROJECT, "milestone_id": GATE, **dated},
+        }
+        out.append(ENCODER.encode(body))
+
+    event(
+        1,
+        0,
+        12,
+        "MilestonePlanned",
+        "maria.pm",
+        {
+            "name": "Go/No-Go decision",
+            "kind": "event",
+            "phase": "Launch",
+            "order": 10,
+            "due": day(70),
+            "success_criteria": "Signed off by product (dana) and engineering (lee)",
+        },
+    )
+    for n, (tid, title, start, due) in enumerate(
+        [("risks", "Risk register reviewed", 50, 60), ("readiness", "Readiness review", 56, 62)],
+        2,
+    ):
+        event(
+            n,
+            0,
+            12,
+            "TaskAdded",
+            "maria.pm",
+            {"task_id": tid, "title": title, "start": day(start), "due": day(due)},
+        )
+    event(
+        4, 1, 12, "ApproversSet", "maria.pm", {"approvers": list(APPROVERS), "approvals_needed": 2}
+    )
+    event(5, 60, 11, "TaskCompleted", "jira", {"task_id": "risks"})
+    event(6, 62, 11, "TaskCompleted", "jira", {"task_id": "readiness"})  # -> ApprovalRequested
+    approval = {
+        "specversion": "1.0",
+        "id": "demo-gate-approval-dana",
+        "source": APPROVALS_SOURCE,
+        "type": "MilestoneApproved",
+        "time": dt.datetime.combine(day(62), dt.time(16, 0), dt.UTC)
+        .isoformat()
+        .replace("+00:00", "Z"),
+        "actor": "dana",
+        "data": {
+            "project_id": PROJECT,
+            "milestone_id": GATE,
+            "meaning": "approved for launch",
+            "reason": "Readiness review passed; remaining risks accepted",
+        },
+    }
+    out.append(ENCODER.encode(approval))
     return out
 
 
@@ -306,7 +418,29 @@ class Loaded:
     refused: int
 
 
-async def load(intake: IntakeService, today: dt.date) -> Loaded:
+def signer(name: str, approvers: Mapping[str, Principal]) -> Principal:
+    """Who signs a sign-off of the story: the credential of that name `milestones dev` issued,
+    else (tests, a database without dev.json) a stand-in of the services with that name."""
+    return approvers.get(name) or Principal(
+        id=f"system:demo-{name}", role="reader", via="system", name=name
+    )
+
+
+async def submit(
+    intake: IntakeService, body: bytes, approvers: Mapping[str, Principal] | None = None
+) -> Reply:
+    """One CloudEvent of the story through the intake: as the services, or a sign-off as its
+    approver's own principal (the way the approvals route sends it)."""
+    name = SIGNED_BY.get(CLOUDEVENT_DECODER.decode(body).id)
+    if name is None:
+        return await intake.handle(body, "demo")
+    principal = signer(name, approvers or {})
+    return await intake.handle(body, "demo", principal=principal, sign_off=True)
+
+
+async def load(
+    intake: IntakeService, today: dt.date, approvers: Mapping[str, Principal] | None = None
+) -> Loaded:
     """The demo through the intake like any message, in its order, each CloudEvent once.
 
     What an earlier load appended is known by its receipt (keyed by source and id) and not sent
@@ -320,7 +454,7 @@ async def load(intake: IntakeService, today: dt.date) -> Loaded:
     for body, receipt in zip(bodies, receipts, strict=True):
         if receipt in known:
             continue
-        reply = await intake.handle(body, "demo")
+        reply = await submit(intake, body, approvers)
         sent += 1
         if reply.error is not None:
             refused += 1

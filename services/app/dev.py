@@ -64,9 +64,13 @@ class DevFile(msgspec.Struct, frozen=True, kw_only=True):
     pid: int | None = None  # of the dev that wrote it (dev.lock says whether it still runs)
     started_at: str | None = None
     ports: dict[str, int] = {}  # nats, http, ops: what the next dev on this data dir prefers
+    # named credentials of the demo's decision gate (reader credentials named dana and lee)
+    approvers: dict[str, DevCredential] = {}
 
 
 DEV_ROLES: tuple[Role, ...] = ("publisher", "reader", "auditor", "admin")
+# reader credentials by name: the approvers of the demo's decision gate (services.app.demo)
+DEV_APPROVERS = ("dana", "lee")  # = services.app.demo.APPROVERS
 DEV_SOURCES = ["milestones-cli", "ci", "tracker", "planning"]  # what the README's examples use
 DEV = Principal(id="system:milestones-dev", role="admin", via="system")
 LOOPBACK = "127.0.0.1,localhost,::1"  # local webhook receivers are fine in development
@@ -189,10 +193,22 @@ async def ensure_dev_credentials(
             issued = await store.issue(role, name=f"dev {role}", sources=sources, by=DEV)
             entries[role] = issued.as_dev_entry()
             log.info("credential issued", role=role, credential=issued.credential.id)
+        approvers = {}
+        before = previous.approvers if previous is not None else {}
+        for name in DEV_APPROVERS:
+            kept = before.get(name)
+            if kept is not None and store.by_credential(kept.id) is not None:
+                approvers[name] = msgspec.to_builtins(kept)
+                continue
+            issued = await store.issue("reader", name=name, sources=[], by=DEV)
+            approvers[name] = issued.as_dev_entry()
+            log.info("credential issued", role="reader", name=name, credential=issued.credential.id)
         await store.stop()
     finally:
         await nc.close()
-    document = msgspec.convert({**endpoints, "credentials": entries}, DevFile)
+    document = msgspec.convert(
+        {**endpoints, "credentials": entries, "approvers": approvers}, DevFile
+    )
     write_private(path, msgspec.json.format(msgspec.json.encode(document)))
     return path
 

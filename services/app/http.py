@@ -18,6 +18,8 @@ from services.app.auth_http import AuthMiddleware, Sessions, login_routes
 from services.app.openapi_doc import HEALTH, READY, openapi_config, public_operation
 from services.app.readiness import Readiness
 from services.auth.principal import Authenticator
+from services.dashboard.sign_off import sign_off_form_routes
+from services.intake.approvals import approval_routes
 from services.intake.http import intake_routes
 from services.intake.service import IntakeService
 
@@ -51,7 +53,8 @@ def build_http_app(
     ]
 
     if intake is not None:
-        handlers += intake_routes(intake)
+        handlers += intake_routes(intake) + approval_routes(intake)
+        handlers += sign_off_form_routes(intake)  # the dashboard's form: a page under /ui
     # the dashboard's pages are for browsers, not API clients: kept out of the API document
     pages = [h for h in handlers if _is_page(h)]
     handlers = [h for h in handlers if not _is_page(h)]

@@ -56,6 +56,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     jwt_role_claim: str = "milestones_role"  # the claim naming the role
     # -- tracing (README "Tracing"): from the standard OTEL_* variables only (``traces_from``)
     traces: str = "none"  # none | otlp | console | otlp,console
+    # -- the CLI's HTTP commands (approve, reject) --
+    token: str | None = None  # a bearer token (MILESTONES_TOKEN): who signs
+    api_url: str | None = None  # the HTTP API (default: the one `milestones dev` wrote)
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
     data_dir: str = ".milestones"

@@ -36,7 +36,7 @@ from services.app.telemetry import Telemetry
 from services.app.telemetry import start as start_tracing
 from services.auth.credentials import CredentialStore
 from services.auth.natsconf import AccountsSync
-from services.auth.principal import NOBODY
+from services.auth.principal import NOBODY, Principal
 from services.dashboard.routes import dashboard_routes
 from services.eventlog.log import EventLog
 from services.eventlog.streams import (
@@ -350,6 +350,15 @@ async def intake(settings: Settings) -> AsyncIterator[Running]:
         yield run
 
 
+def demo_approvers(run: Running) -> dict[str, Principal]:
+    """The demo gate's approvers: the live reader credentials of those names (`milestones dev`
+    issues them); none known, the demo signs with stand-ins (``services.app.demo.signer``)."""
+    from services.app.demo import APPROVERS
+
+    known = run.auth.credentials() if run.auth is not None else []
+    return {c.name: c.principal() for c in known if c.name in APPROVERS and c.role == "reader"}
+
+
 async def load_demo(run: Running) -> None:
     """``milestones dev --demo``: the sample project, through the intake like any message.
 
@@ -359,7 +368,7 @@ async def load_demo(run: Running) -> None:
     from services.app import demo
 
     assert run.intake is not None
-    loaded = await demo.load(run.intake, today_utc())
+    loaded = await demo.load(run.intake, today_utc(), demo_approvers(run))
     log.info(
         "demo project loaded",
         project=demo.PROJECT,

@@ -109,6 +109,7 @@ class Credential:
             sources=frozenset(self.sources),
             projects=frozenset(self.projects),
             via=via,
+            name=self.name,
         )
 
 

@@ -118,6 +118,7 @@ def principal_of(claims: Mapping[str, Any], role_claim: str) -> Principal | None
         sources=frozenset(sources),
         projects=frozenset(projects),
         via="jwt",
+        name=sub,
     )
 
 

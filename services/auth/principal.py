@@ -28,6 +28,15 @@ class Principal:
     sources: frozenset[str] = field(default_factory=frozenset)  # publisher: allowed sources
     projects: frozenset[str] = field(default_factory=frozenset)  # empty: every project
     via: Via = "token"
+    # who it is to people: a credential's ``name``, an identity provider user's ``sub``, or
+    # "milestones" for the services. Approvers of a gate are named this way (README "Decision
+    # gates"); only admins issue credentials, so the names are controlled.
+    name: str = ""
+
+    @property
+    def signer(self) -> str:
+        """The name an approval is recorded under (the id when no name is known)."""
+        return self.name or self.id
 
     def may(self, need: Role) -> bool:
         """Whether this principal holds ``need`` (readers' roles are ranked)."""
@@ -47,7 +56,7 @@ class Principal:
 
 # The services' own identity: messages the services make themselves (deadline misses, the demo),
 # and requests inside the services' NATS account, which only the services can reach.
-SERVICE = Principal(id="system:milestones", role="admin", via="system")
+SERVICE = Principal(id="system:milestones", role="admin", via="system", name="milestones")
 
 
 def from_subject(subject: str, prefix: str, auth: Authenticator) -> tuple[Principal | None, str]:

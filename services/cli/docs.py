@@ -22,6 +22,11 @@ EXAMPLES: dict[str, str] = {
     "types": "milestones types\nmilestones types TaskCompleted\nmilestones types --json",
     "rejections": "milestones rejections\nmilestones rejections --after 120 --json",
     "schema": "milestones schema --out schemas",
+    "approve": (
+        'milestones approve atlas go-no-go --as lee --meaning "approved for launch"\n'
+        'MILESTONES_TOKEN=ms1.… milestones approve apollo launch --meaning "go" --json'
+    ),
+    "reject": 'milestones reject atlas go-no-go --as dana --reason "the load test failed"',
     "status": (
         "milestones status apollo\nmilestones status apollo m1\n"
         "milestones status apollo --health late,at_risk --sort due"
@@ -37,6 +42,7 @@ EXAMPLES: dict[str, str] = {
     ),
     "report": "milestones report apollo\nmilestones report apollo --as-of 2026-11-01",
     "trend": "milestones trend apollo\nmilestones trend apollo --until 2026-12-31 --json",
+    "critical-path": "milestones critical-path apollo\nmilestones critical-path apollo --json",
     "digest": "milestones digest apollo --preview\nmilestones digest apollo",
     "deliveries": "milestones deliveries --status failed\nmilestones deliveries --retry <id>",
     "projects": "milestones projects\nmilestones projects apollo --json",

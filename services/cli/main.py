@@ -19,6 +19,7 @@ from services.cli.deploy import add_deploy_commands, nats_config
 from services.cli.docs import document, subparsers
 from services.cli.event_types import add_types_command, send_epilog, types
 from services.cli.output import fail, use_terminal
+from services.cli.sign_off import add_sign_off_commands, sign_off
 
 OPS_PORT_HELP = (
     "port of /health, /ready and /metrics (env MILESTONES_OPS_PORT, default 9464; 0: only on"
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     read.add_read_commands(sub)
     audit.add_audit_commands(sub)  # after: adds export and verify under the existing `audit`
     add_credentials_commands(sub)
+    add_sign_off_commands(sub)
     add_deploy_commands(sub)
     backup.add_backup_commands(sub)
     add_operator_commands(sub)
@@ -176,6 +178,8 @@ COMMANDS = {
     "credentials": credentials,
     "backup": backup.backup,
     "restore": backup.restore,
+    "approve": sign_off,
+    "reject": sign_off,
 }
 SYNC_COMMANDS = {"nats-config": nats_config, "types": types, "completion": completion}
 

@@ -39,7 +39,14 @@ STYLE = (
 .phase{font-weight:600;font-size:13px}.phase-band{fill:#f5f5f5}
 .bar{fill:#cfd8dc}.progress{fill:#90a4ae}.baseline{fill:none;stroke:#616161;stroke-dasharray:3 2}
 .today{stroke:#6a1b9a;stroke-width:2;stroke-dasharray:6 3}.today-label{fill:#6a1b9a;font-weight:600}
-.arrow{fill:none;stroke:#455a64;stroke-width:1.3}
+.arrow{fill:none;stroke:#455a64;stroke-width:1.3}.arrow[data-critical]{stroke:#b71c1c;stroke-width:2.2}
+[data-critical] text.label{font-weight:700;fill:#b71c1c}
+.float{fill:#78909c}.float.negative{fill:#c62828}
+.forecast line{stroke:#1565c0;stroke-width:1.2}
+.forecast circle{fill:#fff;stroke:#1565c0;stroke-width:1.5}
+.gate{fill:none;stroke:#b26a00;stroke-width:1.6;stroke-dasharray:3 2}
+.gate.approved{stroke:#1565c0;stroke-dasharray:none}.gate.rejected{stroke:#b71c1c}
+.gate.not_requested{stroke:#757575}
 .health-word{font-size:11px;font-weight:600}\
 .row-link:focus rect.hit,.row-link:hover rect.hit{fill:#fff8e1}
 .hit{fill:transparent}.diagonal{stroke:#616161;stroke-dasharray:4 4}\

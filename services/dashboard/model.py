@@ -15,6 +15,7 @@ import msgspec
 
 from events import ProjectCreated, TaskAdded
 from projections import status
+from projections.status import sign_off
 from services.domain import health, reporting
 from services.domain.dates import utc_date
 from services.domain.reporting import Positioned
@@ -42,6 +43,12 @@ class Row(msgspec.Struct, kw_only=True):
     baseline_due: dt.date | None
     achieved_on: dt.date | None
     expected_finish: dt.date
+    forecast: dt.date | None  # from the pace of work (services.domain.forecast)
+    forecast_low: dt.date | None
+    forecast_high: dt.date | None
+    float_days: int | None  # before the project's finish moves (services.domain.critical_path)
+    late_finish: dt.date | None  # the float bar ends here
+    critical: bool
     health: str
     reasons: list[str]
     predecessors: dict[str, int]
@@ -51,6 +58,7 @@ class Row(msgspec.Struct, kw_only=True):
     reschedules: int
     success_criteria: str | None
     last_report: dict | None
+    sign_off: dict | None = None  # a decision gate's (projections.status.sign_off.view)
 
 
 class ProjectView(msgspec.Struct, kw_only=True):
@@ -68,6 +76,11 @@ class ProjectView(msgspec.Struct, kw_only=True):
     report: reporting.Report  # planned vs actual at the same point (it gives the baseline dates)
 
 
+def _with_gate(row: status.StatusRow, reasons: list[str]) -> list[str]:
+    why = sign_off.reason(row)
+    return reasons if why is None else [why, *reasons]
+
+
 def project_view(
     project_id: str,
     events: Sequence[Positioned],
@@ -81,8 +94,8 @@ def project_view(
     cut = reporting.cut(events, as_of=as_of)
     judged_on = min(as_of, today) if as_of else today
     rows = sorted(status.fold(cut).values(), key=lambda r: (r.ord, r.milestone_id))
-    verdicts = health.judge(rows, judged_on, gap)
     report = reporting.report(project_id, events, today=today, as_of=as_of, baseline=baseline)
+    verdicts = health.judge(rows, judged_on, gap, report.target)
     planned_in = {line.milestone_id: line.baseline_due for line in report.milestones}
     created = _created(cut)
     phase_rank: dict[str | None, tuple[int, int]] = {}
@@ -107,8 +120,14 @@ def project_view(
                 baseline_due=planned_in.get(r.milestone_id),
                 achieved_on=achieved,
                 expected_finish=v.expected_finish,
+                forecast=v.forecast,
+                forecast_low=v.forecast_low,
+                forecast_high=v.forecast_high,
+                float_days=v.float_days,
+                late_finish=v.late_finish,
+                critical=v.critical,
                 health=v.health,
-                reasons=v.reasons,
+                reasons=_with_gate(r, v.reasons),
                 predecessors=dict(r.predecessors),
                 progress=r.progress,
                 tasks_done=r.tasks_done,
@@ -116,6 +135,7 @@ def project_view(
                 reschedules=r.reschedules,
                 success_criteria=r.success_criteria,
                 last_report=msgspec.to_builtins(r.last_report) if r.last_report else None,
+                sign_off=sign_off.view(r),
             )
         )
     out.sort(key=lambda row: (phase_rank[row.phase], row.order, row.milestone_id))

@@ -7,6 +7,9 @@ import datetime as dt
 from html import escape
 from urllib.parse import urlencode
 
+import msgspec
+
+from services.dashboard import sign_off
 from services.dashboard.layout import (
     as_of_form,
     baseline_picker,
@@ -21,7 +24,7 @@ from services.dashboard.layout import (
     words_with_dates,
     wrap,
 )
-from services.dashboard.model import ProjectView, Task
+from services.dashboard.model import ProjectView, Row, Task
 from services.domain.reporting import Report
 
 
@@ -74,6 +77,35 @@ def projects_page(projects: list[dict], as_of: dt.date | None, next_cursor: str 
     )
 
 
+def _float_cell(r: Row) -> str:
+    if r.float_days is None or r.achieved_on is not None:
+        return "<td>—</td>"
+    chain = " <strong>critical</strong>" if r.critical else ""
+    return f'<td class="num">{r.float_days}{chain}</td>'
+
+
+def _outlook_line(report: Report) -> str:
+    """The critical chain and the forecast's track record, in words."""
+    chain = " → ".join(escape(m) for m in report.critical_chain) or "none open"
+    bt = report.backtest
+    record = (
+        f"{bt.samples} forecast(s) made at 25, 50 and 75 % of achieved milestones' time were "
+        f"off by {bt.mean_absolute_error_days} days on average (bias {bt.bias_days:+} days: "
+        "positive means late)"
+        if bt.samples and bt.bias_days is not None
+        else "no forecast to check yet"
+    )
+    floats = (
+        f"; project float {report.project_float_days} days"
+        if report.project_float_days is not None
+        else ""
+    )
+    target = f"; target {report.target.isoformat()}" if report.target else ""
+    return (
+        f'<p class="outlook">Critical chain: {chain}{floats}{target}. Track record: {record}.</p>'
+    )
+
+
 def gantt_page(view: ProjectView, svg: str) -> str:
     pid = escape(view.project_id)
     extra = baseline_picker(view.baselines, view.baseline)
@@ -91,7 +123,8 @@ def gantt_page(view: ProjectView, svg: str) -> str:
             f'{query_string({"as_of": view.as_of})}">{escape(r.name)}</a>'
             f'<div class="muted">{escape(r.milestone_id)} · {escape(r.kind)}</div></th>'
             f"<td>{escape(r.phase or '—')}</td>{date_cell(r.due)}{date_cell(r.baseline_due)}"
-            f"{date_cell(r.expected_finish)}{date_cell(r.achieved_on)}"
+            f"{date_cell(r.expected_finish)}{date_cell(r.forecast)}{_float_cell(r)}"
+            f"{date_cell(r.achieved_on)}"
             f"<td>{r.progress}%</td>"
             f"<td>{health_badge(r.health)}<ul>"
             + "".join(f"<li>{words_with_dates(x)}</li>" for x in r.reasons)
@@ -114,13 +147,16 @@ def gantt_page(view: ProjectView, svg: str) -> str:
         f"· position {view.position}"
         + (f" · baseline {escape(view.baseline)}" if view.baseline else "")
         + "</span></p>"
+        + _outlook_line(view.report)
         + (f"<h2>Goals</h2><ul>{goals}</ul>" if goals else "")
         + '<h2 id="milestones">Milestones</h2>'
         + wrap(
             "<table><caption>Every milestone with its health and why (the chart in words)"
             '</caption><thead><tr><th scope="col">Milestone</th><th scope="col">Phase</th>'
             '<th scope="col">Due</th><th scope="col">Baseline</th>'
-            '<th scope="col">Expected</th><th scope="col">Achieved</th><th scope="col">Done</th>'
+            '<th scope="col">Expected</th><th scope="col">Forecast</th>'
+            '<th scope="col">Float (days)</th>'
+            '<th scope="col">Achieved</th><th scope="col">Done</th>'
             '<th scope="col">Health and reasons</th>'
             f'<th scope="col">Depends on</th></tr></thead><tbody>{"".join(details)}</tbody>'
             "</table>"
@@ -141,9 +177,12 @@ def trend_page(
     until: dt.date | None,
     trend_rows: list[dict],
     dates: list[dt.date],
+    *,
+    forecasts: bool = False,
 ) -> str:
+    shown = {"until": until, "forecast": "1" if forecasts else None}
     download = (
-        f'<a href="/ui/projects/{escape(pid)}/trend.svg{query_string({"until": until})}" '
+        f'<a href="/ui/projects/{escape(pid)}/trend.svg{query_string(shown)}" '
         f'download="{escape(pid)}-trend.svg">Download SVG</a>'
     )
     form = (
@@ -151,6 +190,8 @@ def trend_page(
         'aria-label="time travel">'
         f'<label for="until">Report dates until (as of)<input id="until" type="date" name="until" '
         f'value="{until.isoformat() if until else ""}"></label>'
+        '<label for="forecast"><input id="forecast" type="checkbox" name="forecast" value="1"'
+        f"{' checked' if forecasts else ''}> forecast lines (from the pace of work)</label>"
         f'<button type="submit">Show</button>{download}</form>'
     )
     head = "".join(f'<th scope="col" class="date">{d.isoformat()}</th>' for d in dates)
@@ -166,7 +207,13 @@ def trend_page(
         + form
         + f'<figure class="chart" aria-label="Milestone trend analysis chart">{svg}</figure>'
         + "<p>Each line is a milestone: its expected finish (y) at each report date (x). "
-        "Flat is on plan, rising is slipping, a line that meets the diagonal has been reached.</p>"
+        "Flat is on plan, rising is slipping, a line that meets the diagonal has been reached."
+        + (
+            " The dotted line beside each is its forecast from the pace of work on that date."
+            if forecasts
+            else ""
+        )
+        + "</p>"
         + "<h2>The chart as a table</h2>"
         + wrap(
             "<table><caption>Expected finish of each milestone at each report date</caption>"
@@ -224,6 +271,7 @@ def report_page(pid: str, name: str, report: Report) -> str:
         f"<h1>{escape(name)}: planned vs actual</h1>"
         + project_tabs(pid, report.as_of, "Report")
         + as_of_form(f"/ui/projects/{escape(pid)}/report", report.as_of, extra)
+        + _outlook_line(report)
         + '<div class="kpis">'
         + "".join(f'<div class="kpi">{escape(k)}<b>{escape(v)}</b></div>' for k, v in kpis)
         + "</div>"
@@ -247,8 +295,14 @@ def report_page(pid: str, name: str, report: Report) -> str:
 
 
 def milestone_page(
-    view: ProjectView, mid: str, tasks: list[Task], history: list[dict], audit: list[dict]
+    view: ProjectView,
+    mid: str,
+    tasks: list[Task],
+    history: list[dict],
+    audit: list[dict],
+    signing: Signing | None = None,
 ) -> str:
+    """``signing``: who is signed in (a session), for a decision gate's sign-off form."""
     r = next(x for x in view.rows if x.milestone_id == mid)
     pid = escape(view.project_id)
     facts = [
@@ -258,6 +312,19 @@ def milestone_page(
         ("First planned", r.first_due.isoformat()),
         ("Baseline", date_or_dash(r.baseline_due)),
         ("Expected finish", r.expected_finish.isoformat()),
+        (
+            "Forecast",
+            f"{r.forecast.isoformat()} (range {date_or_dash(r.forecast_low)} to "
+            f"{date_or_dash(r.forecast_high)})"
+            if r.forecast
+            else "—",
+        ),
+        (
+            "Float",
+            f"{r.float_days} days{', critical' if r.critical else ''}"
+            if r.float_days is not None and r.achieved_on is None
+            else "—",
+        ),
         ("Achieved", date_or_dash(r.achieved_on)),
         ("Progress", f"{r.progress}% ({r.tasks_done}/{r.tasks_total} tasks)"),
         ("Reschedules", str(r.reschedules)),
@@ -322,6 +389,7 @@ def milestone_page(
             for k, v in facts
         )
         + "</tbody></table>"
+        + _sign_off(view, r, signing)
         + '<h2>Tasks</h2><table><thead><tr><th scope="col">Task</th><th scope="col">State</th>'
         '<th scope="col">Start</th>'
         '<th scope="col">Due</th><th scope="col">Check</th></tr></thead>'
@@ -340,4 +408,29 @@ def milestone_page(
         body,
         live=None if view.as_of else f"/ui/live?project_id={view.project_id}",
         crumbs=[("Projects", "/ui"), (view.name, f"/ui/projects/{view.project_id}")],
+    )
+
+
+class Signing(msgspec.Struct, kw_only=True):
+    """Who looks at a milestone page, for its sign-off form: the session's principal's name and
+    CSRF token, the outcome of a form just posted, and an idempotency key for the next one."""
+
+    signer: str | None
+    csrf: str | None
+    query: dict
+    form_key: str
+
+
+def _sign_off(view: ProjectView, r: Row, signing: Signing | None) -> str:
+    signing = signing or Signing(signer=None, csrf=None, query={}, form_key="")
+    action = f"/ui/projects/{view.project_id}/milestones/{r.milestone_id}/approvals"
+    closed = r.achieved_on is not None or r.health == "cancelled" or view.as_of is not None
+    return sign_off.section(
+        r.sign_off,
+        action,
+        signing.signer,
+        signing.csrf,
+        closed,
+        signing.query,
+        signing.form_key,
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ from litestar.response import Redirect, Stream
 from events import event_of, milestone_of
 from events.errors import Rejected, http_status
 from projections import history, status
+from services.auth.principal import Principal
 from services.dashboard import audit_view, layout, model, pages, svg
 from services.domain import health, reporting
 from services.query.params import encode_cursor, p_date, parse
@@ -139,11 +141,18 @@ class Views:
                 continue
             folded = sorted(status.fold(events).values(), key=lambda r: (r.ord, r.milestone_id))
             judged_on = min(as_of, self.queries.today())
-            judged = health.judged(folded, judged_on, self.queries.at_risk_gap)
+            target = reporting.fold(events).target
+            judged = health.judged(folded, judged_on, self.queries.at_risk_gap, target)
             rows.append({**p, **health.summary(judged)})
         return rows
 
-    async def milestone_page(self, project_id: str, milestone_id: str, q: dict[str, Any]) -> str:
+    async def milestone_page(
+        self,
+        project_id: str,
+        milestone_id: str,
+        q: dict[str, Any],
+        signing: pages.Signing | None = None,
+    ) -> str:
         view, events = await self.project(project_id, q)
         if not any(r.milestone_id == milestone_id for r in view.rows):
             raise Rejected(
@@ -173,7 +182,7 @@ class Views:
             for p, e in mine
         ]
         tasks = model.tasks_of(events, milestone_id, view.as_of)
-        return pages.milestone_page(view, milestone_id, tasks, rows, audit)
+        return pages.milestone_page(view, milestone_id, tasks, rows, audit, signing)
 
 
 def site_routes() -> list[HTTPRouteHandler]:
@@ -245,7 +254,16 @@ def project_routes(views: Views) -> list[HTTPRouteHandler]:
     async def milestone(
         request: Request, project_id: FromPath[str], milestone_id: FromPath[str]
     ) -> Response[str]:
-        return await _page(lambda: views.milestone_page(project_id, milestone_id, _params(request)))
+        principal, csrf = request.user, request.scope.get("csrf")
+        signing = pages.Signing(
+            signer=principal.signer if isinstance(principal, Principal) else None,
+            csrf=csrf if isinstance(csrf, str) else None,  # a session's (auth_http)
+            query=_params(request),
+            form_key=uuid.uuid4().hex,  # a double submit of one form is stored once
+        )
+        return await _page(
+            lambda: views.milestone_page(project_id, milestone_id, _params(request), signing)
+        )
 
     return [gantt, gantt_file, report, milestone]
 
@@ -263,9 +281,18 @@ def trend_routes(views: Views) -> list[HTTPRouteHandler]:
                 }
                 for s in result.series
             ]
-            chart = svg.trend_svg(result, title=f"Milestone trend analysis of {name}")
+            forecasts = q.get("forecast") in ("1", "on", "true")
+            chart = svg.trend_svg(
+                result, title=f"Milestone trend analysis of {name}", forecasts=forecasts
+            )
             return pages.trend_page(
-                project_id, name, chart, p_date(q, "until"), table, result.report_dates
+                project_id,
+                name,
+                chart,
+                p_date(q, "until"),
+                table,
+                result.report_dates,
+                forecasts=forecasts,
             )
 
         return await _page(render)
@@ -276,8 +303,13 @@ def trend_routes(views: Views) -> list[HTTPRouteHandler]:
     )
     async def trend_file(request: Request, project_id: FromPath[str]) -> Response:
         async def render() -> tuple[str, str]:
-            result, name = await views.trend(project_id, _params(request))
-            chart = svg.trend_svg(result, title=f"Milestone trend analysis of {name}")
+            q = _params(request)
+            result, name = await views.trend(project_id, q)
+            chart = svg.trend_svg(
+                result,
+                title=f"Milestone trend analysis of {name}",
+                forecasts=q.get("forecast") in ("1", "on", "true"),
+            )
             return chart, f"{project_id}-trend.svg"
 
         return await _svg_file(render)

@@ -45,6 +45,7 @@ CHART_W = 680  # the time axis; right of it, room for the last health word
 ROW_H = 26
 TOP = 58
 WORD_SIZE = 11  # health words: bold
+CRITICAL = ' data-critical="true"'  # a milestone on the critical chain, and its arrows
 
 
 def gantt_range(view: ProjectView) -> tuple[dt.date, dt.date]:
@@ -56,9 +57,18 @@ def gantt_range(view: ProjectView) -> tuple[dt.date, dt.date]:
             r.expected_finish,
             *([r.baseline_due] if r.baseline_due else []),
             *([r.achieved_on] if r.achieved_on else []),
+            *_outlook_dates(r),
         ]
     dues = [r.due for r in view.rows]
     return padded(*chart_range(dues, view.judged_on, others), 3, 10)
+
+
+def _outlook_dates(r: Row) -> list[dt.date]:
+    """The dates an open milestone's forecast and float marks reach."""
+    if r.achieved_on is not None:
+        return []
+    found = [r.forecast, r.forecast_low, r.forecast_high, r.late_finish]
+    return [d for d in found if d is not None]
 
 
 def finish(r: Row) -> dt.date:
@@ -93,8 +103,13 @@ def gantt_svg(view: ProjectView, *, link: str | None = None) -> str:
         f'data-start="{start.isoformat()}" data-px-per-day="{scale.px}">'
         f'<title id="gantt-title">{esc(title)}</title><style>{STYLE}</style>'
         '<defs><marker id="arrowhead" viewBox="0 0 10 10" refX="9" refY="5" '
-        'markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
-        '<path d="M0,0 L10,5 L0,10 z" fill="#455a64"/></marker></defs>'
+        'markerUnits="userSpaceOnUse" markerWidth="9" markerHeight="9" '
+        'orient="auto-start-reverse">'
+        '<path d="M0,0 L10,5 L0,10 z" fill="#455a64"/></marker>'
+        '<marker id="arrowhead-critical" viewBox="0 0 10 10" refX="9" refY="5" '
+        'markerUnits="userSpaceOnUse" markerWidth="10" markerHeight="10" '
+        'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#b71c1c"/></marker>'
+        "</defs>"
         + _axis(view, scale, bottom)
         + "".join(phases)
         + "".join(rows)
@@ -189,6 +204,11 @@ def _marks(view: ProjectView, r: Row, scale: Scale, cy: float) -> tuple[str, flo
             f'{scale.mark(r.due)} data-x="{fx}" fill="{colour}" d="{diamond(fx, cy, 7)}">'
             f"<title>due {scale.note(r.due)}</title></path>"
         )
+    if r.sign_off is not None:  # a decision gate: a ring around its mark, by sign-off state
+        lo, hi = min(lo, fx - 11), max(hi, fx + 11)
+        parts.append(gate_mark(r.sign_off, mid, fx, cy))
+    outlook, lo, hi = _outlook(r, scale, cy, fx, lo, hi)
+    parts.append(outlook)
     if r.achieved_on is None and r.expected_finish > r.due and r.health in ("late", "missed"):
         ex = scale.x(r.expected_finish)
         hi = max(hi, ex + 2)
@@ -200,6 +220,49 @@ def _marks(view: ProjectView, r: Row, scale: Scale, cy: float) -> tuple[str, flo
             f"<title>expected {scale.note(r.expected_finish)}</title></line>"
             f'<line class="expected-finish-end" x1="{ex}" y1="{cy - 5}" x2="{ex}" y2="{cy + 5}" '
             f'stroke="{colour}" stroke-width="2"/>'
+        )
+    return "".join(parts), lo, hi
+
+
+def _outlook(
+    r: Row, scale: Scale, cy: float, fx: float, lo: float, hi: float
+) -> tuple[str, float, float]:
+    """An open milestone's float as a thin bar under its diamond (from the day it can finish to
+    the last day it may without moving the project's finish; red, the other way round, when the
+    float is negative), and its forecast as a hollow circle with the range as a whisker."""
+    if r.achieved_on is not None:
+        return "", lo, hi
+    mid = esc(r.milestone_id)
+    parts = []
+    if r.late_finish is not None and r.float_days is not None:
+        early = dt.date.fromordinal(max(1, r.late_finish.toordinal() - r.float_days))
+        x0, x1 = sorted((scale.x(early), scale.x(r.late_finish)))
+        kind = "float negative" if r.float_days < 0 else "float"
+        lo, hi = min(lo, x0), max(hi, x1)
+        parts.append(
+            f'<rect class="{kind}" data-milestone="{mid}" data-float="{r.float_days}" '
+            f'data-late-finish="{r.late_finish.isoformat()}" x="{x0}" y="{cy + 9}" '
+            f'width="{round(max(1.5, x1 - x0), 1)}" height="3">'
+            f"<title>float {r.float_days} days: may finish by {scale.note(r.late_finish)} "
+            "without moving the project's finish</title></rect>"
+        )
+    if r.forecast is not None:
+        cx = scale.x(r.forecast)
+        low = scale.x(r.forecast_low) if r.forecast_low is not None else cx
+        high = scale.x(r.forecast_high) if r.forecast_high is not None else scale.x(scale.end)
+        lo, hi = min(lo, low, cx - 5), max(hi, high, cx + 5)
+        parts.append(
+            f'<g class="forecast" data-milestone="{mid}" {scale.mark(r.forecast)} data-x="{cx}">'
+            f'<line x1="{low}" y1="{cy - 9}" x2="{high}" y2="{cy - 9}"/>'
+            f'<circle cx="{cx}" cy="{cy - 9}" r="3.5"/>'
+            f"<title>forecast {scale.note(r.forecast)} from the pace of work"
+            + (
+                f" (range {scale.note(r.forecast_low)} to "
+                f"{scale.note(r.forecast_high) if r.forecast_high else 'open'})"
+                if r.forecast_low is not None
+                else ""
+            )
+            + "</title></g>"
         )
     return "".join(parts), lo, hi
 
@@ -224,9 +287,11 @@ def _arrows(
             )
             boxes += path_boxes(points, pad=2)
             d = "M" + " L".join(f"{x},{y}" for x, y in points)
+            on_chain = r.critical and by_id[pred].critical
             out.append(
-                f'<path class="arrow" data-from="{esc(pred)}" data-to="{esc(r.milestone_id)}" '
-                f'd="{d}" marker-end="url(#arrowhead)">'
+                f'<path class="arrow"{CRITICAL if on_chain else ""} '
+                f'data-from="{esc(pred)}" data-to="{esc(r.milestone_id)}" '
+                f'd="{d}" marker-end="url(#arrowhead{"-critical" if on_chain else ""})">'
                 f"<title>{esc(pred)} → {esc(r.milestone_id)}"
                 f" (finish-to-start, lag {r.predecessors[pred]} days)</title></path>"
             )
@@ -287,7 +352,14 @@ def _row(view: ProjectView, r: Row, marks: str, wx: float, cy: float, link: str 
         f"{r.name} ({r.milestone_id}), {r.kind}: due {r.due.isoformat()}, "
         + (f"achieved {r.achieved_on.isoformat()}, " if r.achieved_on else "")
         + f"expected {r.expected_finish.isoformat()}, "
-        f"{r.progress}% of {r.tasks_total} tasks done; {word}: " + "; ".join(r.reasons)
+        + (f"forecast {r.forecast.isoformat()}, " if r.forecast else "")
+        + (
+            f"float {r.float_days} days{' (critical)' if r.critical else ''}, "
+            if r.float_days is not None
+            else ""
+        )
+        + f"{r.progress}% of {r.tasks_total} tasks done; {word}: "
+        + "; ".join(r.reasons)
     )
     body = (
         f'<rect class="hit" x="0" y="{y}" width="{WIDTH}" height="{ROW_H}"/>'
@@ -295,9 +367,10 @@ def _row(view: ProjectView, r: Row, marks: str, wx: float, cy: float, link: str 
         + marks
         + f'<text class="health-word" x="{wx}" y="{cy + 4}" fill="{colour}">{esc(word)}</text>'
     )
+    critical = CRITICAL if r.critical else ""
     row = (
-        f'<g class="milestone-row" data-milestone="{esc(r.milestone_id)}" '
-        f'data-health="{r.health}">'
+        f'<g class="milestone-row"{critical} data-milestone="{esc(r.milestone_id)}" '
+        f'data-health="{r.health}" data-float="{"" if r.float_days is None else r.float_days}">'
         f"<title>{esc(tip)}</title>{body}</g>"
     )
     if link:
@@ -306,6 +379,28 @@ def _row(view: ProjectView, r: Row, marks: str, wx: float, cy: float, link: str 
             f'aria-label="{esc(r.name)}: {esc(word)}">{row}</a>'
         )
     return row
+
+
+def gate_mark(sign_off: dict, mid: str, cx: float, cy: float) -> str:
+    """A decision gate's own mark: a ring, solid once approved, dashed while it waits (and red
+    after a rejection), titled with its sign-off."""
+    state = sign_off["state"]
+    given = ", ".join(sign_off["approved_by"])
+    words = {
+        "not_requested": "sign-off not requested yet (tasks open)",
+        "awaiting": "awaiting approval",
+        "rejected": "rejected, awaiting approval again",
+        "approved": "approved",
+    }.get(state, state)
+    title = (
+        f"decision gate: {words} ({len(sign_off['approved_by'])} of {sign_off['needed']}"
+        + (f": {given}" if given else "")
+        + f"); approvers {', '.join(sign_off['approvers'])}"
+    )
+    return (
+        f'<circle class="gate {esc(state)}" data-milestone="{mid}" data-sign-off="{esc(state)}" '
+        f'cx="{cx}" cy="{cy}" r="10"><title>{esc(title)}</title></circle>'
+    )
 
 
 def _legend(y: float) -> tuple[str, float]:
@@ -327,6 +422,20 @@ def _legend(y: float) -> tuple[str, float]:
             '<line x1="0" y1="0" x2="30" y2="0" stroke="#d84315" stroke-width="2" '
             'stroke-dasharray="3 2"/>',
             "late: expected finish",
+        ),
+        (
+            30,
+            '<path class="arrow" data-critical="true" d="M0,0 H30" '
+            'marker-end="url(#arrowhead-critical)"/>',
+            "critical chain",
+        ),
+        (26, '<rect class="float" x="0" y="-1.5" width="26" height="3"/>', "float"),
+        (22, '<circle class="gate awaiting" cx="11" cy="0" r="9"/>', "decision gate (sign-off)"),
+        (
+            26,
+            '<g class="forecast"><line x1="0" y1="0" x2="26" y2="0"/>'
+            '<circle cx="13" cy="0" r="3.5"/></g>',
+            "forecast and range",
         ),
     ]
     out, x = [], 16.0

@@ -53,9 +53,21 @@ def ticks(start: dt.date, end: dt.date, most: int) -> list[tuple[dt.date, str]]:
     return out
 
 
-def trend_svg(trend: Trend, *, title: str = "") -> str:
+def forecasts_of(s: TrendSeries) -> list[tuple[dt.date, dt.date]]:
+    """(report date, forecast) of a series, where the pace of work gave one, before it was
+    achieved."""
+    return [
+        (p.report_date, p.forecast)
+        for p in s.points
+        if p.forecast is not None and (s.achieved_on is None or p.report_date < s.achieved_on)
+    ]
+
+
+def trend_svg(trend: Trend, *, title: str = "", forecasts: bool = False) -> str:
     """One line per milestone: its expected finish (y) at each report date (x); the diagonal
-    where they are equal (a line that meets it has been reached)."""
+    where they are equal (a line that meets it has been reached). ``forecasts``: beside each
+    line, a thin dotted one in the same colour for the forecast from the pace of work on each
+    report date."""
     series = [(s, points_of(s)) for s in trend.series]
     dates = list(trend.report_dates)
     if not dates or not any(pts for _, pts in series):
@@ -66,6 +78,8 @@ def trend_svg(trend: Trend, *, title: str = "") -> str:
         )
     plot_h = max(PLOT_H, STEP * len(series) + 20)
     xs = Scale(*_padded(chart_range(dates, dates[-1])), LEFT, PLOT_W)
+    # the forecasts do not widen the scale: an early forecast from a slow pace can lie months
+    # out and would flatten every line; beyond the range a forecast line runs along its edge
     finishes = [b for _, pts in series for _, b in pts]
     ys = Scale(*_padded(chart_range(finishes, dates[-1])), 0, plot_h)
 
@@ -79,6 +93,8 @@ def trend_svg(trend: Trend, *, title: str = "") -> str:
         drawn = [
             (xs.x(a), round(y(b) + off, 1)) for (a, b), off in zip(pts, shared[n], strict=True)
         ]
+        if forecasts and len(ahead := forecasts_of(s)) > 0:
+            parts.append(_forecast_line(n, s, ahead, xs, y))
         parts.append(_series(n, s, pts, drawn, xs, ys))
         ends.append((drawn[-1][1], drawn[-1][0], n))
     parts.append(_names(series, sorted(ends), xs.x(dates[-1]), plot_h))
@@ -180,6 +196,17 @@ def _series(n, s: TrendSeries, pts, drawn, xs: Scale, ys: Scale) -> str:
             for (a, b), (px, py) in zip(pts, drawn, strict=True)
         )
         + "</g>"
+    )
+
+
+def _forecast_line(n: int, s: TrendSeries, pts, xs: Scale, y) -> str:
+    colour, _, _ = _style(n)
+    return (
+        f'<polyline class="forecast-line" data-milestone="{esc(s.milestone_id)}" '
+        f'points="{" ".join(f"{xs.x(a)},{y(b)}" for a, b in pts)}" stroke="{colour}" '
+        'stroke-width="1.2" stroke-dasharray="1 3" fill="none">'
+        f"<title>{esc(s.name)}: forecast from the pace of work, "
+        f"{pts[-1][1].isoformat()} on {pts[-1][0].isoformat()}</title></polyline>"
     )
 
 

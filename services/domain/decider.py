@@ -13,11 +13,14 @@ from typing import NamedTuple
 import msgspec
 
 from events import (
+    ApproversSet,
     BaselineSet,
     DeadlineReached,
     DependencyAdded,
     DependencyRemoved,
     MilestoneAchieved,
+    MilestoneApprovalRejected,
+    MilestoneApproved,
     MilestonePlanned,
     MilestoneRescheduled,
     StakeholderSubscribed,
@@ -89,6 +92,12 @@ def stamp(msg: Event, time: dt.datetime) -> Event:
             return msgspec.structs.replace(msg, achieved_at=time)
         case DeadlineReached(reached_at=None):
             return msgspec.structs.replace(msg, reached_at=time)
+        case ApproversSet(set_at=None):
+            return msgspec.structs.replace(msg, set_at=time)
+        case MilestoneApproved(approved_at=None):
+            return msgspec.structs.replace(msg, approved_at=time)
+        case MilestoneApprovalRejected(rejected_at=None):
+            return msgspec.structs.replace(msg, rejected_at=time)
     return msg
 
 

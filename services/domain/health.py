@@ -16,7 +16,18 @@ expected finish and what blocks it. The rules, first match wins (also in the REA
    the elapsed time by ``gap`` percentage points or more (elapsed: from its earliest task start,
    or the day it was planned when no task has a start, to its due date; progress: tasks done /
    tasks; a milestone without tasks has no progress to judge);
-6. ``on_track`` — otherwise.
+6. ``at_risk`` — it fits by the rules above, but its *forecast* (``services.domain.forecast``:
+   the pace of the project's task completions over the last weeks, projected over the work
+   ahead of it) is after its due date; when that slip is more than its *float*
+   (``services.domain.critical_path``: the days it may slip before the project's finish
+   moves, so the float is negative), the reason names the final milestone it moves and by
+   how many days;
+7. ``on_track`` — otherwise.
+
+Every open milestone also gets its ``forecast`` (with a ``forecast_low``–``forecast_high``
+range) when the project has a pace, and every open milestone its ``float_days`` and whether it
+is ``critical``, measured from the later of its expected finish and its forecast to the
+project's finish (its target date when set, else the latest due date of its last milestones).
 
 ``blocked_by`` lists the predecessors not yet achieved (finish-to-start: it cannot finish
 before they do), each with its expected finish and health.
@@ -30,7 +41,9 @@ from typing import Any, ClassVar, Protocol
 
 import msgspec
 
+from services.domain.critical_path import CriticalPath, Node, critical_path
 from services.domain.dates import add_days, utc_date
+from services.domain.forecast import Forecast, Work, forecast
 
 DEFAULT_GAP = 25
 
@@ -67,6 +80,10 @@ class MilestoneFacts(Protocol):
     def progress(self) -> int: ...
     @property
     def predecessors(self) -> Mapping[str, int]: ...
+    @property
+    def ord(self) -> int: ...
+    @property
+    def tasks_done_on(self) -> Mapping[str, dt.date]: ...
 
 
 HEALTH = ("on_track", "at_risk", "late", "missed", "achieved", "cancelled")
@@ -84,6 +101,19 @@ class Judgement(msgspec.Struct, kw_only=True):
     reasons: list[str]
     expected_finish: dt.date
     blocked_by: list[Blocker]
+    # from the pace of work (services.domain.forecast), for an open milestone with a pace
+    forecast: dt.date | None = None
+    forecast_low: dt.date | None = None
+    forecast_high: dt.date | None = None
+    forecast_basis: str | None = None
+    # slack before the project's finish moves (services.domain.critical_path); None: achieved
+    # or cancelled
+    float_days: int | None = None
+    critical: bool = False
+    drives: str | None = None  # the final milestone a slip beyond the float moves
+    early_finish: dt.date | None = None  # the critical path's forward pass
+    late_finish: dt.date | None = None  # and backward pass
+    rank: int = 0  # place in the critical path's order (predecessors first)
 
 
 def _days(n: int) -> str:
@@ -91,10 +121,24 @@ def _days(n: int) -> str:
 
 
 def judge(
-    rows: Iterable[MilestoneFacts], today: dt.date, gap: int = DEFAULT_GAP
+    rows: Iterable[MilestoneFacts],
+    today: dt.date,
+    gap: int = DEFAULT_GAP,
+    target: dt.date | None = None,
 ) -> dict[str, Judgement]:
-    """Every row of one project, judged as of ``today``. Predecessors outside ``rows`` are
+    """Every row of one project, judged as of ``today`` (``target``: the project's target
+    finish, which the floats are measured against). Predecessors outside ``rows`` are
     ignored."""
+    return assess(rows, today, gap, target)[0]
+
+
+def assess(
+    rows: Iterable[MilestoneFacts],
+    today: dt.date,
+    gap: int = DEFAULT_GAP,
+    target: dt.date | None = None,
+) -> tuple[dict[str, Judgement], CriticalPath]:
+    """``judge``, with the project's critical path the floats came from."""
     by_id = {r.milestone_id: r for r in rows}
     out: dict[str, Judgement] = {}
 
@@ -126,7 +170,96 @@ def judge(
             on_path.add(mid)
             stack.append((mid, True))
             stack.extend((p, False) for p, _ in preds_of(mid) if p not in out and p not in on_path)
-    return out
+    return out, _outlook(by_id, out, today, target)
+
+
+def _basis(f: Forecast) -> str:
+    """What a forecast rests on, in words."""
+    if f.basis == "pace":
+        return f"{f.work_ahead} open task(s) ahead at {f.pace_per_week} tasks/week"
+    if f.basis.startswith("predecessor "):
+        return f"after {f.basis}, at {f.pace_per_week} tasks/week"
+    return f.basis  # "no open tasks", or "no pace: ..."
+
+
+def _outlook(
+    by_id: Mapping[str, MilestoneFacts],
+    out: dict[str, Judgement],
+    today: dt.date,
+    target: dt.date | None,
+) -> CriticalPath:
+    """Rule 6 and what it reads: each open milestone's forecast from the pace of work, every
+    milestone's float against the project's finish, and ``at_risk`` for a milestone that still
+    fits its due date by the rules before but whose forecast does not."""
+    live = [r for r in by_id.values() if not r.cancelled]
+    work = [
+        Work(
+            milestone_id=r.milestone_id,
+            due=r.due,
+            order=r.ord,
+            open_tasks=r.tasks_total - r.tasks_done,
+            predecessors=dict(r.predecessors),
+            achieved_on=utc_date(r.achieved_at) if r.achieved_at is not None else None,
+            cancelled=r.cancelled,
+            expected_finish=out[r.milestone_id].expected_finish,
+            has_tasks=r.tasks_total > 0,
+        )
+        for r in live
+    ]
+    done_on = [day for r in by_id.values() for day in r.tasks_done_on.values()]
+    forecasts = forecast(work, done_on, today)
+    for mid, f in forecasts.items():
+        j = out[mid]
+        j.forecast, j.forecast_low, j.forecast_high = f.forecast, f.low, f.high
+        j.forecast_basis = _basis(f)
+    nodes = []
+    for r in live:
+        j = out[r.milestone_id]
+        # no earlier than the plan allows: a forecast earlier than the plan does not pull a
+        # promised date in, a later one pushes it out
+        earliest = j.expected_finish
+        if j.forecast is not None and r.achieved_at is None:
+            earliest = max(earliest, j.forecast)
+        nodes.append(
+            Node(
+                milestone_id=r.milestone_id,
+                due=r.due,
+                earliest=earliest,
+                predecessors=dict(r.predecessors),
+                done=r.achieved_at is not None,
+            )
+        )
+    path = critical_path(nodes, target)
+    done = {r.milestone_id for r in live if r.achieved_at is not None}
+    for rank, slack in enumerate(path.milestones):
+        j = out[slack.milestone_id]
+        j.rank = rank
+        if slack.milestone_id in done:
+            continue  # its date is a fact: nothing is left to slip
+        j.float_days, j.critical, j.drives = slack.float_days, slack.critical, slack.drives
+        j.early_finish, j.late_finish = slack.early_finish, slack.late_finish
+    for r in live:
+        j = out[r.milestone_id]
+        if j.health not in ("on_track", "at_risk") or j.forecast is None or j.forecast <= r.due:
+            continue
+        reasons = [
+            f"forecast {j.forecast.isoformat()} from the pace of work ({j.forecast_basis}) is "
+            f"{_days((j.forecast - r.due).days)} after its due date {r.due.isoformat()}"
+        ]
+        if j.float_days is not None and j.float_days < 0 and j.drives is not None:
+            moved = (
+                "the project's finish"
+                if j.drives == r.milestone_id
+                else f"final milestone {j.drives}"
+            )
+            reasons.append(
+                f"the slip exceeds its float: it moves {moved} by {_days(-j.float_days)}"
+            )
+        if j.health == "on_track":
+            j.health, j.reasons = "at_risk", reasons
+        else:
+            j.reasons = j.reasons + reasons
+    return path
 
 
 def _judge(
@@ -228,12 +361,23 @@ def present(row: MilestoneFacts, verdict: Judgement) -> dict[str, Any]:
         health_reasons=verdict.reasons,
         expected_finish=verdict.expected_finish,
         blocked_by=verdict.blocked_by,
+        forecast=verdict.forecast,
+        forecast_low=verdict.forecast_low,
+        forecast_high=verdict.forecast_high,
+        forecast_basis=verdict.forecast_basis,
+        float_days=verdict.float_days,
+        critical=verdict.critical,
     )
     return out
 
 
-def judged(rows: Sequence[MilestoneFacts], today: dt.date, gap: int = DEFAULT_GAP) -> list[dict]:
-    verdicts = judge(rows, today, gap)
+def judged(
+    rows: Sequence[MilestoneFacts],
+    today: dt.date,
+    gap: int = DEFAULT_GAP,
+    target: dt.date | None = None,
+) -> list[dict]:
+    verdicts = judge(rows, today, gap, target)
     return [present(r, verdicts[r.milestone_id]) for r in rows]
 
 

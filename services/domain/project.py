@@ -14,6 +14,7 @@ from events import (
     DependencyViolated,
     MilestoneRescheduled,
     ProjectCreated,
+    ProjectTargetSet,
     StakeholderSubscribed,
     StakeholderUnsubscribed,
     StatusReported,
@@ -33,6 +34,7 @@ class Project(msgspec.Struct, frozen=True, kw_only=True):
     # successor -> {predecessor: lag in days}
     dependencies: dict[str, dict[str, int]] = {}
     baselines: frozenset[str] = frozenset()
+    target: dt.date | None = None  # the finish the critical path is measured against
     stakeholders: frozenset[tuple[str, str, str | None]] = frozenset()
 
 
@@ -53,6 +55,8 @@ def evolve(state: Project, event: Event) -> Project:
             return replace(state, dependencies={**state.dependencies, m: remaining})
         case BaselineSet(name=name):
             return replace(state, baselines=state.baselines | {name})
+        case ProjectTargetSet(target=target):
+            return replace(state, target=target)
         case StakeholderSubscribed(stakeholder=who, url=url, milestone_id=m):
             return replace(state, stakeholders=state.stakeholders | {(who, url, m)})
         case StakeholderUnsubscribed(stakeholder=who, url=url, milestone_id=m):
@@ -234,6 +238,8 @@ def decide(msg: Event, state: Project, milestones: Mapping[str, Milestone]) -> l
             return [msg]
         case BaselineSet():
             return _set_baseline(msg, state, milestones)
+        case ProjectTargetSet(target=target):
+            return [] if target == state.target else [msg]  # a repeat changes nothing
         case StakeholderSubscribed():
             return _subscribe(msg, state, milestones)
         case StakeholderUnsubscribed():

@@ -41,6 +41,7 @@ from events import (
     MilestoneMissed,
     MilestonePlanned,
     MilestoneRescheduled,
+    ProjectTargetSet,
     StatusReported,
     StoredEvent,
     TaskAdded,
@@ -48,7 +49,8 @@ from events import (
     TaskReopened,
 )
 from services.domain.dates import add_days, utc_date
-from services.domain.health import judge
+from services.domain.forecast import Backtest, BacktestPoint, checkpoint_fractions, summarise
+from services.domain.health import Judgement, judge
 
 Positioned = tuple[int, StoredEvent]
 
@@ -71,6 +73,11 @@ class MilestoneLine(msgspec.Struct, kw_only=True):
     slip_days: int  # expected finish - reference
     on_time: bool | None  # None while open
     state: str  # achieved | cancelled | open | overdue
+    forecast: dt.date | None  # from the pace of work (services.domain.forecast), while open
+    forecast_low: dt.date | None
+    forecast_high: dt.date | None
+    float_days: int | None  # before the project's finish moves (services.domain.critical_path)
+    critical: bool
 
 
 class StatusNote(msgspec.Struct, kw_only=True):
@@ -99,6 +106,10 @@ class Report(msgspec.Struct, kw_only=True):
     expected_finish: dt.date | None
     schedule_variance_days: int | None
     status_reports: list[StatusNote]
+    target: dt.date | None  # the project's target finish (ProjectTargetSet)
+    critical_chain: list[str]  # the critical milestones, predecessors first
+    project_float_days: int | None  # the least float of the open milestones
+    backtest: Backtest  # how wrong the forecast has been on the milestones achieved
 
 
 class _Milestone(msgspec.Struct, kw_only=True):
@@ -115,8 +126,13 @@ class _Milestone(msgspec.Struct, kw_only=True):
     missed: bool = False
     tasks: dict[str, bool] = {}
     task_dues: dict[str, dt.date] = {}
+    tasks_done_on: dict[str, dt.date] = {}
     predecessors: dict[str, int] = {}
     reschedules: int = 0
+
+    @property
+    def ord(self) -> int:
+        return self.planned.order
 
     @property
     def achieved_on(self) -> dt.date | None:
@@ -140,6 +156,7 @@ class _Project(msgspec.Struct, kw_only=True):
     baselines: dict[str, dict[str, dt.date]] = {}  # name -> milestone -> due, in the order set
     notes: list[StatusNote] = []
     position: int = 0
+    target: dt.date | None = None  # ProjectTargetSet
 
 
 def cut(
@@ -168,6 +185,8 @@ def fold(events: Iterable[Positioned]) -> _Project:
             )
         elif isinstance(event, BaselineSet):
             project.baselines[event.name] = dict(event.planned)
+        elif isinstance(event, ProjectTargetSet):
+            project.target = event.target
         elif isinstance(event, StatusReported):
             project.notes.append(
                 StatusNote(
@@ -201,10 +220,13 @@ def _evolve(m: _Milestone, event: object, time: dt.datetime) -> None:
                 m.task_dues = {**m.task_dues, t: due}
             if start is not None and (m.work_start is None or start < m.work_start):
                 m.work_start = start
-        case TaskCompleted(task_id=t, result=result) if t in m.tasks:
+        case TaskCompleted(task_id=t, result=result, completed_at=at) if t in m.tasks:
             m.tasks = {**m.tasks, t: result != "failed"}
+            rest = {k: v for k, v in m.tasks_done_on.items() if k != t}
+            m.tasks_done_on = {**rest, t: utc_date(at or time)} if m.tasks[t] else rest
         case TaskReopened(task_id=t) if t in m.tasks:
             m.tasks = {**m.tasks, t: False}
+            m.tasks_done_on = {k: v for k, v in m.tasks_done_on.items() if k != t}
         case DependencyAdded(depends_on=d, lag_days=lag):
             m.predecessors = {**m.predecessors, d: lag}
         case DependencyRemoved(depends_on=d):
@@ -228,7 +250,7 @@ def report(
     chosen = baseline or (names[-1] if names else None)
     planned_in = state.baselines.get(chosen, {}) if chosen else {}
     judged_on = min(as_of, today) if as_of else today
-    verdicts = judge(state.milestones.values(), judged_on)
+    verdicts = judge(state.milestones.values(), judged_on, target=state.target)
     lines = []
     for mid, m in sorted(state.milestones.items(), key=lambda kv: (kv[1].planned.order, kv[0])):
         reference = planned_in.get(mid, m.planned.due)
@@ -259,6 +281,11 @@ def report(
                 slip_days=(verdict.expected_finish - reference).days,
                 on_time=on_time,
                 state=status,
+                forecast=verdict.forecast,
+                forecast_low=verdict.forecast_low,
+                forecast_high=verdict.forecast_high,
+                float_days=verdict.float_days,
+                critical=verdict.critical,
             )
         )
     live = [line for line in lines if not line.cancelled]
@@ -286,7 +313,61 @@ def report(
         if expected_finish and reference_finish
         else None,
         status_reports=state.notes,
+        target=state.target,
+        critical_chain=[line.milestone_id for line in _in_chain_order(lines, verdicts)],
+        project_float_days=min(
+            (
+                line.float_days
+                for line in live
+                if line.float_days is not None and not line.achieved_on
+            ),
+            default=None,
+        ),
+        backtest=backtest(cut(events, position=position, as_of=as_of), judged_on),
     )
+
+
+def _in_chain_order(
+    lines: list[MilestoneLine], verdicts: dict[str, Judgement]
+) -> list[MilestoneLine]:
+    """The critical milestones in the critical path's order (predecessors first)."""
+    chain = [line for line in lines if line.critical]
+    return sorted(chain, key=lambda line: verdicts[line.milestone_id].rank)
+
+
+def backtest(events: Sequence[Positioned], today: dt.date) -> Backtest:
+    """How wrong the forecast has been: for every milestone achieved by ``today``, the forecast
+    the log gave at 25 %, 50 % and 75 % of the time from its planning to its due date (each
+    day before it was achieved, the log cut at the end of that day), against the day it was
+    achieved (``services.domain.forecast.summarise``: the mean absolute error and the bias)."""
+    final = fold(events)
+    asked: dict[dt.date, list[tuple[str, float, dt.date]]] = {}
+    for mid, m in final.milestones.items():
+        actual = m.achieved_on
+        if actual is None or m.cancelled or actual > today:
+            continue
+        for fraction, day in checkpoint_fractions(m.planned_on, m.due):
+            if day < actual:
+                asked.setdefault(day, []).append((mid, fraction, actual))
+    dated = [(utc_date(e.time), (p, e)) for p, e in events]
+    points = []
+    for day in sorted(asked):
+        then = fold(pe for happened, pe in dated if happened <= day)
+        verdicts = judge(then.milestones.values(), day, target=then.target)
+        for mid, fraction, actual in asked[day]:
+            said = verdicts[mid].forecast if mid in verdicts else None
+            points.append(
+                BacktestPoint(
+                    milestone_id=mid,
+                    at_fraction=fraction,
+                    on=day,
+                    forecast=said,
+                    actual=actual,
+                    error_days=(said - actual).days if said is not None else None,
+                )
+            )
+    points.sort(key=lambda pt: (pt.milestone_id, pt.at_fraction))
+    return summarise(points)
 
 
 def compare(then: Report, now: Report) -> list[dict]:
@@ -315,10 +396,12 @@ MAX_CUTOFFS = 520  # weekly report dates of a trend: ten years of Mondays
 
 
 class TrendPoint(msgspec.Struct, array_like=True):
-    """[report date, expected finish on that date]: the compact shape of a chart point."""
+    """[report date, expected finish on that date, forecast on that date or null]: the compact
+    shape of a chart point."""
 
     report_date: dt.date
     expected_finish: dt.date
+    forecast: dt.date | None = None
 
 
 class TrendSeries(msgspec.Struct, kw_only=True):
@@ -374,14 +457,15 @@ def trend(
     dated = [(utc_date(e.time), (p, e)) for p, e in events]  # ``cut`` by day, computed once
     for day in dates:
         state = fold(pe for happened, pe in dated if happened <= day)
-        verdicts = judge(state.milestones.values(), day)
+        verdicts = judge(state.milestones.values(), day, target=state.target)
         for mid, m in state.milestones.items():
             if m.cancelled:
                 continue
             line = series.setdefault(
                 mid, TrendSeries(milestone_id=mid, name=m.planned.name, points=[], achieved_on=None)
             )
-            line.points.append(TrendPoint(day, verdicts[mid].expected_finish))
+            verdict = verdicts[mid]
+            line.points.append(TrendPoint(day, verdict.expected_finish, verdict.forecast))
             line.achieved_on = m.achieved_on
     order = fold(events).milestones
     ranked = sorted(

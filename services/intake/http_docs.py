@@ -96,3 +96,61 @@ class EventsOperation(Operation):
         self.request_body = REQUEST
         self.responses = dict(RESPONSES)
         self.security = [{"bearer": []}]
+
+
+SIGN_OFF_TEXT = {"type": "string", "minLength": 1, "maxLength": 2000}
+SIGN_OFF_REQUEST = RequestBody(
+    required=True,
+    description='`{"decision": "approve", "meaning": "approved for launch"}` or '
+    '`{"decision": "reject", "reason": "the load test failed"}`: an approval says what it means, '
+    "a rejection why (each may carry the other too). The approver is who the credential names: "
+    "never a field of the body. An optional `Idempotency-Key` header makes a retry answer like "
+    "the first request and append nothing.",
+    content={
+        "application/json": OpenAPIMediaType(
+            schema=_schema(
+                {
+                    "type": "object",
+                    "required": ["decision"],
+                    "properties": {
+                        "decision": {"type": "string", "enum": ["approve", "reject"]},
+                        "meaning": SIGN_OFF_TEXT,
+                        "reason": SIGN_OFF_TEXT,
+                    },
+                    "additionalProperties": False,
+                }
+            )
+        )
+    },
+)
+SIGN_OFF_ERRORS = {
+    400: "invalid: the body, or an id of the path, is not valid: the message says what to fix",
+    401: ERRORS[401],
+    403: "forbidden: the credential is not an approver of this gate (or is a feed token)",
+    404: "not_found: the project or the milestone is not known",
+    409: "conflict: this principal has already approved the gate (a rejection clears approvals)",
+    422: "rejected: the milestone is no decision gate, its tasks are open, or it is closed",
+    503: ERRORS[503],
+}
+
+
+@dataclass
+class ApprovalsOperation(Operation):
+    def __post_init__(self) -> None:
+        self.operation_id = "post_approval"
+        self.request_body = SIGN_OFF_REQUEST
+        self.responses = {
+            "202": RESPONSES["202"],
+            **{
+                str(status): OpenAPIResponse(
+                    description=text,
+                    content={
+                        "application/json": OpenAPIMediaType(
+                            schema=Reference(REF.format(name="Error"))
+                        )
+                    },
+                )
+                for status, text in SIGN_OFF_ERRORS.items()
+            },
+        }
+        self.security = [{"bearer": []}]

@@ -16,15 +16,23 @@ from events import (
     DATA_DECODERS,
     EVENT_TYPES,
     INBOUND_TYPES,
+    MilestoneApprovalRejected,
+    MilestoneApproved,
     Reply,
 )
 from events.attributes import Extensions, extensions_in, json_media_type, raw_attributes
 from events.bounds import MAX_JSON_DEPTH, OutOfBounds, check_data, check_struct, json_too_deep
+from events.common import Event
 from events.envelope import CloudEventIn
 from events.errors import Rejected
 from services.auth.principal import Principal
 from services.intake.committer import Command, Committer
 from services.intake.webhooks import STRICT, Webhooks
+
+# The source of sign-offs made through the approvals route (HTTP, the CLI, the dashboard's form):
+# the intake itself builds those CloudEvents, so the caller need not hold it as a publisher source
+APPROVALS_SOURCE = "milestones/approvals"
+SIGN_OFF_TYPES = frozenset({"MilestoneApproved", "MilestoneApprovalRejected"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +42,21 @@ class Limits:
     max_depth: int = MAX_JSON_DEPTH  # nesting of arrays and objects (events.bounds)
 
 
+def _signed_by(fact: Event, principal: Principal, where: str) -> Event:
+    """A sign-off names who sent it, as the transport authenticated them: never as it says."""
+    if not isinstance(fact, MilestoneApproved | MilestoneApprovalRejected):
+        return fact
+    if fact.approver is not None and fact.approver != principal.signer:
+        raise Rejected(
+            "forbidden",
+            f"{where}: approver {fact.approver!r} is not who you are authenticated as "
+            f"({principal.signer!r}): approver is who you are authenticated as: leave it out",
+        )
+    return msgspec.structs.replace(fact, approver=principal.signer)
+
+
 def _decode_data(
-    n: int | None, ce: CloudEventIn, principal: str, extensions: Extensions
+    n: int | None, ce: CloudEventIn, principal: Principal, extensions: Extensions
 ) -> Command:
     where = f"CloudEvent #{n} (id {ce.id})" if n is not None else f"CloudEvent {ce.id}"
     decoder = DATA_DECODERS.get(ce.type) if ce.type in INBOUND_TYPES else None
@@ -53,7 +74,7 @@ def _decode_data(
         raise Rejected("invalid", f"{where}: {ce.type} data is not valid: {why or exc}") from exc
     except msgspec.DecodeError as exc:
         raise Rejected("invalid", f"{where}: data is not a JSON object: {exc}") from exc
-    return Command(ce, fact, principal, extensions)
+    return Command(ce, _signed_by(fact, principal, where), principal.id, extensions)
 
 
 def _missing(ce: CloudEventIn) -> str | None:
@@ -122,9 +143,15 @@ def _decode_envelopes(
 
 
 def parse(
-    body: bytes, limits: Limits, principal: Principal, expected_type: str | None = None
+    body: bytes,
+    limits: Limits,
+    principal: Principal,
+    expected_type: str | None = None,
+    *,
+    sign_off: bool = False,
 ) -> list[Command]:
-    """Validate a message; raises ``Rejected`` with a contract code and a fix-it message."""
+    """Validate a message; raises ``Rejected`` with a contract code and a fix-it message.
+    ``sign_off``: the approvals route built it (source ``APPROVALS_SOURCE``, sign-offs only)."""
     if len(body) > limits.max_bytes:
         raise Rejected(
             "too_large",
@@ -148,14 +175,16 @@ def parse(
             )
         seen.add(key)
         where = f"CloudEvent #{n}" if batch else "the CloudEvent"
-        if not principal.may_source(ce.source):
+        if sign_off and (ce.source != APPROVALS_SOURCE or ce.type not in SIGN_OFF_TYPES):
+            raise Rejected("invalid", f"{where}: the approvals route carries sign-offs only")
+        if not (sign_off or principal.may_source(ce.source)):
             allowed = ", ".join(sorted(principal.sources)) or "none"
             raise Rejected(
                 "forbidden",
                 f"{where}: credential {principal.id} may not publish as source {ce.source!r}"
                 f" (its sources: {allowed}); ask an admin for a credential of that source",
             )
-        command = _decode_data(n if batch else None, ce, principal.id, extra)
+        command = _decode_data(n if batch else None, ce, principal, extra)
         project = getattr(command.fact, "project_id", None)
         if project is not None and not principal.may_project(project):
             raise Rejected(
@@ -182,16 +211,22 @@ async def handle(
     *,
     webhooks: Webhooks = STRICT,
     answered: bool = True,
+    sign_off: bool = False,
 ) -> Reply:
     """``answered``: the sender gets the reply (not the inbox), so a subscription's generated
-    secret can be returned in it (``services.intake.webhooks``)."""
-    if not principal.may("publisher"):
+    secret can be returned in it (``services.intake.webhooks``). ``sign_off``: an approval or
+    rejection from the approvals route, which any authenticated principal but a feed may send
+    (whether it is an approver is the gate's to say)."""
+    if sign_off and principal.role == "feed":
+        return Reply.fail("forbidden", f"credential {principal.id} is a feed: it signs nothing")
+    if not sign_off and not principal.may("publisher"):
         return Reply.fail(
             "forbidden", f"credential {principal.id} ({principal.role}) may not publish events"
         )
     try:
         # subscriptions: target checked, secret sealed, before anything is decided or stored
-        prepared = webhooks.admit(parse(body, limits, principal, expected_type), answered=answered)
+        commands = parse(body, limits, principal, expected_type, sign_off=sign_off)
+        prepared = webhooks.admit(commands, answered=answered)
     except Rejected as exc:
         return Reply.fail(exc.code, exc.message)
     reply = await committer.submit(prepared.commands)

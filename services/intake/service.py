@@ -60,6 +60,8 @@ class IntakeService:
         expected_type: str | None = None,
         correlation: str | None = None,
         principal: Principal = SERVICE,
+        *,
+        sign_off: bool = False,
     ) -> Reply:
         started = time.perf_counter()
         call = Call(path, expected_type)
@@ -77,6 +79,7 @@ class IntakeService:
                     webhooks=self.webhooks,
                     # a reply a sender reads (the demo and the inbox have none)
                     answered=path in ("http", "commands"),
+                    sign_off=sign_off,
                 )
                 if reply.accepted:
                     MESSAGES.labels(path, "accepted").inc()

@@ -17,13 +17,44 @@ KINDS = {
     "MilestoneRescheduled": "milestone.rescheduled",
     "DependencyViolated": "dependency.violated",
     "MilestoneMissed": "milestone.missed",
+    "ApprovalRequested": "milestone.approval_requested",
+    "MilestoneApproved": "milestone.approved",
+    "MilestoneApprovalRejected": "milestone.approval_rejected",
 }
 ALL_KINDS = (*KINDS.values(), "milestone.at_risk", "project.digest")
+
+
+def _sign_off(kind: str, m: object, data: dict[str, Any]) -> str | None:
+    """A decision gate's events in words (None: not one of them)."""
+    match kind:
+        case "ApprovalRequested":
+            pending = ", ".join(data.get("pending") or []) or "nobody"
+            return (
+                f"{m} awaits approval: its tasks are done; {data.get('approvals_needed')} of "
+                f"{', '.join(data.get('approvers') or [])} must approve (pending: {pending})"
+            )
+        case "MilestoneApproved":
+            return f"{m} approved by {data.get('approver')}: {data.get('meaning')}" + (
+                f" ({data['reason']})" if data.get("reason") else ""
+            )
+        case "MilestoneApprovalRejected":
+            return (
+                f"{m} approval rejected by {data.get('approver')}: {data.get('reason')}; "
+                "the approvals given so far are cleared"
+            )
+        case "ApproversSet":
+            names = ", ".join(data.get("approvers") or [])
+            return f"{m} approvers set: {names}" if names else f"{m} is no longer a decision gate"
+    return None
 
 
 def describe(kind: str, data: dict[str, Any]) -> str:
     """One line a person reads: what happened to which milestone."""
     m = data.get("milestone_id")
+    return _sign_off(kind, m, data) or _described(kind, m, data)
+
+
+def _described(kind: str, m: object, data: dict[str, Any]) -> str:
     match kind:
         case "MilestoneRescheduled":
             moved = f"{data.get('old_due')} to {data.get('new_due')}"
@@ -37,7 +68,11 @@ def describe(kind: str, data: dict[str, Any]) -> str:
             )
         case "MilestoneMissed":
             open_tasks = len(data.get("open_tasks") or [])
-            return f"{m} missed its due date {data.get('due')} with {open_tasks} open task(s)"
+            awaiting = "; it awaited approval" if data.get("awaiting_approval") else ""
+            return (
+                f"{m} missed its due date {data.get('due')} with {open_tasks} open task(s)"
+                + awaiting
+            )
         case "MilestonePlanned":
             return f"{m} planned for {data.get('due')} ({data.get('kind')})"
         case "TaskCompleted":
@@ -58,6 +93,8 @@ def describe(kind: str, data: dict[str, Any]) -> str:
             )
         case "BaselineSet":
             return f"baseline {data.get('name')} set"
+        case "ProjectTargetSet":
+            return f"project target set to {data.get('target') or 'none (cleared)'}"
         case "DependencyAdded":
             return (
                 f"{m} now depends on {data.get('depends_on')} (lag {data.get('lag_days', 0)} days)"

@@ -4,11 +4,12 @@ Two halves, joined by the ``deliveries`` table (a transactional outbox):
 
 1. **Deciding what to send.** A durable pull consumer (``milestones-notifier``, explicit acks)
    follows the event log. For each event that matters (``MilestoneAchieved``,
-   ``MilestoneRescheduled``, ``DependencyViolated``, ``MilestoneMissed``) it writes one delivery
-   per matching subscription (once the status read model, which holds the subscriptions, has
-   passed the batch), and for the subscribed projects the batch touched it judges health and
-   writes a ``milestone.at_risk`` delivery when a milestone *enters* at risk or late (once per
-   health and due date). Rows are inserted with
+   ``MilestoneRescheduled``, ``DependencyViolated``, ``MilestoneMissed``, and a decision gate's
+   ``ApprovalRequested``, ``MilestoneApproved``, ``MilestoneApprovalRejected``) it writes one
+   delivery per matching subscription (once the status read model, which holds the
+   subscriptions, has passed the batch), and for the subscribed projects the batch touched it
+   judges health and writes a ``milestone.at_risk`` delivery when a milestone *enters* at risk
+   or late (once per health and due date). Rows are inserted with
    ``ON CONFLICT DO NOTHING`` on a deterministic id, and the batch is acked only after they are
    committed: a crash before the ack redelivers the batch and duplicates nothing. So no
    notification is lost and none is made twice. A periodic sweep repeats the health check

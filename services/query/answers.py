@@ -30,6 +30,34 @@ class LastStatusReport(msgspec.Struct, kw_only=True):
     position: int
 
 
+class SignOffApproval(msgspec.Struct, kw_only=True):
+    at: dt.datetime
+    meaning: str
+    reason: str | None
+    principal: str | None  # the credential the approval came with
+
+
+class SignOffRejection(msgspec.Struct, kw_only=True):
+    by: str
+    at: dt.datetime
+    reason: str
+    meaning: str | None
+    principal: str | None
+
+
+class SignOff(msgspec.Struct, kw_only=True):
+    """A decision gate's sign-off (README "Decision gates")."""
+
+    approvers: list[str]
+    needed: int
+    approved_by: list[str]
+    pending: list[str]
+    state: str  # not_requested | awaiting | rejected | approved
+    requested_at: dt.datetime | None
+    approvals: dict[str, SignOffApproval]
+    last_rejection: SignOffRejection | None
+
+
 class Milestone(msgspec.Struct, kw_only=True):
     """A milestone's status row, judged: its facts, then its health with the reasons."""
 
@@ -52,6 +80,7 @@ class Milestone(msgspec.Struct, kw_only=True):
     tasks_total: int
     tasks_done: int
     progress: int
+    tasks_done_on: dict[str, dt.date]
     predecessors: dict[str, int]
     violations: dict[str, Violation]
     last_report: LastStatusReport | None
@@ -62,6 +91,42 @@ class Milestone(msgspec.Struct, kw_only=True):
     health_reasons: list[str]
     expected_finish: dt.date
     blocked_by: list[Blocker]
+    forecast: dt.date | None  # from the pace of work; null: achieved, cancelled or no pace
+    forecast_low: dt.date | None
+    forecast_high: dt.date | None  # null: the slow pace is zero, no upper bound
+    forecast_basis: str | None
+    float_days: int | None  # days it may slip before the project's finish moves
+    critical: bool
+    sign_off: SignOff | None = None  # a decision gate's; null: an ordinary milestone
+
+
+class PathMilestone(msgspec.Struct, kw_only=True):
+    """One milestone on the critical path's passes."""
+
+    milestone_id: str
+    name: str
+    due: dt.date
+    expected_finish: dt.date
+    forecast: dt.date | None
+    early_finish: dt.date  # forward pass: its forecast (else expected finish) and predecessors
+    late_finish: dt.date  # backward pass from the project's finish
+    float_days: int  # late - early: negative when the finish can no longer be met
+    critical: bool
+    drives: str  # the final milestone a slip beyond its float moves
+    health: str
+    achieved: bool
+
+
+class ProjectCriticalPath(msgspec.Struct, kw_only=True):
+    """The chain that drives a project's finish, and each milestone's float."""
+
+    project_id: str
+    today: dt.date
+    target: dt.date | None
+    finish: dt.date | None  # the target, else the latest due date of the last milestones
+    project_float_days: int | None
+    chain: list[str]  # the critical milestones, predecessors first
+    milestones: list[PathMilestone]
 
 
 class NextMilestone(msgspec.Struct, kw_only=True):
@@ -78,6 +143,7 @@ class Project(msgspec.Struct, kw_only=True):
     name: str
     goals: Any
     dependency_policy: str
+    target: dt.date | None  # ProjectTargetSet: the finish the critical path measures against
     created_at: dt.datetime
     position: int
     milestones: int

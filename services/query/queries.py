@@ -26,7 +26,7 @@ from events.subjects import milestones_of, project_subject
 from projections import runner_queries
 from projections.audit import queries as audit_queries
 from projections.history import queries as history_queries
-from projections.status import StatusRow
+from projections.status import StatusRow, sign_off
 from projections.status import queries as status_queries
 from projections.storable import maybe_timestamp
 from projections.watch import CheckpointWatcher
@@ -178,8 +178,16 @@ class Queries(NotifyQueries):
     async def _project_rows(self, project_id: str) -> list[StatusRow]:
         return (await status_queries.load(self.pool, [project_id]))[project_id]
 
-    def _judged(self, rows: list[StatusRow]) -> list[dict[str, Any]]:
-        return health.judged(rows, self.today(), self.at_risk_gap)
+    async def _project_judged(self, project_id: str) -> list[dict[str, Any]]:
+        """A project's rows, judged together (health depends on predecessors, floats on the
+        project's target)."""
+        rows = await self._project_rows(project_id)
+        target = (await status_queries.targets(self.pool, [project_id]))[project_id]
+        return self._judged(rows, target)
+
+    def _judged(self, rows: list[StatusRow], target: dt.date | None) -> list[dict[str, Any]]:
+        judged = health.judged(rows, self.today(), self.at_risk_gap, target)
+        return [sign_off.presented(r, j) for r, j in zip(rows, judged, strict=True)]
 
     async def milestone(self, p: q.MilestoneParams) -> One:
         position, stale = await self.consistent("status", p)
@@ -194,7 +202,7 @@ class Queries(NotifyQueries):
                 )
             pid = owners[0] if owners else None
         # health needs the predecessors: the whole project is judged (one indexed read)
-        rows = self._judged(await self._project_rows(pid)) if pid else []
+        rows = await self._project_judged(pid) if pid else []
         found = [r for r in rows if r["milestone_id"] == p.milestone_id]
         if not found:
             where = f" in project {p.project_id}" if p.project_id else ""
@@ -211,12 +219,12 @@ class Queries(NotifyQueries):
         column = p.sort.lstrip("-")
         descending = p.sort.startswith("-")
         after = self._sort_key(column, decode_cursor(p.cursor))
-        rows = await self._project_rows(p.project_id)
-        if not rows and not await audit_queries.project_known(self.pool, p.project_id):
+        judged_all = await self._project_judged(p.project_id)
+        if not judged_all and not await audit_queries.project_known(self.pool, p.project_id):
             raise Rejected("not_found", f"project {p.project_id} is not known")
         judged = [
             r
-            for r in self._judged(rows)
+            for r in judged_all
             if (p.health is None or r["health"] in p.health)
             and (p.kind is None or r["kind"] in p.kind)
             and (p.phase is None or r["phase"] == p.phase)
@@ -260,7 +268,10 @@ class Queries(NotifyQueries):
 
     async def _summaries(self, projects: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows = await status_queries.load(self.pool, [p["project_id"] for p in projects])
-        return [{**p, **health.summary(self._judged(rows[p["project_id"]]))} for p in projects]
+        return [
+            {**p, **health.summary(self._judged(rows[p["project_id"]], p["target"]))}
+            for p in projects
+        ]
 
     async def projects(self, p: q.ProjectsParams) -> Page:
         """Every project (``project_id``: that one) with its goals, milestones by health, next
@@ -282,6 +293,45 @@ class Queries(NotifyQueries):
         if not found:
             raise Rejected("not_found", f"project {p.project_id} is not known")
         return One((await self._summaries(found))[0], position, stale)
+
+    async def critical_path(self, p: q.ProjectParams) -> One:
+        """The chain of milestones that drives the project's finish, and every milestone's
+        float (``services.domain.critical_path``, from the forecasts)."""
+        position, stale = await self.consistent("status", p)
+        found = await status_queries.projects(self.pool, only=p.project_id, limit=1)
+        if not found:
+            raise Rejected("not_found", f"project {p.project_id} is not known")
+        rows = await self._project_rows(p.project_id)
+        target = found[0]["target"]
+        verdicts, path = health.assess(rows, self.today(), self.at_risk_gap, target)
+        by_id = {r.milestone_id: r for r in rows}
+        lines = [
+            {
+                "milestone_id": slack.milestone_id,
+                "name": by_id[slack.milestone_id].name,
+                "due": by_id[slack.milestone_id].due,
+                "expected_finish": verdicts[slack.milestone_id].expected_finish,
+                "forecast": verdicts[slack.milestone_id].forecast,
+                "early_finish": slack.early_finish,
+                "late_finish": slack.late_finish,
+                "float_days": slack.float_days,
+                "critical": slack.critical,
+                "drives": slack.drives,
+                "health": verdicts[slack.milestone_id].health,
+                "achieved": by_id[slack.milestone_id].achieved_at is not None,
+            }
+            for slack in path.milestones
+        ]
+        answer = {
+            "project_id": p.project_id,
+            "today": self.today(),
+            "target": target,
+            "finish": path.finish,
+            "project_float_days": path.project_float_days,
+            "chain": path.chain,
+            "milestones": lines,
+        }
+        return One(answer, position, stale)
 
     async def status_reports(self, p: q.StatusReportsParams) -> Page:
         """Status updates people posted (``StatusReported``), newest first."""

@@ -23,13 +23,13 @@ Role = Literal["reader", "auditor", "admin"]
 Format = Literal["json", "jsonl", "csv"]
 Exported = tuple[int, bool, AsyncIterator[Mapping[str, Any]]]  # position, stale, rows
 
+# the project is the command's argument; kind, phase and the rest are in --json
 STATUS_COLUMNS = (
-    "project_id",
     "milestone_id",
     "name",
-    "kind",
-    "phase",
     "due",
+    "forecast",
+    "float_days",
     "progress",
     "health",
     "health_reasons",
@@ -242,6 +242,25 @@ QUERIES: tuple[Query[Any], ...] = (
             help="milestone trend analysis: expected finish per milestone at each report date",
             args=("project_id",),
             render=text.trend,
+        ),
+    ),
+    Query(
+        name="critical_path",
+        params=q.ProjectParams,
+        handler=Queries.critical_path,
+        method="GET",
+        path="/projects/{project_id}/critical-path",
+        role="reader",
+        response=One,
+        item=a.ProjectCriticalPath,
+        errors=(404,),
+        summary="The critical path: the chain that drives the project's finish, and each "
+        "milestone's float in days (negative: the finish can no longer be met)",
+        cli=Cli(
+            command="critical-path",
+            help="the chain that drives a project's finish, and each milestone's float",
+            args=("project_id",),
+            render=text.critical_path,
         ),
     ),
     Query(

@@ -166,6 +166,8 @@ REPORT_COLUMNS = (
     "kind",
     "reference",
     "expected_finish",
+    "forecast",
+    "float_days",
     "health",
     "achieved_on",
     "slip_days",
@@ -196,9 +198,52 @@ def report(data: dict[str, Any]) -> str:
         f"mean slip {now['mean_slip_days']} days, worst {now['worst_slip_days']}; "
         f"expected finish {now['expected_finish']} vs {now['reference_finish']} "
         f"(schedule variance {now['schedule_variance_days']} days)",
+        "critical chain: "
+        + (" -> ".join(now["critical_chain"]) or "(none open)")
+        + f"; project float {now['project_float_days']} days"
+        + (f"; target {now['target']}" if now["target"] else ""),
+        _backtest_line(now["backtest"]),
     ]
     if "changes" in data:
         lines += ["", "changed since the compared point:", table(data["changes"], CHANGE_COLUMNS)]
+    return "\n".join(wrapped(line) for line in lines)
+
+
+def _backtest_line(backtest: dict[str, Any]) -> str:
+    if not backtest["samples"]:
+        return "forecast backtest: no sample yet (it needs milestones achieved after a pace)"
+    return (
+        f"forecast backtest: {backtest['samples']} sample(s) "
+        f"(at 25/50/75 % of each achieved milestone's time), "
+        f"mean absolute error {backtest['mean_absolute_error_days']} days, "
+        f"bias {backtest['bias_days']:+} days (positive: the forecast was late)"
+    )
+
+
+PATH_COLUMNS = (
+    "milestone_id",
+    "due",
+    "forecast",
+    "early_finish",
+    "late_finish",
+    "float_days",
+    "critical",
+    "drives",
+)
+
+
+def critical_path(data: dict[str, Any]) -> str:
+    """Each milestone's passes and float, then the chain and the finish it is measured to."""
+    finish = data["finish"] or "-"
+    measured = (
+        f"target {data['target']}" if data["target"] else "latest due date of the last milestones"
+    )
+    lines = [
+        table(data["milestones"], PATH_COLUMNS),
+        "",
+        "critical chain: " + (" -> ".join(data["chain"]) or "(none open)"),
+        f"finish {finish} ({measured}); project float {data['project_float_days']} days",
+    ]
     return "\n".join(wrapped(line) for line in lines)
 
 
@@ -227,7 +272,7 @@ def trend(data: dict[str, Any]) -> str:
     """A row per milestone, a column per report date, the expected finish in each cell: the latest
     report dates that fit the terminal (a line says how many earlier ones ``--json`` has)."""
     rows = [
-        {"milestone_id": s["milestone_id"], **{day: due for day, due in s["points"]}}
+        {"milestone_id": s["milestone_id"], **{point[0]: point[1] for point in s["points"]}}
         for s in data["series"]
     ]
     dates = list(data["report_dates"])

@@ -277,3 +277,42 @@ async def test_a_gate_is_achieved_only_with_its_approvals_and_every_one_is_audit
         )
     await receiver.stop()
     assert (await EventLog(nc).last_sequence()) >= last
+
+
+async def test_only_an_admin_changes_a_gate_so_a_publisher_cannot_loosen_one_and_achieve_it(
+    system, nc, authenticator
+):
+    """A publisher plans gates (MilestonePlanned's approvers) but cannot remove or lower one:
+    otherwise it could unmake the gate and report MilestoneAchieved without a sign-off."""
+    async with http_client(system, authenticator) as (api, _app):
+        plan = [
+            ce("ProjectCreated", name="Apollo"),
+            ce(
+                "MilestonePlanned",
+                milestone_id=M,
+                name="Launch approval",
+                kind="event",
+                due="2026-12-20",
+                approvers=["dana", "lee"],
+            ),
+        ]
+        assert (await request(nc, plan)).accepted
+        unmake = ce("ApproversSet", milestone_id=M, approvers=[])
+        by_publisher = await api.post("/events", json=unmake)  # the publisher's credential
+        assert by_publisher.status_code == 403, by_publisher.text
+        assert "changed by an admin only" in by_publisher.json()["error"]["message"]
+        achieved = await api.post("/events", json=ce("MilestoneAchieved", milestone_id=M))
+        assert achieved.json()["error"]["code"] == "rejected", achieved.text  # 2 approvals missing
+
+        change = {"decision": "set_approvers", "approvers": ["dana"], "approvals_needed": 1}
+        by_reader = await api.post(APPROVALS, json=change, headers=bearer("dana"))
+        assert by_reader.status_code == 403 and "admin only" in by_reader.text
+        by_admin = await api.post(APPROVALS, json=change)  # the admin's credential
+        assert by_admin.status_code == 202, by_admin.text
+        position = by_admin.json()["events"][-1]["position"]
+        assert [e["type"] for e in by_admin.json()["events"]] == [
+            "ApproversSet",
+            "ApprovalRequested",  # no task: its one approver may sign at once
+        ]
+        gate = (await status_of(api, position))["sign_off"]
+        assert (gate["approvers"], gate["needed"]) == (["dana"], 1)

@@ -173,8 +173,9 @@ def _paced_project(target: dt.date | None = None) -> dict:
 
     Without a target the finish is 07-10: late(launch) = 07-10, late(build) = 07-10 - 5 = 07-05;
     early(build) = its forecast 07-01, so build's float is 4 days (the slip fits in it). With a
-    target of 07-01: late(build) = 06-26, float 06-26 - 07-01 = -5: the slip moves launch by 5
-    days; launch's own float is 07-01 - 07-10 = -9. Both are critical."""
+    target of 07-01: late(build) = 06-26, float 06-26 - 07-01 = -5: through build, launch can
+    finish 07-01 + 5 = 07-06 at the earliest (its own due date 07-10 already puts it later:
+    launch's own float is 07-01 - 07-10 = -9). Both are critical."""
     d = dt.date
     design_days = [d(2026, 5, 1), d(2026, 5, 2), d(2026, 5, 8), d(2026, 5, 9)]
     design_days += [d(2026, 5, 15), d(2026, 5, 16), d(2026, 5, 22), d(2026, 5, 23)]
@@ -226,7 +227,8 @@ def test_a_slip_beyond_the_float_names_the_final_milestone_it_moves():
     build = j["build"]
     assert build.float_days == -5 and j["launch"].float_days == -9
     assert build.health == "at_risk" and build.reasons[-1] == (
-        "the slip exceeds its float: it moves final milestone launch by 5 days"
+        "the slip exceeds its float: through it, final milestone launch can finish 2026-07-06 "
+        "at the earliest, 5 days after the project's finish 2026-07-01"
     )
     assert build.critical and j["launch"].critical
 

@@ -94,7 +94,9 @@ def project_view(
     cut = reporting.cut(events, as_of=as_of)
     judged_on = min(as_of, today) if as_of else today
     rows = sorted(status.fold(cut).values(), key=lambda r: (r.ord, r.milestone_id))
-    report = reporting.report(project_id, events, today=today, as_of=as_of, baseline=baseline)
+    report = reporting.report(  # the Gantt does not show the backtest: the report page does
+        project_id, events, today=today, as_of=as_of, baseline=baseline, with_backtest=False
+    )
     verdicts = health.judge(rows, judged_on, gap, report.target)
     planned_in = {line.milestone_id: line.baseline_due for line in report.milestones}
     created = _created(cut)

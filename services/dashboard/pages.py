@@ -84,8 +84,8 @@ def _float_cell(r: Row) -> str:
     return f'<td class="num">{r.float_days}{chain}</td>'
 
 
-def _outlook_line(report: Report) -> str:
-    """The critical chain and the forecast's track record, in words."""
+def _outlook_line(report: Report, *, track_record: bool = True) -> str:
+    """The critical chain and (``track_record``) the forecast's backtest, in words."""
     chain = " → ".join(escape(m) for m in report.critical_chain) or "none open"
     bt = report.backtest
     record = (
@@ -101,9 +101,8 @@ def _outlook_line(report: Report) -> str:
         else ""
     )
     target = f"; target {report.target.isoformat()}" if report.target else ""
-    return (
-        f'<p class="outlook">Critical chain: {chain}{floats}{target}. Track record: {record}.</p>'
-    )
+    record = f" Forecast track record: {record}." if track_record else ""
+    return f'<p class="outlook">Critical chain: {chain}{floats}{target}.{record}</p>'
 
 
 def gantt_page(view: ProjectView, svg: str) -> str:
@@ -147,7 +146,7 @@ def gantt_page(view: ProjectView, svg: str) -> str:
         f"· position {view.position}"
         + (f" · baseline {escape(view.baseline)}" if view.baseline else "")
         + "</span></p>"
-        + _outlook_line(view.report)
+        + _outlook_line(view.report, track_record=False)
         + (f"<h2>Goals</h2><ul>{goals}</ul>" if goals else "")
         + '<h2 id="milestones">Milestones</h2>'
         + wrap(

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import msgspec
+import structlog
 from litestar import Request, post
 from litestar.params import FromPath
 from litestar.response import Redirect
@@ -24,6 +25,8 @@ from services.auth.principal import Principal
 from services.dashboard.layout import date_text
 from services.intake.approvals import SignOff, submit_sign_off
 from services.intake.service import IntakeService
+
+log = structlog.get_logger("milestones.dashboard")
 
 STATE_WORDS = {
     "not_requested": "not requested yet (tasks open)",
@@ -46,12 +49,22 @@ def notice(query: dict[str, Any]) -> str:
             else ("Your rejection is recorded: the approvals given so far are cleared.")
         )
         return f'<p class="notice" role="status">{done}</p>'
-    if query.get("refused"):
-        return (
-            f'<p class="notice error" role="alert">Refused ({escape(str(query["refused"]))}): '
-            f"{escape(str(query.get('message') or ''))}</p>"
-        )
+    code = str(query.get("refused") or "")
+    if code:
+        # words of our own for the code: the query string is anyone's to write, so the page
+        # never shows text that came in it (the full message is in the service's log)
+        words = REFUSALS.get(code, "the sign-off was refused")
+        return f'<p class="notice error" role="alert">Refused ({escape(code[:20])}): {words}</p>'
     return ""
+
+
+REFUSALS = {
+    "forbidden": "you are not an approver of this gate",
+    "conflict": "you have already approved this gate",
+    "rejected": "the gate cannot be signed now: its tasks are open, or it is closed",
+    "invalid": "the form is not valid: an approval needs its meaning, a rejection its reason",
+    "unauthenticated": "your session has ended: sign in again",
+}
 
 
 def section(
@@ -147,7 +160,8 @@ def sign_off_form_routes(intake: IntakeService) -> list:
                 SignOff,
             )
         except msgspec.ValidationError as exc:
-            outcome = {"refused": "invalid", "message": f"the form is not valid: {exc}"}
+            log.info("sign-off form refused", code="invalid", error=str(exc))
+            outcome = {"refused": "invalid"}
         else:
             assert isinstance(principal, Principal)
             key = _field(fields.get("key"))
@@ -157,8 +171,10 @@ def sign_off_form_routes(intake: IntakeService) -> list:
             outcome = (
                 {"signed": decision.decision}
                 if reply.error is None
-                else {"refused": reply.error.code, "message": reply.error.message}
+                else {"refused": reply.error.code}
             )
+            if reply.error is not None:
+                log.info("sign-off form refused", code=reply.error.code, error=reply.error.message)
         if not (_is_id(project_id) and _is_id(milestone_id)):
             page = "/ui"
         return Redirect(f"{page}?{urlencode(outcome)}#sign-off", status_code=303)

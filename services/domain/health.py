@@ -188,9 +188,9 @@ def _outlook(
     today: dt.date,
     target: dt.date | None,
 ) -> CriticalPath:
-    """Rule 6 and what it reads: each open milestone's forecast from the pace of work, every
-    milestone's float against the project's finish, and ``at_risk`` for a milestone that still
-    fits its due date by the rules before but whose forecast does not."""
+    """Rule 6 (the README's rule 5) and what it reads: each open milestone's forecast from the
+    pace of work, every milestone's float against the project's finish, and ``at_risk`` for a
+    milestone that still fits its due date by the rules before but whose forecast does not."""
     live = [r for r in by_id.values() if not r.cancelled]
     work = [
         Work(
@@ -246,14 +246,20 @@ def _outlook(
             f"forecast {j.forecast.isoformat()} from the pace of work ({j.forecast_basis}) is "
             f"{_days((j.forecast - r.due).days)} after its due date {r.due.isoformat()}"
         ]
-        if j.float_days is not None and j.float_days < 0 and j.drives is not None:
-            moved = (
-                "the project's finish"
-                if j.drives == r.milestone_id
-                else f"final milestone {j.drives}"
-            )
+        if (
+            j.float_days is not None
+            and j.float_days < 0
+            and j.drives is not None
+            and path.finish is not None
+        ):
+            # a final milestone's late finish is the project's finish: through this one it can
+            # finish no earlier than that plus the days of float missing
+            behind = -j.float_days
+            then = add_days(path.finish, behind).isoformat()
+            who = "it" if j.drives == r.milestone_id else f"final milestone {j.drives}"
             reasons.append(
-                f"the slip exceeds its float: it moves {moved} by {_days(-j.float_days)}"
+                f"the slip exceeds its float: through it, {who} can finish {then} at the "
+                f"earliest, {_days(behind)} after the project's finish {path.finish.isoformat()}"
             )
         if j.health == "on_track":
             j.health, j.reasons = "at_risk", reasons

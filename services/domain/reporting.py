@@ -241,8 +241,11 @@ def report(
     as_of: dt.date | None = None,
     position: int | None = None,
     baseline: str | None = None,
+    with_backtest: bool = True,
 ) -> Report:
-    """The planned-versus-actual report, as the project stood at ``position``/``as_of``."""
+    """The planned-versus-actual report, as the project stood at ``position``/``as_of``
+    (``with_backtest`` false: an empty backtest, for a page that does not show it — it folds
+    the log once per checkpoint day)."""
     state = fold(cut(events, position=position, as_of=as_of))
     names = list(state.baselines)
     if baseline is not None and baseline not in state.baselines:
@@ -323,7 +326,9 @@ def report(
             ),
             default=None,
         ),
-        backtest=backtest(cut(events, position=position, as_of=as_of), judged_on),
+        backtest=backtest(cut(events, position=position, as_of=as_of), judged_on)
+        if with_backtest
+        else summarise([]),
     )
 
 
@@ -335,6 +340,9 @@ def _in_chain_order(
     return sorted(chain, key=lambda line: verdicts[line.milestone_id].rank)
 
 
+MAX_BACKTESTED = 60  # the most recently achieved milestones a backtest checks
+
+
 def backtest(events: Sequence[Positioned], today: dt.date) -> Backtest:
     """How wrong the forecast has been: for every milestone achieved by ``today``, the forecast
     the log gave at 25 %, 50 % and 75 % of the time from its planning to its due date (each
@@ -342,9 +350,13 @@ def backtest(events: Sequence[Positioned], today: dt.date) -> Backtest:
     achieved (``services.domain.forecast.summarise``: the mean absolute error and the bias)."""
     final = fold(events)
     asked: dict[dt.date, list[tuple[str, float, dt.date]]] = {}
-    for mid, m in final.milestones.items():
-        actual = m.achieved_on
-        if actual is None or m.cancelled or actual > today:
+    achieved = sorted(
+        (m for m in final.milestones.values() if m.achieved_on and not m.cancelled),
+        key=lambda m: (m.achieved_on, m.milestone_id),
+    )
+    for m in achieved[-MAX_BACKTESTED:]:  # each checkpoint day folds the log once
+        mid, actual = m.milestone_id, m.achieved_on
+        if actual is None or actual > today:
             continue
         for fraction, day in checkpoint_fractions(m.planned_on, m.due):
             if day < actual:

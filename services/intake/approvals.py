@@ -1,4 +1,5 @@
-"""HTTP ``POST /projects/{project_id}/milestones/{milestone_id}/approvals``: a gate's sign-off.
+"""HTTP ``POST /projects/{project_id}/milestones/{milestone_id}/approvals``: a gate's sign-off
+(and, for an admin only, a change of its approvers: ``"decision": "set_approvers"``).
 
 The route builds the CloudEvent (source ``milestones/approvals``, the ``Idempotency-Key`` header
 as its id, generated when absent) and submits it through the normal intake with the caller as
@@ -20,21 +21,30 @@ from litestar import MediaType, Request, Response, post
 from litestar.params import FromPath
 
 from events import ENCODER, Reply
-from events.common import Text
+from events.common import ApproverName, Int32, Text
 from events.errors import http_status
 from services.auth.principal import Principal
 from services.intake.http_docs import ApprovalsOperation
 from services.intake.parse import APPROVALS_SOURCE
 from services.intake.service import IntakeService
 
-Decision = Literal["approve", "reject"]
+Decision = Literal["approve", "reject", "set_approvers"]
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+_KINDS = {
+    "approve": "MilestoneApproved",
+    "reject": "MilestoneApprovalRejected",
+    "set_approvers": "ApproversSet",
+}
 
 
 class SignOff(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     decision: Decision
     meaning: Text | None = None  # required to approve: what the signature means
     reason: Text | None = None  # required to reject: why
+    # set_approvers (an admin only): the gate's new approvers ([] makes it an ordinary
+    # milestone) and how many approvals it needs (absent: all)
+    approvers: list[ApproverName] | None = None
+    approvals_needed: Int32 | None = None
 
 
 _SIGN_OFF = msgspec.json.Decoder(SignOff)
@@ -50,16 +60,18 @@ def sign_off_event(
 ) -> bytes:
     """The CloudEvent the route submits. Its id is the caller's key (one per principal: the key
     is hashed with the principal's id, so two callers' keys never meet), else a new one."""
+    kind = _KINDS[sign_off.decision]
     if key is None:
         ce_id = uuid.uuid4().hex
-    else:
-        ce_id = hashlib.sha256(f"{principal.id}\0{key}".encode()).hexdigest()[:40]
-    data: dict[str, str] = {"project_id": project_id, "milestone_id": milestone_id}
-    for field in ("meaning", "reason"):
+    else:  # the decision and the gate too: a key reused for another decision is another event
+        scope = f"{principal.id}\0{kind}\0{project_id}\0{milestone_id}\0{key}"
+        ce_id = hashlib.sha256(scope.encode()).hexdigest()[:40]
+    data: dict[str, object] = {"project_id": project_id, "milestone_id": milestone_id}
+    fields = ("approvers", "approvals_needed") if kind == "ApproversSet" else ("meaning", "reason")
+    for field in fields:
         value = getattr(sign_off, field)
         if value is not None:
             data[field] = value
-    kind = "MilestoneApproved" if sign_off.decision == "approve" else "MilestoneApprovalRejected"
     return ENCODER.encode(
         {
             "specversion": "1.0",
@@ -101,6 +113,17 @@ async def submit_sign_off(
         )
     if sign_off.decision == "reject" and sign_off.reason is None:
         return Reply.fail("invalid", 'a rejection says why: send "reason"')
+    if sign_off.decision == "set_approvers":
+        if not principal.may("admin"):
+            return Reply.fail(
+                "forbidden",
+                f"credential {principal.id} ({principal.role}): a gate's approvers are changed "
+                "by an admin only",
+            )
+        if sign_off.approvers is None:
+            return Reply.fail(
+                "invalid", 'send "approvers": the names of the gate\'s approvers ([]: no gate)'
+            )
     if key is not None and not 1 <= len(key) <= 200:
         return Reply.fail("invalid", "Idempotency-Key: 1 to 200 characters")
     body = sign_off_event(
@@ -123,7 +146,8 @@ def approval_routes(intake: IntakeService) -> list:
             '"reason": "..."}` (an approval needs `meaning`, a rejection `reason`). The approver '
             "is who the credential names (its name, or a JWT's sub); an optional "
             "`Idempotency-Key` header makes a retry answer like the first request. The reply "
-            "is the one of POST /events."
+            "is the one of POST /events. An admin changes the gate itself with "
+            '`{"decision": "set_approvers", "approvers": ["dana"], "approvals_needed": 1}`.'
         ),
         status_code=202,
         opt={"role": "any"},

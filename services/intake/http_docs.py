@@ -105,7 +105,9 @@ SIGN_OFF_REQUEST = RequestBody(
     '`{"decision": "reject", "reason": "the load test failed"}`: an approval says what it means, '
     "a rejection why (each may carry the other too). The approver is who the credential names: "
     "never a field of the body. An optional `Idempotency-Key` header makes a retry answer like "
-    "the first request and append nothing.",
+    "the first request and append nothing. An admin changes the gate's approvers with "
+    '`{"decision": "set_approvers", "approvers": ["dana", "lee"], "approvals_needed": 2}` '
+    "(`[]`: no longer a gate).",
     content={
         "application/json": OpenAPIMediaType(
             schema=_schema(
@@ -113,9 +115,22 @@ SIGN_OFF_REQUEST = RequestBody(
                     "type": "object",
                     "required": ["decision"],
                     "properties": {
-                        "decision": {"type": "string", "enum": ["approve", "reject"]},
+                        "decision": {
+                            "type": "string",
+                            "enum": ["approve", "reject", "set_approvers"],
+                        },
                         "meaning": SIGN_OFF_TEXT,
                         "reason": SIGN_OFF_TEXT,
+                        "approvers": {
+                            "type": "array",
+                            "maxItems": 20,
+                            "items": {"type": "string", "minLength": 1, "maxLength": 200},
+                        },
+                        "approvals_needed": {
+                            "type": "integer",
+                            "minimum": -2147483648,
+                            "maximum": 2147483647,
+                        },
                     },
                     "additionalProperties": False,
                 }
@@ -126,7 +141,8 @@ SIGN_OFF_REQUEST = RequestBody(
 SIGN_OFF_ERRORS = {
     400: "invalid: the body, or an id of the path, is not valid: the message says what to fix",
     401: ERRORS[401],
-    403: "forbidden: the credential is not an approver of this gate (or is a feed token)",
+    403: "forbidden: the credential is not an approver of this gate (or is a feed token; or, to "
+    "change the approvers, not an admin)",
     404: "not_found: the project or the milestone is not known",
     409: "conflict: this principal has already approved the gate (a rejection clears approvals)",
     422: "rejected: the milestone is no decision gate, its tasks are open, or it is closed",

@@ -33,6 +33,10 @@ from services.intake.webhooks import STRICT, Webhooks
 # the intake itself builds those CloudEvents, so the caller need not hold it as a publisher source
 APPROVALS_SOURCE = "milestones/approvals"
 SIGN_OFF_TYPES = frozenset({"MilestoneApproved", "MilestoneApprovalRejected"})
+# A gate's approvers change by an admin only, through the approvals route (decision
+# "set_approvers"): whoever may publish for a project plans its gates (MilestonePlanned's
+# approvers), but must not be able to loosen one and then achieve it without its sign-off.
+GATE_CHANGE = "ApproversSet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +179,21 @@ def parse(
             )
         seen.add(key)
         where = f"CloudEvent #{n}" if batch else "the CloudEvent"
-        if sign_off and (ce.source != APPROVALS_SOURCE or ce.type not in SIGN_OFF_TYPES):
+        if sign_off and (
+            ce.source != APPROVALS_SOURCE or ce.type not in SIGN_OFF_TYPES | {GATE_CHANGE}
+        ):
             raise Rejected("invalid", f"{where}: the approvals route carries sign-offs only")
+        if (
+            ce.type == GATE_CHANGE
+            and principal.via != "system"
+            and not (sign_off and principal.may("admin"))
+        ):
+            raise Rejected(
+                "forbidden",
+                f"{where}: a gate's approvers are changed by an admin only: POST "
+                '/projects/{project_id}/milestones/{milestone_id}/approvals with {"decision": '
+                '"set_approvers", "approvers": [...]} (a publisher names them in MilestonePlanned)',
+            )
         if not (sign_off or principal.may_source(ce.source)):
             allowed = ", ".join(sorted(principal.sources)) or "none"
             raise Rejected(

@@ -18,6 +18,7 @@ from events.errors import Rejected
 from projections.audit import queries as audit_queries
 from projections.db import Conn
 from projections.status import queries as status_queries
+from projections.status import sign_off
 from services.domain import health
 from services.notify.decision import describe
 from services.notify.outbox import Notification, delivery_id, enqueue, subscriptions
@@ -66,7 +67,9 @@ async def build(
     )
     since = previous["position"] if previous else 0
     changed, total = await audit_queries.project_changes(conn, project_id, since, MAX_CHANGES)
-    milestones = health.judged(rows, today, gap)
+    target = (await status_queries.targets(conn, [project_id]))[project_id]
+    judged = health.judged(rows, today, gap, target)  # as the status shows them, gates too
+    milestones = [sign_off.presented(r, j) for r, j in zip(rows, judged, strict=True)]
     digest = Digest(
         project_id=project_id,
         created_at=dt.datetime.now(dt.UTC),

@@ -211,6 +211,7 @@ class Notifier:
         async with self.pool.acquire() as conn, conn.transaction():
             subs = await subscriptions(conn, projects)
             by_project = await status_queries.load(conn, projects)
+            targets = await status_queries.targets(conn, projects)
             seen = {
                 (r["project_id"], r["milestone_id"]): (r["health"], r["due"])
                 for r in await conn.fetch(
@@ -221,7 +222,7 @@ class Notifier:
             items: list[tuple[Notification, Subscription]] = []
             announce, clear = [], []
             for pid, project_rows in by_project.items():
-                verdicts = health.judge(project_rows, self.today(), self.gap)
+                verdicts = health.judge(project_rows, self.today(), self.gap, targets[pid])
                 for r in project_rows:
                     v = verdicts[r.milestone_id]
                     key = (pid, r.milestone_id)

@@ -110,7 +110,9 @@ class PathMilestone(msgspec.Struct, kw_only=True):
     forecast: dt.date | None
     early_finish: dt.date  # forward pass: its forecast (else expected finish) and predecessors
     late_finish: dt.date  # backward pass from the project's finish
-    float_days: int  # late - early: negative when the finish can no longer be met
+    # late - early: negative when the finish can no longer be met; null once achieved (its date
+    # is a fact: nothing is left to slip), as in the status and the report
+    float_days: int | None
     critical: bool
     drives: str  # the final milestone a slip beyond its float moves
     health: str

@@ -314,7 +314,7 @@ class Queries(NotifyQueries):
                 "forecast": verdicts[slack.milestone_id].forecast,
                 "early_finish": slack.early_finish,
                 "late_finish": slack.late_finish,
-                "float_days": slack.float_days,
+                "float_days": verdicts[slack.milestone_id].float_days,
                 "critical": slack.critical,
                 "drives": slack.drives,
                 "health": verdicts[slack.milestone_id].health,

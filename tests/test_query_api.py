@@ -396,7 +396,7 @@ async def test_format_json_is_taken_by_every_route(api, nc):
         plain = await api.get(path, params={"min_position": position})
         as_json = await api.get(path, params={"min_position": position, "format": "json"})
         assert (as_json.status_code, as_json.json()) == (200, plain.json()), path
-    refused = await api.get("/projects/apollo/milestones", params={"format": "csv"})
+    refused = await api.get("/milestones/design/history", params={"format": "csv"})
     assert (refused.status_code, refused.json()["error"]["code"]) == (400, "invalid")
 
 

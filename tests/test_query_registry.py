@@ -123,7 +123,9 @@ async def test_openapi_lists_every_parameter_with_its_type(client):
     assert "missed" in health["schema"]["items"]["enum"]
     assert listed["audit"]["from"]["schema"]["format"] == "date-time"
     assert listed["audit"]["format"]["schema"]["enum"] == ["json", "jsonl", "csv"]
-    assert listed["milestones"]["format"]["schema"]["enum"] == ["json"]
+    assert listed["milestones"]["format"]["schema"]["enum"] == ["json", "csv"]
+    assert listed["report"]["format"]["schema"]["enum"] == ["json", "csv"]
+    assert listed["history"]["format"]["schema"]["enum"] == ["json"]
     assert {"record", "send"}.isdisjoint(listed["digest"])  # the GET route previews, always
     assert listed["history"]["cursor_position"]["schema"]["minimum"] == 0
     assert listed["audit"]["source"]["schema"]["maxLength"] == 512
@@ -270,7 +272,7 @@ async def test_over_nats_an_unknown_name_or_a_body_that_is_not_an_object_is_refu
 async def test_an_export_format_is_checked_and_litestars_own_errors_keep_the_contract(client):
     r = await client.get("/audit", params={"format": "xml"})
     assert r.json()["error"]["message"] == "format must be json, jsonl, csv, got 'xml'"
-    for path in ("/projects/apollo/milestones", "/projects", "/projections"):
+    for path in ("/milestones/design/history", "/projects", "/projections"):
         r = await client.get(path, params={"format": "csv"})
         assert (r.status_code, r.json()["error"]) == (
             400,

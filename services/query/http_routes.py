@@ -3,9 +3,7 @@ as NATS, the contract's error JSON, and streamed exports (JSON Lines, CSV)."""
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from litestar import MediaType, Request, Response, route
@@ -18,6 +16,7 @@ from services.query.openapi import operation_class
 from services.query.params import bad, parse
 from services.query.queries import Queries
 from services.query.registry import QUERIES, Query
+from services.query.spreadsheets import csv_lines
 
 # What a calendar client reads: a feed credential may send its token in the URL (?token=) here,
 # for the projects it names. Every other route refuses feed tokens.
@@ -109,41 +108,21 @@ def json_response(body: Any, status: int = 200) -> Response[bytes]:
 
 async def export(query: Query[Any], queries: Queries, raw: Mapping[str, Any], fmt: str) -> Stream:
     assert query.export is not None, f"{query.name} lists formats but has no export"
-    position, stale, rows = await query.export(queries, parse(query.params, raw))
+    params = parse(query.params, raw)
+    position, stale, rows = await query.export(queries, params)
     headers = {"x-read-position": str(position), "x-stale": str(stale).lower()}
     if fmt == "jsonl":
         return Stream(json_lines(rows), media_type="application/x-ndjson", headers=headers)
+    # a project's table is named after it (its id is a safe file name: [A-Za-z0-9_-])
+    project = getattr(params, "project_id", None) if "project_id" in query.path_params else None
+    filename = f"{project}-{query.name}.csv" if project else f"{query.name}.csv"
     return Stream(
         csv_lines(rows, query.export_columns),
-        media_type="text/csv",
-        headers={**headers, "content-disposition": f'attachment; filename="{query.name}.csv"'},
+        media_type="text/csv",  # Litestar adds "; charset=utf-8" to a text/ type
+        headers={**headers, "content-disposition": f'attachment; filename="{filename}"'},
     )
 
 
 async def json_lines(rows: AsyncIterator[Mapping[str, Any]]) -> AsyncIterator[bytes]:
     async for row in rows:
         yield ENCODER.encode(dict(row)) + b"\n"
-
-
-def csv_cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    return ENCODER.encode(value).decode() if isinstance(value, dict | list) else value
-
-
-async def csv_lines(
-    rows: AsyncIterator[Mapping[str, Any]], columns: Sequence[str], every: int = 500
-) -> AsyncIterator[bytes]:
-    """A header, then the rows, sent ``every`` rows at a time."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(columns)
-    n = 0
-    async for row in rows:
-        writer.writerow([csv_cell(row[c]) for c in columns])
-        n += 1
-        if n % every == 0:
-            yield buffer.getvalue().encode()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue().encode()

@@ -108,7 +108,7 @@ def parameters(query: Query) -> list[OpenAPIParameter]:
             name="format",
             param_in="query",
             schema=Schema(type=OpenAPIType.STRING, enum=list(query.formats), default="json"),
-            description="json: a page; the others stream every match" if exports else "only json",
+            description="json: the answer; the others: every match" if exports else "only json",
             allow_empty_value=True,
         )
     )
@@ -197,7 +197,11 @@ def responses(query: Query) -> dict[str, OpenAPIResponse]:
         )
     if "csv" in query.formats:
         content[MEDIA["csv"]] = OpenAPIMediaType(
-            schema=Schema(type=OpenAPIType.STRING, description="a header line, then a row a line")
+            schema=Schema(
+                type=OpenAPIType.STRING,
+                description="RFC 4180: a header row of the JSON's field names, then a row per "
+                "item; text quoted, formulas neutralised (a ' first)",
+            )
         )
     found = {"200": OpenAPIResponse(description="the answer", content=content)}
     for status in sorted({400, 401, 403, *query.errors}):

@@ -215,6 +215,25 @@ class Queries(NotifyQueries):
 
     async def project_milestones(self, p: q.MilestonesParams) -> Page:
         """Judged together (health depends on predecessors), then filtered, sorted and paged."""
+        position, stale, judged = await self.matching_milestones(p)
+        column = p.sort.lstrip("-")
+        next_cursor = None
+        if len(judged) > p.limit:
+            judged = judged[: p.limit]
+            last = judged[-1][column]
+            next_cursor = encode_cursor(
+                [
+                    last.isoformat() if isinstance(last, dt.date) else last,
+                    judged[-1]["milestone_id"],
+                ]
+            )
+        return Page(judged, position, next_cursor, stale)
+
+    async def matching_milestones(
+        self, p: q.MilestonesParams
+    ) -> tuple[int, bool, list[dict[str, Any]]]:
+        """Every milestone the filters match, judged, sorted, after the cursor: the pages, and
+        the CSV export (``services.query.spreadsheets``), which takes them all."""
         position, stale = await self.consistent("status", p)
         column = p.sort.lstrip("-")
         descending = p.sort.startswith("-")
@@ -238,17 +257,7 @@ class Queries(NotifyQueries):
         judged.sort(key=key, reverse=descending)
         if after is not None:
             judged = [r for r in judged if (key(r) < after if descending else key(r) > after)]
-        next_cursor = None
-        if len(judged) > p.limit:
-            judged = judged[: p.limit]
-            last = judged[-1][column]
-            next_cursor = encode_cursor(
-                [
-                    last.isoformat() if isinstance(last, dt.date) else last,
-                    judged[-1]["milestone_id"],
-                ]
-            )
-        return Page(judged, position, next_cursor, stale)
+        return position, stale, judged
 
     @staticmethod
     def _sort_key(column: str, cursor: list[Any] | None) -> tuple[Any, str] | None:

@@ -17,6 +17,12 @@ from services.query import requests as q
 from services.query import text
 from services.query.params import One, Page, Params, parse
 from services.query.queries import Queries
+from services.query.spreadsheets import (
+    MILESTONE_COLUMNS,
+    REPORT_COLUMNS,
+    milestones_export,
+    report_export,
+)
 
 P = TypeVar("P", bound=Params)
 Role = Literal["reader", "auditor", "admin"]
@@ -117,7 +123,11 @@ QUERIES: tuple[Query[Any], ...] = (
         response=Page,
         item=a.Milestone,
         errors=(404,),
-        summary="A project's milestones with health, filtered, sorted and paged",
+        summary="A project's milestones with health, filtered, sorted and paged; "
+        "format=csv: every match, a spreadsheet",
+        formats=("json", "csv"),
+        export=milestones_export,
+        export_columns=MILESTONE_COLUMNS,
         cli=Cli(
             command="status",
             help="milestone status: a project's milestones, or one milestone",
@@ -217,7 +227,11 @@ QUERIES: tuple[Query[Any], ...] = (
         summary="Planned vs actual: per milestone reference (baseline), expected finish "
         "and health (as the status defines them), slip, reschedules, on time; on-time rate, "
         "mean and worst slip, schedule variance. "
-        "as_of or position: as the project stood then; compare_as_of or compare_position",
+        "as_of or position: as the project stood then; compare_as_of or compare_position; "
+        "format=csv: the milestone lines (compared: now's), a spreadsheet",
+        formats=("json", "csv"),
+        export=report_export,
+        export_columns=REPORT_COLUMNS,
         cli=Cli(
             command="report",
             help="planned vs actual for a project (time travel with --as-of/--position)",

@@ -71,7 +71,7 @@ class DependencyRemoved(ProjectEvent, frozen=True, kw_only=True):
 
 class BaselineSet(ProjectEvent, frozen=True, kw_only=True):
     # one line: the docstring is the exported JSON Schema's description, which must not change
-    """A named snapshot of planned dates. Publishers send the name; the service fills ``planned``."""  # noqa: E501
+    """A named snapshot of planned dates: the name, and ``planned`` (milestone id -> date) for a plan's own baseline, each one a planned milestone; absent or empty, the service fills it from the current due dates."""  # noqa: E501
 
     name: Name
     planned: dict[str, Date] = {}

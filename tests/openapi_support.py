@@ -69,6 +69,14 @@ checks.positive_data_acceptance.expected-statuses = [
     "2xx", "400", "401", "403", "404", "409", "422", "503",
 ]
 
+# POST /projects/{id}/import: a body that is not an MSPDI plan (400), or a plan the deciders
+# refuse (404, 409, 422); the schema says only "a string"
+[[operations]]
+include-path-regex = "/import$"
+checks.positive_data_acceptance.expected-statuses = [
+    "2xx", "400", "401", "403", "404", "409", "413", "422", "503",
+]
+
 # GET /audit/consistency: from must not be after to (the latest checkpoint's size by default)
 [[operations]]
 include-path = "/audit/consistency"

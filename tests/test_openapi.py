@@ -36,8 +36,13 @@ ERROR = {"$ref": "#/components/schemas/Error"}
 # boundary and wrong-type cases of every parameter and body field: ~8,400 requests, ~70 s
 # on a 2-core machine, 5 of them POST /events (each accepted event is committed to the log)
 MAX_EXAMPLES = 10
-# openapi-python-client reads JSON Lines (/audit/export) as bytes: it knows no such media type
-GENERATOR_CONFIG = "content_type_overrides:\n  application/x-ndjson: application/octet-stream\n"
+# openapi-python-client reads JSON Lines (/audit/export) as bytes and sends an MSPDI plan
+# (POST /projects/{id}/import) as bytes: it knows neither media type
+GENERATOR_CONFIG = (
+    "content_type_overrides:\n"
+    "  application/x-ndjson: application/octet-stream\n"
+    "  text/xml: application/octet-stream\n"
+)
 
 
 @pytest.fixture

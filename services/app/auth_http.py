@@ -4,9 +4,10 @@ Each route says what it needs in its handler ``opt``: ``{"role": "reader" | "aud
 "publisher"}`` (no role: ``reader``, so a route someone forgets is closed, not open),
 ``{"role": "any"}`` (any principal but a feed: a gate's sign-off), ``{"public": True}`` (health
 and readiness only), ``{"feed": True}`` (a feed token may travel in the URL as ``?token=``:
-calendar clients cannot send headers), ``{"role_for": f}`` (the role depends on the query
-string: ``f(params)``, the registry's ``Query.role_for``, asks for admin when a parameter
-changes state), ``{"login": True}`` (the sign-in and sign-out forms, which check their
+calendar clients cannot send headers; with ``"across_projects": True`` a route that names no
+project serves a feed token its own projects only), ``{"role_for": f}`` (the role depends on
+the query string: ``f(params)``, the registry's ``Query.role_for``, asks for admin when a
+parameter changes state), ``{"login": True}`` (the sign-in and sign-out forms, which check their
 own CSRF tokens).
 
 A request is authenticated by ``Authorization: Bearer <token>``, by a feed token in the URL, or
@@ -246,7 +247,9 @@ async def authorize(found: Identified, opt: Mapping[str, Any], request: Request)
             f"credential {principal.id} is a {principal.role}",
         )
     projects = _projects_named(request)
-    if principal.role == "feed" and (not projects or not principal.projects):
+    if principal.role == "feed" and (
+        not principal.projects or not (projects or opt.get("across_projects"))
+    ):
         return _refuse(403, "a feed token reads only the projects it names")
     refused = sorted(p for p in projects if not principal.may_project(p))
     if refused:

@@ -25,6 +25,7 @@ from services.auth.credentials import CredentialStore
 from services.auth.identity import NatsLogin, ServiceIdentity, load_or_create, write_private
 from services.auth.principal import Principal, Role
 from services.notify.secretbox import ensure_key_file
+from services.query.calendar import feed_url
 
 if TYPE_CHECKING:
     from services.app.embedded import EmbeddedNats, EmbeddedPostgres
@@ -66,6 +67,9 @@ class DevFile(msgspec.Struct, frozen=True, kw_only=True):
     ports: dict[str, int] = {}  # nats, http, ops: what the next dev on this data dir prefers
     # named credentials of the demo's decision gate (reader credentials named dana and lee)
     approvers: dict[str, DevCredential] = {}
+    # `dev --demo`: a feed credential for the demo project, and its calendar's address
+    feed: DevCredential | None = None
+    feed_url: str | None = None
 
 
 DEV_ROLES: tuple[Role, ...] = ("publisher", "reader", "auditor", "admin")
@@ -169,10 +173,14 @@ def choose_port(
 
 
 async def ensure_dev_credentials(
-    settings: Settings, data_dir: Path, endpoints: dict[str, object]
+    settings: Settings,
+    data_dir: Path,
+    endpoints: dict[str, object],
+    feed_project: str | None = None,
 ) -> Path:
     """Keep the credentials of an earlier ``dev.json`` that are still live; issue the rest;
-    write ``dev.json`` with them and ``endpoints``."""
+    write ``dev.json`` with them and ``endpoints``. ``feed_project`` (``dev --demo``): also a
+    feed credential for that project (an earlier live one is kept either way)."""
     from services.app.wiring import connect_services, prepare_streams
 
     path = data_dir / DEV_FILE
@@ -203,14 +211,37 @@ async def ensure_dev_credentials(
             issued = await store.issue("reader", name=name, sources=[], by=DEV)
             approvers[name] = issued.as_dev_entry()
             log.info("credential issued", role="reader", name=name, credential=issued.credential.id)
+        feed = await _dev_feed(store, previous, feed_project)
         await store.stop()
     finally:
         await nc.close()
+    extra: dict[str, object] = {}
+    if feed is not None:
+        extra["feed"] = feed
+        extra["feed_url"] = feed_url(
+            str(endpoints["http_url"]), feed["projects"], feed["http_token"]
+        )
     document = msgspec.convert(
-        {**endpoints, "credentials": entries, "approvers": approvers}, DevFile
+        {**endpoints, "credentials": entries, "approvers": approvers, **extra}, DevFile
     )
     write_private(path, msgspec.json.format(msgspec.json.encode(document)))
     return path
+
+
+async def _dev_feed(
+    store: CredentialStore, previous: DevFile | None, project: str | None
+) -> dict | None:
+    """The demo's calendar feed credential: the earlier one while it is live (and, when a
+    project is asked for, is that project's), else a new one for ``project``."""
+    kept = previous.feed if previous is not None else None
+    if kept is not None and store.by_credential(kept.id) is not None:
+        if project is None or kept.projects == [project]:
+            return msgspec.to_builtins(kept)
+    if project is None:
+        return None
+    issued = await store.issue("feed", name=f"{project} calendar", projects=[project], by=DEV)
+    log.info("credential issued", role="feed", project=project, credential=issued.credential.id)
+    return issued.as_dev_entry()
 
 
 # -- the embedded servers, started and stopped within bounds --------------------------------------

@@ -28,6 +28,7 @@ from projections.runner import Runner
 from projections.watch import CheckpointWatcher
 from services.app import probe
 from services.app.http import build_http_app, ready_route
+from services.app.plan_import import plan_import_routes
 from services.app.readiness import LateAuthenticator, Readiness
 from services.app.serving import bind, close_nats, ops_listener, serve_http, stop_broker
 from services.app.settings import Settings
@@ -63,8 +64,10 @@ from services.notify.notifier import Notifier
 from services.notify.secretbox import keyring_from_settings
 from services.notify.store import ensure_schema as ensure_notifier_schema
 from services.notify.targets import TargetPolicy
+from services.query.calendar_routes import calendar_routes
 from services.query.http_routes import query_routes
 from services.query.nats_handlers import register_queries
+from services.query.plan_routes import plan_routes
 from services.query.queries import Queries, today_utc
 
 log = structlog.get_logger("milestones")
@@ -270,6 +273,9 @@ async def running(
             register_queries(broker, run.queries, run.auth)
             run.http_handlers = [
                 *query_routes(run.queries),
+                *calendar_routes(run.queries),
+                *plan_routes(run.queries),
+                *(plan_import_routes(run.queries, run.intake) if run.intake is not None else ()),
                 *dashboard_routes(run.queries, run.closing),
                 *ledger_routes(LedgerView(nc, public_key(settings), ORIGIN)),
             ]

@@ -23,6 +23,7 @@ from services.auth.credentials import Credential, CredentialStore, Issued
 from services.auth.principal import ROLES, Principal
 from services.cli.client import connect_service, dev_file, nats_url
 from services.cli.ops import out
+from services.query.calendar import feed_url
 
 # Who acted: the CLI holds the services' identity; the operator's login is what it says it is.
 CLI = Principal(id="system:milestones-cli", role="admin", via="system")
@@ -52,6 +53,10 @@ def add_credentials_commands(sub: argparse._SubParsersAction[argparse.ArgumentPa
     )
     verbs.add_parser(
         "url", help="print the HTTP address `milestones dev` listens on, from dev.json (for curl)"
+    )
+    verbs.add_parser(
+        "feed-url",
+        help="print the demo project's calendar feed address from dev.json (`dev --demo`)",
     )
     revoke = verbs.add_parser("revoke", help="revoke a credential: refused within a second")
     revoke.add_argument("credential_id", help="its id (`milestones credentials list`)")
@@ -113,6 +118,16 @@ async def credentials(args: argparse.Namespace, settings: Settings) -> int:
             return 2
         out(dev.http_url)
         return 0
+    if args.verb == "feed-url":
+        dev = dev_file(settings)
+        if dev is None or dev.feed_url is None:
+            sys.stderr.write(
+                "milestones: no feed in dev.json: run `milestones dev --demo` here, or issue one "
+                "with `milestones credentials create --role feed --project P`\n"
+            )
+            return 2
+        out(dev.feed_url)
+        return 0
     if args.verb == "token":
         dev = dev_file(settings)
         entry = dev.credentials.get(args.role) if dev else None
@@ -167,8 +182,19 @@ async def _run(args: argparse.Namespace, settings: Settings, store: CredentialSt
         out(f"id:         {issued.credential.id}")
         out(f"role:       {issued.credential.role}")
         out(f"http token: {issued.http_token}")
+        c = issued.credential
+        if c.role == "feed":  # what a calendar subscribes to
+            out(f"feed url:   {feed_url(http_url(settings), c.projects, issued.http_token)}")
         if issued.credential.nats_account is not None:
             out(f"nats user:  {issued.credential.id}")
             out(f"nats pass:  {issued.secret}")
         out("The secret is shown once; Milestones keeps only its hashes.")
     return 0
+
+
+def http_url(settings: Settings) -> str:
+    """Where the HTTP API answers: MILESTONES_API_URL, else dev.json's, else the default."""
+    if settings.api_url:
+        return settings.api_url.rstrip("/")
+    dev = dev_file(settings)
+    return dev.http_url if dev is not None else f"http://127.0.0.1:{Settings().http_port}"

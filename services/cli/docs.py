@@ -56,13 +56,15 @@ EXAMPLES: dict[str, str] = {
     ),
     "credentials create": (
         "milestones credentials create --role publisher --source ci --project apollo\n"
-        "milestones credentials create --role reader --json"
+        "milestones credentials create --role reader --json\n"
+        "milestones credentials create --role feed --project apollo  # prints the calendar URL"
     ),
     "credentials list": "milestones credentials list --all",
     "credentials token": (
         'curl -H "Authorization: Bearer $(milestones credentials token reader)" URL'
     ),
     "credentials url": 'curl "$(milestones credentials url)/projects" -H "Authorization: …"',
+    "credentials feed-url": "milestones credentials feed-url  # paste into a calendar app",
     "credentials revoke": "milestones credentials revoke <credential-id> --reason 'laptop lost'",
     "nats-config": "milestones nats-config --dir /etc/milestones/nats --owner 1000",
     "backup": "milestones backup --out backups/2026-12-05",
@@ -71,6 +73,11 @@ EXAMPLES: dict[str, str] = {
     "bench": "milestones bench --projects 200 --out bench.json",
     "replay-parked": "milestones replay-parked status",
     "migrate": "milestones migrate\nmilestones migrate --sql",
+    "import": (
+        "milestones import plan.xml --project apollo --dry-run\n"
+        "milestones import plan.xml --project apollo --cancel-removed"
+    ),
+    "export": "milestones export apollo --format mspdi --out apollo.xml",
     "completion": (
         'eval "$(milestones completion bash)"     # in ~/.bashrc\n'
         'eval "$(milestones completion zsh)"      # in ~/.zshrc\n'

@@ -19,6 +19,7 @@ from services.cli.deploy import add_deploy_commands, nats_config
 from services.cli.docs import document, subparsers
 from services.cli.event_types import add_types_command, send_epilog, types
 from services.cli.output import fail, use_terminal
+from services.cli.plans import add_export_command, add_plan_commands, export_command, import_command
 from services.cli.sign_off import add_sign_off_commands, sign_off
 
 OPS_PORT_HELP = (
@@ -152,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_sign_off_commands(sub)
     add_deploy_commands(sub)
     backup.add_backup_commands(sub)
+    add_plan_commands(sub)
+    add_export_command(sub)
     add_operator_commands(sub)
     add_global_options(p)
     document(p)
@@ -179,6 +182,8 @@ COMMANDS = {
     "backup": backup.backup,
     "restore": backup.restore,
     "approve": sign_off,
+    "import": import_command,
+    "export": export_command,
     "reject": sign_off,
 }
 SYNC_COMMANDS = {"nats-config": nats_config, "types": types, "completion": completion}

@@ -119,7 +119,9 @@ async def _dev(
             database_url=database_url,
         )
         endpoints = devsetup.endpoints(settings, data_dir, started_at)
-        dev_file = await devsetup.ensure_dev_credentials(settings, data_dir, endpoints)
+        dev_file = await devsetup.ensure_dev_credentials(
+            settings, data_dir, endpoints, feed_project=_demo_project() if args.demo else None
+        )
 
         def ready() -> None:  # once HTTP and ops answer; dev.json is written by then
             log.info(
@@ -156,6 +158,12 @@ async def _dev(
             reaper.forget_stopped()  # what is still running, the reaper stops
         finally:
             _stopped(log, shutdown)
+
+
+def _demo_project() -> str:
+    from services.app.demo import PROJECT
+
+    return PROJECT
 
 
 async def serve(args: argparse.Namespace, settings: Settings, shutdown: Shutdown) -> int:

@@ -105,6 +105,21 @@ def _outlook_line(report: Report, *, track_record: bool = True) -> str:
     return f'<p class="outlook">Critical chain: {chain}{floats}{target}.{record}</p>'
 
 
+def _calendar_section(pid: str) -> str:
+    """The project's calendar feed (README "Calendar feeds"): the link opens with this session;
+    a calendar app cannot sign in, so it subscribes to an address holding a feed token."""
+    return (
+        '<h2 id="calendar">Calendar</h2><p>'
+        f'<a href="/projects/{pid}/milestones.ics" type="text/calendar">Calendar (iCal)</a>: '
+        "every milestone as an all-day event on its due date, updated in place when it moves. "
+        '<span class="muted">To subscribe from a calendar app, use an address with a feed '
+        f"token: <code>milestones credentials create --role feed --project {pid}</code> "
+        "prints it (an admin issues it; revoking it ends the feed); with "
+        "<code>milestones dev --demo</code>, <code>milestones credentials feed-url</code>."
+        "</span></p>"
+    )
+
+
 def gantt_page(view: ProjectView, svg: str) -> str:
     pid = escape(view.project_id)
     extra = baseline_picker(view.baselines, view.baseline)
@@ -135,7 +150,9 @@ def gantt_page(view: ProjectView, svg: str) -> str:
         view.as_of,
         extra,
         after=f'<a href="/ui/projects/{pid}/gantt.svg{q}" download="{pid}-gantt.svg">'
-        "Download SVG</a>",
+        "Download SVG</a>"
+        f' <a href="/projects/{pid}/plan.xml" download="{pid}.xml">Plan (MS Project XML)</a>'
+        f' <a href="/projects/{pid}/milestones.ics" type="text/calendar">Calendar (iCal)</a>',
     )
     body = (
         f"<h1>{escape(view.name)}</h1>"
@@ -160,6 +177,7 @@ def gantt_page(view: ProjectView, svg: str) -> str:
             f'<th scope="col">Depends on</th></tr></thead><tbody>{"".join(details)}</tbody>'
             "</table>"
         )
+        + _calendar_section(pid)
     )
     return page(
         f"{view.name}: Gantt",

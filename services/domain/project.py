@@ -272,6 +272,15 @@ def _set_baseline(
 ) -> list[Event]:
     if msg.name in state.baselines:
         raise Rejected("conflict", f"baseline {msg.name!r} already exists: choose a new name")
+    if msg.planned:  # a plan's own baseline (an MSPDI import): its dates, for planned milestones
+        unknown = sorted(m for m in msg.planned if not _planned(milestones, m))
+        if unknown:
+            raise Rejected(
+                "not_found",
+                f"baseline {msg.name!r} names milestones not planned in this project: "
+                + ", ".join(unknown[:10]),
+            )
+        return [msg]
     planned = {
         mid: ms.due
         for mid, ms in sorted(milestones.items())
@@ -294,6 +303,11 @@ def _unsubscribe(msg: StakeholderUnsubscribed, state: Project) -> list[Event]:
         scope = f"milestone {m}" if m else f"project {state.project_id}"
         raise Rejected("not_found", f"{who} is not subscribed to {scope} at {url}")
     return [msg]
+
+
+def _planned(milestones: Mapping[str, Milestone], mid: str) -> bool:
+    ms = milestones.get(mid)
+    return ms is not None and ms.planned
 
 
 def _require_planned(milestones: Mapping[str, Milestone], *ids: str) -> None:

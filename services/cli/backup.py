@@ -21,13 +21,17 @@ answered with the restored stream's info.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import hashlib
 import json
 import sys
+import time
 from pathlib import Path
 
+import nats.errors
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from events.errors import StartupError
 from events.subjects import CHECKPOINTS_STREAM, EVENTS_STREAM, INBOX_STREAM, REJECTIONS_STREAM
@@ -72,8 +76,27 @@ def _api_error(body: dict) -> str | None:
     return f"{error.get('description')} ({error.get('err_code')})"
 
 
+JS_READY_S = 15.0  # how long a JetStream API call waits for JetStream to answer at all
+
+
+async def _api(nc: NATS, subject: str, body: bytes, timeout: float) -> Msg:
+    """A JetStream API request that waits for JetStream to be there: a server (or a cluster)
+    just started answers "no responders" on $JS.API until its JetStream (meta leader) is up —
+    nats-py does not retry that, so the small loop is here (bounded, then the error stands)."""
+    deadline = time.monotonic() + JS_READY_S
+    pause = 0.05
+    while True:
+        try:
+            return await nc.request(subject, body, timeout=timeout)
+        except nats.errors.NoRespondersError:
+            if time.monotonic() + pause > deadline:
+                raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+
 async def _stream_exists(nc: NATS, stream: str, timeout: float) -> bool:
-    reply = await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=timeout)
+    reply = await _api(nc, f"$JS.API.STREAM.INFO.{stream}", b"", timeout=timeout)
     body = json.loads(reply.data)
     error = body.get("error")
     if error and error.get("err_code") == 10059:  # stream not found
@@ -90,8 +113,8 @@ async def snapshot(nc: NATS, stream: str, path: Path, timeout: float) -> dict:
     tmp = path.with_name(path.name + ".part")
     try:
         request = {"deliver_subject": inbox, "chunk_size": CHUNK, "jsck": True}
-        reply = await nc.request(
-            f"$JS.API.STREAM.SNAPSHOT.{stream}", json.dumps(request).encode(), timeout=timeout
+        reply = await _api(
+            nc, f"$JS.API.STREAM.SNAPSHOT.{stream}", json.dumps(request).encode(), timeout
         )
         answer = json.loads(reply.data)
         if error := _api_error(answer):
@@ -143,8 +166,8 @@ async def restore_stream(
     if replicas:
         config["num_replicas"] = replicas
     request = {"config": config, "state": entry.get("state") or {}}
-    reply = await nc.request(
-        f"$JS.API.STREAM.RESTORE.{stream}", json.dumps(request).encode(), timeout=timeout
+    reply = await _api(
+        nc, f"$JS.API.STREAM.RESTORE.{stream}", json.dumps(request).encode(), timeout
     )
     answer = json.loads(reply.data)
     if error := _api_error(answer):

@@ -43,6 +43,25 @@ SIGNED_BY = {"demo-gate-approval-dana": "dana"}
 Task = tuple[str, str, int, int, str | None]  # id, title, start, due, check (days from t0)
 
 
+def cloudevent(
+    id_: str, time: dt.datetime, type_: str, actor: str, data: dict, source: str = SOURCE
+) -> bytes:
+    """One of the demo's CloudEvents: of the demo project, dated ``time`` (dates in ``data`` as
+    ISO 8601)."""
+    dated = {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in data.items()}
+    return ENCODER.encode(
+        {
+            "specversion": "1.0",
+            "id": id_,
+            "source": source,
+            "type": type_,
+            "time": time.isoformat().replace("+00:00", "Z"),
+            "actor": actor,
+            "data": {"project_id": PROJECT, **dated},
+        }
+    )
+
+
 def demo_events(today: dt.date) -> list[bytes]:
     """The project's life as CloudEvents, in the order other systems would have sent them."""
     t0 = today - dt.timedelta(days=63)
@@ -52,20 +71,7 @@ def demo_events(today: dt.date) -> list[bytes]:
         return t0 + dt.timedelta(days=n)
 
     def event(id_: str, time: dt.datetime, type_: str, actor: str, data: dict) -> None:
-        dated = {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in data.items()}
-        out.append(
-            ENCODER.encode(
-                {
-                    "specversion": "1.0",
-                    "id": id_,
-                    "source": SOURCE,
-                    "type": type_,
-                    "time": time.isoformat().replace("+00:00", "Z"),
-                    "actor": actor,
-                    "data": {"project_id": PROJECT, **dated},
-                }
-            )
-        )
+        out.append(cloudevent(id_, time, type_, actor, data))
 
     numbered = 0  # the facts people and tools report, numbered in the order they are sent
 
@@ -319,26 +325,22 @@ def scope_events(day: Callable[[int], dt.date]) -> list[bytes]:
     open tasks need more than three weeks, so the forecast falls after the due date while the
     plan (the expected finish) still says it fits: the two figures disagree, and the forecast
     puts build at risk."""
-    out: list[bytes] = []
-    for n, (tid, title) in enumerate([("i18n", "Translations"), ("perf", "Performance pass")]):
-        time = dt.datetime.combine(day(62), dt.time(15, n), dt.UTC)
-        data = {"title": title, "start": day(62), "due": day(84)}
-        body = {
-            "specversion": "1.0",
-            "id": f"demo-scope-{tid}",
-            "source": SOURCE,
-            "type": "TaskAdded",
-            "time": time.isoformat().replace("+00:00", "Z"),
-            "actor": "maria.pm",
-            "data": {
-                "project_id": PROJECT,
+    return [
+        cloudevent(
+            f"demo-scope-{tid}",
+            dt.datetime.combine(day(62), dt.time(15, n), dt.UTC),
+            "TaskAdded",
+            "maria.pm",
+            {
                 "milestone_id": "build",
                 "task_id": tid,
-                **{k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in data.items()},
+                "title": title,
+                "start": day(62),
+                "due": day(84),
             },
-        }
-        out.append(ENCODER.encode(body))
-    return out
+        )
+        for n, (tid, title) in enumerate([("i18n", "Translations"), ("perf", "Performance pass")])
+    ]
 
 
 def gate_events(day: Callable[[int], dt.date]) -> list[bytes]:
@@ -346,18 +348,10 @@ def gate_events(day: Callable[[int], dt.date]) -> list[bytes]:
     out: list[bytes] = []
 
     def event(n: int, at: int, hour: int, type_: str, actor: str, data: dict) -> None:
-        dated = {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in data.items()}
         time = dt.datetime.combine(day(at), dt.time(hour, 0), dt.UTC)
-        body = {
-            "specversion": "1.0",
-            "id": f"demo-gate-{n:02d}",
-            "source": SOURCE,
-            "type": type_,
-            "time": time.isoformat().replace("+00:00", "Z"),
-            "actor": actor,
-            "data": {"project_id": PROJECT, "milestone_id": GATE, **dated},
-        }
-        out.append(ENCODER.encode(body))
+        out.append(
+            cloudevent(f"demo-gate-{n:02d}", time, type_, actor, {"milestone_id": GATE, **data})
+        )
 
     event(
         1,
@@ -392,22 +386,21 @@ def gate_events(day: Callable[[int], dt.date]) -> list[bytes]:
     event(5, 60, 11, "TaskCompleted", "jira", {"task_id": "risks"})
     event(6, 62, 11, "TaskCompleted", "jira", {"task_id": "readiness"})  # -> ApprovalRequested
     approval = {
-        "specversion": "1.0",
-        "id": "demo-gate-approval-dana",
-        "source": APPROVALS_SOURCE,
-        "type": "MilestoneApproved",
-        "time": dt.datetime.combine(day(62), dt.time(16, 0), dt.UTC)
-        .isoformat()
-        .replace("+00:00", "Z"),
-        "actor": "dana",
-        "data": {
-            "project_id": PROJECT,
-            "milestone_id": GATE,
-            "meaning": "approved for launch",
-            "reason": "Readiness review passed; remaining risks accepted",
-        },
+        "milestone_id": GATE,
+        "meaning": "approved for launch",
+        "reason": "Readiness review passed; remaining risks accepted",
     }
-    out.append(ENCODER.encode(approval))
+    time = dt.datetime.combine(day(62), dt.time(16, 0), dt.UTC)
+    out.append(
+        cloudevent(
+            "demo-gate-approval-dana",
+            time,
+            "MilestoneApproved",
+            "dana",
+            approval,
+            source=APPROVALS_SOURCE,
+        )
+    )
     return out
 
 

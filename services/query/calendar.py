@@ -1,5 +1,5 @@
 """Milestones as an RFC 5545 calendar (README "Calendar feeds"). Pure: the judged status rows
-(what the status query answers, ``Queries._judged``), the address the links point at and the
+(what the status query answers, ``Queries.judged``), the address the links point at and the
 time the feed is made come in; the bytes of a VCALENDAR come out.
 
 One all-day VEVENT per milestone on its current due date. Its UID never changes, and its

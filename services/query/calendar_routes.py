@@ -3,7 +3,7 @@ feed, and one feed across the projects a credential may read. Calendar clients s
 so a feed credential's token may travel in the URL (``?token=``, checked at the edge,
 ``services.app.auth_http``); a reader's bearer token or dashboard session works too.
 
-The milestones are judged as the status query judges them (``Queries._judged``), so a feed says
+The milestones are judged as the status query judges them (``Queries.judged``), so a feed says
 what the status says; ``services.query.calendar`` writes the VCALENDAR.
 """
 
@@ -119,7 +119,7 @@ async def feed_projects(
             project_id=p["project_id"],
             name=p["name"] or p["project_id"],
             # judged together, exactly as the status query does (health needs predecessors)
-            milestones=queries._judged(rows[p["project_id"]], p["target"]),
+            milestones=queries.judged(rows[p["project_id"]], p["target"]),
         )
         for p in projects
     ]

@@ -183,9 +183,9 @@ class Queries(NotifyQueries):
         project's target)."""
         rows = await self._project_rows(project_id)
         target = (await status_queries.targets(self.pool, [project_id]))[project_id]
-        return self._judged(rows, target)
+        return self.judged(rows, target)
 
-    def _judged(self, rows: list[StatusRow], target: dt.date | None) -> list[dict[str, Any]]:
+    def judged(self, rows: list[StatusRow], target: dt.date | None) -> list[dict[str, Any]]:
         judged = health.judged(rows, self.today(), self.at_risk_gap, target)
         return [sign_off.presented(r, j) for r, j in zip(rows, judged, strict=True)]
 
@@ -278,7 +278,7 @@ class Queries(NotifyQueries):
     async def _summaries(self, projects: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows = await status_queries.load(self.pool, [p["project_id"] for p in projects])
         return [
-            {**p, **health.summary(self._judged(rows[p["project_id"]], p["target"]))}
+            {**p, **health.summary(self.judged(rows[p["project_id"]], p["target"]))}
             for p in projects
         ]
 

@@ -23,7 +23,9 @@ from events.errors import StartupError
 from projections import db
 from projections.base import Batch, Projection, R
 from projections.parking import Item, settle
-from projections.runner import Runner
+from projections.runner import Runner, groups
+
+__all__ = ["Together", "groups", "rebuild", "replay_parked"]
 
 log = structlog.get_logger("milestones.rebuild")
 S = db.SCHEMA
@@ -89,14 +91,6 @@ class Together(Generic[R]):
     async def apply(self, conn: asyncpg.Connection, batch: Batch[R], schema: str) -> None:
         for p in self.members:
             await p.apply(conn, batch, schema)
-
-
-def groups(projections: Sequence[Projection[R]]) -> list[list[Projection[R]]]:
-    """Projections grouped by what they read, so each group can be rebuilt with one read."""
-    by_source: dict[tuple[str, str], list[Projection[R]]] = {}
-    for p in projections:
-        by_source.setdefault((p.stream, p.subject), []).append(p)
-    return list(by_source.values())
 
 
 async def rebuild(

@@ -172,9 +172,9 @@ async def test_each_service_kind_answers_health_ready_metrics_and_stops_with_nat
         assert 'milestones_ready_check{check="nats"} 1.0' in metrics.text
     intake, projections = services[0], services[1]
     metrics = await projections.get("/metrics", headers=reader)
-    assert (
-        metrics is not None and 'milestones_task_up{task="projection-status"} 1.0' in metrics.text
-    )
+    # one runner reads the log for status, history and audit
+    up = 'milestones_task_up{task="projection-status+history+audit"} 1.0'
+    assert metrics is not None and up in metrics.text
     async with httpx.AsyncClient(timeout=5) as http:  # the API's port serves them too
         api = intake.extra["http"]
         assert (await http.get(f"{api}/ready")).status_code == 200

@@ -66,11 +66,12 @@ class Readiness:
                 checks["database"] = _check(*await self._database())
             now = time.monotonic()
             states = dict(self.supervisor.states)
-            for runner in self.runners:
-                name = f"projection-{runner.checkpoint}"
-                checks[f"projection:{runner.checkpoint}"] = _check(
-                    *runner_ready(runner, states.pop(name, None), now, self.stall_after)
-                )
+            for runner in self.runners:  # a check per read model, of the runner it is in
+                task = states.pop(f"projection-{runner.checkpoint}", None)
+                for lane in runner.lanes:
+                    checks[f"projection:{lane.checkpoint}"] = _check(
+                        *runner_ready(runner, task, now, self.stall_after, lane.position)
+                    )
             for name, state in states.items():
                 if name != "ops-http":  # answering this request is its check
                     checks[f"task:{name}"] = _check(*state.ready(now))
@@ -123,7 +124,11 @@ class Readiness:
 
 
 def runner_ready(
-    runner: Runner, task: TaskState | None, now: float, stall_after: float
+    runner: Runner,
+    task: TaskState | None,
+    now: float,
+    stall_after: float,
+    position: int | None = None,
 ) -> tuple[bool, str]:
     """A runner is ready when its supervised task runs and its own state says so (active and
     making progress, or a standby while another process holds the projection)."""
@@ -133,7 +138,7 @@ def runner_ready(
     ok, why = state.ready(now, stall_after)
     if ok and not why:
         if state.active:
-            why = f"active at position {state.position}"
+            why = f"active at position {state.position if position is None else position}"
         elif state.standby:
             why = "standby: another process holds this projection"
         else:

@@ -24,7 +24,7 @@ from nats.js.errors import ServiceUnavailableError
 from events.errors import StartupError
 from projections import PROJECTIONS
 from projections.db import create_pool, ensure_schema
-from projections.runner import Runner
+from projections.runner import Runner, groups
 from projections.watch import CheckpointWatcher
 from services.app import probe
 from services.app.http import build_http_app, ready_route
@@ -321,9 +321,11 @@ async def running(
             supervisor.start("notifier", run.notifier.run)
         if projections:
             assert dsn is not None
+            # one runner per stream read: status, history and audit from one read of the log,
+            # each with its own checkpoint; the rejections from theirs
             run.runners = [
-                Runner(p, dsn, nc, batch_size=settings.projection_batch)
-                for p in PROJECTIONS.values()
+                Runner(group, dsn, nc, batch_size=settings.projection_batch)
+                for group in groups(list(PROJECTIONS.values()))
             ]
             for r in run.runners:
                 supervisor.start(f"projection-{r.checkpoint}", r.run)

@@ -10,6 +10,7 @@ import nats
 import pytest
 
 from events import decode_stored
+from services import domain
 from services.app.wiring import prepare_streams
 from services.auth.principal import SERVICE
 from services.eventlog.log import AppendConflict, AppendFailed, EventLog, OutgoingMessage
@@ -117,6 +118,8 @@ def test_a_milestone_belongs_to_its_project_and_a_receipt_to_itself():
     assert aggregate_key("milestones.events.p") == "milestones.events.p"
     assert aggregate_key("milestones.events.p.m") == "milestones.events.p"
     assert aggregate_key("milestones.ids.abc") == "milestones.ids.abc"
+    assert aggregate_key("milestones.events.p.m.x") == "milestones.events.p"
+    assert aggregate_key("milestones.events") == "milestones.events"
 
 
 def test_a_unit_holds_its_project_and_its_receipt():
@@ -124,6 +127,7 @@ def test_a_unit_holds_its_project_and_its_receipt():
     keys = unit_keys([cmd], ["milestones.ids.r1"])
     assert "milestones.events.p" in keys and "milestones.ids.r1" in keys
     assert not any(k.startswith("milestones.events.q") for k in keys)
+    assert unit_keys([cmd], ["milestones.ids.r1"], [domain.plan(cmd.fact)]) == keys
 
 
 def test_units_sharing_a_project_with_a_round_in_flight_wait_in_arrival_order():

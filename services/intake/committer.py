@@ -70,6 +70,7 @@ class _Unit:
     verify: bool = False
     keys: frozenset[str] = frozenset()  # projects and receipts it may touch (pipelining)
     spans: list[SpanContext] = field(default_factory=list)  # its commands' (tracing on)
+    plans: list[domain.Plan] | None = None  # per command (``round.plans_of``), made once
 
 
 def _utcnow() -> dt.datetime:
@@ -136,7 +137,14 @@ class Committer:
             commands = [observe.stamped(c, s) for c, s in zip(commands, spans, strict=True)]
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         receipts = [receipt_subject(c.ce) for c in commands]
-        unit = _Unit(list(commands), future, receipts=receipts, keys=unit_keys(commands, receipts))
+        plans = [domain.plan(c.fact) for c in commands]
+        unit = _Unit(
+            list(commands),
+            future,
+            receipts=receipts,
+            keys=unit_keys(commands, receipts, plans),
+            plans=plans,
+        )
         unit.spans = [s.get_span_context() for s in spans]
         if len(spans) == 1 and call is not None:  # a refusal's line leads to the command's span
             call.span = unit.spans[0]
@@ -309,18 +317,12 @@ class Committer:
             self._cache.popitem(last=False)
 
     async def _refresh(self, subjects: set[str], last: dict[str, StoredMessage]) -> dict[str, str]:
-        """Bring cached states up to ``last``; returns the subjects whose history cannot be read."""
+        """Bring cached states up to ``last``; returns the subjects whose history cannot be read.
+        Most subjects are current in the cache already: those are settled here, and only the
+        others are read (concurrently), rather than a task per subject of the round."""
         unreadable: dict[str, str] = {}
 
-        async def refresh(subject: str) -> None:
-            latest = last[subject].seq if subject in last else 0
-            cached = self._cache.get(subject)
-            if cached is not None and cached.seq == latest:
-                self._cache.move_to_end(subject)
-                return
-            if latest == 0:
-                self._cache.pop(subject, None)
-                return
+        async def load(subject: str, cached: Cached | None, latest: int) -> None:
             base = cached if cached is not None and cached.seq < latest else None
             state = base.state if base else domain.initial_state(subject)
             async with self._load_limit:
@@ -338,7 +340,20 @@ class Committer:
                 return
             self._remember(subject, Cached(state, messages[-1].seq if messages else latest))
 
-        await asyncio.gather(*(refresh(s) for s in subjects if not s.startswith(RECEIPTS_PREFIX)))
+        loads = []
+        for subject in subjects:
+            if subject.startswith(RECEIPTS_PREFIX):
+                continue
+            latest = last[subject].seq if subject in last else 0
+            cached = self._cache.get(subject)
+            if cached is not None and cached.seq == latest:
+                self._cache.move_to_end(subject)
+            elif latest == 0:
+                self._cache.pop(subject, None)
+            else:
+                loads.append(load(subject, cached, latest))
+        if loads:
+            await asyncio.gather(*loads)
         return unreadable
 
 

@@ -48,6 +48,9 @@ TARGET = inbox_subject("DeadlineReached")
 SOURCE = "milestones-scheduler"
 # how long a deadline already past when scheduled waits for the back-dated history behind it
 LATE_DEADLINE_GRACE = dt.timedelta(minutes=5)
+# an event that schedules has one of these type names in its stored bytes (its ``type``)
+_PLANNED = MilestonePlanned.__name__.encode()
+_RESCHEDULED = MilestoneRescheduled.__name__.encode()
 
 
 def _utcnow() -> dt.datetime:
@@ -130,6 +133,8 @@ class Scheduler:
         await asyncio.gather(*acks)
 
     async def _schedule_for(self, data: bytes) -> asyncio.Future | None:
+        if _PLANNED not in data and _RESCHEDULED not in data:
+            return None  # (most events: a type only these two names schedule, not decoded)
         try:
             event = decode_stored(data).data
         except ValueError:

@@ -21,16 +21,24 @@ def aggregate_key(subject: str) -> str:
     """What a subject belongs to for pipelining: a project (its own subject and every milestone of
     it: a decision about one milestone may read the project and, through dependencies, the
     others), or the subject itself (a receipt)."""
-    if subject.startswith(f"{EVENTS_PREFIX}."):
-        return ".".join(subject.split(".", 3)[:3])
-    return subject
+    if not subject.startswith(_EVENTS):
+        return subject
+    end = subject.find(".", len(_EVENTS))  # the project's token ends there (a milestone's)
+    return subject if end < 0 else subject[:end]
 
 
-def unit_keys(commands: Sequence[Command], receipts: Sequence[str]) -> frozenset[str]:
-    """Every project and receipt a unit may read or write (its plans say which)."""
+_EVENTS = f"{EVENTS_PREFIX}."
+
+
+def unit_keys(
+    commands: Sequence[Command],
+    receipts: Sequence[str],
+    plans: Sequence[domain.Plan] | None = None,
+) -> frozenset[str]:
+    """Every project and receipt a unit may read or write (its plans say which: ``plans``, one
+    per command, when the caller made them already)."""
     keys = set(receipts)
-    for c in commands:
-        p = domain.plan(c.fact)
+    for p in plans if plans is not None else [domain.plan(c.fact) for c in commands]:
         keys.update(aggregate_key(s) for s in (p.target, *p.reads))
         for project in (p.all_milestones_of, p.milestones_if_dependent):
             if project:

@@ -86,7 +86,21 @@ def receipt_subject(ce: CloudEventIn) -> str:
 
 def event_id(ce: CloudEventIn, index: int) -> str:
     """Derived from the CloudEvent, so deciding the same message again gives the same ids."""
-    return str(uuid.uuid5(_EVENT_ID_NS, f"{ce.source}\n{ce.id}\n{index}"))
+    return uuid5_text(_EVENT_ID_PREFIX, f"{ce.source}\n{ce.id}\n{index}")
+
+
+_EVENT_ID_PREFIX = _EVENT_ID_NS.bytes
+
+
+def uuid5_text(namespace: bytes, name: str) -> str:
+    """``str(uuid.uuid5(UUID(bytes=namespace), name))`` without building a ``UUID`` (RFC 4122
+    §4.3: SHA-1 of namespace and name, version 5, the RFC's variant): per event, and
+    ``UUID.__init__`` was most of its cost."""
+    digest = bytearray(hashlib.sha1(namespace + name.encode(), usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def has_dependencies(state: State) -> bool:
@@ -116,7 +130,7 @@ def plan_round(units: Sequence[Pending], cache: Mapping[str, Cached]) -> RoundPl
     cached, subjects a decision reads without writing (no OCC guards those), and wildcards
     (whose answers win over the cache). A stale guess fails the whole append as a conflict, and
     the next round of its units reads everything. Profiled: the read was a third of a round."""
-    plans = [[domain.plan(c.fact) for c in unit.commands] for unit in units]
+    plans = [plans_of(unit) for unit in units]
     planned: set[str] = set()
     wildcards: set[str] = set()
     for unit, unit_plans in zip(units, plans, strict=True):
@@ -132,6 +146,13 @@ def plan_round(units: Sequence[Pending], cache: Mapping[str, Cached]) -> RoundPl
     read_only = {s for unit_plans in plans for p in unit_plans for s in p.reads}
     trusted = {s for s in planned if s in cache and s not in read_only}
     return RoundPlan(plans, True, set(), planned, wildcards, trusted)
+
+
+def plans_of(unit: Pending) -> list[domain.Plan]:
+    """A unit's plans, one per command: those it carries (``plans``, made once when it was
+    submitted: a plan depends on the command only), else made here."""
+    made: list[domain.Plan] | None = getattr(unit, "plans", None)
+    return made if made is not None else [domain.plan(c.fact) for c in unit.commands]
 
 
 def milestones_to_read(plan: domain.Plan, verify: bool, cache: Mapping[str, Cached]) -> str | None:

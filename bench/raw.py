@@ -1,16 +1,22 @@
 """The raw limits, measured in the same run so every figure of Milestones reads as a ratio:
 JetStream atomic-batch publish and ``publish_async``, both with the OCC header; the ordered
-consumer read; and an asyncpg batched upsert."""
+consumer read, plain and with the projection runner's per-message work; an asyncpg batched
+upsert and binary ``COPY``."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
+from projections.parking import Item
+from projections.runner import take_batch
 from services.eventlog.log import EventLog, OutgoingMessage
 
 RAW_STREAM = "BENCH_RAW"
@@ -103,6 +109,47 @@ async def ordered_read(nc: NATS, stream: str, subject: str) -> tuple[int, float,
     return count, count / elapsed, last
 
 
+async def ordered_read_decoded(
+    nc: NATS, stream: str, subject: str, decode: Callable[[bytes], Any], batch: int = 2000
+) -> tuple[int, float]:
+    """(messages, messages/s) reading ``subject`` from the start as the projection runner reads
+    before it writes anything (``projections.runner.Runner.consume`` and ``apply``): an ordered
+    push consumer without a callback, the first message of a batch from ``next_msg`` and the
+    rest of what nats-py has buffered (``projections.runner.take_batch``, up to ``batch``, flow
+    control answered as the runner does), then ``Item.of`` for each message (its stream
+    position from the metadata, its subject, body and headers, and ``decode`` of the body).
+    The ceiling of a rebuild: everything but the rows."""
+    js = nc.jetstream()
+    info = await js.stream_info(stream)
+    if not info.state.messages:
+        return 0, 0.0
+    count = 0
+    started = time.perf_counter()
+    sub = await js.subscribe(
+        subject,
+        stream=stream,
+        ordered_consumer=True,
+        idle_heartbeat=2.0,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+    )
+    try:
+        pending = 1
+        while pending:
+            msgs = await take_batch(nc, sub, await sub.next_msg(timeout=600), batch)
+            items = [Item.of(m, decode) for m in msgs]  # an undecodable one is parked there
+            count += len(items)
+            pending = msgs[-1].metadata.num_pending
+        elapsed = time.perf_counter() - started
+    finally:
+        await sub.unsubscribe()
+    return count, count / elapsed
+
+
+def undecoded(_body: bytes) -> None:
+    """No decode: ``ordered_read_decoded`` with this measures the runner's read by itself."""
+    return None
+
+
 async def pg_upsert(dsn: str, rows: int = 200_000, batch: int = 2000) -> float:
     """Rows/s of ``INSERT … SELECT FROM unnest(…) ON CONFLICT DO UPDATE`` in batches, one
     transaction per batch: the shape of a projection write."""
@@ -125,6 +172,30 @@ async def pg_upsert(dsn: str, rows: int = 200_000, batch: int = 2000) -> float:
             ]  # half updates, half inserts
             async with conn.transaction():
                 await conn.execute(sql, keys, list(range(batch)), [value] * batch)
+        return rows // batch * batch / (time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
+async def pg_copy(dsn: str, rows: int = 200_000, batch: int = 2000) -> float:
+    """Rows/s of asyncpg's ``copy_records_to_table`` (binary ``COPY``) into a table of
+    ``pg_upsert``'s shape with its primary key, ``batch`` rows per call, one transaction per
+    batch, every key new (``COPY`` cannot update): how a rebuild could fill its shadow tables."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "CREATE TEMP TABLE bench_copy (k text PRIMARY KEY, n integer NOT NULL, "
+            "v jsonb NOT NULL, at timestamptz NOT NULL)"
+        )
+        value = '{"tasks": {"t1": true, "t2": false}, "health": "on_track"}'
+        at = datetime(2026, 11, 24, 10, tzinfo=UTC)
+        started = time.perf_counter()
+        for b in range(rows // batch):
+            records = [(f"k{b * batch + i}", i, value, at) for i in range(batch)]
+            async with conn.transaction():
+                await conn.copy_records_to_table(
+                    "bench_copy", records=records, columns=["k", "n", "v", "at"]
+                )
         return rows // batch * batch / (time.perf_counter() - started)
     finally:
         await conn.close()

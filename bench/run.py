@@ -1,5 +1,6 @@
 """``milestones bench``: intake throughput, rebuild rate, freshness, query latency and memory,
-side by side with the raw limits measured in the same run, and the cost of authentication.
+side by side with the raw limits and each path's ceiling measured in the same run, the CPU each
+process spends per message, and the cost of authentication.
 
 The services run as their own processes (``milestones serve intake|projections|query``), as in
 a deployment, so their memory is their own and the load generator is a separate client. The
@@ -8,6 +9,13 @@ servers are started here unless URLs are given: a nats-server with ``sync_interv
 both secured as in production (``bench.stack``), and PostgreSQL from ``--database-url`` (a
 fresh database is created on it) or an embedded one. After them, the authentication A/B
 (``bench.auth_ab``) runs on servers of its own.
+
+Ceilings (``results["ceilings"]`` and ``results["raw"]``), each built from the clients the real
+path uses: a NATS request/reply echo for the intake and an HTTP echo for the queries, each in a
+process of its own (``bench.ceilings``, ``bench.echo``); the ordered read with the runner's
+per-message decode for the rebuilds; binary ``COPY`` beside the upsert (``bench.raw``). CPU per
+message of every process, scenario by scenario: ``results["cpu_ms_per_message"]``
+(``bench.cpu``).
 """
 
 from __future__ import annotations
@@ -28,9 +36,11 @@ from pathlib import Path
 
 import asyncpg
 
-from bench import critical_path, raw
+from bench import ceilings, critical_path, raw
 from bench.auth_ab import auth_ab
 from bench.auth_ab import rows as auth_ab_rows
+from bench.cpu import CpuMeter, PostgresBackends, Window
+from bench.cpu import row as cpu_row
 from bench.scenarios import (
     freshness,
     intake_commands,
@@ -41,6 +51,7 @@ from bench.scenarios import (
     top_up,
 )
 from bench.stack import NatsTarget, Stack, clients, ready, until
+from events import decode_stored
 from events.subjects import ALL_EVENTS, EVENTS_STREAM
 from services.app.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from services.auth.identity import ServiceIdentity
@@ -158,9 +169,15 @@ async def durable_run(
     report: Callable[[str], None],
 ) -> None:
     """Intake, freshness, queries and rebuilds against the durable server, services and load
-    each with their own identity."""
+    each with their own identity; the echo ceilings beside them, and every process's CPU per
+    message in each."""
     limits = results["raw"]
     stack = Stack(target, dsn, free_port(), work)
+    ceiling = Stack(target, None, free_port(), work / "ceilings")  # the echo processes
+    ceiling.work.mkdir()
+    cpu: dict[str, dict] = results.setdefault("cpu_ms_per_message", {})
+    results.setdefault("ceilings", {})
+    meter = CpuMeter(lambda: _processes(target, stack, ceiling), await PostgresBackends.find(dsn))
     nc = await target.services()
     load = None
     try:
@@ -174,23 +191,36 @@ async def durable_run(
             f"intake: {len(projects)} projects through milestones.commands.* "
             f"with {opts.publishers} publishers"
         )
-        results["intake_commands"] = await intake_commands(
-            load.publisher, projects, opts.publishers
-        )
+        async with meter.window() as used:
+            results["intake_commands"] = await intake_commands(
+                load.publisher, projects, opts.publishers
+            )
+        cpu["intake_commands"] = _per_message(used, results["intake_commands"]["messages"])
         report(f"intake: {opts.inbox_projects} projects through milestones.inbox.*")
-        results["intake_inbox"] = await intake_inbox(
-            load.publisher, nc, [f"inbox{i}" for i in range(opts.inbox_projects)]
-        )
+        async with meter.window() as used:
+            results["intake_inbox"] = await intake_inbox(
+                load.publisher, nc, [f"inbox{i}" for i in range(opts.inbox_projects)]
+            )
+        cpu["intake_inbox"] = _per_message(used, results["intake_inbox"]["messages"])
         _, _, last = await raw.ordered_read(nc, EVENTS_STREAM, ALL_EVENTS)
         await until(lambda: projections_caught_up(dsn, last), 600, "projections to catch up", stack)
         report(f"freshness: reschedules at {opts.freshness_rate}/s for {opts.freshness_seconds}s")
-        results["freshness"] = await freshness(
-            load.publisher, dsn, projects, opts.freshness_rate, opts.freshness_seconds
-        )
+        async with meter.window() as used:
+            results["freshness"] = await freshness(
+                load.publisher, dsn, projects, opts.freshness_rate, opts.freshness_seconds
+            )
+        cpu["freshness"] = _per_message(used, results["freshness"]["n"])
         report(f"query: {opts.query_rate} requests/s over HTTP")
-        results["query"] = await queries(
-            stack.http_port, projects, opts.query_rate, opts.query_seconds, load.tokens
+        async with meter.window() as used:
+            results["query"] = await queries(
+                stack.http_port, projects, opts.query_rate, opts.query_seconds, load.tokens
+            )
+        cpu["query"] = _per_message(used, sum(q["n"] for q in results["query"].values()))
+        report(f"ceiling: HTTP echo (uvicorn + Litestar) at {opts.query_rate} requests/s")
+        results["ceilings"]["http_echo"] = await ceilings.http_echo(
+            ceiling, opts.query_rate, opts.query_seconds, meter
         )
+        cpu["http_echo"] = results["ceilings"]["http_echo"]["cpu_ms_per_message"]
         if opts.events:
             report(f"rebuild: topping the stream up to {opts.events} events")
             results["top_up_appended"] = await top_up(nc, opts.events)
@@ -199,16 +229,54 @@ async def durable_run(
         # timed once the live projections are idle, as the rebuilds will be
         events, per_s, _ = await raw.ordered_read(nc, EVENTS_STREAM, ALL_EVENTS)
         limits["ordered_read"] = round(per_s)
+        report("ceiling: the ordered read as the runner reads, with and without its decode")
+        _, per_s = await raw.ordered_read_decoded(nc, EVENTS_STREAM, ALL_EVENTS, decode_stored)
+        limits["ordered_read_decoded"] = round(per_s)
+        # the same without the decode: the runner's way of reading, by itself
+        _, per_s = await raw.ordered_read_decoded(nc, EVENTS_STREAM, ALL_EVENTS, raw.undecoded)
+        limits["ordered_read_runner"] = round(per_s)
         results["rebuild"] = {}
         for names in (["status", "history", "audit"], ["status"], ["history"], ["audit"]):
+            name = "+".join(names)
             report(f"rebuild: {' + '.join(names)} from position 1 over {events} events")
-            results["rebuild"]["+".join(names)] = await rebuild_subprocess(stack, names, events)
+            async with meter.window() as used:
+                results["rebuild"][name] = await rebuild_subprocess(stack, names, events)
+            used.add("rebuild", results["rebuild"][name]["rebuild_cpu_s"])
+            cpu[f"rebuild {name}"] = _per_message(used, events)
         results["services_peak_rss_mb"] = {s.name: s.peak_rss_mb() for s in stack.services.values()}
+        # last: the echo answers the intake's subjects, so the intake must be gone
+        report(
+            f"ceiling: NATS request/reply echo, {len(projects)} projects' messages "
+            f"with {opts.publishers} publishers (the intake stopped)"
+        )
+        stack.services.pop("intake").stop()
+        results["ceilings"]["nats_echo"] = await ceilings.nats_echo(
+            ceiling, nc, load.publisher, projects, opts.publishers, meter
+        )
+        cpu["nats_echo"] = results["ceilings"]["nats_echo"]["cpu_ms_per_message"]
     finally:
         if load is not None:
             await load.close()
         await nc.close()
+        ceiling.stop()
         stack.stop()
+
+
+def _processes(target: NatsTarget, *stacks: Stack) -> dict[str, int]:
+    """The processes of the run alive now, by name: services, echoes, nats-server."""
+    out = {
+        name: s.proc.pid
+        for stack in stacks
+        for name, s in stack.services.items()
+        if s.proc.poll() is None
+    }
+    if target.server is not None and target.server.proc is not None:
+        out["nats-server"] = target.server.proc.pid
+    return out
+
+
+def _per_message(window: Window, messages: int) -> dict:
+    return {"messages": messages, **window.per_message(messages)}
 
 
 async def lazy_run(opts: Options, target: NatsTarget, dsn: str, work: Path) -> dict:
@@ -241,11 +309,12 @@ async def run(opts: Options, report: Callable[[str], None]) -> dict:
     async with servers(opts, work, identity) as (durable, lazy, dsn, lazy_dsn):
         results["authentication"] = durable.secured
         report(
-            "raw limits: JetStream atomic batch and publish_async (OCC header), ordered read, "
-            "asyncpg upsert"
+            "raw limits: JetStream atomic batch and publish_async (OCC header), "
+            "asyncpg upsert and binary COPY"
         )
         results["raw"] = await raw_limits(opts, durable, lazy)
         results["raw"]["pg_upsert_rows"] = round(await raw.pg_upsert(dsn))
+        results["raw"]["pg_copy_rows"] = round(await raw.pg_copy(dsn))
         await durable_run(opts, durable, dsn, work, results, report)
         if lazy and opts.lazy:
             report(
@@ -276,6 +345,9 @@ def ratios(r: dict) -> dict:
         "inbox_vs_atomic_batch_durable": ratio(
             r["intake_inbox"]["per_s"], raw_["atomic_batch_durable"]
         ),
+        "inbox_vs_intake_commands": ratio(
+            r["intake_inbox"]["per_s"], r["intake_commands"]["per_s"]
+        ),
         "rebuild_all_vs_ordered_read": ratio(
             r["rebuild"]["status+history+audit"]["per_s"], raw_["ordered_read"]
         ),
@@ -284,6 +356,35 @@ def ratios(r: dict) -> dict:
         out[f"rebuild_{name}_vs_ordered_read"] = ratio(
             r["rebuild"][name]["per_s"], raw_["ordered_read"]
         )
+    # the ceilings: each figure against the path as built with nothing of ours on it
+    if "ordered_read_decoded" in raw_:
+        decoded = raw_["ordered_read_decoded"]
+        out["ordered_read_decoded_vs_ordered_read"] = ratio(decoded, raw_["ordered_read"])
+        if "ordered_read_runner" in raw_:
+            out["ordered_read_runner_vs_ordered_read"] = ratio(
+                raw_["ordered_read_runner"], raw_["ordered_read"]
+            )
+        out["rebuild_all_vs_ordered_read_decoded"] = ratio(
+            r["rebuild"]["status+history+audit"]["per_s"], decoded
+        )
+        for name in ("status", "history", "audit"):
+            out[f"rebuild_{name}_vs_ordered_read_decoded"] = ratio(
+                r["rebuild"][name]["per_s"], decoded
+            )
+    if "pg_copy_rows" in raw_:
+        out["pg_upsert_vs_copy"] = ratio(raw_["pg_upsert_rows"], raw_["pg_copy_rows"])
+    ceil = r.get("ceilings", {})
+    if "nats_echo" in ceil:
+        echo = ceil["nats_echo"]["per_s"]
+        out["intake_vs_nats_echo"] = ratio(r["intake_commands"]["per_s"], echo)
+        out["inbox_vs_nats_echo"] = ratio(r["intake_inbox"]["per_s"], echo)
+        if "intake_commands_lazy" in r:
+            out["intake_lazy_vs_nats_echo"] = ratio(r["intake_commands_lazy"]["per_s"], echo)
+    if "http_echo" in ceil:  # latencies: how many times the echo's (1 is the ceiling)
+        echo_http = ceil["http_echo"]
+        for name, q in r["query"].items():
+            out[f"query_{name}_p50_vs_http_echo"] = ratio(q["p50_ms"], echo_http["p50_ms"])
+            out[f"query_{name}_p99_vs_http_echo"] = ratio(q["p99_ms"], echo_http["p99_ms"])
     if "auth_ab" in r:
         out["intake_secured_vs_unsecured"] = r["auth_ab"]["ratio"]
     if "intake_commands_lazy" in r and "atomic_batch_lazy" in raw_:
@@ -311,7 +412,8 @@ def machine() -> dict:
 
 def table(r: dict) -> str:
     raw_, rt = r["raw"], r["ratios"]
-    rows = [("what", "figure", "raw limit (same run)", "ratio")]
+    ceil = r.get("ceilings", {})
+    rows = [("what", "figure", "ceiling / raw limit (same run)", "ratio")]
     rows.append(
         (
             "authentication (main run)",
@@ -322,46 +424,10 @@ def table(r: dict) -> str:
             "",
         )
     )
-    ic = r["intake_commands"]
-    rows.append(
-        (
-            "intake, commands (request/reply)",
-            f"{ic['per_s']:,} msg/s  p50 {ic['p50_ms']} ms  p99 {ic['p99_ms']} ms",
-            f"atomic batch {raw_['atomic_batch_durable']:,}/s",
-            f"{rt['intake_vs_atomic_batch_durable']:.0%}",
-        )
-    )
-    ib = r["intake_inbox"]
-    rows.append(
-        (
-            "intake, inbox (JetStream)",
-            f"{ib['per_s']:,} msg/s",
-            f"atomic batch {raw_['atomic_batch_durable']:,}/s",
-            f"{rt['inbox_vs_atomic_batch_durable']:.0%}",
-        )
-    )
-    if "intake_commands_lazy" in r:
-        il = r["intake_commands_lazy"]
-        rows.append(
-            (
-                "intake, commands, LAZY fsync (2m)",
-                f"{il['per_s']:,} msg/s  p50 {il['p50_ms']} ms  p99 {il['p99_ms']} ms",
-                f"atomic batch {raw_.get('atomic_batch_lazy', 0):,}/s",
-                f"{rt.get('intake_lazy_vs_atomic_batch_lazy', 0):.0%}",
-            )
-        )
+    rows += _intake_rows(r)
     if "auth_ab" in r:
         rows += auth_ab_rows(r["auth_ab"])
-    for name, x in r["rebuild"].items():
-        key = "rebuild_all_vs_ordered_read" if "+" in name else f"rebuild_{name}_vs_ordered_read"
-        rows.append(
-            (
-                f"rebuild {name}",
-                f"{x['per_s']:,} ev/s ({x['events']:,} events, {x['rebuild_rss_mb']} MB peak RSS)",
-                f"ordered read {raw_['ordered_read']:,}/s",
-                f"{rt[key]:.0%}",
-            )
-        )
+    rows += _rebuild_rows(r)
     f = r["freshness"]
     rows.append(
         (
@@ -371,13 +437,27 @@ def table(r: dict) -> str:
             "",
         )
     )
+    he = ceil.get("http_echo")
+    if he is not None:
+        rows.append(
+            (
+                "ceiling: HTTP echo (uvicorn + Litestar, own process)",
+                f"p50 {he['p50_ms']} ms  p99 {he['p99_ms']} ms at {he['rate_per_s']}/s; "
+                f"max {he['max']['per_s']:,}/s ({he['max']['connections']} connections)",
+                f"server CPU {he['server_cpu_ms_per_request']} ms/request",
+                f"{he['errors']} errors",
+            )
+        )
     for name, q in r["query"].items():
+        key = f"query_{name}_p99_vs_http_echo"
         rows.append(
             (
                 f"query {name} (HTTP)",
                 f"p50 {q['p50_ms']} ms  p99 {q['p99_ms']} ms at {q['rate_per_s']}/s",
-                "",
-                f"{q['errors']} errors",
+                f"echo p50 {he['p50_ms']} ms  p99 {he['p99_ms']} ms" if he else "",
+                f"p99 {rt[key]:.1f}× echo, {q['errors']} errors"
+                if key in rt
+                else f"{q['errors']} errors",
             )
         )
     rows.append(
@@ -388,7 +468,17 @@ def table(r: dict) -> str:
             "",
         )
     )
-    rows.append(("asyncpg batched upsert", f"{raw_['pg_upsert_rows']:,} rows/s", "", ""))
+    if "pg_copy_rows" in raw_:
+        rows.append(
+            (
+                "asyncpg batched upsert",
+                f"{raw_['pg_upsert_rows']:,} rows/s",
+                f"binary COPY {raw_['pg_copy_rows']:,} rows/s",
+                f"{rt['pg_upsert_vs_copy']:.0%}",
+            )
+        )
+    else:
+        rows.append(("asyncpg batched upsert", f"{raw_['pg_upsert_rows']:,} rows/s", "", ""))
     if "critical_path" in r:
         cp = r["critical_path"]
         rows.append(
@@ -407,10 +497,110 @@ def table(r: dict) -> str:
             "",
         )
     )
+    for scenario, figures in r.get("cpu_ms_per_message", {}).items():
+        rows.append(cpu_row(scenario, figures))
     widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
     lines = [" | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _intake_rows(r: dict) -> list[tuple[str, str, str, str]]:
+    """The intake's lines: each beside the request/reply echo (when measured) and the atomic
+    batch, and the echo itself."""
+    raw_, rt = r["raw"], r["ratios"]
+    ne = r.get("ceilings", {}).get("nats_echo")
+
+    def limits(batch: int, echo_key: str, batch_key: str) -> tuple[str, str]:
+        if ne is None or echo_key not in rt:
+            return f"atomic batch {batch:,}/s", f"{rt.get(batch_key, 0):.0%}"
+        return (
+            f"echo {ne['per_s']:,}/s (atomic batch {batch:,}/s)",
+            f"{rt[echo_key]:.0%} ({rt.get(batch_key, 0):.0%})",
+        )
+
+    rows = []
+    if ne is not None:
+        rows.append(
+            (
+                "ceiling: NATS request/reply echo (own process)",
+                f"{ne['per_s']:,} msg/s  p50 {ne['p50_ms']} ms  p99 {ne['p99_ms']} ms",
+                f"responder CPU {ne['responder_cpu_ms_per_message']} ms/msg",
+                "",
+            )
+        )
+    ic = r["intake_commands"]
+    rows.append(
+        (
+            "intake, commands (request/reply)",
+            f"{ic['per_s']:,} msg/s  p50 {ic['p50_ms']} ms  p99 {ic['p99_ms']} ms",
+            *limits(
+                raw_["atomic_batch_durable"],
+                "intake_vs_nats_echo",
+                "intake_vs_atomic_batch_durable",
+            ),
+        )
+    )
+    ib = r["intake_inbox"]
+    rows.append(
+        (
+            "intake, inbox (JetStream)",
+            f"{ib['per_s']:,} msg/s ({rt['inbox_vs_intake_commands']:.0%} of commands)",
+            *limits(
+                raw_["atomic_batch_durable"], "inbox_vs_nats_echo", "inbox_vs_atomic_batch_durable"
+            ),
+        )
+    )
+    if "intake_commands_lazy" in r:
+        il = r["intake_commands_lazy"]
+        rows.append(
+            (
+                "intake, commands, LAZY fsync (2m)",
+                f"{il['per_s']:,} msg/s  p50 {il['p50_ms']} ms  p99 {il['p99_ms']} ms",
+                *limits(
+                    raw_.get("atomic_batch_lazy", 0),
+                    "intake_lazy_vs_nats_echo",
+                    "intake_lazy_vs_atomic_batch_lazy",
+                ),
+            )
+        )
+    return rows
+
+
+def _rebuild_rows(r: dict) -> list[tuple[str, str, str, str]]:
+    """The rebuilds' lines, each against the ordered read with the runner's decode (and the
+    plain read), after the two reads themselves."""
+    raw_, rt = r["raw"], r["ratios"]
+    decoded = raw_.get("ordered_read_decoded")
+    rows = []
+    if decoded is not None:
+        alone = raw_.get("ordered_read_runner")
+        rows.append(
+            (
+                "ceiling: ordered read + Item.of/decode_stored",
+                f"{decoded:,} ev/s" + (f" (the runner's read alone {alone:,}/s)" if alone else ""),
+                f"plain ordered read {raw_['ordered_read']:,}/s",
+                f"{rt['ordered_read_decoded_vs_ordered_read']:.0%}",
+            )
+        )
+    for name, x in r["rebuild"].items():
+        label = "all" if "+" in name else name
+        plain = f"{rt[f'rebuild_{label}_vs_ordered_read']:.0%}"
+        figure = f"{x['per_s']:,} ev/s ({x['events']:,} events, {x['rebuild_rss_mb']} MB peak RSS)"
+        if decoded is None:
+            rows.append(
+                (f"rebuild {name}", figure, f"ordered read {raw_['ordered_read']:,}/s", plain)
+            )
+            continue
+        rows.append(
+            (
+                f"rebuild {name}",
+                figure,
+                f"read+decode {decoded:,}/s (plain {raw_['ordered_read']:,}/s)",
+                f"{rt[f'rebuild_{label}_vs_ordered_read_decoded']:.0%} ({plain})",
+            )
+        )
+    return rows
 
 
 def main(opts: Options) -> int:

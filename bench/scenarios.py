@@ -245,6 +245,50 @@ async def _query_kind(
     return {"rate_per_s": round(achieved), "errors": errors, **ms(latencies)}
 
 
+async def http_load(port: int, path: str, rate: int, seconds: float, connections: int = 16) -> dict:
+    """One path at ``rate`` for ``seconds``, open loop over ``connections`` keep-alive
+    connections: the load ``queries`` puts on each kind of query."""
+    pool: asyncio.Queue[Connection] = asyncio.Queue()
+    for _ in range(connections):
+        pool.put_nowait(Connection("127.0.0.1", port))
+    try:
+        return await _query_kind(pool, lambda: path, None, rate, seconds)
+    finally:
+        while not pool.empty():
+            await pool.get_nowait().close()
+
+
+async def http_closed_loop(port: int, path: str, seconds: float, connections: int = 16) -> dict:
+    """Requests/s with one request always in flight on each of ``connections`` keep-alive
+    connections (the next sent as soon as the last is answered): the most this client and the
+    server reach together."""
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def loop() -> None:
+        nonlocal errors
+        conn = Connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                status, _ = await conn.get(path)
+                latencies.append(time.perf_counter() - t0)
+                errors += status != 200
+        finally:
+            await conn.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(connections)))
+    elapsed = time.perf_counter() - started
+    return {
+        "connections": connections,
+        "per_s": round(len(latencies) / elapsed),
+        "errors": errors,
+        **ms(latencies),
+    }
+
+
 async def top_up(nc: NATS, events: int) -> int:
     """Append synthetic projects' events (decided by the pure core, no receipts) until the stream
     holds ``events`` events; returns how many were appended."""
@@ -296,5 +340,6 @@ async def rebuild_subprocess(stack: Stack, names: list[str], events: int) -> dic
         "seconds": result["seconds"],
         "per_s": round(events / result["seconds"]),
         "rebuild_rss_mb": result["peak_rss_mb"],
+        "rebuild_cpu_s": result["cpu_s"],
         "services_rss_mb": peaks,
     }

@@ -132,12 +132,14 @@ class Stack:
             env["MILESTONES_DATABASE_URL"] = self.database_url
         return env
 
-    def start(self, name: str, *args: str) -> Service:
+    def start(self, name: str, *args: str, module: str = "services.cli") -> Service:
+        """``python -m <module> <args>`` with this stack's environment: a service process
+        (``milestones serve ...``), or a ceiling's stand-in for one (``bench.echo``)."""
         log = self.work / f"{name}.log"
         # each service process serves /health, /ready and /metrics on a port of its own
         env = {**self.env(), "MILESTONES_OPS_PORT": str(free_port())}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", *args],
+            [sys.executable, "-m", module, *args],
             env=env,
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,

@@ -1,5 +1,5 @@
 """The benchmark runs end to end at a tiny size and reports every figure (no speed is asserted):
-secured as in production, with the authentication A/B."""
+secured as in production, with the authentication A/B, the ceilings and CPU per message."""
 
 from __future__ import annotations
 
@@ -45,10 +45,32 @@ async def test_bench_reports_every_figure(database_url, tmp_path):
         "publish_async_durable",
         "publish_async_lazy",
         "ordered_read",
+        "ordered_read_decoded",
+        "ordered_read_runner",
         "pg_upsert_rows",
+        "pg_copy_rows",
     ):
         assert results["raw"][key] > 0, key
     assert 0 < results["ratios"]["intake_vs_atomic_batch_durable"] < 1
+    # the ceilings, measured in the same run from the same clients
+    echo = results["ceilings"]["nats_echo"]
+    assert echo["messages"] == 4 * 181 and echo["last_position"] == 1  # every reply the echo's
+    # /proc counts CPU in clock ticks (10 ms): at this size an echo may use less than one
+    assert echo["responder_cpu_ms_per_message"] >= 0
+    assert results["ratios"]["intake_vs_nats_echo"] == round(
+        results["intake_commands"]["per_s"] / echo["per_s"], 3
+    )
+    http_echo = results["ceilings"]["http_echo"]
+    assert http_echo["errors"] == 0 and http_echo["n"] == 30
+    assert http_echo["max"]["per_s"] > 0 and http_echo["max"]["errors"] == 0
+    assert "query_milestone_by_id_p99_vs_http_echo" in results["ratios"]
+    assert "rebuild_all_vs_ordered_read_decoded" in results["ratios"]
+    cpu = results["cpu_ms_per_message"]
+    for scenario in ("intake_commands", "intake_inbox", "freshness", "query", "nats_echo"):
+        assert cpu[scenario]["messages"] > 0, scenario
+    assert cpu["intake_commands"]["intake"] > 0 and cpu["intake_commands"]["nats-server"] > 0
+    assert cpu["query"]["query"] > 0 and cpu["http_echo"]["echo-http"] >= 0
+    assert cpu["rebuild status+history+audit"]["rebuild"] > 0
     assert results["authentication"] is True  # the load used its own credentials
     assert "password" not in out.read_text()
     ab = results["auth_ab"]
@@ -62,4 +84,12 @@ async def test_bench_reports_every_figure(database_url, tmp_path):
     assert results["ratios"]["intake_secured_vs_unsecured"] == ab["ratio"]
     printed = table(results)
     assert "rebuild status+history+audit" in printed
+    for line in (
+        "ceiling: NATS request/reply echo",
+        "ceiling: HTTP echo",
+        "ceiling: ordered read + Item.of/decode_stored",
+        "binary COPY",
+        "CPU ms/msg, intake_commands",
+    ):
+        assert line in printed, line
     assert "intake, commands, secured (A/B, 1 runs)" in printed and "unsecured" in printed

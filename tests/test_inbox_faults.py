@@ -266,3 +266,44 @@ async def test_the_inbox_consumer_configuration_is_explicit_and_applied(settings
         config = (await consumer(nc)).config
         assert config.ack_policy == AckPolicy.EXPLICIT and not config.backoff
         assert config.filter_subject == INBOX
+
+
+async def test_the_inbox_decides_the_next_batch_while_the_last_waits_and_settles_each(nc):
+    """Two batches in hand (``consume_each(depth=2)``): the second is handed over while the first
+    is still being handled (as the committer's pipelined rounds expect), each is settled when
+    its own handling ends, and a stop finishes and settles what is in hand."""
+    import asyncio
+
+    from nats.js.api import StreamConfig
+
+    from services.eventlog.consume import consume_each, durable_pull
+
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name="PIPE", subjects=["pipe.>"]))
+    for i in range(6):
+        await js.publish(f"pipe.{i}", str(i).encode())
+    psub = await durable_pull(
+        nc, "pipe.>", durable="pipe", stream="PIPE", ack_wait=30, max_ack_pending=100
+    )
+    first_may_end, stop = asyncio.Event(), asyncio.Event()
+    handed: list[list[bytes]] = []
+
+    async def handle(msgs):
+        handed.append([m.data for m in msgs])
+        if len(handed) == 1:
+            await first_may_end.wait()  # the first batch waits, as for its fsync
+        elif len(handed) == 2:
+            first_may_end.set()
+        if sum(map(len, handed)) == 6:
+            stop.set()
+        return [None] * len(msgs)
+
+    await asyncio.wait_for(consume_each(psub, 3, 0.1, stop, handle, "test", depth=2), 20)
+    assert handed == [[b"0", b"1", b"2"], [b"3", b"4", b"5"]]  # the second came while the
+    # first was held: without the pipeline the first would wait forever (the timeout above)
+
+    async def settled() -> bool:  # acks are published, not confirmed: read the consumer
+        info = await js.consumer_info("PIPE", "pipe")
+        return info.num_ack_pending == 0 and info.ack_floor.stream_seq == 6
+
+    await wait_for(settled, what="every message acked")

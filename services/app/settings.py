@@ -24,7 +24,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     stream_replicas: int = 1
     append_attempts: int = 6
     command_workers: int = 512
-    inbox_batch: int = 200
+    inbox_batch: int = 1000  # the committer's largest round (an atomic batch's limit)
     projection_batch: int = 2000
     scheduler: bool = True  # deadlines as JetStream message schedules (runs with the intake)
     at_risk_gap: int = 25  # health: at risk when progress is this many points behind elapsed time

@@ -78,34 +78,56 @@ async def consume_each(
     stop: asyncio.Event,
     handle: Callable[[list[Msg]], Awaitable[list[Settlement]]],
     what: str,
+    depth: int = 1,
 ) -> None:
     """Fetch, handle, and settle each message as ``handle`` says, until ``stop``. One message
     waiting out an outage comes back alone, when its delay is over, without holding the rest of
     its batch. If ``handle`` itself fails, the batch is NAKed whole (it returns a settlement for
-    every message by design: this is the net under it)."""
+    every message by design: this is the net under it).
+
+    ``depth`` batches may be handled at once: the next batch is fetched (and handed over) while
+    the last one waits for its commit, as the intake's pipelined commit rounds expect. A batch
+    is handed over only after the one before it was (its messages reach the committer first);
+    each is settled when its own handling ends. On stop, batches in hand are finished and
+    settled."""
     _buffered_first(psub)
+    in_hand: set[asyncio.Future[None]] = set()
     try:
         while not stop.is_set():
+            if len(in_hand) >= depth:
+                _, in_hand = await asyncio.wait(in_hand, return_when=asyncio.FIRST_COMPLETED)
+                continue
             try:
                 msgs = await psub.fetch(batch, timeout=poll)
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
                 return
-            try:
-                settlements = await handle(msgs)
-            except Exception as exc:
-                log.error(
-                    "batch handler failed", consumer=what, error=repr(exc), messages=len(msgs)
-                )
-                settlements = [1.0] * len(msgs)
-            for m, settle in zip(msgs, settlements, strict=True):
-                try:
-                    await (m.ack() if settle is None else m.nak(delay=settle))
-                except Exception as exc:  # noqa: BLE001 - unsettled: back after ack_wait
-                    log.warning("settling failed", consumer=what, error=repr(exc))
+            task = asyncio.ensure_future(_handle_and_settle(msgs, handle, what))
+            if depth == 1:
+                await task
+                continue
+            in_hand.add(task)
+            await asyncio.sleep(0)  # its handling starts before the next fetch's
     finally:
+        if in_hand:
+            await asyncio.gather(*in_hand, return_exceptions=True)
         await _unsubscribe(psub)
+
+
+async def _handle_and_settle(
+    msgs: list[Msg], handle: Callable[[list[Msg]], Awaitable[list[Settlement]]], what: str
+) -> None:
+    try:
+        settlements = await handle(msgs)
+    except Exception as exc:
+        log.error("batch handler failed", consumer=what, error=repr(exc), messages=len(msgs))
+        settlements = [1.0] * len(msgs)
+    for m, settle in zip(msgs, settlements, strict=True):
+        try:
+            await (m.ack() if settle is None else m.nak(delay=settle))
+        except Exception as exc:  # noqa: BLE001 - unsettled: back after ack_wait
+            log.warning("settling failed", consumer=what, error=repr(exc))
 
 
 def _buffered_first(psub: JetStreamContext.PullSubscription) -> None:

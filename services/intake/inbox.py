@@ -38,6 +38,7 @@ from events import Reply
 from events.errors import Rejected
 from events.subjects import INBOX, INBOX_STREAM
 from services.eventlog.consume import Settlement, consume_each, durable_pull
+from services.eventlog.log import MAX_BATCH_MESSAGES
 from services.intake.binding import nats_structured
 from services.intake.service import IntakeService
 
@@ -107,13 +108,17 @@ class InboxConsumer:
         self,
         nc: NATS,
         intake: IntakeService,
-        batch: int = 200,
+        batch: int = MAX_BATCH_MESSAGES,
         poll: float = 0.25,
+        depth: int = 2,
         policy: InboxPolicy | None = None,
     ) -> None:
         self.nc = nc
         self.intake = intake
         self.batch = batch
+        # two batches in hand: the next is fetched and decided while the last waits for its
+        # fsync (the committer pipelines its rounds); a batch as large as the committer's round
+        self.depth = depth
         self.poll = poll
         self.policy = policy or DEFAULT_POLICY
         # inbox sequence -> when to forget it (a message another intake settled, or one never
@@ -130,7 +135,7 @@ class InboxConsumer:
             max_ack_pending=self.batch * 4,
             max_deliver=-1,
         )
-        await consume_each(psub, self.batch, self.poll, stop, self.settle, "inbox")
+        await consume_each(psub, self.batch, self.poll, stop, self.settle, "inbox", self.depth)
 
     async def settle(self, messages: list[Msg]) -> list[Settlement]:
         """Decide a pulled batch (concurrently: the committer groups it into few appends, in

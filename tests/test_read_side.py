@@ -209,7 +209,7 @@ async def test_one_reader_feeds_every_read_model_each_from_its_own_checkpoint(in
 
 async def test_a_rebuild_of_all_decodes_for_each_read_model_as_it_would_alone(intake, nc, db_url):
     """Read models rebuilt together share one read, but each decodes as it does alone: the
-    audit trail keeps a publisher's extension attributes (status decodes without them)."""
+    audit trail keeps a publisher's extension attributes."""
     for ce in plan_project("x", "m"):
         assert (await request(nc, ce)).accepted
     task = cloudevent(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -12,6 +13,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from events.errors import StartupError
 from projections.base import Projection
+from projections.storable import TIME_MAX, TIME_MIN, timestamp
 
 SCHEMA = "milestones"
 # 2: status keeps facts (health judged at query time), status reports
@@ -160,6 +162,15 @@ def sequence_key(subject: str) -> str | None:
 def storable_text(value: str) -> str:
     """Text PostgreSQL takes: NUL and what is not UTF-8 (lone surrogates) written visibly."""
     return value.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
+
+
+def stored_time(value: dt.datetime) -> dt.datetime:
+    """``storable.timestamp`` (the instant in UTC, saturated inside asyncpg's range), at once for
+    what decoding a stored event gives: a UTC time within the range, returned as it is. A
+    rebuild converts two times of every event."""
+    if value.tzinfo is dt.UTC and TIME_MIN <= value <= TIME_MAX:
+        return value
+    return timestamp(value)
 
 
 _HEADERS = msgspec.json.Encoder()

@@ -114,9 +114,20 @@ class Item:
 
     @classmethod
     def of(cls, msg: Msg, decode: Callable[[bytes], Any]) -> Item:
-        return cls.decoded(
-            msg.metadata.sequence.stream, msg.subject, msg.data or b"", msg.headers, decode
-        )
+        return cls.decoded(position_of(msg), msg.subject, msg.data or b"", msg.headers, decode)
+
+
+def position_of(msg: Msg) -> int:
+    """A JetStream message's stream sequence. Read from its reply subject
+    (``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>``)
+    without building nats-py's ``Msg.metadata`` (two frozen dataclasses and a datetime: a tenth
+    of a rebuild's CPU, measured with py-spy); any other form goes through nats-py's parser."""
+    reply = msg.reply
+    if reply and reply.startswith("$JS.ACK."):
+        tokens = reply.split(".")
+        if len(tokens) == 9:
+            return int(tokens[5])
+    return msg.metadata.sequence.stream
 
 
 @dataclass(slots=True)

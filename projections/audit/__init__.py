@@ -15,13 +15,12 @@ from events import (
     StakeholderSubscribed,
     StoredEvent,
     UnhandledEvent,
-    decode_stored,
     milestone_of,
 )
-from events.attributes import stored_extensions
 from events.common import Event
 from events.subjects import ALL_EVENTS, EVENTS_STREAM, REJECTIONS, REJECTIONS_STREAM
-from projections.base import Batch
+from projections.base import Audited, Batch, decode_event
+from projections.db import stored_time
 from projections.storable import integer, json_bytes, jsonb, maybe_text, text, timestamp
 
 COLUMNS = (
@@ -44,28 +43,18 @@ COLUMNS = (
 )
 
 
-class Audited(StoredEvent, frozen=True, kw_only=True):
-    """A stored event with the CloudEvent attributes it carries beyond ``StoredEvent``'s (the
-    publisher's extension attributes, at the top level of the stored JSON)."""
-
-    extensions: dict[str, object]
-
-
-def decode_audited(body: bytes) -> StoredEvent:
-    """The stored event, an ``Audited`` one when it carries extension attributes (rebuilt only
-    then: most events carry none, and a rebuild decodes every event)."""
-    stored = decode_stored(body)
-    extensions = stored_extensions(body)
-    if not extensions:
-        return stored
-    fields = {name: getattr(stored, name) for name in stored.__struct_fields__}
-    return Audited(**fields, extensions=extensions)
-
-
 def attributes(stored: StoredEvent) -> dict[str, object] | None:
     """The CloudEvent attributes that have no column of their own: the publisher's trace
     context, ``dataschema``, its ``subject`` (``sourcesubject``: ``subject`` is the aggregate's)
     and its extension attributes. None when there are none (and for events stored before)."""
+    if (
+        not isinstance(stored, Audited)
+        and stored.traceparent is None
+        and stored.tracestate is None
+        and stored.dataschema is None
+        and stored.sourcesubject is None
+    ):
+        return None  # most events: nothing to show (a rebuild asks for every event)
     named = {
         "traceparent": stored.traceparent,
         "tracestate": stored.tracestate,
@@ -88,28 +77,43 @@ def redacted(data: Event) -> Event:
 REDACTED = "(redacted)" + "_" * 6  # still a valid Secret, so the payload keeps its contract
 
 
+_AUDITED = (ProjectEvent, MilestoneEvent)
+
+
 def row(position: int, stored: StoredEvent) -> tuple:
     data = stored.data
-    if not isinstance(data, ProjectEvent | MilestoneEvent):
+    if not isinstance(data, _AUDITED):
         raise UnhandledEvent(type(data).__name__, "the audit projection")
     # what PostgreSQL refuses (a NUL, a time beyond year 9999 in UTC) is stored as it can be
     # held (``projections.storable``); the log keeps the event as it was appended
+    subject, type_, id_, source = stored.subject, stored.type, stored.id, stored.source
+    correlation, causation = stored.correlationid, stored.causationid
+    actor, principal = stored.actor, stored.principal
+    # one look at all the text for what PostgreSQL refuses (``text`` returns its argument when
+    # there is nothing to replace), each field only when something is there
+    joined = "\x01".join(
+        (subject, type_, id_, source, correlation, causation, actor or "", principal or "")
+    )
+    if text(joined) is not joined:
+        subject, type_, id_, source = text(subject), text(type_), text(id_), text(source)
+        correlation, causation = text(correlation), text(causation)
+        actor, principal = maybe_text(actor), maybe_text(principal)
     return (
         position,
-        text(stored.subject),
+        subject,
         data.project_id,
         milestone_of(data),
-        text(stored.type),
-        text(stored.id),
-        maybe_text(stored.actor),
-        text(stored.source),
-        timestamp(stored.time),
-        timestamp(stored.recordedtime),
-        text(stored.correlationid),
-        text(stored.causationid),
+        type_,
+        id_,
+        actor,
+        source,
+        stored_time(stored.time),
+        stored_time(stored.recordedtime),
+        correlation,
+        causation,
         integer(stored.schemaversion),
         json_bytes(ENCODER.encode(redacted(data))),
-        maybe_text(stored.principal),
+        principal,
         None if (shown := attributes(stored)) is None else jsonb(shown),
     )
 
@@ -119,8 +123,10 @@ class AuditProjection:
     stream = EVENTS_STREAM
     subject = ALL_EVENTS
     tables = ("audit_events",)
-    schema_sql = (Path(__file__).parent / "schema.sql").read_text()
-    decode = staticmethod(decode_audited)
+    table_sql = (Path(__file__).parent / "schema.sql").read_text()
+    index_sql = (Path(__file__).parent / "indexes.sql").read_text()  # secondary indexes
+    schema_sql = table_sql + index_sql
+    decode = staticmethod(decode_event)
 
     async def apply(self, conn: asyncpg.Connection, batch: Batch[StoredEvent], schema: str) -> None:
         await conn.copy_records_to_table(

@@ -35,10 +35,10 @@ from events import (
     TaskCompleted,
     TaskReopened,
     UnhandledEvent,
-    decode_stored,
 )
 from events.subjects import ALL_EVENTS, EVENTS_STREAM
-from projections.base import Batch
+from projections.base import Batch, decode_event
+from projections.db import stored_time
 from projections.storable import maybe_text, text, timestamp
 
 COLUMNS = (
@@ -56,8 +56,30 @@ COLUMNS = (
 )
 
 
+# Events that change no milestone's schedule (the ``return []`` cases below): most of a log
+# (tasks), so looked up before the match. Exact types: anything else goes through the match.
+_UNCHANGED = frozenset(
+    {
+        TaskAdded,
+        TaskCompleted,
+        TaskReopened,
+        DeadlineReached,
+        ProjectCreated,
+        DependencyAdded,
+        DependencyRemoved,
+        BaselineSet,
+        ProjectTargetSet,
+        StakeholderSubscribed,
+        StakeholderUnsubscribed,
+        StatusReported,
+    }
+)
+
+
 def rows(position: int, stored: StoredEvent) -> list[tuple]:
     e = stored.data
+    if type(e) in _UNCHANGED:
+        return []
     change: tuple[dt.date | None, dt.date | None, str | None]
     match e:
         case MilestonePlanned(due=due):
@@ -164,8 +186,8 @@ def stored_row(row: tuple) -> tuple:
         position,
         project,
         milestone,
-        timestamp(occurred),
-        timestamp(recorded),
+        stored_time(occurred),
+        stored_time(recorded),
         text(type_),
         old,
         new,
@@ -180,8 +202,10 @@ class HistoryProjection:
     stream = EVENTS_STREAM
     subject = ALL_EVENTS
     tables = ("ms_history",)
-    schema_sql = (Path(__file__).parent / "schema.sql").read_text()
-    decode = staticmethod(decode_stored)
+    table_sql = (Path(__file__).parent / "schema.sql").read_text()
+    index_sql = (Path(__file__).parent / "indexes.sql").read_text()  # secondary indexes
+    schema_sql = table_sql + index_sql
+    decode = staticmethod(decode_event)
 
     async def apply(self, conn: asyncpg.Connection, batch: Batch, schema: str) -> None:
         records = [stored_row(r) for position, stored in batch for r in rows(position, stored)]

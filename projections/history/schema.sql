@@ -12,6 +12,3 @@ CREATE TABLE IF NOT EXISTS ms_history (
     actor        text,
     source       text        NOT NULL
 );
-CREATE INDEX IF NOT EXISTS ms_history_milestone ON ms_history (milestone_id, position);
-CREATE INDEX IF NOT EXISTS ms_history_project ON ms_history (project_id, position);
-CREATE INDEX IF NOT EXISTS ms_history_milestone_time ON ms_history (milestone_id, occurred_at, position);

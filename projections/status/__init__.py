@@ -46,11 +46,11 @@ from events import (
     TaskCompleted,
     TaskReopened,
     UnhandledEvent,
-    decode_stored,
     milestone_of,
 )
 from events.subjects import ALL_EVENTS, EVENTS_STREAM
-from projections.base import Batch
+from projections import db
+from projections.base import Batch, decode_event
 from projections.status.tables import (
     PROJECT_COLUMNS,
     REPORT_COLUMNS,
@@ -155,10 +155,15 @@ def _with_tasks(row: StatusRow, tasks: dict[str, bool]) -> StatusRow:
     )
 
 
+_KEYED = (ProjectEvent, MilestoneEvent)
+
+
 def key_of(stored: StoredEvent) -> tuple[str, str] | None:
     """The row an event changes: its milestone, or for project events the milestone they name."""
     event = stored.data
-    if not isinstance(event, ProjectEvent | MilestoneEvent):
+    if isinstance(event, MilestoneEvent):  # most events: its own milestone
+        return (event.project_id, event.milestone_id) if event.milestone_id else None
+    if not isinstance(event, _KEYED):
         raise UnhandledEvent(type(event).__name__, "the status projection")
     milestone_id = milestone_of(event)
     return (event.project_id, milestone_id) if milestone_id else None
@@ -387,10 +392,16 @@ _STORED: dict[str, Callable[[Any], Any]] = {
 }
 
 
+# (column index, what it stores) for the columns that store something else than the value
+_CONVERTED = tuple((i, _STORED[c]) for i, c in enumerate(COLUMNS) if c in _STORED)
+
+
 def stored_row(row: StatusRow) -> tuple:
     """The row as its columns hold it."""
-    values = msgspec.structs.astuple(row)
-    return tuple(_STORED[c](v) if c in _STORED else v for c, v in zip(COLUMNS, values, strict=True))
+    values = list(msgspec.structs.astuple(row))
+    for i, store in _CONVERTED:
+        values[i] = store(values[i])
+    return tuple(values)
 
 
 def from_db(record: Any) -> StatusRow:
@@ -410,6 +421,12 @@ _SELECT = (
     f"SELECT {', '.join(COLUMNS)} FROM ms_status s "
     "JOIN unnest($1::text[], $2::text[]) AS k(p, m) ON s.project_id = k.p AND s.milestone_id = k.m"
 )
+# A rebuild's: the batch's rows taken out of its own (shadow) table, to be written back by COPY
+_TAKE = (
+    "DELETE FROM ms_status s USING unnest($1::text[], $2::text[]) AS k(p, m) "
+    "WHERE s.project_id = k.p AND s.milestone_id = k.m "
+    f"RETURNING {', '.join(f's.{c}' for c in COLUMNS)}"
+)
 
 
 class StatusProjection:
@@ -417,24 +434,39 @@ class StatusProjection:
     stream = EVENTS_STREAM
     subject = ALL_EVENTS  # all events, so the checkpoint passes every position
     tables = ("ms_status", "ms_status_reports", "ms_projects", "ms_subscriptions")
-    schema_sql = (Path(__file__).parent / "schema.sql").read_text()
-    decode = staticmethod(decode_stored)
+    table_sql = (Path(__file__).parent / "schema.sql").read_text()
+    index_sql = (Path(__file__).parent / "indexes.sql").read_text()  # secondary indexes
+    schema_sql = table_sql + index_sql
+    decode = staticmethod(decode_event)
 
     async def apply(self, conn: asyncpg.Connection, batch: Batch, schema: str) -> None:
+        """The batch folded in memory, then one write per table. In a rebuild (``schema`` is
+        not the live one: tables of its own, written by this runner alone) the milestones' rows
+        the batch touches are taken out of the table and everything it changed goes back with
+        one binary COPY (about five times an upsert's rate here); live, they are upserted."""
+        rebuilding = schema != db.SCHEMA
         keyed = [(p, e, k) for p, e in batch if (k := key_of(e)) is not None]
         keys = {k for _, _, k in keyed}
         ps, ms = zip(*keys, strict=True) if keys else ((), ())
-        rows: dict[tuple[str, str], StatusRow | None] = {
-            (r["project_id"], r["milestone_id"]): from_db(r)
-            for r in await conn.fetch(_SELECT, list(ps), list(ms))
-        }
+        rows: dict[tuple[str, str], StatusRow | None] = {}
+        if keys:
+            found = await conn.fetch(_TAKE if rebuilding else _SELECT, list(ps), list(ms))
+            rows = {(r["project_id"], r["milestone_id"]): from_db(r) for r in found}
         changed: dict[tuple[str, str], StatusRow] = {}
         for position, stored, key in keyed:
             after = evolve(rows.get(key), position, stored)
             rows[key] = after
             if after is not None:
                 changed[key] = after
-        if changed:
+        # a row taken out comes back: evolve never turns a row into None
+        if changed and rebuilding:
+            await conn.copy_records_to_table(
+                "ms_status",
+                records=[stored_row(r) for r in changed.values()],
+                columns=COLUMNS,
+                schema_name=schema,
+            )
+        elif changed:
             await conn.executemany(_UPSERT, [stored_row(r) for r in changed.values()])
         projects = [r for p, e in batch if (r := project_row(p, e)) is not None]
         if projects:

@@ -30,7 +30,6 @@ CREATE TABLE IF NOT EXISTS ms_status (
     updated_at    timestamptz NOT NULL,
     PRIMARY KEY (project_id, milestone_id)
 );
-CREATE INDEX IF NOT EXISTS ms_status_milestone ON ms_status (milestone_id);
 
 -- Every StatusReported: a person's health + note, for the project or one milestone. Kept.
 CREATE TABLE IF NOT EXISTS ms_status_reports (
@@ -42,7 +41,6 @@ CREATE TABLE IF NOT EXISTS ms_status_reports (
     health        text        NOT NULL,
     note          text        NOT NULL
 );
-CREATE INDEX IF NOT EXISTS ms_status_reports_project ON ms_status_reports (project_id, position);
 
 -- One row per project: what it is for.
 CREATE TABLE IF NOT EXISTS ms_projects (

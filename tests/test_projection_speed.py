@@ -1,0 +1,182 @@
+"""What made rebuilds faster gives what it replaced, value for value (issue 18): one decode for
+the event read models, the stream position read from the reply subject, audit rows with one look
+for text PostgreSQL refuses and times already in UTC kept as they are, the tables apart from
+their secondary indexes. The read models themselves are compared with rebuilds in
+test_projections, test_read_side, test_history_order and test_faults."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import msgspec
+import pytest
+from nats.aio.msg import Msg
+
+from events import StoredEvent, decode_stored
+from events.attributes import stored_extensions, with_extensions
+from projections import PROJECTIONS
+from projections.audit import row
+from projections.base import Audited, decode_event
+from projections.db import stored_time
+from projections.parking import Item, position_of
+from projections.storable import TIME_MAX, TIME_MIN, integer, jsonb, maybe_text, text, timestamp
+
+PLANNED = {
+    "id": "e1",
+    "source": "tests",
+    "type": "MilestonePlanned",
+    "subject": "milestones.events.p.m",
+    "time": "2026-11-24T10:00:00Z",
+    "recordedtime": "2026-11-24T10:00:01Z",
+    "correlationid": "c",
+    "causationid": "c",
+    "data": {
+        "type": "MilestonePlanned",
+        "project_id": "p",
+        "milestone_id": "m",
+        "name": "Gate",
+        "kind": "event",
+        "due": "2026-12-24",
+    },
+}
+
+
+def body(**changes: object) -> bytes:
+    return msgspec.json.encode({**PLANNED, **changes})
+
+
+def decoded_before(data: bytes) -> StoredEvent:
+    """What the audit read model decoded before ``decode_event``: the stored event, then its
+    extension attributes from a second pass."""
+    stored = decode_stored(data)
+    extensions = stored_extensions(data)
+    if not extensions:
+        return stored
+    fields = {name: getattr(stored, name) for name in stored.__struct_fields__}
+    return Audited(**fields, extensions=extensions)
+
+
+BODIES = [
+    body(),
+    body(actor="ann", principal="svc", traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01"),
+    body(sourcesubject="x", dataschema="https://example.com/s"),
+    with_extensions(body(), {"ticket": "T-42", "n": 3, "flag": True}),
+    with_extensions(body(actor="a"), {"nul": None}),  # null: an attribute that is not there
+    body(time="2026-11-24T10:00:00+02:00", actor="a\x00b"),
+    body(time="0001-01-01T00:00:00+14:00"),  # before year 1 in UTC
+    body(recordedtime="9999-12-31T23:59:59-05:00"),  # after year 9999 in UTC
+    body(time="2026-11-24T10:00:00"),  # naive: taken as UTC
+    body(source="s\x00", correlationid="c\x00", principal="\x00"),
+]
+
+
+@pytest.mark.parametrize("data", BODIES)
+def test_one_decode_for_the_event_read_models_gives_what_the_audit_decoded(data: bytes) -> None:
+    now, before = decode_event(data), decoded_before(data)
+    assert type(now) is Audited if type(before) is Audited else type(now) is not Audited
+    assert msgspec.structs.asdict(now) == msgspec.structs.asdict(before)
+    assert row(7, now) == row(7, before)
+
+
+def test_status_history_and_audit_decode_alike_so_a_runner_decodes_once() -> None:
+    decodes = {PROJECTIONS[name].decode for name in ("status", "history", "audit")}
+    assert decodes == {decode_event}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"not json",
+        body(data={"type": "NoSuchEvent", "project_id": "p"}),
+        body(schemaversion=99, data={"type": "MilestonePlanned", "project_id": "p"}),
+    ],
+)
+def test_what_does_not_decode_fails_as_decode_stored_fails(data: bytes) -> None:
+    with pytest.raises(Exception) as before:
+        decode_stored(data)
+    with pytest.raises(Exception) as now:
+        decode_event(data)
+    assert (type(now.value), str(now.value)) == (type(before.value), str(before.value))
+    assert Item.decoded(1, "s", data, None, decode_event).error == (
+        Item.decoded(1, "s", data, None, decode_stored).error
+    )
+
+
+def row_before(position: int, stored: StoredEvent) -> tuple:
+    """The text and time columns of an audit row as ``projections.storable`` stores each."""
+    return (
+        position,
+        text(stored.subject),
+        text(stored.type),
+        text(stored.id),
+        maybe_text(stored.actor),
+        text(stored.source),
+        timestamp(stored.time),
+        timestamp(stored.recordedtime),
+        text(stored.correlationid),
+        text(stored.causationid),
+        integer(stored.schemaversion),
+        maybe_text(stored.principal),
+    )
+
+
+@pytest.mark.parametrize("data", BODIES)
+def test_audit_rows_store_text_and_times_as_storable_does(data: bytes) -> None:
+    stored = decode_event(data)
+    r = row(3, stored)
+    assert (r[0], r[1], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[14]) == (
+        row_before(3, stored)
+    )
+    for value in (r[8], r[9]):  # the same instant in UTC, inside asyncpg's range
+        assert value.tzinfo is not None and value.utcoffset() == dt.timedelta(0)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        dt.datetime(2026, 11, 24, 10, tzinfo=dt.UTC),
+        dt.datetime(2026, 11, 24, 10, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+        dt.datetime(2026, 11, 24, 10),
+        TIME_MIN,
+        TIME_MAX,
+        dt.datetime(1, 1, 1, tzinfo=dt.UTC),
+        dt.datetime(9999, 12, 31, 23, tzinfo=dt.UTC),
+    ],
+)
+def test_stored_time_is_storable_timestamp(value: dt.datetime) -> None:
+    assert stored_time(value) == timestamp(value)
+    assert stored_time(value).utcoffset() == timestamp(value).utcoffset()
+
+
+def test_attributes_of_an_event_without_any_are_none_and_jsonb_otherwise() -> None:
+    assert row(1, decode_event(body()))[15] is None
+    with_ticket = decode_event(with_extensions(body(), {"ticket": "T-42"}))
+    assert row(1, with_ticket)[15] == jsonb({"ticket": "T-42"})
+
+
+@pytest.mark.parametrize(
+    "reply, position",
+    [
+        ("$JS.ACK.MILESTONES.abc.1.98765.12.1733500000000000000.3", 98765),
+        ("$JS.ACK.hub.HASH.MILESTONES.abc.1.555.12.1733500000000000000.3.tok", 555),
+        ("$JS.ACK._.HASH.MILESTONES.abc.2.777.12.1733500000000000000.0", 777),
+    ],
+)
+def test_the_position_from_the_reply_subject_is_the_metadata_s(reply: str, position: int) -> None:
+    msg = Msg(None, subject="milestones.events.p.m", reply=reply, data=b"{}")  # type: ignore[arg-type]
+    assert position_of(msg) == position == msg.metadata.sequence.stream
+
+
+@pytest.mark.parametrize("name", ["status", "history", "audit"])
+def test_the_tables_and_their_secondary_indexes_make_the_schema(name: str) -> None:
+    p = PROJECTIONS[name]
+    table_sql, index_sql = p.table_sql, p.index_sql  # type: ignore[attr-defined]
+    assert p.schema_sql == table_sql + index_sql
+    statements = [s.strip() for s in index_sql.split(";") if s.strip()]
+    assert statements and all(
+        "\n".join(ln for ln in s.splitlines() if not ln.startswith("--")).startswith(
+            "CREATE INDEX IF NOT EXISTS"
+        )
+        for s in statements
+    )
+    assert "CREATE INDEX" not in table_sql and "PRIMARY KEY" in table_sql

@@ -36,6 +36,7 @@ from events import (
     TaskReopened,
     UnhandledEvent,
 )
+from events.project import PROJECT_EVENTS
 from events.subjects import ALL_EVENTS, EVENTS_STREAM
 from projections.base import Batch, decode_event
 from projections.db import stored_time
@@ -58,22 +59,7 @@ COLUMNS = (
 
 # Events that change no milestone's schedule (the ``return []`` cases below): most of a log
 # (tasks), so looked up before the match. Exact types: anything else goes through the match.
-_UNCHANGED = frozenset(
-    {
-        TaskAdded,
-        TaskCompleted,
-        TaskReopened,
-        DeadlineReached,
-        ProjectCreated,
-        DependencyAdded,
-        DependencyRemoved,
-        BaselineSet,
-        ProjectTargetSet,
-        StakeholderSubscribed,
-        StakeholderUnsubscribed,
-        StatusReported,
-    }
-)
+_UNCHANGED = frozenset({TaskAdded, TaskCompleted, TaskReopened, DeadlineReached, *PROJECT_EVENTS})
 
 
 def rows(position: int, stored: StoredEvent) -> list[tuple]:

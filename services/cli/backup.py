@@ -173,12 +173,16 @@ async def restore_stream(
     if error := _api_error(answer):
         raise BackupError(f"stream {stream}: the server refused the restore: {error}")
     deliver = answer["deliver_subject"]
+    # In a cluster the meta leader answers the restore and subscribes to ``deliver`` on its own
+    # server; the server this client is on learns that interest over the route a moment later,
+    # so the first chunk can meet "no responders" (seen in CI). Nothing was delivered then, so
+    # _api's bounded retry is safe here too.
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):
-            ack = await nc.request(deliver, chunk, timeout=timeout)
+            ack = await _api(nc, deliver, chunk, timeout)
             if ack.data and (error := _api_error(json.loads(ack.data))):
                 raise BackupError(f"stream {stream}: restore failed: {error}")
-    done = await nc.request(deliver, b"", timeout=max(timeout, 60.0))
+    done = await _api(nc, deliver, b"", max(timeout, 60.0))
     info = json.loads(done.data)
     if error := _api_error(info):
         raise BackupError(f"stream {stream}: restore failed: {error}")

@@ -93,6 +93,20 @@ class Together(Generic[R]):
             await p.apply(conn, batch, schema)
 
 
+def _tables_then_indexes(members: Sequence[Projection[R]]) -> tuple[str, str]:
+    """The SQL that makes the members' tables, and the SQL of their secondary indexes to run
+    after the load; a member that does not split them out has its ``schema_sql`` run first."""
+    tables, indexes = [], []
+    for p in members:
+        table_sql, index_sql = getattr(p, "table_sql", None), getattr(p, "index_sql", None)
+        if isinstance(table_sql, str) and isinstance(index_sql, str):
+            tables.append(table_sql)
+            indexes.append(index_sql)
+        else:
+            tables.append(p.schema_sql)
+    return "\n".join(tables), "\n".join(indexes)
+
+
 async def rebuild(
     projection: Projection[R] | Sequence[Projection[R]],
     dsn: str,
@@ -121,7 +135,12 @@ async def rebuild(
             ):
                 raise StartupError(f"a rebuild of {name} is already running")
         await conn.execute(f"DROP SCHEMA IF EXISTS {shadow} CASCADE; CREATE SCHEMA {shadow}")
-        await conn.execute(source.schema_sql)  # lands in the first schema on the path: the shadow
+        # the tables land in the first schema on the path: the shadow. Secondary indexes wait
+        # until the replay has caught up when every member splits them out (``base``'s note):
+        # one index build after the load instead of an index update per row (audit's eight
+        # indexes were 80 % of an audit row's insert, py-spy and EXPLAIN ANALYZE)
+        table_sql, index_sql = _tables_then_indexes(members)
+        await conn.execute(table_sql)
         await conn.execute(f"DELETE FROM {S}.checkpoints WHERE projection = $1", ck)
         await conn.execute(
             f"DELETE FROM {S}.parked_events WHERE projection = ANY($1::text[])",
@@ -142,6 +161,9 @@ async def rebuild(
         last = await _last_position(nc, source.stream) if on_progress else 0
         async with _reporting(runner, last, on_progress):
             await runner.consume(conn, never, catch_up=True)
+        if index_sql:
+            log.info("rebuild caught up, indexing", projection=label, position=runner.position)
+            await conn.execute(index_sql)
         log.info("rebuild caught up, swapping", projection=label, position=runner.position)
         async with conn.transaction():
             live = 0

@@ -229,6 +229,34 @@ async def test_a_rebuild_of_all_decodes_for_each_read_model_as_it_would_alone(in
     assert stored == {"ticket": "T-42"}
 
 
+async def indexes_of(db_url: str, tables: tuple[str, ...]) -> set[tuple[str, str]]:
+    conn = await connect(db_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT tablename, indexdef FROM pg_indexes "
+            "WHERE schemaname = 'milestones' AND tablename = ANY($1::text[])",
+            list(tables),
+        )
+    finally:
+        await conn.close()
+    return {(r["tablename"], r["indexdef"]) for r in rows}
+
+
+async def test_a_rebuild_builds_the_secondary_indexes_after_the_load(intake, nc, db_url):
+    """A rebuild creates its tables bare, loads them, and only then their secondary indexes: the
+    tables it swaps in carry every index the live tables had, together or alone."""
+    await load(nc, projects=2)
+    models = [PROJECTIONS[n] for n in TABLES]
+    await ensure_schema(db_url, models)
+    tables = tuple(t for p in models for t in p.tables)
+    made = await indexes_of(db_url, tables)
+    assert any("audit_principal" in d for _, d in made)  # a secondary index, not only keys
+    await rebuild(models, db_url, nc)
+    assert await indexes_of(db_url, tables) == made
+    await rebuild(PROJECTIONS["audit"], db_url, nc)
+    assert await indexes_of(db_url, tables) == made
+
+
 async def test_a_standby_takes_over_from_the_checkpoint(intake, nc, settings, db_url):
     first_load = await load(nc, projects=3)
     active = await projections_process(settings, db_url)

@@ -10,6 +10,7 @@ rebuilt into one shadow checkpoint).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from prometheus_client import Counter, Gauge
 
 from projections import db
 from projections.base import Projection
-from projections.parking import Item, Settled, held_back, settle
+from projections.parking import Item, Settled, held_back, position_of, settle
 
 log = structlog.get_logger("milestones.projections")
 
@@ -45,6 +46,13 @@ class Decoded:
     def __init__(self, msgs: Sequence[Msg]) -> None:
         self.msgs = msgs
         self._by: dict[Callable[[bytes], Any], list[Item]] = {}
+
+    @functools.cached_property
+    def positions(self) -> list[int]:
+        """Each message's stream position, in order (from items already made, if any)."""
+        for items in self._by.values():
+            return [it.position for it in items]
+        return [position_of(m) for m in self.msgs]
 
     def items(self, decode: Callable[[bytes], Any]) -> list[Item]:
         found = self._by.get(decode)

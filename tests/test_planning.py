@@ -154,3 +154,64 @@ async def test_the_report_shows_floats_the_chain_and_the_backtest(api, nc, syste
 async def test_a_critical_path_of_an_unknown_project_is_not_found(api):
     r = await api.get("/projects/nowhere/critical-path")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+async def test_one_milestone_is_judged_as_its_project_judges_it(api, nc, system):
+    """``GET /milestones/{id}`` reads the project's rows and target in one statement, judges the
+    whole project and presents that milestone alone: each answer is the project list's row for
+    it, byte for byte: its lateness through predecessors, its forecast (the project's pace), its
+    float (against the target) and its gate."""
+    system.queries.today = lambda: D("2026-02-01")
+    # completions in three of the six weeks up to today: a pace (the median week is half of one)
+    days = ["2025-12-23", "2025-12-30", "2026-01-05"]
+    more = [
+        ce(
+            "MilestonePlanned",
+            {
+                "milestone_id": "gate",
+                "name": "GATE",
+                "kind": "event",
+                "due": "2026-03-20",
+                "order": 5,
+                "approvers": ["dana", "lee"],
+            },
+        ),
+        depends("gate", "d", 0),
+        ce("TaskAdded", {"milestone_id": "gate", "task_id": "review", "title": "Review"}),
+        ce(
+            "TaskCompleted",
+            {"milestone_id": "gate", "task_id": "review", "completed_at": f"{days[2]}T09:00:00Z"},
+        ),
+        *(
+            ce("TaskAdded", {"milestone_id": "b", "task_id": f"t{i}", "title": f"T{i}"})
+            for i in range(4)
+        ),
+        *(
+            ce(
+                "TaskCompleted",
+                {"milestone_id": "b", "task_id": f"t{i}", "completed_at": f"{day}T09:00:00Z"},
+            )
+            for i, day in enumerate(days)
+        ),
+        ce("ProjectTargetSet", {"target": "2026-03-10"}),
+    ]
+    position = 0
+    for c in PLAN + more:
+        reply = await request(nc, c)
+        assert reply.accepted and reply.events, reply
+        position = reply.events[-1].position
+
+    listed = await api.get("/projects/apollo/milestones", params={"min_position": position})
+    rows = {m["milestone_id"]: m for m in listed.json()["data"]}
+    assert list(rows) == ["a", "b", "c", "d", "gate"]
+    # what the comparison covers: a forecast, a float the target made negative, a gate's reason
+    assert rows["b"]["forecast"] is not None and rows["d"]["float_days"] < 0
+    assert rows["gate"]["sign_off"]["state"] == "awaiting"
+    assert rows["gate"]["health_reasons"][0].startswith("awaiting approval")
+    for mid, row in rows.items():
+        one = await api.get(f"/milestones/{mid}", params={"project_id": "apollo"})
+        assert one.status_code == 200 and one.json()["data"] == row, mid
+        # without project_id: the one project that has it
+        assert (await api.get(f"/milestones/{mid}")).json()["data"] == row
+    missing = await api.get("/milestones/zz", params={"project_id": "apollo"})
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"

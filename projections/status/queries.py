@@ -3,6 +3,7 @@ call these instead of writing SQL on the tables themselves."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,6 +25,22 @@ async def load(conn: Executor, project_ids: list[str]) -> dict[str, list[StatusR
     ):
         out[r["project_id"]].append(from_db(r))
     return out
+
+
+# the project's target beside every row: one statement, so one round trip and one snapshot
+_PROJECT = (
+    f"SELECT {', '.join(COLUMNS)}, "
+    "(SELECT target FROM ms_projects WHERE project_id = $1) AS project_target "
+    "FROM ms_status WHERE project_id = $1 ORDER BY ord, milestone_id"
+)
+
+
+async def project(conn: Executor, project_id: str) -> tuple[list[StatusRow], dt.date | None]:
+    """One project's rows in milestone order and its target finish (``load`` and ``targets``
+    in one read; a project without rows has no target read: None)."""
+    records = await conn.fetch(_PROJECT, project_id)
+    target = records[0]["project_target"] if records else None
+    return [from_db(r) for r in records], target
 
 
 async def targets(conn: Executor, project_ids: list[str]) -> dict[str, Any]:

@@ -181,13 +181,24 @@ class Queries(NotifyQueries):
     async def _project_judged(self, project_id: str) -> list[dict[str, Any]]:
         """A project's rows, judged together (health depends on predecessors, floats on the
         project's target)."""
-        rows = await self._project_rows(project_id)
-        target = (await status_queries.targets(self.pool, [project_id]))[project_id]
+        rows, target = await status_queries.project(self.pool, project_id)
         return self.judged(rows, target)
 
     def judged(self, rows: list[StatusRow], target: dt.date | None) -> list[dict[str, Any]]:
         judged = health.judged(rows, self.today(), self.at_risk_gap, target)
         return [sign_off.presented(r, j) for r, j in zip(rows, judged, strict=True)]
+
+    def judged_one(
+        self, rows: list[StatusRow], milestone_id: str, target: dt.date | None
+    ) -> dict[str, Any] | None:
+        """What ``judged`` gives for one milestone of ``rows`` (None: not among them): the whole
+        project is judged (health reads the predecessors, the forecast the project's pace, the
+        float its finish), only this one is presented."""
+        row = next((r for r in rows if r.milestone_id == milestone_id), None)
+        if row is None:
+            return None
+        verdicts = health.judge(rows, self.today(), self.at_risk_gap, target)
+        return sign_off.presented(row, health.present(row, verdicts[milestone_id]))
 
     async def milestone(self, p: q.MilestoneParams) -> One:
         position, stale = await self.consistent("status", p)
@@ -201,17 +212,18 @@ class Queries(NotifyQueries):
                     "add project_id",
                 )
             pid = owners[0] if owners else None
-        # health needs the predecessors: the whole project is judged (one indexed read)
-        rows = await self._project_judged(pid) if pid else []
-        found = [r for r in rows if r["milestone_id"] == p.milestone_id]
-        if not found:
+        # health needs the predecessors: the whole project is judged (one indexed read), this
+        # milestone alone presented
+        rows, target = await status_queries.project(self.pool, pid) if pid else ([], None)
+        found = self.judged_one(rows, p.milestone_id, target)
+        if found is None:
             where = f" in project {p.project_id}" if p.project_id else ""
             raise Rejected(
                 "not_found",
                 f"milestone {p.milestone_id}{where} is not known "
                 "(yet: pass min_position to wait for a write)",
             )
-        return One(found[0], position, stale)
+        return One(found, position, stale)
 
     async def project_milestones(self, p: q.MilestonesParams) -> Page:
         """Judged together (health depends on predecessors), then filtered, sorted and paged."""

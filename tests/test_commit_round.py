@@ -39,6 +39,7 @@ from services.intake.round import (
     Batch,
     Cached,
     Command,
+    Known,
     RoundOutcome,
     StateView,
     cache_updates,
@@ -383,3 +384,26 @@ def test_the_cache_learns_each_decided_subject_at_its_last_position_in_the_batch
     ]
     updates = cache_updates(messages, last_seq=20, working={M1: state})
     assert updates == [(M1, Cached(state, 20))]  # receipts are not aggregates
+
+
+def test_a_round_knows_a_projects_milestones_read_and_decided_and_no_others() -> None:
+    """What a plan over all of a project's milestones finds: those the round read, those its
+    accepted units decided (before or after the index is first made), never another project's
+    or a non-milestone subject."""
+    other = milestone_subject("apollo2", "m9")
+    receipt = "milestones.receipts.0123456789abcdef"
+    last = {s: StoredMessage(1, s, b"") for s in (M1, PROJECT, other, receipt)}
+    working: dict = {M2: None}
+    known = Known(last, working)
+    known.add([milestone_subject(P, "early")])  # before the index is made: found via working
+    working[milestone_subject(P, "early")] = None
+    assert known.milestones(f"{PROJECT}.") == {M1, M2, milestone_subject(P, "early")}
+    known.add([milestone_subject(P, "m3"), other, PROJECT])
+    assert known.milestones(f"{PROJECT}.") == {
+        M1,
+        M2,
+        milestone_subject(P, "m3"),
+        milestone_subject(P, "early"),
+    }
+    assert known.milestones(f"{project_subject('apollo2')}.") == {other}
+    assert known.milestones(f"{project_subject('nobody')}.") == set()

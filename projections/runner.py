@@ -279,7 +279,7 @@ class Runner(Generic[R]):
             for task in (getter, reader, stopped):
                 if task is not None:
                     task.cancel()
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # raised: see above
                 await reader
             with contextlib.suppress(Exception):  # the connection may be gone: nothing to undo
                 await sub.unsubscribe()

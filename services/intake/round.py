@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, Protocol, TypeVar
 
@@ -215,7 +215,7 @@ class Known:
         self._last, self._working = last, working
         self._by: dict[str, set[str]] | None = None  # made when first asked
 
-    def milestones(self, prefix: str) -> set[str]:
+    def milestones(self, prefix: str) -> Set[str]:
         """The known subjects ``<prefix><milestone>`` (``prefix``: a project's, dot included)."""
         if self._by is None:
             self._by = {}
@@ -232,7 +232,7 @@ class Known:
                 self._by.setdefault(s[: s.rindex(".") + 1], set()).add(s)
 
 
-_NONE: set[str] = set()
+_NONE: frozenset[str] = frozenset()
 
 
 def subjects_needed(
@@ -254,7 +254,7 @@ def subjects_needed(
     if whole:
         prefix = f"{project_subject(whole)}."
         mine = [s for s in view.overlay if s.startswith(prefix) and s.count(".") == 3]
-        needed += known.milestones(prefix).union(mine)
+        needed += known.milestones(prefix) | set(mine)
     return needed
 
 
@@ -311,12 +311,11 @@ def decide_unit(
     cache: Mapping[str, Cached],
     now: dt.datetime,
     wildcards: set[str],
-    known: Known | None = None,
+    known: Known,
 ) -> Decided:
     """One unit's commands in order, each seeing the events of those before it. Raises
     ``Rejected`` (the unit is refused whole) or ``ReadMore``."""
     view = StateView(working, cache)
-    known = known if known is not None else Known(last, working)
     messages: list[OutgoingMessage] = []
     refs: list[CommandRefs] = []
     for n, (cmd, plan) in enumerate(zip(unit.commands, plans, strict=True)):

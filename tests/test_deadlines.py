@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
@@ -158,6 +159,7 @@ async def test_an_inbox_stream_from_an_earlier_version_is_upgraded_for_schedules
         await prepare_streams(nc, settings)
         config = (await js.stream_info(INBOX_STREAM)).config
         assert sorted(config.subjects) == sorted(INBOX_SUBJECTS) and config.allow_msg_schedules
+        assert config.allow_atomic  # the scheduler stores its schedules in atomic batches
     finally:
         await nc.close()
 
@@ -231,3 +233,125 @@ async def test_a_plan_that_arrives_late_is_judged_after_its_back_dated_history(i
     missed = await milestone_events(nc, "open")
     assert [e.type for e in missed][-2:] == ["DeadlineReached", "MilestoneMissed"]
     assert {e.time for e in missed[-2:]} == {deadline(due)}  # dated when the deadline passed
+
+
+async def _append_milestone_event(nc, data) -> int:
+    """A milestone event appended raw, as the intake stores it; returns its position."""
+    from events import ENCODER, StoredEvent
+    from events.subjects import EVENTS_STREAM, milestone_subject
+
+    t0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    subject = milestone_subject(data.project_id, data.milestone_id)
+    event_id = f"{type(data).__name__}-{data.milestone_id}-{t0.timestamp()}-{id(data)}"
+    stored = StoredEvent(
+        id=event_id,
+        source="test",
+        type=type(data).__name__,
+        subject=subject,
+        time=t0,
+        recordedtime=t0,
+        correlationid=event_id,
+        causationid=event_id,
+        data=data,
+    )
+    ack = await nc.jetstream().publish(subject, ENCODER.encode(stored), stream=EVENTS_STREAM)
+    return ack.seq
+
+
+def _due_of(schedule) -> str:
+    return json.loads(schedule.data)["data"]["due"]
+
+
+def _planned(milestone: str, due: dt.date):
+    from events import MilestonePlanned
+
+    return MilestonePlanned(
+        project_id=P, milestone_id=milestone, name=milestone, kind="time", due=due
+    )
+
+
+def _moved(milestone: str, due: dt.date):
+    from events import MilestoneRescheduled
+
+    return MilestoneRescheduled(project_id=P, milestone_id=milestone, new_due=due, reason="slip")
+
+
+async def test_a_scheduler_consumer_from_an_earlier_version_is_made_again_acking_batches_whole(
+    settings, nats_server
+):
+    """An earlier version's scheduler durable acked each event (AckPolicy.EXPLICIT); the server
+    cannot change a consumer's ack policy, so it is made again with AckPolicy.ALL, starting
+    after what the old one had settled; a batch is then settled by one ack, and each milestone
+    planned and moved within one batch keeps only its latest schedule, stored as one batch."""
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    from events.subjects import EVENTS_STREAM, MILESTONE_EVENTS
+    from services.intake.deadlines import SCHEDULER_DURABLE
+
+    nc = await connect(nats_server)
+    stop = asyncio.Event()
+    try:
+        await prepare_streams(nc, settings)
+        js = nc.jetstream()
+        await js.add_consumer(
+            EVENTS_STREAM,
+            ConsumerConfig(
+                durable_name=SCHEDULER_DURABLE,
+                filter_subject=MILESTONE_EVENTS,
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+            ),
+        )
+        settled = await _append_milestone_event(nc, _planned("old", D1))
+        old = await js.pull_subscribe_bind(SCHEDULER_DURABLE, EVENTS_STREAM)
+        (first,) = await old.fetch(1)
+        await first.ack_sync()  # the old version settled it (and stored its schedule)
+        await old.unsubscribe()
+        last = 0
+        for m, due in (("a", D1), ("b", D1), ("a", D2), ("c", D2), ("b", D2), ("a", D1)):
+            last = await _append_milestone_event(nc, (_moved if m != "c" else _planned)(m, due))
+
+        scheduler = asyncio.create_task(Scheduler(nc).run(stop))
+
+        async def settled_all() -> bool:
+            info = await js.consumer_info(EVENTS_STREAM, SCHEDULER_DURABLE)
+            return info.ack_floor.stream_seq == last and info.num_ack_pending == 0
+
+        await wait_for(settled_all, 20, "the new durable to settle every event")
+        info = await js.consumer_info(EVENTS_STREAM, SCHEDULER_DURABLE)
+        assert info.config.ack_policy == AckPolicy.ALL
+        assert info.config.deliver_policy == DeliverPolicy.BY_START_SEQUENCE
+        assert info.config.opt_start_seq == settled + 1  # nothing settled comes again
+        assert info.delivered.stream_seq == last and info.num_redelivered == 0
+
+        async def schedule_of(m: str):
+            try:
+                return await js.get_last_msg(INBOX_STREAM, schedule_subject(P, m))
+            except NotFoundError:
+                return None
+
+        assert await schedule_of("old") is None  # settled before: not scheduled again
+        dues = {m: _due_of(await schedule_of(m)) for m in "abc"}
+        assert dues == {
+            "a": D1.isoformat(),
+            "b": D2.isoformat(),
+            "c": D2.isoformat(),
+        }  # the latest of each, stored as one batch (the server refuses a subject twice in one)
+        stop.set()
+        await scheduler
+
+        # started again (a restart): the remade durable keeps where it starts
+        stop = asyncio.Event()
+        again = asyncio.create_task(Scheduler(nc).run(stop))
+        await _append_milestone_event(nc, _moved("c", D1))
+
+        async def moved() -> bool:
+            got = await schedule_of("c")
+            return got is not None and _due_of(got) == D1.isoformat()
+
+        await wait_for(moved, 20, "the restarted scheduler to store the new schedule")
+        stop.set()
+        await again
+    finally:
+        stop.set()
+        await nc.close()

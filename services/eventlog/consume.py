@@ -1,18 +1,21 @@
 """Pull consumption for the services' durable consumers: fetch a batch, hand it over, then either
-settle it whole (scheduler, notifier: ack it, or nack it whole so it comes back in order) or
-settle each message on its own (the inbox: ack one, NAK another with its own delay)."""
+settle it whole (scheduler, notifier: handled again until it succeeds, then acked by one ack of
+its last message; strictly in order) or settle each message on its own (the inbox: ack one, NAK
+another with its own delay)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import nats
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
 
 log = structlog.get_logger("milestones.consume")
 
@@ -26,6 +29,7 @@ async def durable_pull(
     ack_wait: float,
     max_ack_pending: int,
     max_deliver: int = -1,
+    ack_policy: AckPolicy = AckPolicy.EXPLICIT,
 ) -> JetStreamContext.PullSubscription:
     """A durable pull consumer from the stream's start, with explicit acks: what is not acked
     (a crash, a nack) comes back. The configuration is written every start (the server's create
@@ -34,19 +38,58 @@ async def durable_pull(
     ``max_deliver`` -1 (the default): the server redelivers without limit and gives up on
     nothing by itself; a consumer that must bound retries counts ``num_delivered`` itself and
     settles the message (the inbox records a rejection). No server ``backoff``: it applies to
-    ack timeouts only, and the handlers NAK with their own delay instead."""
+    ack timeouts only, and the handlers NAK with their own delay instead.
+
+    ``ack_policy``: ``ALL`` for a consumer that settles its batches whole (``consume_batches``):
+    one ack of a batch's last message settles the batch, where an explicit ack per message cost
+    the client a publish and the server an ack to process for every event (the scheduler reads
+    every milestone event). The server cannot change the ack policy of an existing consumer, so
+    a durable an earlier version made with another policy is made again, starting at the first
+    message it had not settled (``_remade_from``)."""
     js = nc.jetstream()
     config = ConsumerConfig(
         durable_name=durable,
         filter_subject=subject,
-        ack_policy=AckPolicy.EXPLICIT,
+        ack_policy=ack_policy,
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=ack_wait,
         max_deliver=max_deliver,
         max_ack_pending=max_ack_pending,
     )
+    try:
+        have = await js.consumer_info(stream, durable)
+    except NotFoundError:
+        have = None
+    if have is not None and have.config.ack_policy != ack_policy:
+        config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+        config.opt_start_seq = await _remade_from(js, stream, durable, have, ack_policy)
+    elif have is not None:  # where it starts cannot change either: a remade durable keeps its own
+        config.deliver_policy = have.config.deliver_policy
+        config.opt_start_seq = have.config.opt_start_seq
     await js.add_consumer(stream, config)
     return await js.pull_subscribe_bind(durable, stream)
+
+
+async def _remade_from(
+    js: JetStreamContext, stream: str, durable: str, have: ConsumerInfo, policy: AckPolicy
+) -> int:
+    """Delete a durable whose ack policy is not ``policy`` and return where its successor starts:
+    the message after its ack floor. What it had delivered but not settled, and what it had
+    acked above the floor, comes again: the handlers of whole batches are idempotent (receipts,
+    one schedule per subject, last one wins), which is what redelivery already asks of them. Two
+    instances upgrading at once delete and create the same thing: the second delete finds
+    nothing, the second create is the same configuration."""
+    start = have.ack_floor.stream_seq + 1 if have.ack_floor is not None else 1
+    with contextlib.suppress(NotFoundError):
+        await js.delete_consumer(stream, durable)
+    log.warning(
+        "consumer made again: the server cannot change its ack policy",
+        consumer=durable,
+        ack_policy=f"{getattr(have.config.ack_policy, 'value', have.config.ack_policy)} -> "
+        f"{policy.value}",
+        start_sequence=start,
+    )
+    return start
 
 
 async def consume_batches(
@@ -57,14 +100,75 @@ async def consume_batches(
     handle: Callable[[list[Msg]], Awaitable[None]],
     what: str,
 ) -> None:
-    """Fetch, handle, ack, until ``stop``; a batch whose handling fails is nacked whole, so it is
-    redelivered in order (handlers are idempotent: receipts, rollup schedules)."""
+    """Fetch, handle, settle, until ``stop``, one batch at a time and in order (handlers are
+    idempotent: receipts, one schedule per subject, so a batch handled again is harmless).
 
-    async def all_or_nothing(msgs: list[Msg]) -> list[Settlement]:
-        await handle(msgs)
-        return [None] * len(msgs)
+    A batch whose handling fails is handled again here, with a growing pause, until it succeeds
+    or ``stop``: never skipped, and nothing after it is fetched meanwhile. (It used to be NAKed
+    with a delay while the next batch went on: the failed batch then came back *after* later
+    ones, so a reschedule could be undone by the older schedule it replaced, and on an
+    ``AckPolicy.ALL`` consumer the next batch's ack would have settled it unhandled.) While it
+    waits, its messages are marked in progress so the server does not redeliver them; on stop
+    they are NAKed, to come back at once to whoever consumes next.
 
-    await consume_each(psub, batch, poll, stop, all_or_nothing, what)
+    On a consumer with ``AckPolicy.ALL`` (``durable_pull(ack_policy=...)``) a handled batch is
+    settled by one ack of its last message; on another, each message is acked."""
+    info = await psub.consumer_info()
+    ack_all = info.config.ack_policy == AckPolicy.ALL
+    _buffered_first(psub)
+    try:
+        while not stop.is_set():
+            try:
+                msgs = await psub.fetch(batch, timeout=poll)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
+                return
+            if not msgs:
+                continue
+            if not await _handled(msgs, handle, stop, what):
+                await _settle(msgs, lambda m: m.nak(), what)  # stopped: back at once, in order
+                return
+            await _settle(msgs[-1:] if ack_all else msgs, lambda m: m.ack(), what)
+    finally:
+        await _unsubscribe(psub)
+
+
+async def _handled(
+    msgs: list[Msg], handle: Callable[[list[Msg]], Awaitable[None]], stop: asyncio.Event, what: str
+) -> bool:
+    """Handle ``msgs`` until it succeeds (True) or ``stop`` is set (False)."""
+    pause = RETRY_MIN_S
+    while True:
+        try:
+            await handle(msgs)
+            return True
+        except Exception as exc:  # noqa: BLE001 - retried: a fault outside (the server, the db)
+            log.error(
+                "batch handler failed, trying the batch again",
+                consumer=what,
+                error=repr(exc),
+                messages=len(msgs),
+                first_sequence=msgs[0].metadata.sequence.stream,
+                retry_in_s=pause,
+            )
+        await _settle(msgs, lambda m: m.in_progress(), what)  # not redelivered meanwhile
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), pause)
+        if stop.is_set():
+            return False
+        pause = min(pause * 2, RETRY_MAX_S)
+
+
+async def _settle(msgs: list[Msg], how: Callable[[Msg], Awaitable[None]], what: str) -> None:
+    for m in msgs:
+        try:
+            await how(m)
+        except Exception as exc:  # noqa: BLE001 - unsettled: back after ack_wait
+            log.warning("settling failed", consumer=what, error=repr(exc))
+
+
+RETRY_MIN_S, RETRY_MAX_S = 0.5, 15.0  # a failed batch's pauses (under the ack waits: 60, 120 s)
 
 
 # A message's settlement: None acks it, a number of seconds NAKs it to come back after that long.
@@ -116,7 +220,9 @@ async def consume_each(
 
 
 async def _handle_and_settle(
-    msgs: list[Msg], handle: Callable[[list[Msg]], Awaitable[list[Settlement]]], what: str
+    msgs: list[Msg],
+    handle: Callable[[list[Msg]], Awaitable[list[Settlement]]],
+    what: str,
 ) -> None:
     try:
         settlements = await handle(msgs)

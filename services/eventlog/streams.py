@@ -74,6 +74,8 @@ def inbox_stream_config(replicas: int = 1) -> StreamConfig:
         discard=DiscardPolicy.OLD,
         num_replicas=replicas,
         allow_msg_schedules=True,
+        # the deadline scheduler stores a batch of schedules as one atomic batch (one fsync)
+        allow_atomic=True,
         **UNLIMITED,
     )
 
@@ -140,12 +142,15 @@ async def ensure_stream(nc: NATS, want: StreamConfig) -> None:
         await js.add_stream(want)
         return
     have = info.config
-    # Additive upgrades of a stream an earlier version created: new subjects, message schedules.
+    # Additive upgrades of a stream an earlier version created: new subjects, message schedules,
+    # atomic batches (each can be turned on in place, none ever off).
     missing = set(want.subjects or []) - set(have.subjects or [])
     schedules = bool(want.allow_msg_schedules) and not have.allow_msg_schedules
-    if (missing or schedules) and set(have.subjects or []) <= set(want.subjects or []):
+    atomic = bool(want.allow_atomic) and not have.allow_atomic
+    if (missing or schedules or atomic) and set(have.subjects or []) <= set(want.subjects or []):
         have.subjects = sorted({*(have.subjects or []), *missing})
         have.allow_msg_schedules = bool(want.allow_msg_schedules or have.allow_msg_schedules)
+        have.allow_atomic = bool(want.allow_atomic or have.allow_atomic)
         if have.allow_msg_schedules:
             have.discard = DiscardPolicy.OLD  # required by schedules (see inbox_stream_config)
         have = (await js.update_stream(have)).config

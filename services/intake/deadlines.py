@@ -14,8 +14,9 @@ that CloudEvent into the inbox, where the intake decides it like any other messa
   of the same deadline harmless.
 
 The deadline of a due date is midnight UTC after it (the milestone is due *by the end of* its
-date). The scheduler follows the event log with a durable consumer and acks an event only
-after its schedule is stored: a crash in between is repaired by redelivery.
+date). The scheduler follows the event log with a durable consumer and acks a batch of events
+(one ack of its last, ``AckPolicy.ALL``) only after the batch's schedules are stored, together,
+as one atomic batch (``store_schedules``): a crash in between is repaired by redelivery.
 
 A deadline already past when it is scheduled (a plan imported late, a tracker replaying its
 backlog, the demo, a scheduler catching up after downtime) fires ``late_grace`` after it is
@@ -31,16 +32,22 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+import msgspec
+import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js.api import AckPolicy
 
 from events import ENCODER, MilestonePlanned, MilestoneRescheduled, decode_stored
 from events.subjects import EVENTS_STREAM, MILESTONE_EVENTS, inbox_subject, schedule_subject
 from services.domain.milestone import deadline
 from services.eventlog.consume import consume_batches, durable_pull
+from services.eventlog.log import MAX_BATCH_MESSAGES
 
 log = structlog.get_logger("milestones.scheduler")
 SCHEDULER_DURABLE = "milestones-scheduler"
@@ -84,6 +91,56 @@ def deadline_event(project_id: str, milestone_id: str, due: dt.date, at: dt.date
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A message schedule to store: its subject (one per milestone), body and headers."""
+
+    subject: str
+    body: bytes
+    headers: dict[str, str]
+
+
+class ScheduleFailed(Exception):
+    """The inbox stream did not store a batch of schedules (its batch is redelivered)."""
+
+
+async def store_schedules(nc: NATS, schedules: Sequence[Schedule], timeout: float) -> int:
+    """Store ``schedules`` in the inbox stream as one atomic batch (ADR-50): all or none, one
+    write and one fsync for the lot. Each subject at most once: the server refuses a batch that
+    replaces a subject's schedule twice ("batch rollup sub invalid"). Returns the last sequence.
+
+    Why not ``publish_async`` per schedule (as before): under ``sync_interval: always`` each
+    stored message is an fsync of its own; measured on this machine, 0.12-0.21 ms of
+    nats-server CPU per schedule against 0.025 ms in batches of 500, and the client's cost a
+    third. nats-py 2.16 has no batch publish; this is what ``EventLog.append`` does for events,
+    with the schedule headers, and the error of a schedule instead of an event's."""
+    if not 0 < len(schedules) <= MAX_BATCH_MESSAGES:
+        raise ValueError(f"a batch holds 1..{MAX_BATCH_MESSAGES} schedules, got {len(schedules)}")
+    batch_id = uuid.uuid4().hex
+    *first, last = schedules
+    for i, s in enumerate(first, 1):
+        await nc.publish(
+            s.subject,
+            s.body,
+            headers=s.headers | {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(i)},
+        )
+    headers = last.headers | {
+        "Nats-Batch-Id": batch_id,
+        "Nats-Batch-Sequence": str(len(schedules)),
+        "Nats-Batch-Commit": "1",
+    }
+    try:
+        reply = await nc.request(last.subject, last.body, headers=headers, timeout=timeout)
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
+        raise ScheduleFailed(
+            f"the inbox stream did not store {len(schedules)} deadline schedule(s): {exc!r}"
+        ) from exc
+    ack = msgspec.json.decode(reply.data)
+    if ack.get("error") or ack.get("count") != len(schedules):
+        raise ScheduleFailed(f"a batch of {len(schedules)} deadline schedule(s) refused: {ack}")
+    return int(ack["seq"])
+
+
 class Scheduler:
     def __init__(
         self,
@@ -94,25 +151,26 @@ class Scheduler:
         clock: Callable[[], dt.datetime] = _utcnow,
         batch: int = 500,
         poll: float = 0.25,
+        timeout: float = 10.0,
     ) -> None:
         self.nc = nc
-        self.js = nc.jetstream(publish_async_max_pending=4000)
         self.deadline_at = deadline_at  # the clock is an input: tests bring deadlines near
         self.late_grace = late_grace
         self.clock = clock
         self.batch = batch
         self.poll = poll
+        self.timeout = timeout
 
-    async def schedule(self, project_id: str, milestone_id: str, due: dt.date) -> asyncio.Future:
-        """Store (or replace) the milestone's deadline; returns the future of the stream's ack.
-        The CloudEvent is dated at the deadline even when it fires later (``firing_time``)."""
+    def schedule(self, project_id: str, milestone_id: str, due: dt.date) -> Schedule:
+        """The milestone's deadline as a schedule (storing it replaces the one before). The
+        CloudEvent is dated at the deadline even when it fires later (``firing_time``)."""
         at = self.deadline_at(due)
         fire = firing_time(at, self.clock(), self.late_grace)
         spec = fire.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return await self.js.publish_async(
+        return Schedule(
             schedule_subject(project_id, milestone_id),
             deadline_event(project_id, milestone_id, due, at),
-            headers={"Nats-Schedule": f"@at {spec}", "Nats-Schedule-Target": TARGET},
+            {"Nats-Schedule": f"@at {spec}", "Nats-Schedule-Target": TARGET},
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -123,16 +181,22 @@ class Scheduler:
             stream=EVENTS_STREAM,
             ack_wait=60,
             max_ack_pending=self.batch * 2,
+            ack_policy=AckPolicy.ALL,  # a batch is settled whole: one ack of its last message
         )
         await consume_batches(psub, self.batch, self.poll, stop, self._schedule_batch, "scheduler")
 
     async def _schedule_batch(self, msgs: list[Msg]) -> None:
-        """Pipelined: one round trip for the batch; published in order, so the last schedule
-        wins."""
-        acks = [a for a in [await self._schedule_for(m.data) for m in msgs] if a is not None]
-        await asyncio.gather(*acks)
+        """The batch's schedules, stored together; a milestone scheduled twice in the batch
+        keeps the later one (stream order: the last schedule wins, as it would one by one)."""
+        latest: dict[str, Schedule] = {}
+        for m in msgs:
+            if (s := self._schedule_for(m.data)) is not None:
+                latest[s.subject] = s
+        todo = list(latest.values())
+        for i in range(0, len(todo), MAX_BATCH_MESSAGES):  # (a batch option above the limit)
+            await store_schedules(self.nc, todo[i : i + MAX_BATCH_MESSAGES], self.timeout)
 
-    async def _schedule_for(self, data: bytes) -> asyncio.Future | None:
+    def _schedule_for(self, data: bytes) -> Schedule | None:
         if _PLANNED not in data and _RESCHEDULED not in data:
             return None  # (most events: a type only these two names schedule, not decoded)
         try:
@@ -141,7 +205,7 @@ class Scheduler:
             return None  # an event this version cannot read: the projections park it
         match event:
             case MilestonePlanned(project_id=p, milestone_id=m, due=due):
-                return await self.schedule(p, m, due)
+                return self.schedule(p, m, due)
             case MilestoneRescheduled(project_id=p, milestone_id=m, new_due=due):
-                return await self.schedule(p, m, due)
+                return self.schedule(p, m, due)
         return None

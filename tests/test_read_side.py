@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -205,6 +206,37 @@ async def test_one_reader_feeds_every_read_model_each_from_its_own_checkpoint(in
     for name in TABLES:
         await rebuild(PROJECTIONS[name], db_url, nc)
         assert await table_rows(db_url, name) == live[name], f"{name} differs from a rebuild"
+
+
+async def test_the_read_models_of_one_reader_apply_a_batch_at_once(intake, nc, db_url):
+    """Each read model applies a batch on a connection of its own, at once: with status's table
+    held by another transaction, history and audit still commit the batch (applied in turn,
+    they waited behind status, the first lane); released, all catch up, nothing restarted."""
+    await ensure_schema(db_url, list(PROJECTIONS.values()))
+    last = await load(nc, projects=2)
+    holder = await connect(db_url)
+    stop = asyncio.Event()
+    runner = Runner([PROJECTIONS[n] for n in TABLES], db_url, nc)
+    blocking = holder.transaction()
+    await blocking.start()
+    await holder.execute("LOCK TABLE milestones.ms_status IN EXCLUSIVE MODE")
+    task = asyncio.create_task(runner.run(stop))
+    try:
+
+        async def others_applied() -> bool:  # the first batch, at least (no row for status)
+            return all([await position_of(db_url, n) for n in ("history", "audit")])
+
+        await wait_for(others_applied, 30, "history and audit to commit past a held status")
+        assert not await position_of(db_url, "status")  # held: in turn, nothing had committed
+        await blocking.rollback()
+        await caught_up(db_url, last)
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await blocking.rollback()
+        await task
+        await holder.close()
+    assert runner.state.restarts == 0, runner.state.last_error
 
 
 async def test_a_rebuild_of_all_decodes_for_each_read_model_as_it_would_alone(intake, nc, db_url):

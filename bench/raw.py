@@ -15,6 +15,7 @@ import asyncpg
 from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
+from projections import nats_headers
 from projections.parking import Item
 from projections.runner import take_batch
 from services.eventlog.log import EventLog, OutgoingMessage
@@ -118,7 +119,9 @@ async def ordered_read_decoded(
     rest of what nats-py has buffered (``projections.runner.take_batch``, up to ``batch``, flow
     control answered as the runner does), then ``Item.of`` for each message (its stream
     position from the metadata, its subject, body and headers, and ``decode`` of the body).
-    The ceiling of a rebuild: everything but the rows."""
+    The ceiling of a rebuild: everything but the rows; with the runner's header parse too
+    (``projections.nats_headers``), so the ceiling is not lowered by what the runner avoids."""
+    nats_headers.install()
     js = nc.jetstream()
     info = await js.stream_info(stream)
     if not info.state.messages:

@@ -97,14 +97,31 @@ async def connect(
 
 
 async def create_pool(dsn: str, *, min_size: int = 10, max_size: int = 10) -> asyncpg.Pool:
-    """A pool of ``connect``'s connections (asyncpg's default sizes unless given)."""
+    """A pool of ``connect``'s connections (asyncpg's default sizes unless given), released
+    without asyncpg's reset query (``keep_session``)."""
     return await asyncpg.create_pool(
         dsn,
         init=init_connection,
         server_settings={"search_path": SEARCH_PATH, "application_name": "milestones"},
         min_size=min_size,
         max_size=max_size,
+        reset=keep_session,
     )
+
+
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """What a pooled connection needs on release beyond what asyncpg always does (roll back a
+    transaction left open, drop its listener callbacks): nothing.
+
+    asyncpg's default also sends ``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL`` on every release: a round trip per query (6 % of the query service's CPU under
+    the benchmark's load, py-spy, and PostgreSQL's work besides) that undoes session state the
+    pool's users never make. They are the queries and the notifier: no ``SET`` (settings are the
+    pool's ``server_settings``), no ``LISTEN`` (the checkpoint watcher has a connection of its
+    own), advisory locks only transaction-scoped (``pg_advisory_xact_lock``), cursors only
+    inside transactions. Code that makes session state must use its own connection
+    (``connect``), not the pool's: ``tests/test_ops.py`` checks a released connection is
+    handed out again as it was."""
 
 
 def lock_key(name: str) -> int:

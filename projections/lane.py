@@ -149,16 +149,20 @@ class Lane:
             elapsed = max(time.perf_counter() - started, 1e-6)
             rate = len(msgs) / elapsed
             self._rate = 0.8 * self._rate + 0.2 * rate if self._rate else rate
+            # the checkpoint and its notice in one round trip (the row is locked above, so the
+            # update always finds it and the notice always goes, at commit)
             await conn.execute(
-                f"UPDATE {db.SCHEMA}.checkpoints "
+                f"WITH moved AS (UPDATE {db.SCHEMA}.checkpoints "
                 "SET position = $2, pending = $3, rate = $4, updated_at = now() "
-                "WHERE projection = $1",
+                "WHERE projection = $1 RETURNING projection) "
+                "SELECT pg_notify($5, $6) FROM moved",
                 name,
                 last,
                 pending,
                 self._rate,
+                db.NOTIFY_CHANNEL,
+                f"{name}:{last}",
             )
-            await conn.execute("SELECT pg_notify($1, $2)", db.NOTIFY_CHANNEL, f"{name}:{last}")
         self.position = last
         for key in [k for k in self.failures if k[1] <= last]:
             del self.failures[key]

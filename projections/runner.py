@@ -34,7 +34,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import Counter
 
 from events import tracing
-from projections import db
+from projections import db, nats_headers
 from projections.base import Projection, R
 from projections.lane import LAG, PARKED_NOW, Decoded, Lane
 from projections.parking import EventFailed, blame, described
@@ -97,6 +97,7 @@ class Runner(Generic[R]):
     state: RunnerState = field(default_factory=RunnerState)
 
     def __post_init__(self) -> None:
+        nats_headers.install()  # every event read carries a header block (its module says why)
         models: list[Projection[Any]] = (
             list(self.projection) if isinstance(self.projection, Sequence) else [self.projection]
         )

@@ -641,3 +641,30 @@ def test_http_connections_are_accepted_with_tcp_nodelay() -> None:
         accepted, _ = listener.accept()
         with accepted:
             assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+async def test_a_pooled_connection_is_released_without_a_reset_round_trip(db_url) -> None:
+    """The pool (queries, notifier) skips asyncpg's reset query: what a transaction held (an open
+    transaction, a transaction-scoped advisory lock) is gone on release, and the session is
+    handed out again as it was, settings included (which is why nothing on the pool may make
+    session state: ``projections.db.keep_session``)."""
+    from projections.db import create_pool, lock_key
+
+    pool = await create_pool(db_url, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            first = await conn.fetchval("SELECT pg_backend_pid()")
+            await conn.execute("SELECT set_config('milestones.probe', 'kept', false)")
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("probe"))
+            await conn.execute("BEGIN")  # left open: asyncpg rolls it back on release
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") == first  # the same session
+            assert not conn.is_in_transaction()
+            assert not await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND pid = pg_backend_pid()"
+            )
+            assert await conn.fetchval("SELECT current_setting('milestones.probe')") == "kept"
+    finally:
+        await pool.close()

@@ -22,7 +22,7 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import ServiceUnavailableError
 
 from events.errors import StartupError
-from projections import PROJECTIONS
+from projections import PROJECTIONS, nats_headers
 from projections.db import create_pool, ensure_schema
 from projections.runner import Runner, groups
 from projections.watch import CheckpointWatcher
@@ -82,6 +82,7 @@ async def connect_nats(
     async def quiet(exc: Exception) -> None:  # nats-py's default prints a traceback per attempt
         log.warning("nats error", error=str(exc) or type(exc).__name__)
 
+    nats_headers.install()  # every service's client parses headers the faster way
     try:
         nc = await nats.connect(
             url.split(","),

@@ -49,6 +49,7 @@ __all__ = ["LAG", "PARKED_NOW", "Runner", "RunnerState", "groups", "take_batch"]
 MIN_BACKOFF, MAX_BACKOFF = 0.1, 5.0
 IDLE_TICK = 1.0  # a whole tick without a message: caught up, as far as the server says
 IDLE_PING_TICKS = 5  # and every 5 idle ticks the database is asked whether it is still there
+LANE_BACKLOG = 2  # batches a lane may be behind the read (``Runner._lanes_apart``)
 CONNECT_TIMEOUT = 10.0
 
 
@@ -246,20 +247,19 @@ class Runner(Generic[R]):
         # one being read, and flow control answered as messages leave nats-py's buffer.
         ahead: asyncio.Queue[Decoded] = asyncio.Queue(maxsize=1)
         reader = asyncio.ensure_future(self._read_ahead(sub, ahead))
-        conns = [conn]
         stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         getter: asyncio.Future[Decoded] | None = None
-        pending, idle = 1, 0
+        pending = 1
         try:
-            # each further read model gets a connection of its own, so the lanes apply a batch
-            # at once (``apply``); the locks stay with ``conn``, the session's connection
-            for _ in self.lanes[1:]:
-                conns.append(await db.connect(self.dsn, self._search_path, timeout=CONNECT_TIMEOUT))
             if catch_up:  # a rebuild needs to know where the log ends: here a failure is fatal
                 pending = await self._behind(sub)
             else:  # the live runner only sets its lag gauge: a slow JetStream API must not
                 with contextlib.suppress(Exception):  # fail (and restart) the runner
                     await self._behind(sub)
+            if len(self.lanes) > 1 and not catch_up:
+                await self._lanes_apart(conn, ahead, reader, stopped, stop)
+                return self.position
+            idle = 0
             while not stop.is_set() and pending:
                 getter = getter or asyncio.ensure_future(ahead.get())
                 done, _ = await asyncio.wait(
@@ -270,7 +270,7 @@ class Runner(Generic[R]):
                 if getter in done:
                     batch = getter.result()
                     getter = None
-                    await self._apply_retrying(conns, batch, stop)
+                    await self._apply_retrying([(lane, conn) for lane in self.lanes], batch, stop)
                     if catch_up:
                         pending = batch.msgs[-1].metadata.num_pending
                 elif reader in done:
@@ -289,9 +289,113 @@ class Runner(Generic[R]):
                 await reader
             with contextlib.suppress(Exception):  # the connection may be gone: nothing to undo
                 await sub.unsubscribe()
-            for extra in conns[1:]:
-                await _close(extra)
         return self.position
+
+    async def _lanes_apart(
+        self,
+        conn: asyncpg.Connection,
+        ahead: asyncio.Queue[Decoded],
+        reader: asyncio.Future[None],
+        stopped: asyncio.Future[Any],
+        stop: asyncio.Event,
+    ) -> None:
+        """The live loop of several read models: each lane applies the batches on a connection
+        of its own, at its own pace, up to ``LANE_BACKLOG`` batches behind the read.
+
+        Applied in turn (status, then history, then audit, each batch), an event's status row
+        waited for the previous batch's history and audit transactions, a dozen round trips to
+        PostgreSQL each: under the benchmark's freshness load the process sat idle 57 % of the
+        time (py-spy --idle) while events waited. Each lane keeps its own checkpoint, so nothing
+        orders the lanes; status, which people read first, no longer waits for the others. The
+        read waits for the slowest lane (memory stays bounded), ``conn`` keeps the locks and
+        checks the database while all is quiet. A lane that fails for the infrastructure fails
+        the runner (it restarts from the checkpoints); one event's own failure is retried and
+        parked by that lane alone."""
+        feeds: list[asyncio.Queue[Decoded]] = [
+            asyncio.Queue(maxsize=LANE_BACKLOG) for _ in self.lanes
+        ]
+        moved = asyncio.Event()  # a lane finished a batch: there may be room for the next
+        busy: set[str] = set()
+        conns: list[asyncpg.Connection] = []
+        workers: list[asyncio.Future[None]] = []
+        stopped_cleanly = False  # else (a failure) the lanes are cancelled, not awaited
+        try:
+            for lane, feed in zip(self.lanes, feeds, strict=True):
+                conns.append(await db.connect(self.dsn, self._search_path, timeout=CONNECT_TIMEOUT))
+                applying = self._lane(lane, conns[-1], feed, busy, moved, stop)
+                workers.append(asyncio.ensure_future(applying))
+            await self._dispatch(conn, ahead, feeds, moved, busy, {reader, stopped, *workers})
+            stopped_cleanly = True
+        finally:
+            if not stopped_cleanly:
+                for worker in workers:
+                    worker.cancel()
+            # stopped: each lane finishes the batch in hand and ends
+            await asyncio.gather(*workers, return_exceptions=True)
+            for extra in conns:
+                await _close(extra)
+
+    async def _dispatch(
+        self,
+        conn: asyncpg.Connection,
+        ahead: asyncio.Queue[Decoded],
+        feeds: list[asyncio.Queue[Decoded]],
+        moved: asyncio.Event,
+        busy: set[str],
+        ends: set[asyncio.Future[Any]],
+    ) -> None:
+        """Hand each batch read to every lane once each has room; return when one of ``ends``
+        (the reader, the stop, a lane) is done, raising what it raised."""
+        idle = 0
+        while True:
+            room = all(not feed.full() for feed in feeds)
+            moved.clear()
+            wanted: asyncio.Future[Any] = asyncio.ensure_future(
+                ahead.get() if room else moved.wait()
+            )
+            done, _ = await asyncio.wait(
+                {wanted, *ends}, timeout=IDLE_TICK, return_when=asyncio.FIRST_COMPLETED
+            )
+            if wanted not in done:
+                wanted.cancel()  # (a batch already taken is not lost: ``get`` was not done)
+            elif room:
+                for feed in feeds:
+                    feed.put_nowait(wanted.result())  # room was checked: no lane is full
+            if ended := done & ends:
+                for end in ended:
+                    end.result()  # the reader or a lane failed: raise it
+                return  # stopped (a lane ends without failing only on stop)
+            if done:
+                idle = 0
+            elif not busy and all(feed.empty() for feed in feeds):
+                await self._idle(conn, idle := idle + 1)
+
+    async def _lane(
+        self,
+        lane: Lane,
+        conn: asyncpg.Connection,
+        feed: asyncio.Queue[Decoded],
+        busy: set[str],
+        moved: asyncio.Event,
+        stop: asyncio.Event,
+    ) -> None:
+        """One lane of ``_lanes_apart``: its batches, in order, until ``stop``."""
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                got = asyncio.ensure_future(feed.get())
+                await asyncio.wait({got, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                if not got.done():
+                    got.cancel()
+                    return
+                busy.add(lane.checkpoint)
+                try:
+                    await self._apply_retrying([(lane, conn)], got.result(), stop)
+                finally:
+                    busy.discard(lane.checkpoint)
+                moved.set()
+        finally:
+            stopped.cancel()
 
     async def _read_ahead(
         self, sub: JetStreamContext.PushSubscription, ahead: asyncio.Queue[Decoded]
@@ -320,23 +424,27 @@ class Runner(Generic[R]):
             LAG.labels(lane.checkpoint).set(0)
 
     async def _apply_retrying(
-        self, conns: Sequence[asyncpg.Connection], batch: Decoded, stop: asyncio.Event
+        self,
+        lanes: Sequence[tuple[Lane, asyncpg.Connection]],
+        batch: Decoded,
+        stop: asyncio.Event,
     ) -> None:
-        """Apply a batch; an event that failed for an unknown reason is tried again (after a
-        pause) until ``park_after`` failures park it. Infrastructure failures raise. A lane that
-        committed the batch before another lane failed skips it when it is tried again."""
+        """Apply a batch to ``lanes`` (each on its connection); an event that failed for an
+        unknown reason is tried again (after a pause) until ``park_after`` failures park it.
+        Infrastructure failures raise. A lane that committed the batch before another lane
+        failed skips it when it is tried again."""
         pause = MIN_BACKOFF
         msgs = batch.msgs
         # behind each checkpoint: this batch and what came after its last event
         after = msgs[-1].metadata.num_pending or 0
         positions = batch.positions  # increasing: the read is ordered
-        for lane in self.lanes:  # (nats-py's ``metadata`` per message here was 11 % of a rebuild)
+        for lane, _ in lanes:  # (nats-py's ``metadata`` per message here was 11 % of a rebuild)
             mine = len(positions) - bisect.bisect_right(positions, lane.position)
             LAG.labels(lane.checkpoint).set(mine + after)
         while True:
             try:
                 async with asyncio.timeout(self.batch_timeout):
-                    await self.apply(conns, batch)
+                    await self.apply(lanes, batch)
                 return
             except EventFailed as failed:
                 self.state.last_error = str(failed)
@@ -370,40 +478,15 @@ class Runner(Generic[R]):
             },
         )
 
-    async def apply(self, conns: Sequence[asyncpg.Connection], batch: Decoded) -> None:
-        """The batch to every lane, each in its own transaction on its own connection (one per
-        lane, ``conns``), the lanes at once; decoded once for lanes that decode alike.
-
-        At once, not in turn: measured under the benchmark's freshness load, the projections
-        process sat idle 57 % of the time (py-spy --idle) while a batch went through status,
-        then history, then audit, a dozen round trips to PostgreSQL each, so an event waited for
-        the last batch's history and audit before its status row was written. Each lane keeps
-        its own checkpoint, so nothing orders them; a lane that committed before another failed
-        skips the batch when it is tried again (``Lane.apply``). Every lane finishes (or fails)
-        before the batch's outcome is known: a retry never meets a lane still busy on its
-        connection."""
+    async def apply(self, lanes: Sequence[tuple[Lane, asyncpg.Connection]], batch: Decoded) -> None:
+        """The batch to each of ``lanes`` in turn, each in its own transaction on its
+        connection; decoded once for lanes that decode alike."""
         msgs = batch.msgs
-        if len(self.lanes) == 1:
-            with self._traced(self.lanes[0], msgs):
-                await self.lanes[0].apply(conns[0], batch)
-        else:
-            outcomes = await asyncio.gather(
-                *(
-                    self._apply_lane(lane, c, batch)
-                    for lane, c in zip(self.lanes, conns, strict=True)
-                ),
-                return_exceptions=True,
-            )
-            failed = [o for o in outcomes if isinstance(o, BaseException)]
-            # an infrastructure fault restarts the runner: it outranks an event's own failure
-            for error in sorted(failed, key=lambda e: isinstance(e, EventFailed)):
-                raise error
+        for lane, conn in lanes:
+            with self._traced(lane, msgs):
+                await lane.apply(conn, batch)
         self.state.position = self.position
         self.state.progressed_at = time.monotonic()
-
-    async def _apply_lane(self, lane: Lane, conn: asyncpg.Connection, batch: Decoded) -> None:
-        with self._traced(lane, batch.msgs):
-            await lane.apply(conn, batch)
 
 
 def groups(projections: Sequence[Projection[R]]) -> list[list[Projection[R]]]:

@@ -239,6 +239,41 @@ async def test_the_read_models_of_one_reader_apply_a_batch_at_once(intake, nc, d
     assert runner.state.restarts == 0, runner.state.last_error
 
 
+async def test_status_runs_batches_ahead_of_a_slower_read_model(intake, nc, db_url):
+    """Each lane goes at its own pace, up to ``LANE_BACKLOG`` batches behind the read: with
+    history's table held, status applies batch after batch (in lockstep it would stop at the
+    end of the first), and history catches up once released."""
+    from projections.runner import LANE_BACKLOG
+
+    await ensure_schema(db_url, list(PROJECTIONS.values()))
+    last = await load(nc, projects=2)
+    batch = 40
+    assert last > batch * (LANE_BACKLOG + 2)
+    holder = await connect(db_url)
+    stop = asyncio.Event()
+    runner = Runner([PROJECTIONS[n] for n in TABLES], db_url, nc, batch_size=batch)
+    blocking = holder.transaction()
+    await blocking.start()
+    await holder.execute("LOCK TABLE milestones.ms_history IN EXCLUSIVE MODE")
+    task = asyncio.create_task(runner.run(stop))
+    try:
+
+        async def status_ahead() -> bool:  # past its first batch while history holds none
+            return (await position_of(db_url, "status") or 0) > batch
+
+        await wait_for(status_ahead, 30, "status to apply several batches past a held history")
+        assert not await position_of(db_url, "history")
+        await blocking.rollback()
+        await caught_up(db_url, last)
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await blocking.rollback()
+        await task
+        await holder.close()
+    assert runner.state.restarts == 0, runner.state.last_error
+
+
 async def test_a_rebuild_of_all_decodes_for_each_read_model_as_it_would_alone(intake, nc, db_url):
     """Read models rebuilt together share one read, but each decodes as it does alone: the
     audit trail keeps a publisher's extension attributes."""

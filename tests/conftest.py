@@ -395,12 +395,18 @@ async def api(system, authenticator):
 
 async def append_as_before(nc, event_id: str, source: str, data: object) -> int:
     """Append ``data`` raw, as an older version of the intake stored it (the log is append-only,
-    so today's code must read it as it is); returns its position."""
+    so today's code must read it as it is), on its project's subject, or its milestone's for a
+    milestone event; returns its position."""
     from events import StoredEvent
-    from events.subjects import EVENTS_STREAM, project_subject
+    from events.subjects import EVENTS_STREAM, milestone_subject, project_subject
 
     t0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
-    subject = project_subject(data.project_id)  # type: ignore[attr-defined]
+    milestone = getattr(data, "milestone_id", None)
+    subject = (
+        project_subject(data.project_id)  # type: ignore[attr-defined]
+        if milestone is None
+        else milestone_subject(data.project_id, milestone)  # type: ignore[attr-defined]
+    )
     stored = StoredEvent(
         id=event_id,
         source=source,

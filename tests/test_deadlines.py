@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import json
 
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
@@ -17,7 +18,14 @@ from services.domain.milestone import deadline
 from services.eventlog.log import EventLog
 from services.intake.deadlines import LATE_DEADLINE_GRACE, Scheduler, deadline_event, firing_time
 from services.intake.round import receipt_subject
-from tests.conftest import caught_up, cloudevent, connect, request, wait_for
+from tests.conftest import (
+    append_as_before,
+    caught_up,
+    cloudevent,
+    connect,
+    request,
+    wait_for,
+)
 
 P = "launch"
 D1, D2 = dt.date(2030, 1, 1), dt.date(2030, 2, 1)
@@ -235,27 +243,12 @@ async def test_a_plan_that_arrives_late_is_judged_after_its_back_dated_history(i
     assert {e.time for e in missed[-2:]} == {deadline(due)}  # dated when the deadline passed
 
 
+_IDS = itertools.count(1)
+
+
 async def _append_milestone_event(nc, data) -> int:
     """A milestone event appended raw, as the intake stores it; returns its position."""
-    from events import ENCODER, StoredEvent
-    from events.subjects import EVENTS_STREAM, milestone_subject
-
-    t0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
-    subject = milestone_subject(data.project_id, data.milestone_id)
-    event_id = f"{type(data).__name__}-{data.milestone_id}-{t0.timestamp()}-{id(data)}"
-    stored = StoredEvent(
-        id=event_id,
-        source="test",
-        type=type(data).__name__,
-        subject=subject,
-        time=t0,
-        recordedtime=t0,
-        correlationid=event_id,
-        causationid=event_id,
-        data=data,
-    )
-    ack = await nc.jetstream().publish(subject, ENCODER.encode(stored), stream=EVENTS_STREAM)
-    return ack.seq
+    return await append_as_before(nc, f"e{next(_IDS)}", "test", data)
 
 
 def _due_of(schedule) -> str:

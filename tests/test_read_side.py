@@ -208,35 +208,44 @@ async def test_one_reader_feeds_every_read_model_each_from_its_own_checkpoint(in
         assert await table_rows(db_url, name) == live[name], f"{name} differs from a rebuild"
 
 
+@contextlib.asynccontextmanager
+async def running_with_a_table_held(nc, db_url: str, table: str, **options):
+    """A runner of status, history and audit started while another transaction holds ``table``
+    (``LOCK … IN EXCLUSIVE MODE``: reads pass, writes wait); yields its release. On exit
+    the table is released, the runner stopped, and it must not have restarted."""
+    holder = await connect(db_url)
+    stop = asyncio.Event()
+    runner = Runner([PROJECTIONS[n] for n in TABLES], db_url, nc, **options)
+    holding = holder.transaction()
+    await holding.start()
+    await holder.execute(f"LOCK TABLE milestones.{table} IN EXCLUSIVE MODE")
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        yield holding.rollback
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):  # (released already)
+            await holding.rollback()
+        await task
+        await holder.close()
+    assert runner.state.restarts == 0, runner.state.last_error
+
+
 async def test_the_read_models_of_one_reader_apply_a_batch_at_once(intake, nc, db_url):
     """Each read model applies a batch on a connection of its own, at once: with status's table
     held by another transaction, history and audit still commit the batch (applied in turn,
     they waited behind status, the first lane); released, all catch up, nothing restarted."""
     await ensure_schema(db_url, list(PROJECTIONS.values()))
     last = await load(nc, projects=2)
-    holder = await connect(db_url)
-    stop = asyncio.Event()
-    runner = Runner([PROJECTIONS[n] for n in TABLES], db_url, nc)
-    blocking = holder.transaction()
-    await blocking.start()
-    await holder.execute("LOCK TABLE milestones.ms_status IN EXCLUSIVE MODE")
-    task = asyncio.create_task(runner.run(stop))
-    try:
+    async with running_with_a_table_held(nc, db_url, "ms_status") as release:
 
         async def others_applied() -> bool:  # the first batch, at least (no row for status)
             return all([await position_of(db_url, n) for n in ("history", "audit")])
 
         await wait_for(others_applied, 30, "history and audit to commit past a held status")
         assert not await position_of(db_url, "status")  # held: in turn, nothing had committed
-        await blocking.rollback()
+        await release()
         await caught_up(db_url, last)
-    finally:
-        stop.set()
-        with contextlib.suppress(Exception):
-            await blocking.rollback()
-        await task
-        await holder.close()
-    assert runner.state.restarts == 0, runner.state.last_error
 
 
 async def test_status_runs_batches_ahead_of_a_slower_read_model(intake, nc, db_url):
@@ -249,29 +258,15 @@ async def test_status_runs_batches_ahead_of_a_slower_read_model(intake, nc, db_u
     last = await load(nc, projects=2)
     batch = 40
     assert last > batch * (LANE_BACKLOG + 2)
-    holder = await connect(db_url)
-    stop = asyncio.Event()
-    runner = Runner([PROJECTIONS[n] for n in TABLES], db_url, nc, batch_size=batch)
-    blocking = holder.transaction()
-    await blocking.start()
-    await holder.execute("LOCK TABLE milestones.ms_history IN EXCLUSIVE MODE")
-    task = asyncio.create_task(runner.run(stop))
-    try:
+    async with running_with_a_table_held(nc, db_url, "ms_history", batch_size=batch) as release:
 
         async def status_ahead() -> bool:  # past its first batch while history holds none
             return (await position_of(db_url, "status") or 0) > batch
 
         await wait_for(status_ahead, 30, "status to apply several batches past a held history")
         assert not await position_of(db_url, "history")
-        await blocking.rollback()
+        await release()
         await caught_up(db_url, last)
-    finally:
-        stop.set()
-        with contextlib.suppress(Exception):
-            await blocking.rollback()
-        await task
-        await holder.close()
-    assert runner.state.restarts == 0, runner.state.last_error
 
 
 async def test_a_rebuild_of_all_decodes_for_each_read_model_as_it_would_alone(intake, nc, db_url):

@@ -31,9 +31,10 @@ async def durable_pull(
     max_deliver: int = -1,
     ack_policy: AckPolicy = AckPolicy.EXPLICIT,
 ) -> JetStreamContext.PullSubscription:
-    """A durable pull consumer from the stream's start, with explicit acks: what is not acked
-    (a crash, a nack) comes back. The configuration is written every start (the server's create
-    updates an existing consumer), so a consumer an older version made gets today's settings.
+    """A durable pull consumer from the stream's start, with explicit acks unless ``ack_policy``
+    says otherwise: what is not acked (a crash, a nack) comes back. The configuration is
+    written every start (the server's create updates an existing consumer), so a consumer an
+    older version made gets today's settings.
 
     ``max_deliver`` -1 (the default): the server redelivers without limit and gives up on
     nothing by itself; a consumer that must bound retries counts ``num_delivered`` itself and
@@ -118,11 +119,7 @@ async def consume_batches(
     _buffered_first(psub)
     try:
         while not stop.is_set():
-            try:
-                msgs = await psub.fetch(batch, timeout=poll)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
+            if (msgs := await _fetch(psub, batch, poll)) is None:
                 return
             if not msgs:
                 continue
@@ -201,12 +198,10 @@ async def consume_each(
             if len(in_hand) >= depth:
                 _, in_hand = await asyncio.wait(in_hand, return_when=asyncio.FIRST_COMPLETED)
                 continue
-            try:
-                msgs = await psub.fetch(batch, timeout=poll)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
+            if (msgs := await _fetch(psub, batch, poll)) is None:
                 return
+            if not msgs:
+                continue
             task = asyncio.ensure_future(_handle_and_settle(msgs, handle, what))
             if depth == 1:
                 await task
@@ -217,6 +212,19 @@ async def consume_each(
         if in_hand:
             await asyncio.gather(*in_hand, return_exceptions=True)
         await _unsubscribe(psub)
+
+
+async def _fetch(
+    psub: JetStreamContext.PullSubscription, batch: int, poll: float
+) -> list[Msg] | None:
+    """Up to ``batch`` messages; an empty list when none came within ``poll``, None when the
+    connection is closing."""
+    try:
+        return await psub.fetch(batch, timeout=poll)
+    except (TimeoutError, nats.errors.TimeoutError):
+        return []
+    except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
+        return None
 
 
 async def _handle_and_settle(

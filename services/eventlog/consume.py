@@ -1,7 +1,7 @@
 """Pull consumption for the services' durable consumers: fetch a batch, hand it over, then either
-settle it whole (scheduler, notifier: handled again until it succeeds, then acked by one ack of
-its last message; strictly in order) or settle each message on its own (the inbox: ack one, NAK
-another with its own delay)."""
+settle it whole (scheduler, notifier: handled again until it succeeds, then acked; strictly in
+order) or settle each message on its own (the inbox: ack one, NAK another with its own
+delay)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ import nats
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
-from nats.js.errors import NotFoundError
 
 log = structlog.get_logger("milestones.consume")
 
@@ -29,68 +28,32 @@ async def durable_pull(
     ack_wait: float,
     max_ack_pending: int,
     max_deliver: int = -1,
-    ack_policy: AckPolicy = AckPolicy.EXPLICIT,
 ) -> JetStreamContext.PullSubscription:
-    """A durable pull consumer from the stream's start, with explicit acks unless ``ack_policy``
-    says otherwise: what is not acked (a crash, a nack) comes back. The configuration is
-    written every start (the server's create updates an existing consumer), so a consumer an
-    older version made gets today's settings.
+    """A durable pull consumer from the stream's start, with explicit acks: what is not acked
+    (a crash, a nack) comes back. The configuration is written every start (the server's create
+    updates an existing consumer), so a consumer an older version made gets today's settings.
 
     ``max_deliver`` -1 (the default): the server redelivers without limit and gives up on
     nothing by itself; a consumer that must bound retries counts ``num_delivered`` itself and
     settles the message (the inbox records a rejection). No server ``backoff``: it applies to
     ack timeouts only, and the handlers NAK with their own delay instead.
 
-    ``ack_policy``: ``ALL`` for a consumer that settles its batches whole (``consume_batches``):
-    one ack of a batch's last message settles the batch, where an explicit ack per message cost
-    the client a publish and the server an ack to process for every event (the scheduler reads
-    every milestone event). The server cannot change the ack policy of an existing consumer, so
-    a durable an earlier version made with another policy is made again, starting at the first
-    message it had not settled (``_remade_from``)."""
+    Explicit acks, also where a batch is settled whole: several intakes (or notifiers) may
+    share one durable, and with ``AckPolicy.ALL`` one instance's ack of its batch would settle
+    another's batch still in hand, lost if that instance then died (nats-py 2.16 has no
+    pinned-client priority groups, ADR-42, that would keep one instance active)."""
     js = nc.jetstream()
     config = ConsumerConfig(
         durable_name=durable,
         filter_subject=subject,
-        ack_policy=ack_policy,
+        ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=ack_wait,
         max_deliver=max_deliver,
         max_ack_pending=max_ack_pending,
     )
-    try:
-        have = await js.consumer_info(stream, durable)
-    except NotFoundError:
-        have = None
-    if have is not None and have.config.ack_policy != ack_policy:
-        config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
-        config.opt_start_seq = await _remade_from(js, stream, durable, have, ack_policy)
-    elif have is not None:  # where it starts cannot change either: a remade durable keeps its own
-        config.deliver_policy = have.config.deliver_policy
-        config.opt_start_seq = have.config.opt_start_seq
     await js.add_consumer(stream, config)
     return await js.pull_subscribe_bind(durable, stream)
-
-
-async def _remade_from(
-    js: JetStreamContext, stream: str, durable: str, have: ConsumerInfo, policy: AckPolicy
-) -> int:
-    """Delete a durable whose ack policy is not ``policy`` and return where its successor starts:
-    the message after its ack floor. What it had delivered but not settled, and what it had
-    acked above the floor, comes again: the handlers of whole batches are idempotent (receipts,
-    one schedule per subject, last one wins), which is what redelivery already asks of them. Two
-    instances upgrading at once delete and create the same thing: the second delete finds
-    nothing, the second create is the same configuration."""
-    start = have.ack_floor.stream_seq + 1 if have.ack_floor is not None else 1
-    with contextlib.suppress(NotFoundError):
-        await js.delete_consumer(stream, durable)
-    log.warning(
-        "consumer made again: the server cannot change its ack policy",
-        consumer=durable,
-        ack_policy=f"{getattr(have.config.ack_policy, 'value', have.config.ack_policy)} -> "
-        f"{policy.value}",
-        start_sequence=start,
-    )
-    return start
 
 
 async def consume_batches(
@@ -107,15 +70,9 @@ async def consume_batches(
     A batch whose handling fails is handled again here, with a growing pause, until it succeeds
     or ``stop``: never skipped, and nothing after it is fetched meanwhile. (It used to be NAKed
     with a delay while the next batch went on: the failed batch then came back *after* later
-    ones, so a reschedule could be undone by the older schedule it replaced, and on an
-    ``AckPolicy.ALL`` consumer the next batch's ack would have settled it unhandled.) While it
+    ones, so a reschedule could be undone by the older schedule it replaced.) While it
     waits, its messages are marked in progress so the server does not redeliver them; on stop
-    they are NAKed, to come back at once to whoever consumes next.
-
-    On a consumer with ``AckPolicy.ALL`` (``durable_pull(ack_policy=...)``) a handled batch is
-    settled by one ack of its last message; on another, each message is acked."""
-    info = await psub.consumer_info()
-    ack_all = info.config.ack_policy == AckPolicy.ALL
+    they are NAKed, to come back at once to whoever consumes next."""
     _buffered_first(psub)
     try:
         while not stop.is_set():
@@ -126,7 +83,7 @@ async def consume_batches(
             if not await _handled(msgs, handle, stop, what):
                 await _settle(msgs, lambda m: m.nak(), what)  # stopped: back at once, in order
                 return
-            await _settle(msgs[-1:] if ack_all else msgs, lambda m: m.ack(), what)
+            await _settle(msgs, lambda m: m.ack(), what)
     finally:
         await _unsubscribe(psub)
 

@@ -15,8 +15,8 @@ that CloudEvent into the inbox, where the intake decides it like any other messa
 
 The deadline of a due date is midnight UTC after it (the milestone is due *by the end of* its
 date). The scheduler follows the event log with a durable consumer and acks a batch of events
-(one ack of its last, ``AckPolicy.ALL``) only after the batch's schedules are stored, together,
-as one atomic batch (``store_schedules``): a crash in between is repaired by redelivery.
+only after the batch's schedules are stored, together, as one atomic batch
+(``store_schedules``): a crash in between is repaired by redelivery.
 
 A deadline already past when it is scheduled (a plan imported late, a tracker replaying its
 backlog, the demo, a scheduler catching up after downtime) fires ``late_grace`` after it is
@@ -41,7 +41,6 @@ import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy
 
 from events import ENCODER, MilestonePlanned, MilestoneRescheduled, decode_stored
 from events.subjects import EVENTS_STREAM, MILESTONE_EVENTS, inbox_subject, schedule_subject
@@ -181,7 +180,6 @@ class Scheduler:
             stream=EVENTS_STREAM,
             ack_wait=60,
             max_ack_pending=self.batch * 2,
-            ack_policy=AckPolicy.ALL,  # a batch is settled whole: one ack of its last message
         )
         await consume_batches(psub, self.batch, self.poll, stop, self._schedule_batch, "scheduler")
 

@@ -37,7 +37,6 @@ import asyncpg
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy
 from prometheus_client import Gauge
 
 from events import MilestoneEvent, ProjectEvent, StoredEvent, decode_stored
@@ -131,7 +130,6 @@ class Notifier:
             stream=EVENTS_STREAM,
             ack_wait=120,
             max_ack_pending=self.batch * 2,
-            ack_policy=AckPolicy.ALL,  # batches are settled whole (consume_batches)
         )
         tasks = [
             asyncio.create_task(

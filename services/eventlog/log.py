@@ -162,6 +162,31 @@ async def direct_batch(
         await sub.unsubscribe()
 
 
+async def publish_batch(
+    nc: NATS, messages: Sequence[tuple[str, bytes, dict[str, str] | None]], timeout: float
+) -> dict:
+    """Publish (subject, data, headers) messages as one atomic batch (ADR-50: all or none) and
+    return the server's decoded ack (``seq``, ``count``, or ``error``). nats-py 2.16 has no
+    batch publish: each message is published with the batch's id and sequence, the last as a
+    request with the commit header. ``NoRespondersError`` and ``TimeoutError`` pass through
+    (``EventLog.append`` and the deadline scheduler each say what they mean for them)."""
+    if not 0 < len(messages) <= MAX_BATCH_MESSAGES:
+        raise ValueError(f"a batch holds 1..{MAX_BATCH_MESSAGES} messages, got {len(messages)}")
+    batch_id = uuid.uuid4().hex
+    last = len(messages)
+    for i, (subject, data, own) in enumerate(messages, 1):
+        headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(i)}
+        if own:
+            headers.update(own)
+        if i < last:
+            await nc.publish(subject, data, headers=headers)
+            continue
+        headers["Nats-Batch-Commit"] = "1"
+        reply = await nc.request(subject, data, headers=headers, timeout=timeout)
+        return msgspec.json.decode(reply.data)
+    raise AssertionError("unreachable")
+
+
 class EventLog:
     """Reads and appends on the MILESTONES stream; reads see this log's own writes (above)."""
 
@@ -273,54 +298,45 @@ class EventLog:
         ``AppendFailed`` otherwise (including a timeout, whose outcome is unknown: callers
         retry, and receipts make the retry safe).
         """
-        if not 0 < len(messages) <= MAX_BATCH_MESSAGES:
-            raise ValueError(f"a batch holds 1..{MAX_BATCH_MESSAGES} messages, got {len(messages)}")
-        batch_id = uuid.uuid4().hex
         last = len(messages)
-        for i, m in enumerate(messages, 1):
-            headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(i)}
-            if m.expected_last_seq is not None:
-                headers[_EXPECTED] = str(m.expected_last_seq)
-            if i < last:
-                await self.nc.publish(m.subject, m.data, headers=headers)
-                continue
-            headers["Nats-Batch-Commit"] = "1"
-            try:
-                reply = await self.nc.request(
-                    m.subject, m.data, headers=headers, timeout=self.timeout
-                )
-            except nats.errors.NoRespondersError as exc:
-                raise AppendFailed(
-                    f"the event log took nothing: stream {EVENTS_STREAM} has no leader right now "
-                    "(an election after a NATS node was lost, or JetStream is down); send the "
-                    "message again (its id makes the retry safe)"
-                ) from exc
-            except nats.errors.TimeoutError as exc:
-                raise AppendFailed(
-                    f"the event log did not answer the append within {self.timeout:g} s (it may "
-                    "or may not be written); send the message again (its id makes the retry safe)"
-                ) from exc
-            ack = msgspec.json.decode(reply.data)
-            error = ack.get("error")
-            if error:
-                if error.get("err_code") in _WRONG_LAST_SEQ:
-                    raise AppendConflict(error.get("description", "wrong last sequence"))
-                full = storage_full(
-                    error.get("description", ""), error.get("err_code"), EVENTS_STREAM
-                )
-                if full is not None:
-                    raise full
-                raise AppendFailed(
-                    f"batch refused: {error.get('description')} ({error.get('err_code')})"
-                )
-            if ack.get("count") != last:
-                raise AppendFailed(f"batch acknowledged {ack.get('count')} of {last} messages")
-            seq = int(ack["seq"])
-            self.written = max(self.written, seq)
-            for offset, sent in enumerate(reversed(messages)):
-                self._saw(sent.subject, seq - offset)
-            return seq
-        raise AssertionError("unreachable")
+        batch = [
+            (
+                m.subject,
+                m.data,
+                None if m.expected_last_seq is None else {_EXPECTED: str(m.expected_last_seq)},
+            )
+            for m in messages
+        ]
+        try:
+            ack = await publish_batch(self.nc, batch, self.timeout)
+        except nats.errors.NoRespondersError as exc:
+            raise AppendFailed(
+                f"the event log took nothing: stream {EVENTS_STREAM} has no leader right now "
+                "(an election after a NATS node was lost, or JetStream is down); send the "
+                "message again (its id makes the retry safe)"
+            ) from exc
+        except nats.errors.TimeoutError as exc:
+            raise AppendFailed(
+                f"the event log did not answer the append within {self.timeout:g} s (it may "
+                "or may not be written); send the message again (its id makes the retry safe)"
+            ) from exc
+        error = ack.get("error")
+        if error:
+            if error.get("err_code") in _WRONG_LAST_SEQ:
+                raise AppendConflict(error.get("description", "wrong last sequence"))
+            full = storage_full(error.get("description", ""), error.get("err_code"), EVENTS_STREAM)
+            if full is not None:
+                raise full
+            raise AppendFailed(
+                f"batch refused: {error.get('description')} ({error.get('err_code')})"
+            )
+        if ack.get("count") != last:
+            raise AppendFailed(f"batch acknowledged {ack.get('count')} of {last} messages")
+        seq = int(ack["seq"])
+        self.written = max(self.written, seq)
+        for offset, sent in enumerate(reversed(messages)):
+            self._saw(sent.subject, seq - offset)
+        return seq
 
     async def last_sequence(self) -> int:
         info = await self.nc.jetstream().stream_info(EVENTS_STREAM)

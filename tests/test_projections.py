@@ -84,3 +84,60 @@ async def test_status_equals_an_in_memory_fold(intake, nc, db_url):
     finally:
         stop.set()
         await task
+
+
+async def test_status_rows_read_back_in_any_time_zone_and_at_infinity(intake, nc, db_url):
+    """The status apply reads the rows a batch changes back as ``row_to_json`` text: a time in
+    the session's zone (not UTC here) comes back as the same instant in UTC, a due date stored
+    as ``infinity`` (``date.max``, an event older than the intake's bounds) as ``date.max``.
+    Live with one event per batch, and rebuilt one event per batch, the table is the fold."""
+    from events import MilestoneAchieved, MilestonePlanned, TaskAdded
+    from projections.rebuild import rebuild
+    from projections.status import from_json
+    from tests.conftest import append_as_before
+
+    admin = await connect(db_url)
+    try:
+        name = await admin.fetchval("SELECT current_database()")
+        await admin.execute(f"ALTER DATABASE \"{name}\" SET timezone = 'Asia/Kolkata'")
+    finally:
+        await admin.close()
+    achieved = dt.datetime(2026, 11, 2, 8, 30, tzinfo=dt.UTC)
+    facts = [
+        MilestonePlanned(
+            project_id="tz", milestone_id="far", name="Far", kind="time", due=dt.date.max
+        ),
+        MilestoneAchieved(project_id="tz", milestone_id="far", achieved_at=achieved),
+        TaskAdded(project_id="tz", milestone_id="far", task_id="t1", title="After"),
+    ]
+    stop = asyncio.Event()
+    task = asyncio.create_task(Runner(PROJECTIONS["status"], db_url, nc).run(stop))
+    try:
+        for n, fact in enumerate(facts):  # one batch each: every apply reads the row back
+            position = await append_as_before(nc, f"tz-{n}", "test", fact)
+
+            async def passed(position: int = position) -> bool:
+                return await checkpoint(db_url, "status") >= position
+
+            await wait_for(passed, what="status to apply the event")
+    finally:
+        stop.set()
+        await task
+    events = await all_events(nc)
+    row = (await status_rows(db_url))[("tz", "far")]
+    assert (row.due, row.achieved_at, row.tasks_total) == (dt.date.max, achieved, 1)
+    assert await status_rows(db_url) == fold(events)
+    conn = await connect(db_url)
+    try:
+        assert await conn.fetchval("SHOW timezone") == "Asia/Kolkata"
+        text = await conn.fetchval("SELECT row_to_json(s)::text FROM ms_status s")
+        record = await conn.fetchrow(f"SELECT {', '.join(COLUMNS)} FROM ms_status")
+    finally:
+        await conn.close()
+    assert "+05:30" in text and '"infinity"' in text  # what the decode is given
+    read = from_json(text)
+    assert read == from_db(record)
+    assert read.updated_at.tzinfo is dt.UTC and read.achieved_at == achieved
+    assert read.achieved_at.tzinfo is dt.UTC
+    await rebuild(PROJECTIONS["status"], db_url, nc, batch_size=1)  # TAKE, event by event
+    assert await status_rows(db_url) == fold(events)

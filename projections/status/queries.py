@@ -10,28 +10,30 @@ from typing import Any
 import asyncpg
 
 from projections.db import Conn
-from projections.status import COLUMNS, StatusRow, from_db
+from projections.status import StatusRow, from_json
 
 Executor = asyncpg.Pool | Conn
 
 
 async def load(conn: Executor, project_ids: list[str]) -> dict[str, list[StatusRow]]:
-    """The rows of these projects, by project, each in milestone order (one indexed read)."""
+    """The rows of these projects, by project, each in milestone order (one indexed read;
+    each row as JSON text, decoded in one pass: ``projections.status.from_json``)."""
     out: dict[str, list[StatusRow]] = {p: [] for p in project_ids}
-    for r in await conn.fetch(
-        f"SELECT {', '.join(COLUMNS)} FROM ms_status WHERE project_id = ANY($1::text[]) "
+    for (text,) in await conn.fetch(
+        "SELECT row_to_json(s)::text FROM ms_status s WHERE project_id = ANY($1::text[]) "
         "ORDER BY ord, milestone_id",
         project_ids,
     ):
-        out[r["project_id"]].append(from_db(r))
+        row = from_json(text)
+        out[row.project_id].append(row)
     return out
 
 
 # the project's target beside every row: one statement, so one round trip and one snapshot
 _PROJECT = (
-    f"SELECT {', '.join(COLUMNS)}, "
+    "SELECT row_to_json(s)::text AS row, "
     "(SELECT target FROM ms_projects WHERE project_id = $1) AS project_target "
-    "FROM ms_status WHERE project_id = $1 ORDER BY ord, milestone_id"
+    "FROM ms_status s WHERE project_id = $1 ORDER BY ord, milestone_id"
 )
 
 
@@ -40,7 +42,7 @@ async def project(conn: Executor, project_id: str) -> tuple[list[StatusRow], dt.
     in one read; a project without rows has no target read: None)."""
     records = await conn.fetch(_PROJECT, project_id)
     target = records[0]["project_target"] if records else None
-    return [from_db(r) for r in records], target
+    return [from_json(r["row"]) for r in records], target
 
 
 async def targets(conn: Executor, project_ids: list[str]) -> dict[str, Any]:

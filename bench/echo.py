@@ -34,7 +34,7 @@ from nats.aio.msg import Msg
 from events import ENCODER
 from events.envelope import EventRef, Reply
 from events.subjects import ALL_COMMANDS
-from services.app import logs
+from services.app import logs, runtime
 from services.app.serving import bind, serve_http
 from services.app.settings import Settings
 
@@ -110,6 +110,7 @@ async def http_echo(settings: Settings) -> None:
 
 def main(argv: list[str]) -> None:
     settings = Settings.from_env()
+    runtime.tune()  # as the services it stands beside (services.cli.main)
     logs.configure("json", "warning")
     kinds = {"nats": nats_echo, "http": http_echo}
     if len(argv) != 1 or argv[0] not in kinds:

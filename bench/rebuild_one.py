@@ -15,13 +15,14 @@ import nats
 
 from projections import PROJECTIONS
 from projections.rebuild import rebuild
-from services.app import logs
+from services.app import logs, runtime
 from services.app.settings import Settings
 
 
 async def main(names: list[str]) -> None:
     settings = Settings.from_env()
     assert settings.database_url, "run by the benchmark, which sets MILESTONES_DATABASE_URL"
+    runtime.tune()  # as ``milestones rebuild`` runs (services.cli.main)
     logs.configure("json", "warning")
     # the services' identity, from the environment the benchmark gave this process: reading
     # the log raw is the services' alone

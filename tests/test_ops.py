@@ -668,3 +668,19 @@ async def test_a_pooled_connection_is_released_without_a_reset_round_trip(db_url
             assert await conn.fetchval("SELECT current_setting('milestones.probe')") == "kept"
     finally:
         await pool.close()
+
+
+def test_every_command_runs_with_the_tuned_collector():
+    """``services.app.runtime``: the CLI (every service, a rebuild, the benchmark's load) sets
+    the collector's young threshold before it works; a plain interpreter keeps CPython's."""
+    from services.app.runtime import GC_YOUNG_THRESHOLD
+
+    script = (
+        "import gc, sys\n"
+        "before = gc.get_threshold()[0]\n"
+        "from services.cli.main import main\n"
+        "code = main(['types'])\n"
+        "sys.stderr.write(f'{code} {before} {gc.get_threshold()[0]}')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stderr.split()[-3:] == ["0", "700", str(GC_YOUNG_THRESHOLD)]

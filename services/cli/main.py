@@ -223,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, msgspec.ValidationError) as exc:  # e.g. MILESTONES_HTTP_PORT=abc
         fail(f"bad configuration: {exc}")
         return 2
-    from services.app import logs
+    from services.app import logs, runtime
 
+    runtime.tune()  # every command: the services, a rebuild, the benchmark's load
     logs.configure(settings.log_format, settings.log_level)
     use_terminal()
     if args.command == "send" and not args.file and not args.type:

@@ -115,6 +115,7 @@ def main(argv: list[str]) -> None:
     kinds = {"nats": nats_echo, "http": http_echo}
     if len(argv) != 1 or argv[0] not in kinds:
         raise SystemExit(f"usage: python -m bench.echo {'|'.join(kinds)}")
+    runtime.started()
     asyncio.run(kinds[argv[0]](settings))
 
 

@@ -29,6 +29,7 @@ async def main(names: list[str]) -> None:
     nc = await nats.connect(
         settings.nats_url, user=settings.nats_user, password=settings.nats_password
     )
+    runtime.started()
     try:
         cpu0 = _cpu_seconds()
         started = time.perf_counter()

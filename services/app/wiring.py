@@ -26,7 +26,7 @@ from projections import PROJECTIONS, nats_headers
 from projections.db import create_pool, ensure_schema
 from projections.runner import Runner, groups
 from projections.watch import CheckpointWatcher
-from services.app import probe
+from services.app import probe, runtime
 from services.app.http import build_http_app, ready_route
 from services.app.plan_import import plan_import_routes
 from services.app.readiness import LateAuthenticator, Readiness
@@ -485,9 +485,11 @@ async def _run_services(
                 openapi=f"{base}/schema",
                 events=f"{base}/events" if intake else None,
             )
+            runtime.started()
             await serve_http(
                 app, settings.http_host, settings.http_port, shutdown.stop, run.closing, sock=sock
             )
         else:
+            runtime.started()
             log.info("listening", nats=settings.nats_url)
             await shutdown.stop.wait()

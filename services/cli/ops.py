@@ -212,6 +212,7 @@ async def rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from projections.db import connect, ensure_schema
     from projections.rebuild import groups, rebuild
     from projections.runner_queries import checkpoints
+    from services.app import runtime
     from services.cli.client import connect_service
 
     # "all": projections that read the same stream are rebuilt together, with one read
@@ -223,6 +224,7 @@ async def rebuild(args: argparse.Namespace, settings: Settings) -> int:
     dsn = args.database_url or configured_database(settings)
     await reachable_database(dsn, ensure_schema(dsn, list(PROJECTIONS.values())))
     nc = await connect_service(settings, "milestones-rebuild")
+    runtime.started()
     try:
         for group in chosen:
             names = ", ".join(p.name for p in group)

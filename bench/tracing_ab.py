@@ -29,6 +29,7 @@ from pathlib import Path
 
 from bench.auth_ab import intake_run, summary
 from bench.stack import NatsTarget, Stack
+from services.app import runtime
 from services.app.embedded import EmbeddedNats, free_port
 from services.auth.identity import ServiceIdentity
 
@@ -150,6 +151,7 @@ def main() -> None:
         "--otel", action="append", default=[], help="KEY=VALUE for the traced side, e.g. a sampler"
     )
     args = parser.parse_args()
+    runtime.tune()  # the load, as ``milestones bench``'s (services.cli.main)
     more = dict(kv.split("=", 1) for kv in args.otel)
     work = Path(tempfile.mkdtemp(prefix="tracing-ab-"))
     try:

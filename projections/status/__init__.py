@@ -405,6 +405,9 @@ def stored_row(row: StatusRow) -> tuple:
 
 
 def from_db(record: Any) -> StatusRow:
+    """A row from an asyncpg record of ``COLUMNS``. The services read rows with ``from_json``;
+    the tests read the table this independent way to check it (and ``from_json``) against the
+    in-memory fold."""
     return msgspec.convert(dict(record), StatusRow, strict=False)
 
 

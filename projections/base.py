@@ -51,6 +51,13 @@ class Projection(Protocol[R]):
 # the tables and their secondary indexes, ``schema_sql`` being the two in that order. A rebuild
 # may create the tables, load them, and only then their secondary indexes (building an index
 # once is about twice as fast as keeping it up to date row by row: measured on audit_events).
+#
+# A read model may keep state between a rebuild's batches (status holds its rows in memory,
+# ``projections.status.held``) with three more: ``for_rebuild()``, the read model for one rebuild
+# (state of that rebuild alone); ``committed()`` and ``rolled_back()``, called by the runner's
+# lane when a batch's transaction ends (what ``apply`` staged is kept, or forgotten); and
+# ``async flush(conn, schema)``, called by the rebuild once it has caught up, before its indexes
+# and again inside the swap, to write what it holds.
 
 
 class Audited(StoredEvent, frozen=True, kw_only=True):

@@ -116,6 +116,41 @@ class Lane:
         last = msgs[-1].metadata.sequence.stream
         pending = msgs[-1].metadata.num_pending
         settled: list[tuple[str, Settled]] = []
+        try:
+            applied = await self._transaction(conn, batch, settled, started, last, pending)
+        except BaseException:
+            self._ended("rolled_back")
+            raise
+        self._ended("committed")
+        if not applied:
+            return False
+        self.position = last
+        for key in [k for k in self.failures if k[1] <= last]:
+            del self.failures[key]
+        for park_name, outcome in settled:
+            self._parked(park_name, outcome)
+        APPLIED.labels(name).inc(settled[0][1].applied if settled else 0)
+        POSITION.labels(name).set(last)
+        LAG.labels(name).set(pending)
+        return True
+
+    def _ended(self, how: str) -> None:
+        """Tell the read models that keep state of their own across batches (a rebuild's held
+        status rows: ``base``'s optional members) how the transaction ended."""
+        for member, _ in self.members:
+            if (hook := getattr(member, how, None)) is not None:
+                hook()
+
+    async def _transaction(
+        self,
+        conn: asyncpg.Connection,
+        batch: Decoded,
+        settled: list[tuple[str, Settled]],
+        started: float,
+        last: int,
+        pending: int | None,
+    ) -> bool:
+        name = self.checkpoint
         async with conn.transaction():
             # Lock the checkpoint row first: fences a stale runner, and serializes with rebuild
             # swaps and replays (which bump parked_epoch when they change the parked set).
@@ -147,7 +182,7 @@ class Lane:
                 await db.park_many(conn, park_name, [p.row() for p in outcome.parked])
                 settled.append((park_name, outcome))
             elapsed = max(time.perf_counter() - started, 1e-6)
-            rate = len(msgs) / elapsed
+            rate = len(batch.msgs) / elapsed
             self._rate = 0.8 * self._rate + 0.2 * rate if self._rate else rate
             # the checkpoint and its notice in one round trip (the row is locked above, so the
             # update always finds it and the notice always goes, at commit)
@@ -163,14 +198,6 @@ class Lane:
                 db.NOTIFY_CHANNEL,
                 f"{name}:{last}",
             )
-        self.position = last
-        for key in [k for k in self.failures if k[1] <= last]:
-            del self.failures[key]
-        for park_name, outcome in settled:
-            self._parked(park_name, outcome)
-        APPLIED.labels(name).inc(settled[0][1].applied if settled else 0)
-        POSITION.labels(name).set(last)
-        LAG.labels(name).set(pending)
         return True
 
     def _parked(self, park_name: str, outcome: Settled) -> None:

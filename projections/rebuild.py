@@ -115,6 +115,20 @@ def _tables_then_indexes(members: Sequence[Projection[R]]) -> tuple[str, str]:
     return "\n".join(tables), "\n".join(indexes)
 
 
+def _for_rebuild(p: Projection[R]) -> Projection[R]:
+    """The read model as one rebuild applies it: with state of that rebuild's own where it keeps
+    some between batches (``base``'s optional ``for_rebuild``), so that nothing outlives it."""
+    made = getattr(p, "for_rebuild", None)
+    return p if made is None else made()
+
+
+async def _flush(conn: asyncpg.Connection, members: Sequence[Projection[R]], schema: str) -> None:
+    """What the members hold in memory, to their tables (``base``'s optional ``flush``)."""
+    for p in members:
+        if (flush := getattr(p, "flush", None)) is not None:
+            await flush(conn, schema)
+
+
 async def rebuild(
     projection: Projection[R] | Sequence[Projection[R]],
     dsn: str,
@@ -126,7 +140,8 @@ async def rebuild(
     """Rebuild one projection (or several that read the same stream, with one read) from
     position 1 and swap the new tables in; returns the new checkpoint. ``on_progress`` is told
     how far the replay has come (``OnProgress``)."""
-    members = [projection] if not isinstance(projection, Sequence) else list(projection)
+    given = [projection] if not isinstance(projection, Sequence) else list(projection)
+    members = [_for_rebuild(p) for p in given]  # state of this rebuild's own (status' rows)
     source: Projection[R] = members[0] if len(members) == 1 else Together(members)
     names = sorted(p.name for p in members)
     label = source.name
@@ -169,6 +184,7 @@ async def rebuild(
         last = await _last_position(nc, source.stream) if on_progress else 0
         async with _reporting(runner, last, on_progress):
             await runner.consume(conn, never, catch_up=True)
+        await _flush(conn, members, shadow)
         if index_sql:
             log.info("rebuild caught up, indexing", projection=label, position=runner.position)
             await conn.execute(index_sql)
@@ -182,6 +198,7 @@ async def rebuild(
                 live = max(live, position or 0)
             if runner.position < live:
                 await runner.consume(conn, never, catch_up=True)
+                await _flush(conn, members, shadow)
             await conn.execute(f"DROP SCHEMA IF EXISTS {trash} CASCADE; CREATE SCHEMA {trash}")
             for table in source.tables:
                 await conn.execute(f"ALTER TABLE {S}.{table} SET SCHEMA {trash}")

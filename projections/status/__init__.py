@@ -51,6 +51,8 @@ from events import (
 from events.subjects import ALL_EVENTS, EVENTS_STREAM
 from projections import db
 from projections.base import Batch, decode_event
+from projections.status import held
+from projections.status.held import HeldRows
 from projections.status.tables import (
     PROJECT_COLUMNS,
     REPORT_COLUMNS,
@@ -474,73 +476,119 @@ class StatusProjection:
     schema_sql = table_sql + index_sql
     decode = staticmethod(decode_event)
 
+    def __init__(self, held: HeldRows[StatusRow] | None = None) -> None:
+        self._held = held
+
+    def for_rebuild(self) -> StatusProjection:
+        """This read model for one rebuild: its rows held in memory from batch to batch
+        (``projections.status.held``), written to the table when it has caught up (``flush``)."""
+        return StatusProjection(HeldRows(held.HELD_ROWS))
+
+    def committed(self) -> None:
+        """The runner's transaction committed: what its applies staged is held."""
+        if self._held is not None:
+            self._held.committed()
+
+    def rolled_back(self) -> None:
+        if self._held is not None:
+            self._held.rolled_back()
+
+    async def flush(self, conn: asyncpg.Connection, schema: str) -> None:
+        """Every held row back to the table (a rebuild's, before its indexes and its swap)."""
+        if self._held is not None:
+            await _copy_rows(conn, self._held.take_all(), schema)
+
     async def apply(self, conn: asyncpg.Connection, batch: Batch, schema: str) -> None:
         """The batch folded in memory, then one write per table. In a rebuild (``schema`` is
-        not the live one: tables of its own, written by this runner alone) the milestones' rows
-        the batch touches are taken out of the table and everything it changed goes back with
-        one binary COPY (about five times an upsert's rate here); live, they are upserted."""
+        not the live one: tables of its own, written by this runner alone) the rows are held in
+        memory between batches (``for_rebuild``), or else the milestones' rows the batch touches
+        are taken out of the table and everything it changed goes back with one binary COPY
+        (about five times an upsert's rate here); live, they are upserted."""
         rebuilding = schema != db.SCHEMA
+        held = self._held if rebuilding else None
         keyed = [(p, e, k) for p, e in batch if (k := key_of(e)) is not None]
-        keys = {k for _, _, k in keyed}
-        ps, ms = zip(*keys, strict=True) if keys else ((), ())
-        rows: dict[tuple[str, str], StatusRow | None] = {}
-        if keys:
-            found = await conn.fetch(_TAKE if rebuilding else _SELECT, list(ps), list(ms))
-            for (text_,) in found:
-                got = from_json(text_)
-                rows[(got.project_id, got.milestone_id)] = got
+        rows = await self._rows(conn, {k for _, _, k in keyed}, held, rebuilding)
         changed: dict[tuple[str, str], StatusRow] = {}
         for position, stored, key in keyed:
             after = evolve(rows.get(key), position, stored)
             rows[key] = after
             if after is not None:
                 changed[key] = after
-        # a row taken out comes back: evolve never turns a row into None
-        if changed and rebuilding:
-            await conn.copy_records_to_table(
-                "ms_status",
-                records=[stored_row(r) for r in changed.values()],
-                columns=COLUMNS,
-                schema_name=schema,
-            )
+        if held is not None:
+            # a row taken out stays out (evolve never turns a row into None): held, unless it
+            # is one of those let go to make room
+            kept = {k: r for k, r in rows.items() if r is not None}
+            let_go = held.to_let_go(kept)
+            await _copy_rows(conn, [r for _, r in let_go], schema)
+        elif rebuilding:  # a row taken out comes back
+            await _copy_rows(conn, list(changed.values()), schema)
         elif changed:
             await conn.executemany(_UPSERT, [stored_row(r) for r in changed.values()])
-        projects = [r for p, e in batch if (r := project_row(p, e)) is not None]
-        if projects:
-            await conn.copy_records_to_table(
-                "ms_projects",
-                records=projects,
-                schema_name=schema,
-                columns=PROJECT_COLUMNS,
+        await _project_facts(conn, batch, schema)
+        if held is not None:  # every write done: staged, held once the transaction commits
+            held.stage(kept, [k for k, _ in let_go])
+
+    @staticmethod
+    async def _rows(
+        conn: asyncpg.Connection,
+        keys: set[tuple[str, str]],
+        held: HeldRows[StatusRow] | None,
+        rebuilding: bool,
+    ) -> dict[tuple[str, str], StatusRow | None]:
+        """The rows of ``keys`` there are: held ones, then the table's (taken out of it in a
+        rebuild, to be written back)."""
+        rows: dict[tuple[str, str], StatusRow | None] = {}
+        if held is not None:
+            rows = {k: held.get(k) for k in keys if held.holds(k)}
+            keys = {k for k in keys if k not in rows}
+        if keys:
+            ps, ms = zip(*keys, strict=True)
+            for (text_,) in await conn.fetch(_TAKE if rebuilding else _SELECT, list(ps), list(ms)):
+                got = from_json(text_)
+                rows[(got.project_id, got.milestone_id)] = got
+        return rows
+
+
+async def _copy_rows(conn: asyncpg.Connection, rows: list[StatusRow], schema: str) -> None:
+    if rows:
+        await conn.copy_records_to_table(
+            "ms_status", records=[stored_row(r) for r in rows], columns=COLUMNS, schema_name=schema
+        )
+
+
+async def _project_facts(conn: asyncpg.Connection, batch: Batch, schema: str) -> None:
+    """The batch's projects, subscriptions and status reports."""
+    projects = [r for p, e in batch if (r := project_row(p, e)) is not None]
+    if projects:
+        await conn.copy_records_to_table(
+            "ms_projects", records=projects, schema_name=schema, columns=PROJECT_COLUMNS
+        )
+    for _, stored in batch:  # after the projects' COPY: a project is created before this
+        if isinstance(e := stored.data, ProjectTargetSet):
+            await conn.execute(
+                "UPDATE ms_projects SET target = $2 WHERE project_id = $1", e.project_id, e.target
             )
-        for _, stored in batch:  # after the projects' COPY: a project is created before this
-            if isinstance(e := stored.data, ProjectTargetSet):
-                await conn.execute(
-                    "UPDATE ms_projects SET target = $2 WHERE project_id = $1",
-                    e.project_id,
-                    e.target,
-                )
-        for position, stored in batch:  # in order: a subscription can end in the same batch
-            if (sub := subscription_row(position, stored)) is not None:
-                await conn.execute(
-                    f"INSERT INTO ms_subscriptions ({', '.join(SUBSCRIPTION_COLUMNS)}) VALUES "
-                    f"({_placeholders(len(SUBSCRIPTION_COLUMNS))}) ON CONFLICT DO NOTHING",
-                    *sub,
-                )
-            elif isinstance(e := stored.data, StakeholderUnsubscribed):
-                await conn.execute(
-                    "DELETE FROM ms_subscriptions WHERE project_id = $1 AND scope = $2 "
-                    "AND stakeholder = $3 AND url = $4",
-                    e.project_id,
-                    e.milestone_id or "",
-                    text(e.stakeholder),  # as subscription_row stored them
-                    text(e.url),
-                )
-        reports = [r for p, e in batch if (r := report_row(p, e)) is not None]
-        if reports:
-            await conn.copy_records_to_table(
-                "ms_status_reports", records=reports, columns=REPORT_COLUMNS, schema_name=schema
+    for position, stored in batch:  # in order: a subscription can end in the same batch
+        if (sub := subscription_row(position, stored)) is not None:
+            await conn.execute(
+                f"INSERT INTO ms_subscriptions ({', '.join(SUBSCRIPTION_COLUMNS)}) VALUES "
+                f"({_placeholders(len(SUBSCRIPTION_COLUMNS))}) ON CONFLICT DO NOTHING",
+                *sub,
             )
+        elif isinstance(e := stored.data, StakeholderUnsubscribed):
+            await conn.execute(
+                "DELETE FROM ms_subscriptions WHERE project_id = $1 AND scope = $2 "
+                "AND stakeholder = $3 AND url = $4",
+                e.project_id,
+                e.milestone_id or "",
+                text(e.stakeholder),  # as subscription_row stored them
+                text(e.url),
+            )
+    reports = [r for p, e in batch if (r := report_row(p, e)) is not None]
+    if reports:
+        await conn.copy_records_to_table(
+            "ms_status_reports", records=reports, columns=REPORT_COLUMNS, schema_name=schema
+        )
 
 
 def fold(events: list[tuple[int, StoredEvent]]) -> dict[tuple[str, str], StatusRow]:

@@ -168,7 +168,9 @@ class Lane:
             if row["parked_epoch"] != self.epoch:
                 await self.load_parked(conn, row["parked_epoch"])
             for member, park_name in self.members:
-                items = [it for it in batch.items(member.decode) if it.position > current]
+                items = batch.items(member.decode)
+                if items and items[0].position <= current:  # else: all of them (most batches)
+                    items = [it for it in items if it.position > current]
                 outcome = await settle(
                     conn,
                     member,

@@ -42,6 +42,8 @@ _JSON = msgspec.json.Encoder()
 
 def text(value: str) -> str:
     """Text with what PostgreSQL cannot store replaced by U+FFFD."""
+    if value.isascii() and "\x00" not in value:  # most text: no surrogate can be there, and
+        return value  # both checks are a flag and a memchr (the search took ~1.4 us for 120 chars)
     return _REFUSED.sub(REPLACEMENT, value) if _REFUSED.search(value) else value
 
 

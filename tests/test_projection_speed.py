@@ -7,9 +7,12 @@ test_projections, test_read_side, test_history_order and test_faults."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import msgspec
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from nats.aio.msg import Msg
 
 from events import StoredEvent, decode_stored
@@ -19,7 +22,16 @@ from projections.audit import row
 from projections.base import Audited, decode_event
 from projections.db import stored_time
 from projections.parking import Item, position_of
-from projections.storable import TIME_MAX, TIME_MIN, integer, jsonb, maybe_text, text, timestamp
+from projections.storable import (
+    REPLACEMENT,
+    TIME_MAX,
+    TIME_MIN,
+    integer,
+    jsonb,
+    maybe_text,
+    text,
+    timestamp,
+)
 
 PLANNED = {
     "id": "e1",
@@ -180,3 +192,17 @@ def test_the_tables_and_their_secondary_indexes_make_the_schema(name: str) -> No
         for s in statements
     )
     assert "CREATE INDEX" not in table_sql and "PRIMARY KEY" in table_sql
+
+
+REFUSED = re.compile("[\x00\ud800-\udfff]")  # what PostgreSQL refuses in text
+
+
+@given(st.text(alphabet=st.characters(exclude_categories=())))
+@example("plain ascii")
+@example("nul\x00here")
+@example("lone \ud800 surrogate")
+@example("caf\u00e9 \x00")
+def test_text_replaces_what_the_search_alone_replaced(value: str) -> None:
+    """``text``'s quick look (ASCII without NUL) gives what the search alone gave: NUL and lone
+    surrogates replaced."""
+    assert text(value) == REFUSED.sub(REPLACEMENT, value)

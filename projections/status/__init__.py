@@ -556,8 +556,21 @@ async def _copy_rows(conn: asyncpg.Connection, rows: list[StatusRow], schema: st
         )
 
 
+_FACTS = (
+    ProjectCreated,
+    ProjectTargetSet,
+    StakeholderSubscribed,
+    StakeholderUnsubscribed,
+    StatusReported,
+)
+
+
 async def _project_facts(conn: asyncpg.Connection, batch: Batch, schema: str) -> None:
-    """The batch's projects, subscriptions and status reports."""
+    """The batch's projects, subscriptions and status reports (looked for among the few events
+    that make them: most of a batch is tasks)."""
+    batch = [(p, e) for p, e in batch if isinstance(e.data, _FACTS)]
+    if not batch:
+        return
     projects = [r for p, e in batch if (r := project_row(p, e)) is not None]
     if projects:
         await conn.copy_records_to_table(

@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -106,14 +108,18 @@ async def intake(settings: Settings):
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def database_url() -> str:
     """A database created for this test run."""
     import asyncpg
 
     base = os.environ.get("DATABASE_URL") or os.environ.get("MILESTONES_DATABASE_URL")
     pg = None
     if not base:
-        pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", delete_on_stop=True).start()
+        # not under pytest's basetemp: pytest keeps the last three runs' and deletes older ones,
+        # so a second run started meanwhile deleted this cluster's files under a running suite
+        # (every later test: "connection refused"); deleted by the fixture when it stops
+        data = Path(tempfile.mkdtemp(prefix="milestones-test-pg-")) / "data"
+        pg = EmbeddedPostgres(data, delete_on_stop=True).start()
         base = pg.url
     name = f"milestones_test_{uuid.uuid4().hex[:10]}"
 
@@ -137,6 +143,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     yield url
     if pg is not None:
         pg.stop()
+        shutil.rmtree(data.parent, ignore_errors=True)
 
 
 @pytest.fixture

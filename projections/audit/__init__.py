@@ -21,16 +21,7 @@ from events.common import Event
 from events.subjects import ALL_EVENTS, EVENTS_STREAM, REJECTIONS, REJECTIONS_STREAM
 from projections.base import Audited, Batch, decode_event
 from projections.db import stored_time
-from projections.storable import (
-    INT_MAX,
-    INT_MIN,
-    integer,
-    json_bytes,
-    jsonb,
-    maybe_text,
-    text,
-    timestamp,
-)
+from projections.storable import integer, json_bytes, jsonb, maybe_text, text, timestamp
 
 COLUMNS = (
     "position",
@@ -120,7 +111,7 @@ def row(position: int, stored: StoredEvent) -> tuple:
         stored_time(stored.recordedtime),
         correlation,
         causation,
-        version if INT_MIN <= (version := stored.schemaversion) <= INT_MAX else integer(version),
+        integer(stored.schemaversion),
         json_bytes(ENCODER.encode(redacted(data))),
         principal,
         None if (shown := attributes(stored)) is None else jsonb(shown),

@@ -51,7 +51,6 @@ from events import (
 from events.subjects import ALL_EVENTS, EVENTS_STREAM
 from projections import db
 from projections.base import Batch, decode_event
-from projections.status import held
 from projections.status.held import HeldRows
 from projections.status.tables import (
     PROJECT_COLUMNS,
@@ -476,13 +475,13 @@ class StatusProjection:
     schema_sql = table_sql + index_sql
     decode = staticmethod(decode_event)
 
-    def __init__(self, held: HeldRows[StatusRow] | None = None) -> None:
-        self._held = held
+    def __init__(self, rows: HeldRows[StatusRow] | None = None) -> None:
+        self._held = rows
 
     def for_rebuild(self) -> StatusProjection:
         """This read model for one rebuild: its rows held in memory from batch to batch
         (``projections.status.held``), written to the table when it has caught up (``flush``)."""
-        return StatusProjection(HeldRows(held.HELD_ROWS))
+        return StatusProjection(HeldRows())
 
     def committed(self) -> None:
         """The runner's transaction committed: what its applies staged is held."""

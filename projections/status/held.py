@@ -36,7 +36,8 @@ HELD_ROWS = 10_000
 
 
 class HeldRows(Generic[Row]):
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int | None = None) -> None:
+        limit = HELD_ROWS if limit is None else limit  # read now: a test may lower it
         if limit < 1:
             raise ValueError("hold at least one row")
         self.limit = limit

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -84,15 +85,82 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+# ``timestamptz`` as asyncpg encodes it in binary (microseconds since 2000-01-01 UTC, with its
+# two infinities), at once for what every projected time is: an aware ``datetime`` in UTC
+# (``stored_time``, ``storable.timestamp``). asyncpg's own encoder compares each value with its
+# naive infinities and makes a ``timedelta`` to read three attributes of: 0.6 us per value, two
+# thirds of the CPU of an audit row's binary ``COPY`` (2.2 us for 16 columns, 0.8 without the
+# two times; 2026-12-07). This one takes 0.25 us. A Python codec replaces the decoder too, so it
+# is set on the projections' own connections only (``connect``: runners, rebuilds, replays),
+# which write times by the hundred thousand and read few; the queries' pools keep asyncpg's.
+# Other values (another time zone, a naive time, a date) take asyncpg's steps, written out.
+_PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+_INT64 = struct.Struct("!q")
+_PG_INFINITY, _PG_NEGATIVE_INFINITY = 2**63 - 1, -(2**63)
+# what asyncpg reads PostgreSQL's infinities as, and writes as them (naive; any time whose UTC
+# instant is the same microsecond too)
+_INFINITE, _NEGATIVE_INFINITE = dt.datetime.max, dt.datetime.min
+_INFINITE_US = (_INFINITE.replace(tzinfo=dt.UTC) - _PG_EPOCH) // _MICROSECOND
+_NEGATIVE_INFINITE_US = (_NEGATIVE_INFINITE.replace(tzinfo=dt.UTC) - _PG_EPOCH) // _MICROSECOND
+
+
+def _encode_timestamptz(value: dt.datetime | dt.date) -> bytes:
+    if type(value) is dt.datetime and value.tzinfo is dt.UTC:
+        us = (value - _PG_EPOCH) // _MICROSECOND
+    else:
+        us = _asyncpg_microseconds(value)
+    if us == _INFINITE_US:
+        us = _PG_INFINITY
+    elif us == _NEGATIVE_INFINITE_US:
+        us = _PG_NEGATIVE_INFINITY
+    return _INT64.pack(us)
+
+
+def _asyncpg_microseconds(value: object) -> int:
+    """asyncpg's ``timestamptz_encode`` before it writes (asyncpg/pgproto/codecs/datetime.pyx)."""
+    if not isinstance(value, dt.datetime):
+        if not isinstance(value, dt.date):
+            raise TypeError(
+                "expected a datetime.date or datetime.datetime instance, "
+                f"got {type(value).__name__!r}"
+            )
+        local = dt.timezone(dt.datetime.now(dt.UTC).astimezone().utcoffset() or dt.timedelta())
+        value = dt.datetime(value.year, value.month, value.day, tzinfo=local)
+    if value == _INFINITE:
+        return _INFINITE_US
+    if value == _NEGATIVE_INFINITE:
+        return _NEGATIVE_INFINITE_US
+    return (value.astimezone(dt.UTC) - _PG_EPOCH) // _MICROSECOND
+
+
+def _decode_timestamptz(data: bytes) -> dt.datetime:
+    (us,) = _INT64.unpack(data)
+    if us == _PG_INFINITY:
+        return _INFINITE
+    if us == _PG_NEGATIVE_INFINITY:
+        return _NEGATIVE_INFINITE
+    return _PG_EPOCH + dt.timedelta(microseconds=us)
+
+
 async def connect(
     dsn: str, search_path: str = SEARCH_PATH, *, timeout: float = 60
 ) -> asyncpg.Connection:
+    """A connection of the projections' own (runners, rebuilds, replays), with ``timestamptz``
+    encoded at once (``_encode_timestamptz``)."""
     conn = await asyncpg.connect(
         dsn,
         timeout=timeout,
         server_settings={"search_path": search_path, "application_name": "milestones"},
     )
     await init_connection(conn)
+    await conn.set_type_codec(
+        "timestamptz",
+        encoder=_encode_timestamptz,
+        decoder=_decode_timestamptz,
+        schema="pg_catalog",
+        format="binary",
+    )
     return conn
 
 

@@ -15,10 +15,10 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from nats.aio.msg import Msg
 
-from events import StoredEvent, decode_stored
+from events import ENCODER, StoredEvent, decode_stored, milestone_of
 from events.attributes import stored_extensions, with_extensions
 from projections import PROJECTIONS
-from projections.audit import row
+from projections.audit import REDACTED, attributes, redacted, row
 from projections.base import Audited, decode_event
 from projections.db import stored_time
 from projections.parking import Item, position_of
@@ -27,6 +27,7 @@ from projections.storable import (
     TIME_MAX,
     TIME_MIN,
     integer,
+    json_bytes,
     jsonb,
     maybe_text,
     text,
@@ -79,6 +80,17 @@ BODIES = [
     body(recordedtime="9999-12-31T23:59:59-05:00"),  # after year 9999 in UTC
     body(time="2026-11-24T10:00:00"),  # naive: taken as UTC
     body(source="s\x00", correlationid="c\x00", principal="\x00"),
+    body(schemaversion=2**40),  # beyond ``integer``: clamped
+    body(
+        type="StakeholderSubscribed",
+        data={
+            "type": "StakeholderSubscribed",
+            "project_id": "p",
+            "stakeholder": "ops",
+            "url": "https://hooks.example.com/x",
+            "secret": "whsec_" + "k" * 32,
+        },
+    ),
 ]
 
 
@@ -139,6 +151,10 @@ def test_audit_rows_store_text_and_times_as_storable_does(data: bytes) -> None:
     assert (r[0], r[1], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[14]) == (
         row_before(3, stored)
     )
+    # the rest as the functions it writes out give it: the payload redacted, the attributes
+    assert r[13] == json_bytes(ENCODER.encode(redacted(stored.data)))
+    assert r[15] == (None if (shown := attributes(stored)) is None else jsonb(shown))
+    assert (r[2], r[3]) == (stored.data.project_id, milestone_of(stored.data))
     for value in (r[8], r[9]):  # the same instant in UTC, inside asyncpg's range
         assert value.tzinfo is not None and value.utcoffset() == dt.timedelta(0)
 
@@ -158,6 +174,13 @@ def test_audit_rows_store_text_and_times_as_storable_does(data: bytes) -> None:
 def test_stored_time_is_storable_timestamp(value: dt.datetime) -> None:
     assert stored_time(value) == timestamp(value)
     assert stored_time(value).utcoffset() == timestamp(value).utcoffset()
+
+
+def test_a_webhook_secret_never_reaches_the_audit_row() -> None:
+    subscribed = decode_event(BODIES[-1])
+    assert subscribed.data.secret is not None
+    payload = msgspec.json.decode(row(1, subscribed)[13])
+    assert payload["secret"] == REDACTED and b"whsec_" not in row(1, subscribed)[13]
 
 
 def test_attributes_of_an_event_without_any_are_none_and_jsonb_otherwise() -> None:
@@ -206,3 +229,81 @@ def test_text_replaces_what_the_search_alone_replaced(value: str) -> None:
     """``text``'s quick look (ASCII without NUL) gives what the search alone gave: NUL and lone
     surrogates replaced."""
     assert text(value) == REFUSED.sub(REPLACEMENT, value)
+
+
+def _times() -> list[object]:
+    """Edges and a spread of times as the projections may be given them: aware in UTC (what
+    they write), in other zones, naive (local time to asyncpg), dates, and asyncpg's infinities."""
+    import random
+
+    rnd = random.Random(18)
+    zones = [dt.UTC, dt.timezone(dt.timedelta(hours=14)), dt.timezone(-dt.timedelta(hours=12))]
+    values: list[object] = [
+        dt.datetime(2000, 1, 1, tzinfo=dt.UTC),
+        dt.datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC),
+        dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
+        TIME_MIN,
+        TIME_MAX,
+        dt.datetime.max,  # asyncpg's 'infinity'
+        dt.datetime.min,  # and '-infinity'
+        dt.datetime.max.replace(tzinfo=dt.UTC),  # the same microsecond: 'infinity' too
+        dt.datetime.min.replace(tzinfo=dt.UTC),
+        dt.datetime(2026, 12, 7, 6, 0, 0, 123456),
+        dt.date(2026, 12, 7),
+        dt.date(2000, 1, 1),
+    ]
+    for _ in range(300):
+        at = dt.datetime(1, 1, 2, tzinfo=dt.UTC) + dt.timedelta(
+            microseconds=rnd.randrange(0, 9998 * 365 * 86400 * 10**6)
+        )
+        kind = rnd.randrange(4)
+        if kind == 0:
+            values.append(at)
+        elif kind == 1:
+            values.append(at.astimezone(rnd.choice(zones[1:])))
+        elif kind == 2 and dt.datetime(1900, 1, 1, tzinfo=dt.UTC) < at < TIME_MAX:
+            values.append(at.replace(tzinfo=None))  # naive: local time, as asyncpg takes it
+        else:
+            values.append(at.date())
+    return values
+
+
+async def test_the_projections_timestamptz_codec_is_asyncpgs_value_for_value(db_url):
+    """The projections' connections encode ``timestamptz`` with a codec of their own
+    (``projections.db._encode_timestamptz``, three times asyncpg's speed for UTC times): every
+    value is stored and read back exactly as asyncpg's own codec stores and reads it."""
+    import asyncpg
+
+    from projections import db
+
+    ours = await db.connect(db_url, "public")  # where ``theirs`` makes its table
+    theirs = await asyncpg.connect(db_url)
+    try:
+        await theirs.execute("CREATE TABLE times (i int, ours timestamptz, theirs timestamptz)")
+        values = _times()
+        rows = list(enumerate(values))
+        await ours.copy_records_to_table("times", records=rows, columns=["i", "ours"])
+        await theirs.executemany("UPDATE times SET theirs = $2 WHERE i = $1", rows)
+        differ = await theirs.fetch(
+            "SELECT i, ours::text, theirs::text FROM times WHERE ours IS DISTINCT FROM theirs"
+        )
+        assert [tuple(r) for r in differ] == []
+        assert await theirs.fetchval("SELECT count(*) FROM times WHERE theirs IS NULL") == 0
+        assert await theirs.fetchval("SELECT count(*) FROM times WHERE ours = 'infinity'") == 2
+        # read back: the same values, of the same type and zone (asyncpg's infinities naive)
+        in_order = "SELECT ours AS t FROM times ORDER BY i"
+        read_ours = [r["t"] for r in await ours.fetch(in_order)]
+        read_theirs = [r["t"] for r in await theirs.fetch(in_order)]
+        assert read_ours == read_theirs
+        assert [x.tzinfo for x in read_ours] == [x.tzinfo for x in read_theirs]
+        # and as a query parameter
+        assert await ours.fetchval("SELECT $1::timestamptz = $2", values[3], values[3]) is True
+        refused = []  # what is not a time: the same error, word for word
+        for conn in (ours, theirs):
+            with pytest.raises(asyncpg.DataError, match="expected a datetime.date") as caught:
+                await conn.fetchval("SELECT $1::timestamptz", "2026-12-07")
+            refused.append(str(caught.value))
+        assert refused[0] == refused[1]
+    finally:
+        await ours.close()
+        await theirs.close()

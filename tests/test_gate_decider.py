@@ -287,6 +287,11 @@ def test_the_status_shows_who_signed_who_is_pending_and_why_it_waits():
     # tasks open again: not requested, no reason
     shown = folded(*READY[1:], approved("dana"), reopened)
     assert shown["view"]["state"] == "not_requested" and shown["reason"] is None
+    # a task added too (as ``Gate.cleared``); a task completed leaves the request standing
+    more = TaskAdded(project_id=P, milestone_id=M, task_id="t2", title="Rollback drill")
+    shown = folded(*READY[1:], approved("dana"), more)
+    assert shown["view"]["state"] == "not_requested" and shown["row"]["sign_off"]["approvals"] == {}
+    assert folded(*READY[1:], approved("dana"), done)["view"]["approved_by"] == ["dana"]
     missed = MilestoneMissed(project_id=P, milestone_id=M, due=DUE, awaiting_approval=True)
     assert folded(*READY[1:], approved("dana"), missed)["reason"] == "awaited approval (1 of 2)"
     # a time gate fully signed before its date waits for it

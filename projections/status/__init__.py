@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import msgspec
@@ -144,18 +144,6 @@ class StatusRow(msgspec.Struct, kw_only=True, frozen=True):
 COLUMNS = tuple(StatusRow.__struct_fields__)
 
 
-def _with_tasks(row: StatusRow, tasks: dict[str, bool]) -> StatusRow:
-    done = sum(tasks.values())
-    total = len(tasks)
-    return msgspec.structs.replace(
-        row,
-        tasks=tasks,
-        tasks_total=total,
-        tasks_done=done,
-        progress=(100 * done // total) if total else 0,
-    )
-
-
 _KEYED = (ProjectEvent, MilestoneEvent)
 
 
@@ -170,9 +158,15 @@ def key_of(stored: StoredEvent) -> tuple[str, str] | None:
     return (event.project_id, milestone_id) if milestone_id else None
 
 
+_TaskEvent = TaskAdded | TaskCompleted | TaskReopened
+_TASK_EVENTS = frozenset((TaskAdded, TaskCompleted, TaskReopened))
+
+
 def evolve(row: StatusRow | None, position: int, stored: StoredEvent) -> StatusRow | None:
     """Pure: the row after one event (``None`` until the milestone is planned)."""
     event = stored.data
+    if type(event) in _TASK_EVENTS:  # most events: at once, not after the match's isinstances
+        return None if row is None else _tasks(row, cast(_TaskEvent, event), position, stored)
     match event:
         case MilestonePlanned():
             return _planned(event, position, stored)
@@ -187,9 +181,7 @@ def evolve(row: StatusRow | None, position: int, stored: StoredEvent) -> StatusR
         case _ if row is None:
             return None
         case TaskAdded() | TaskCompleted() | TaskReopened():
-            after = _tasks(row, event, stored.time)
-            if after is not None and not isinstance(event, TaskCompleted):
-                after = _gate_reopened(after)
+            return _tasks(row, event, position, stored)
         case MilestoneRescheduled() | MilestoneAchieved() | MilestoneCancelled():
             after = _outcome(row, event, stored.time)
         case MilestoneMissed(awaiting_approval=awaiting):
@@ -255,37 +247,52 @@ def _planned(event: MilestonePlanned, position: int, stored: StoredEvent) -> Sta
 
 
 def _tasks(
-    row: StatusRow, event: TaskAdded | TaskCompleted | TaskReopened, time: dt.datetime
-) -> StatusRow | None:
-    """The row after a task changed, or None for a task the row does not know."""
-    replace = msgspec.structs.replace
-    match event:
-        case TaskAdded(task_id=t, start=start, due=due):
-            row = _with_tasks(row, {**row.tasks, t: False})
-            if due is not None:
-                row = replace(row, task_dues={**row.task_dues, t: due})
-            if start is not None and (row.work_start is None or start < row.work_start):
-                row = replace(row, work_start=start)
-            return row
-        case TaskCompleted(task_id=t, result=result, completed_at=at) if t in row.tasks:
-            done = result != "failed"
-            row = replace(row, tasks_done_on=_done_on(row.tasks_done_on, t, done, at or time))
-            return _with_tasks(row, {**row.tasks, t: done})
-        case TaskReopened(task_id=t) if t in row.tasks:
-            row = replace(row, tasks_done_on=_done_on(row.tasks_done_on, t, False, time))
-            return _with_tasks(row, {**row.tasks, t: False})
-    return None
-
-
-def _gate_reopened(row: StatusRow) -> StatusRow:
-    """A task added or reopened: a gate's approvals and its request no longer stand (as the
-    decider's ``services.domain.gate.Gate.cleared``)."""
-    if row.sign_off is None:
+    row: StatusRow,
+    event: _TaskEvent,
+    position: int,
+    stored: StoredEvent,
+) -> StatusRow:
+    """The row after a task changed (as it was, for a task it does not know). One
+    ``structs.replace`` for all it changes: a task's events are most of a log, and a copy of the
+    row for each change (the tasks and their counts, the gate, the position) made the fold half
+    as slow again (3.5 against 2.3 us per event of the benchmark's log, 2026-12-07)."""
+    t = event.task_id
+    task_dues, work_start, done_on = row.task_dues, row.work_start, row.tasks_done_on
+    if isinstance(event, TaskAdded):
+        tasks = {**row.tasks, t: False}
+        if event.due is not None:
+            task_dues = {**task_dues, t: event.due}
+        if event.start is not None and (work_start is None or event.start < work_start):
+            work_start = event.start
+    elif t not in row.tasks:
         return row
-    gate = msgspec.structs.replace(
-        row.sign_off, approvals={}, requested_at=None, requested_position=None
+    else:
+        done, at = False, stored.time
+        if isinstance(event, TaskCompleted):
+            done, at = event.result != "failed", event.completed_at or stored.time
+        tasks = {**row.tasks, t: done}
+        done_on = _done_on(done_on, t, done, at)
+    gate = row.sign_off
+    if gate is not None and not isinstance(event, TaskCompleted):
+        # a task added or reopened: a gate's approvals and its request no longer stand (as the
+        # decider's ``services.domain.gate.Gate.cleared``)
+        gate = msgspec.structs.replace(
+            gate, approvals={}, requested_at=None, requested_position=None
+        )
+    finished, total = sum(tasks.values()), len(tasks)
+    return msgspec.structs.replace(
+        row,
+        tasks=tasks,
+        task_dues=task_dues,
+        work_start=work_start,
+        tasks_total=total,
+        tasks_done=finished,
+        progress=(100 * finished // total) if total else 0,
+        tasks_done_on=done_on,
+        sign_off=gate,
+        last_position=position,
+        updated_at=stored.recordedtime,
     )
-    return msgspec.structs.replace(row, sign_off=gate)
 
 
 def _sign_off(gate: SignOff | None, position: int, stored: StoredEvent) -> SignOff | None:

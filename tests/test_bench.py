@@ -64,10 +64,15 @@ async def test_bench_reports_every_figure(database_url, tmp_path):
     assert http_echo["errors"] == 0 and http_echo["n"] == 30
     assert http_echo["max"]["per_s"] > 0 and http_echo["max"]["errors"] == 0
     assert "query_milestone_by_id_p99_vs_http_echo" in results["ratios"]
-    # each rebuild against the decoded read taken just before it
+    # each rebuild against the decoded reads taken just before and just after it (the one
+    # after a rebuild is the one before the next)
+    order = ["status+history+audit", "status", "history", "audit"]
     for name, label in (("status+history+audit", "all"), ("audit", "audit")):
         rebuilt = results["rebuild"][name]
-        assert rebuilt["ceiling_per_s"] > 0
+        before, after = rebuilt["ceiling_before_per_s"], rebuilt["ceiling_after_per_s"]
+        assert min(before, after) <= rebuilt["ceiling_per_s"] <= max(before, after)
+        if name != order[0]:
+            assert before == results["rebuild"][order[order.index(name) - 1]]["ceiling_after_per_s"]
         assert results["ratios"][f"rebuild_{label}_vs_ordered_read_decoded"] == round(
             rebuilt["per_s"] / rebuilt["ceiling_per_s"], 3
         )

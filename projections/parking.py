@@ -177,15 +177,20 @@ async def settle(
     before, blocked = blocked, dict(blocked)
     parked: list[Parked] = []
     ready: list[Item] = []
-    for it in items:
-        if (root := _behind(it, blocked)) is not None:
-            parked.append(Parked(it, f"behind parked position {root}", root))
-        elif it.error is not None:
-            parked.append(Parked(it, it.error))
-            if (key := it.project) is not None:
-                blocked[key] = it.position
-        else:
-            ready.append(it)
+    if not blocked:  # most batches: nothing parked before; then only what did not decode
+        ready = [it for it in items if it.error is None]
+        if len(ready) < len(items):
+            ready = []
+    if not ready:
+        for it in items:
+            if (root := _behind(it, blocked)) is not None:
+                parked.append(Parked(it, f"behind parked position {root}", root))
+            elif it.error is not None:
+                parked.append(Parked(it, it.error))
+                if (key := it.project) is not None:
+                    blocked[key] = it.position
+            else:
+                ready.append(it)
     if not ready:
         return _in_order(0, parked, before)
     try:

@@ -336,8 +336,11 @@ def _done_on(
     done_on: dict[str, dt.date], task: str, done: bool, at: dt.datetime
 ) -> dict[str, dt.date]:
     """When each done task was completed: set when it is done, gone when it is open again."""
-    rest = {k: v for k, v in done_on.items() if k != task}
-    return {**rest, task: timestamp(at).date()} if done else rest
+    rest = dict(done_on)
+    rest.pop(task, None)
+    if done:
+        rest[task] = db.stored_time(at).date()  # ``storable.timestamp``'s, at once for UTC
+    return rest
 
 
 def _outcome(

@@ -19,6 +19,7 @@ from events import ENCODER, StoredEvent, decode_stored, milestone_of
 from events.attributes import stored_extensions, with_extensions
 from projections import PROJECTIONS
 from projections.audit import REDACTED, attributes, redacted, row
+from projections.audit.queries import FILTERED
 from projections.base import Audited, decode_event
 from projections.db import stored_time
 from projections.parking import Item, position_of
@@ -307,3 +308,29 @@ async def test_the_projections_timestamptz_codec_is_asyncpgs_value_for_value(db_
     finally:
         await ours.close()
         await theirs.close()
+
+
+@pytest.mark.parametrize("column", FILTERED)
+async def test_every_audit_filter_can_use_its_index_whatever_the_value(db_url, column):
+    """Each column the audit trail is filtered by has an index the query can use with its value
+    as a parameter (a generic plan, as asyncpg's prepared statements get): ``actor`` and
+    ``principal`` index only the rows that have one, which an equality always implies."""
+    import asyncpg
+
+    from projections.audit.queries import SELECT_EVENTS, AuditFilter
+
+    conn = await asyncpg.connect(db_url, server_settings={"search_path": "milestones"})
+    try:
+        where, args = AuditFilter(equal={column: "x"}).sql()
+        assert args == [0, "x"]  # $1 the position after which, $2 the value
+        await conn.execute(
+            "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off; "
+            f"PREPARE q(bigint, text) AS {SELECT_EVENTS} WHERE {where} ORDER BY position LIMIT 50"
+        )
+        plan = await conn.fetchval("EXPLAIN (FORMAT JSON) EXECUTE q(0, 'x')")
+        assert "$2" in str(plan)  # the generic plan: the value not known when planned
+        used = {n for n in re.findall(r'"Index Name": "(\w+)"', str(plan))}
+        indexed = {c: f"audit_{c.removesuffix('_id')}" for c in FILTERED}
+        assert indexed[column] in used, plan
+    finally:
+        await conn.close()

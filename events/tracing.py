@@ -86,6 +86,15 @@ def header_of(span: Span) -> tuple[str | None, str | None]:
     return carrier.get("traceparent"), carrier.get("tracestate")
 
 
+def traceparent_of(context: SpanContext) -> str | None:
+    """The W3C ``traceparent`` of a span context (version 00), as the propagator writes it, or
+    None for an invalid one. Written out: the propagator's ``inject`` makes a context and a
+    carrier for each (the intake stamps every command it traces, sampled or not)."""
+    if not context.is_valid:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+
+
 def start(
     name: str,
     traceparent: str | None,
@@ -109,12 +118,13 @@ def start(
 
 
 def links_to(spans: Iterable[SpanContext]) -> list[Link]:
-    """Links to these (valid) span contexts, at most ``MAX_LINKS``."""
+    """Links to these span contexts, at most ``MAX_LINKS``: to those that were sampled (a link
+    to a span that was never recorded leads nowhere, and with a ratio sampler most are not)."""
     out: list[Link] = []
     for context in spans:
         if len(out) >= MAX_LINKS:
             break
-        if context.is_valid:
+        if context.is_valid and context.trace_flags.sampled:
             out.append(Link(context))
     return out
 

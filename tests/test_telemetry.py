@@ -300,6 +300,67 @@ async def test_tracing_off_creates_no_exporter_and_sends_nothing(
     assert (await _stored(nc, "milestones.events.dark"))["traceparent"] == traceparent
 
 
+async def test_a_command_the_sampler_drops_is_stamped_unsampled_and_costs_no_span(
+    settings: Settings,
+    tmp_path: Path,
+    nc,
+    collector: Collector,
+    services: list[Service],
+):
+    """With a ratio sampler most commands are not recorded (issue 18: tracing's cost is
+    mostly theirs). Such a command exports nothing, and its stored event still carries its
+    trace context, marked not sampled, so that what continues the trace later decides alike
+    (W3C trace context)."""
+    env = service_env(
+        settings,
+        tmp_path,
+        OTEL_EXPORTER_OTLP_ENDPOINT=collector.url,
+        OTEL_BSP_SCHEDULE_DELAY="100",
+        OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+        OTEL_TRACES_SAMPLER_ARG="0",  # nothing that starts a trace here is sampled
+    )
+    intake = Service.start("intake", ["serve", "intake"], env, tmp_path)
+    services.append(intake)
+    await intake.ready_is(200, 90)
+    ce = cloudevent("ProjectCreated", {"project_id": "unsampled", "name": "U"})
+    assert (await request(nc, ce)).accepted
+    # a publisher's sampled trace is still followed (parent-based)
+    traceparent, trace_id, parent = _traceparent()
+    followed = cloudevent(
+        "ProjectCreated", {"project_id": "followed", "name": "F"}, traceparent=traceparent
+    )
+    assert (await request(nc, followed)).accepted
+    stored = (await _stored(nc, "milestones.events.unsampled"))["traceparent"]
+    version, stamped_trace, stamped_span, flags = stored.split("-")
+    assert (version, len(stamped_trace), len(stamped_span)) == ("00", 32, 16)
+    assert int(flags, 16) & 1 == 0  # the sampled flag is not set (the SDK may set "random")
+    assert (await _stored(nc, "milestones.events.followed"))["traceparent"] == traceparent
+    assert await intake.terminate() == 0  # the SDK flushes what it holds
+    processed = collector.named("CloudEvents Process ProjectCreated")
+    assert [(s.trace_id, s.parent) for s in processed] == [(trace_id, parent)]
+
+
+def test_a_traceparent_written_out_is_the_propagators_and_links_go_to_sampled_spans():
+    from opentelemetry import trace as api
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    from events import tracing
+
+    contexts = [
+        SpanContext(
+            int(secrets.token_hex(16), 16), int(secrets.token_hex(8), 16), False, TraceFlags(flags)
+        )
+        for flags in (TraceFlags.SAMPLED, TraceFlags.DEFAULT, 0x02, 0x03)
+    ]
+    for context in contexts:
+        span = NonRecordingSpan(context)
+        assert tracing.traceparent_of(context) == tracing.header_of(span)[0] is not None
+    assert tracing.traceparent_of(api.INVALID_SPAN_CONTEXT) is None
+    # a commit round links to the commands the sampler kept, not to spans never recorded
+    linked = [link.context for link in tracing.links_to([*contexts, api.INVALID_SPAN_CONTEXT])]
+    assert linked == [contexts[0], contexts[3]]
+
+
 @pytest.mark.parametrize(
     ("env", "traces"),
     [

@@ -33,9 +33,10 @@ async def main(names: list[str]) -> None:
     try:
         cpu0 = _cpu_seconds()
         started = time.perf_counter()
-        await rebuild(
-            [PROJECTIONS[n] for n in names], settings.database_url, nc
-        )  # one read for all
+        with runtime.replaying():  # as ``milestones rebuild`` rebuilds (services.cli.ops)
+            await rebuild(
+                [PROJECTIONS[n] for n in names], settings.database_url, nc
+            )  # one read for all
         elapsed = time.perf_counter() - started
         cpu = _cpu_seconds() - cpu0
     finally:

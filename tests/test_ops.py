@@ -8,6 +8,7 @@ parsed scrape, and every intake line about a CloudEvent names it."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import json
@@ -684,6 +685,32 @@ def test_every_command_runs_with_the_tuned_collector():
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.stderr.split()[-3:] == ["0", "700", str(GC_YOUNG_THRESHOLD)]
+
+
+def test_a_rebuild_runs_with_the_replay_threshold_and_gives_the_process_its_own_back():
+    """``runtime.replaying`` (``milestones rebuild``, the benchmark's rebuilds and their
+    ceiling): the young threshold of a replay while the block runs, the process's own after it,
+    also when the block fails; the older generations' thresholds are never touched."""
+    from services.app.runtime import GC_YOUNG_THRESHOLD, REPLAY_GC_YOUNG_THRESHOLD
+
+    script = (
+        "import gc, sys\n"
+        "from services.app import runtime\n"
+        "runtime.tune()\n"
+        "seen = [gc.get_threshold()]\n"
+        "with runtime.replaying():\n"
+        "    seen.append(gc.get_threshold())\n"
+        "try:\n"
+        "    with runtime.replaying():\n"
+        "        raise RuntimeError('a rebuild failed')\n"
+        "except RuntimeError:\n"
+        "    seen.append(gc.get_threshold())\n"
+        "sys.stderr.write(repr(seen))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    tuned, inside, after = ast.literal_eval(done.stderr.strip().splitlines()[-1])
+    assert tuned[0] == GC_YOUNG_THRESHOLD and inside[0] == REPLAY_GC_YOUNG_THRESHOLD
+    assert inside[1:] == tuned[1:] and after == tuned
 
 
 def test_a_started_process_keeps_its_start_up_objects_out_of_the_collector():

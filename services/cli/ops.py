@@ -228,7 +228,7 @@ async def rebuild(args: argparse.Namespace, settings: Settings) -> int:
     try:
         for group in chosen:
             names = ", ".join(p.name for p in group)
-            with progress(f"rebuild {names}") as on_progress:
+            with progress(f"rebuild {names}") as on_progress, runtime.replaying():
                 position = await rebuild(group, dsn, nc, on_progress=on_progress)
             out(f"{names}: rebuilt to position {position} and swapped in")
     finally:

@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.app.embedded import EmbeddedNats, free_port
 from services.app.settings import Settings
 from services.app.supervise import TASK_FAILURES, Closer, Shutdown, Supervisor
-from tests.conftest import cloudevent, plan_project, request, wait_for
+from tests.conftest import cli_env, cloudevent, plan_project, request, wait_for
 from tests.ops_support import (
     BOUND,
     MARGIN,
@@ -687,10 +687,43 @@ def test_every_command_runs_with_the_tuned_collector():
     assert done.stderr.split()[-3:] == ["0", "700", str(GC_YOUNG_THRESHOLD)]
 
 
-def test_a_rebuild_runs_with_the_replay_threshold_and_gives_the_process_its_own_back():
-    """``runtime.replaying`` (``milestones rebuild``, the benchmark's rebuilds and their
-    ceiling): the young threshold of a replay while the block runs, the process's own after it,
-    also when the block fails; the older generations' thresholds are never touched."""
+async def test_milestones_rebuild_runs_with_the_replay_threshold(
+    settings: Settings, intake, db_url: str
+):
+    """``milestones rebuild`` (the real command, real nats-server and PostgreSQL; the intake
+    made the log's streams) rebuilds with
+    the collector's replay threshold (``runtime.replaying``) and gives the process its own back
+    once the rebuild is done. The rebuild is the real one; the script only notes the threshold
+    it was called under."""
+    from services.app.runtime import GC_YOUNG_THRESHOLD, REPLAY_GC_YOUNG_THRESHOLD
+
+    script = (
+        "import gc, json, sys\n"
+        "import projections.rebuild as rebuild\n"
+        "from services.cli.main import main\n"
+        "real, seen = rebuild.rebuild, []\n"
+        "async def noted(*args, **kwargs):\n"
+        "    seen.append(gc.get_threshold()[0])\n"
+        "    return await real(*args, **kwargs)\n"
+        "rebuild.rebuild = noted\n"
+        f"code = main(['rebuild', 'status', '--database-url', {db_url!r}])\n"
+        "sys.stderr.write('\\nnoted ' + json.dumps([code, seen, gc.get_threshold()[0]]))\n"
+    )
+    env = {**os.environ, **cli_env(settings)}
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", script], capture_output=True, text=True, env=env
+    )
+    noted = [line for line in done.stderr.splitlines() if line.startswith("noted ")]
+    assert noted, done.stderr
+    code, seen, after = json.loads(noted[-1].removeprefix("noted "))
+    assert code == 0, done.stderr
+    assert seen == [REPLAY_GC_YOUNG_THRESHOLD]  # the one rebuild ran under the replay threshold
+    assert after == GC_YOUNG_THRESHOLD
+
+
+def test_replaying_gives_the_process_its_threshold_back_when_a_rebuild_fails():
+    """``runtime.replaying``: the replay threshold inside the block, the process's own after
+    it, also when the block raises; the older generations' thresholds are never touched."""
     from services.app.runtime import GC_YOUNG_THRESHOLD, REPLAY_GC_YOUNG_THRESHOLD
 
     script = (
@@ -698,10 +731,9 @@ def test_a_rebuild_runs_with_the_replay_threshold_and_gives_the_process_its_own_
         "from services.app import runtime\n"
         "runtime.tune()\n"
         "seen = [gc.get_threshold()]\n"
-        "with runtime.replaying():\n"
-        "    seen.append(gc.get_threshold())\n"
         "try:\n"
         "    with runtime.replaying():\n"
+        "        seen.append(gc.get_threshold())\n"
         "        raise RuntimeError('a rebuild failed')\n"
         "except RuntimeError:\n"
         "    seen.append(gc.get_threshold())\n"

@@ -33,11 +33,12 @@ GC_YOUNG_THRESHOLD = 50_000
 
 # the same while a read model is rebuilt (``replaying``). A rebuild keeps more alive between
 # passes than a service (up to 10,000 status rows held, a batch read ahead, each lane's batch),
-# so each young pass there scanned about 50,000 objects: 40-43 passes of ~25 ms and three
-# older ones of ~90 ms in a rebuild of all three (1.3 s of its 11 s of CPU, 2026-12-07, timed
-# with ``gc.callbacks``). With this threshold none runs, and memory stays as it was (peak RSS
-# 200-205 MB either way): what the passes would find is next to nothing. Not for the services:
-# a pass scans what accumulated since the last, and a long pause there is a request's p99.
+# so a young pass there has much to scan: 40-43 passes of ~25 ms and three older ones of ~90 ms
+# in a rebuild of all three (1.3 s of its 11 s of CPU, 2026-12-07, timed with ``gc.callbacks``).
+# With this threshold none ran in a rebuild of the benchmark's log, and memory stayed as it was
+# (peak RSS 200-205 MB either way): what the passes would find is next to nothing. Not for the
+# services: a pass scans what accumulated since the last, and a long pause there is a
+# request's p99.
 REPLAY_GC_YOUNG_THRESHOLD = 500_000
 
 

@@ -17,7 +17,7 @@ import events
 from events import ENCODER, decode_stored
 from projections import PROJECTIONS
 from projections.db import connect, ensure_schema
-from projections.rebuild import rebuild, replay_parked
+from projections.rebuild import _build_indexes, rebuild, replay_parked
 from projections.runner import Runner, groups
 from projections.status import COLUMNS, fold, from_db
 from services.eventlog.log import EventLog
@@ -317,6 +317,102 @@ async def test_a_rebuild_builds_the_secondary_indexes_after_the_load(intake, nc,
     assert await indexes_of(db_url, tables) == made
     await rebuild(PROJECTIONS["audit"], db_url, nc)
     assert await indexes_of(db_url, tables) == made
+
+
+async def test_the_index_builds_take_the_next_statement_on_whichever_connection_is_free(db_url):
+    """A rebuild's index builds share one queue: while one connection's build is held up, the
+    other goes on with every statement after it (split every other statement, ``b`` would wait
+    behind the held one)."""
+    key, schema = 7_100_001, "milestones_test_index_queue"
+    holder, conn = await connect(db_url), await connect(db_url)
+    build = None
+    try:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")
+        await holder.execute("SELECT pg_advisory_lock($1)", key)
+        sql = (
+            f"SELECT pg_advisory_lock({key});\n"  # the first statement, on ``conn``: held
+            f"CREATE TABLE {schema}.a ();\nCREATE TABLE {schema}.b ();\nCREATE TABLE {schema}.c ()"
+        )
+        build = asyncio.ensure_future(_build_indexes(conn, db_url, schema, sql))
+
+        async def all_made() -> bool:
+            made = "SELECT count(*) FROM pg_tables WHERE schemaname = $1"
+            return await holder.fetchval(made, schema) == 3
+
+        await wait_for(all_made, 15, "every statement after the held one")
+        assert not build.done()  # the held statement is still waiting
+        await holder.execute("SELECT pg_advisory_unlock($1)", key)
+        await build
+    finally:
+        if build is not None and not build.done():
+            build.cancel()
+        await holder.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await holder.close()
+        await conn.close()
+
+
+async def reloptions(conn, schema: str, tables: tuple[str, ...]) -> dict[str, list[str] | None]:
+    """Each table's storage parameters and its TOAST table's, if it has one (``name/toast``)."""
+    rows = await conn.fetch(
+        "SELECT c.relname, c.reloptions, t.reloptions AS toast FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "LEFT JOIN pg_class t ON t.oid = c.reltoastrelid "
+        "WHERE n.nspname = $1 AND c.relname = ANY($2::text[])",
+        schema,
+        list(tables),
+    )
+    out: dict[str, list[str] | None] = {}
+    for r in rows:
+        out[r["relname"]] = r["reloptions"]
+        out[f"{r['relname']}/toast"] = r["toast"]
+    return out
+
+
+async def test_a_rebuild_loads_without_autovacuum_and_swaps_in_tables_that_have_it(
+    intake, nc, db_url
+):
+    """While a rebuild fills its tables, autovacuum leaves them alone (it would compete with the
+    load and hold up the index build and the swap); the tables it swaps in are vacuumed as any
+    others. The swap is held back (the test holds the live checkpoint rows) to look in between."""
+    await load(nc, projects=2)
+    models = [PROJECTIONS[n] for n in TABLES]
+    await ensure_schema(db_url, models)
+    tables = tuple(t for p in models for t in p.tables)
+    shadow = "milestones_next_" + "_".join(p.name for p in models)
+    off = ["autovacuum_enabled=false"]
+    holder, reader = await connect(db_url), await connect(db_url)
+    rebuilt = None
+    try:
+        async with holder.transaction():
+            for p in models:
+                await holder.execute(
+                    "INSERT INTO milestones.checkpoints (projection) VALUES ($1) "
+                    "ON CONFLICT DO NOTHING",
+                    p.name,
+                )
+                await holder.execute(
+                    "SELECT 1 FROM milestones.checkpoints WHERE projection = $1 FOR UPDATE", p.name
+                )
+            rebuilt = asyncio.ensure_future(rebuild(models, db_url, nc))
+
+            async def loaded_without_autovacuum() -> bool:
+                seen = await reloptions(reader, shadow, tables)
+                return len(seen) == 2 * len(tables) and all(
+                    v == off for k, v in seen.items() if not k.endswith("/toast")
+                )
+
+            await wait_for(loaded_without_autovacuum, 30, "the shadow tables without autovacuum")
+            # the payloads' TOAST table too
+            assert (await reloptions(reader, shadow, tables))["audit_events/toast"] == off
+            assert not rebuilt.done()  # held at the swap
+        await rebuilt
+        live = await reloptions(reader, "milestones", tables)
+        assert len(live) == 2 * len(tables) and all(v is None for v in live.values()), live
+    finally:
+        if rebuilt is not None and not rebuilt.done():
+            rebuilt.cancel()
+        await holder.close()
+        await reader.close()
 
 
 async def test_a_standby_takes_over_from_the_checkpoint(intake, nc, settings, db_url):

@@ -213,11 +213,20 @@ async def durable_run(
             )
         cpu["freshness"] = _per_message(used, results["freshness"]["n"])
         report(f"query: {opts.query_rate} requests/s over HTTP")
+        warmed: dict = {}
         async with meter.window() as used:
             results["query"] = await queries(
-                stack.http_port, projects, opts.query_rate, opts.query_seconds, load.tokens
+                stack.http_port,
+                projects,
+                opts.query_rate,
+                opts.query_seconds,
+                load.tokens,
+                warm_up=warmed,
             )
-        cpu["query"] = _per_message(used, sum(q["n"] for q in results["query"].values()))
+        results["query_warm_up"] = warmed
+        # the warm-up's requests ran in the window too
+        asked = sum(q["n"] for q in results["query"].values()) + warmed["requests"]
+        cpu["query"] = _per_message(used, asked)
         report(f"ceiling: HTTP echo (uvicorn + Litestar) at {opts.query_rate} requests/s")
         results["ceilings"]["http_echo"] = await ceilings.http_echo(
             ceiling, opts.query_rate, opts.query_seconds, meter
@@ -484,6 +493,17 @@ def table(r: dict) -> str:
                 f"p99 {rt[key]:.1f}× echo, {q['errors']} errors"
                 if key in rt
                 else f"{q['errors']} errors",
+            )
+        )
+    qw, ew = r.get("query_warm_up"), (he or {}).get("warm_up")
+    if qw:  # untimed: every connection asks each kind twice before the timed runs
+        echo_warm = f"; echo {ew['requests']} requests, max {ew['max_ms']} ms" if ew else ""
+        rows.append(
+            (
+                "warm-up before the timed HTTP runs (untimed)",
+                f"queries {qw['requests']} requests, max {qw['max_ms']} ms{echo_warm}",
+                "",
+                f"{qw['errors'] + (ew or {}).get('errors', 0)} errors",
             )
         )
     rows.append(

@@ -37,6 +37,12 @@ async def test_bench_reports_every_figure(database_url, tmp_path):
     assert results["freshness"]["refused"] == 0 and results["freshness"]["n"] == 100
     for figures in results["query"].values():
         assert figures["errors"] == 0 and figures["n"] == 30
+    # every connection asked each kind twice before the timed runs, the echo's alike
+    assert results["query_warm_up"]["requests"] == 16 * 3 * 2
+    assert results["query_warm_up"]["errors"] == 0
+    echo_warm_up = results["ceilings"]["http_echo"]["warm_up"]
+    assert echo_warm_up["requests"] == 16 * 2 and echo_warm_up["errors"] == 0
+    assert "warm-up before the timed HTTP runs" in table(results)
     assert set(results["rebuild"]) == {"status+history+audit", "status", "history", "audit"}
     assert all(r["events"] >= 3000 for r in results["rebuild"].values())
     for key in (

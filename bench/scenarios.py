@@ -222,6 +222,22 @@ async def queries(
     return out
 
 
+async def _timed_get(
+    conn: Connection, path: str, token: str | None, latencies: list[float]
+) -> bool:
+    """One GET on ``conn``, its latency appended to ``latencies``; False on an error (a status
+    other than 200, or the connection lost: it is closed, and opened again by the next GET)."""
+    t0 = time.perf_counter()
+    try:
+        status, _ = await conn.get(path, token)
+        ok = status == 200
+    except (OSError, asyncio.IncompleteReadError):
+        ok = False
+        await conn.close()
+    latencies.append(time.perf_counter() - t0)
+    return ok
+
+
 async def _warm_up(
     pool: asyncio.Queue[Connection],
     requests: list[tuple[Callable[[], str], str | None]],
@@ -239,14 +255,7 @@ async def _warm_up(
 
     async def one(conn: Connection, path: str, token: str | None) -> None:
         nonlocal errors
-        t0 = time.perf_counter()
-        try:
-            status, _ = await conn.get(path, token)
-            errors += status != 200
-        except (OSError, asyncio.IncompleteReadError):
-            errors += 1
-            await conn.close()
-        latencies.append(time.perf_counter() - t0)
+        errors += not await _timed_get(conn, path, token, latencies)
 
     try:
         for _ in range(rounds):
@@ -272,14 +281,7 @@ async def _query_kind(
     async def one(p: str) -> None:
         nonlocal errors
         conn = await pool.get()
-        t0 = time.perf_counter()
-        try:
-            status, _ = await conn.get(p, token)
-            errors += status != 200
-        except (OSError, asyncio.IncompleteReadError):
-            errors += 1
-            await conn.close()
-        latencies.append(time.perf_counter() - t0)
+        errors += not await _timed_get(conn, p, token, latencies)
         pool.put_nowait(conn)
 
     achieved = await open_loop(rate, int(rate * seconds), lambda _i: one(path()))

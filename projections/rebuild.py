@@ -26,7 +26,7 @@ from projections.base import Batch, Projection, R
 from projections.parking import Item, settle
 from projections.runner import Runner, groups
 
-__all__ = ["Together", "groups", "rebuild", "replay_parked"]
+__all__ = ["Together", "build_indexes", "groups", "rebuild", "replay_parked"]
 
 log = structlog.get_logger("milestones.rebuild")
 S = db.SCHEMA
@@ -126,7 +126,7 @@ def _tables_then_indexes(members: Sequence[Projection[R]]) -> tuple[str, str]:
     return "\n".join(tables), "\n".join(indexes)
 
 
-async def _build_indexes(conn: asyncpg.Connection, dsn: str, shadow: str, sql: str) -> None:
+async def build_indexes(conn: asyncpg.Connection, dsn: str, shadow: str, sql: str) -> None:
     """The secondary indexes, built over ``INDEX_CONNECTIONS`` connections at once (as
     ``pg_restore --jobs`` does): nothing else runs while they are built, and one build keeps
     about one core busy. Each connection takes the next statement as soon as it is free (a
@@ -248,7 +248,7 @@ async def rebuild(
         await _flush(conn, members, shadow)
         if index_sql:
             log.info("rebuild caught up, indexing", projection=label, position=runner.position)
-            await _build_indexes(conn, dsn, shadow, index_sql)
+            await build_indexes(conn, dsn, shadow, index_sql)
         log.info("rebuild caught up, swapping", projection=label, position=runner.position)
         async with conn.transaction():
             live = 0

@@ -17,7 +17,7 @@ import events
 from events import ENCODER, decode_stored
 from projections import PROJECTIONS
 from projections.db import connect, ensure_schema
-from projections.rebuild import _build_indexes, rebuild, replay_parked
+from projections.rebuild import build_indexes, rebuild, replay_parked
 from projections.runner import Runner, groups
 from projections.status import COLUMNS, fold, from_db
 from services.eventlog.log import EventLog
@@ -333,7 +333,7 @@ async def test_the_index_builds_take_the_next_statement_on_whichever_connection_
             f"SELECT pg_advisory_lock({key});\n"  # the first statement, on ``conn``: held
             f"CREATE TABLE {schema}.a ();\nCREATE TABLE {schema}.b ();\nCREATE TABLE {schema}.c ()"
         )
-        build = asyncio.ensure_future(_build_indexes(conn, db_url, schema, sql))
+        build = asyncio.ensure_future(build_indexes(conn, db_url, schema, sql))
 
         async def all_made() -> bool:
             made = "SELECT count(*) FROM pg_tables WHERE schemaname = $1"

@@ -48,6 +48,7 @@ from bench.scenarios import (
     intake_inbox,
     projections_caught_up,
     queries,
+    queries_while_the_intake_runs,
     rebuild_subprocess,
     top_up,
 )
@@ -227,6 +228,21 @@ async def durable_run(
         # the warm-up's requests ran in the window too
         asked = sum(q["n"] for q in results["query"].values()) + warmed["requests"]
         cpu["query"] = _per_message(used, asked)
+        report(
+            f"query: milestone by id at {opts.query_rate} requests/s while reschedules go "
+            f"through the intake at {opts.freshness_rate}/s"
+        )
+        results["query_while_intake_runs"] = await queries_while_the_intake_runs(
+            load.publisher,
+            dsn,
+            stack.http_port,
+            projects,
+            load.tokens,
+            opts.query_rate,
+            opts.query_seconds,
+            opts.freshness_rate,
+            first=int(opts.freshness_rate * opts.freshness_seconds),  # past the freshness run's
+        )
         report(f"ceiling: HTTP echo (uvicorn + Litestar) at {opts.query_rate} requests/s")
         results["ceilings"]["http_echo"] = await ceilings.http_echo(
             ceiling, opts.query_rate, opts.query_seconds, meter
@@ -492,6 +508,19 @@ def table(r: dict) -> str:
                 f"echo p50 {he['p50_ms']} ms  p99 {he['p99_ms']} ms" if he else "",
                 f"p99 {rt[key]:.1f}× echo, {q['errors']} errors"
                 if key in rt
+                else f"{q['errors']} errors",
+            )
+        )
+    if (under := r.get("query_while_intake_runs")) is not None:
+        q, f = under["milestone_by_id"], under["freshness"]
+        rows.append(
+            (
+                "query milestone_by_id while the intake runs",
+                f"p50 {q['p50_ms']} ms  p99 {q['p99_ms']} ms at {q['rate_per_s']}/s; "
+                f"meanwhile reschedules at {f['rate_per_s']:,}/s, freshness p99 {f['p99_ms']} ms",
+                f"echo p50 {he['p50_ms']} ms  p99 {he['p99_ms']} ms" if he else "",
+                f"p99 {q['p99_ms'] / he['p99_ms']:.1f}× echo, {q['errors']} errors"
+                if he and he["p99_ms"]
                 else f"{q['errors']} errors",
             )
         )

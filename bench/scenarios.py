@@ -134,9 +134,12 @@ async def projections_caught_up(
         await conn.close()
 
 
-async def freshness(nc: NATS, dsn: str, projects: list[str], rate: int, seconds: float) -> dict:
+async def freshness(
+    nc: NATS, dsn: str, projects: list[str], rate: int, seconds: float, first: int = 0
+) -> dict:
     """Reschedules of open milestones at a steady rate; for each, the time from the append's
-    acknowledgement (the reply) to the status checkpoint passing its position (NOTIFY)."""
+    acknowledgement (the reply) to the status checkpoint passing its position (NOTIFY).
+    ``first``: the number of the first reschedule (a later run starts past an earlier one's)."""
     acked: dict[int, float] = {}
     visible_at: list[tuple[int, float]] = []
     listener = await asyncpg.connect(dsn)
@@ -156,7 +159,7 @@ async def freshness(nc: NATS, dsn: str, projects: list[str], rate: int, seconds:
         project, milestone = targets[i % len(targets)]
         msg = await nc.request(
             command_subject("MilestoneRescheduled"),
-            reschedule(project, milestone, i),
+            reschedule(project, milestone, first + i),
             timeout=30,
         )
         reply = REPLY_DECODER.decode(msg.data)
@@ -190,11 +193,13 @@ async def queries(
     tokens: dict[str, str],
     connections: int = 16,
     warm_up: dict | None = None,
+    only: tuple[str, ...] = (),
 ) -> dict:
     """Open-loop GETs at a steady rate over keep-alive connections, each with the bearer token
     of the least role the route needs (checked on every request); latency per request.
     ``tokens``: role -> token, empty where nothing checks them. Every connection asks each kind
-    first, untimed (``_warm_up``: what it saw goes into ``warm_up``)."""
+    first, untimed (``_warm_up``: what it saw goes into ``warm_up``). ``only``: these kinds
+    (all when empty)."""
     pool: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(connections):
         pool.put_nowait(Connection("127.0.0.1", port))
@@ -210,6 +215,8 @@ async def queries(
             lambda: f"/audit?project_id={rng.choice(projects)}&limit=50",
         ),
     }
+    if only:
+        kinds = {name: kinds[name] for name in only}
     warmed = await _warm_up(pool, [(path, tokens.get(role)) for role, path in kinds.values()])
     if warm_up is not None:
         warm_up.update(warmed)
@@ -220,6 +227,35 @@ async def queries(
     while not pool.empty():
         await pool.get_nowait().close()
     return out
+
+
+async def queries_while_the_intake_runs(
+    nc: NATS,
+    dsn: str,
+    port: int,
+    projects: list[str],
+    tokens: dict[str, str],
+    query_rate: int,
+    seconds: float,
+    reschedule_rate: int,
+    first: int,
+) -> dict:
+    """Milestone by id at ``query_rate`` for ``seconds`` while reschedules go through the intake
+    at ``reschedule_rate`` (the issue's "while the intake runs"), each timed as it is alone.
+    The reschedules start first and go on for a second past the queries' end (the queries'
+    warm-up comes first, a fraction of a second), so every timed query meets the load.
+    ``first``: the number of the first reschedule, past the freshness run's."""
+    load = asyncio.ensure_future(
+        freshness(nc, dsn, projects, reschedule_rate, seconds + 1.0, first=first)
+    )
+    try:
+        asked = await queries(
+            port, projects, query_rate, seconds, tokens, only=("milestone_by_id",)
+        )
+    except BaseException:
+        load.cancel()
+        raise
+    return {"milestone_by_id": asked["milestone_by_id"], "freshness": await load}
 
 
 async def _timed_get(

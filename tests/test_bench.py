@@ -43,6 +43,11 @@ async def test_bench_reports_every_figure(database_url, tmp_path):
     echo_warm_up = results["ceilings"]["http_echo"]["warm_up"]
     assert echo_warm_up["requests"] == 16 * 2 and echo_warm_up["errors"] == 0
     assert "warm-up before the timed HTTP runs" in table(results)
+    # milestone by id asked while reschedules go through the intake, both counted
+    under = results["query_while_intake_runs"]
+    assert under["milestone_by_id"]["errors"] == 0 and under["milestone_by_id"]["n"] == 30
+    assert under["freshness"]["refused"] == 0 and under["freshness"]["n"] == 200 * (0.3 + 1.0)
+    assert "query milestone_by_id while the intake runs" in table(results)
     assert set(results["rebuild"]) == {"status+history+audit", "status", "history", "audit"}
     assert all(r["events"] >= 3000 for r in results["rebuild"].values())
     for key in (

@@ -54,6 +54,25 @@ def bind(host: str, port: int, what: str = "http") -> socket.socket:
     return sock
 
 
+def http_config(app, grace: float = HTTP_GRACE) -> uvicorn.Config:
+    """How every HTTP server of Milestones is served (the API, the dashboard, the ops port, the
+    benchmark's HTTP echo). The request parser is httptools (C, as in ``uvicorn[standard]``),
+    named rather than left to uvicorn's "auto", which falls back to h11 (pure Python) without a
+    word when httptools is missing. Measured 2026-12-07, two interleaved pairs of benchmark runs
+    at 500 requests/s: the query process's CPU per request 1.01 / 0.96 ms with h11 against
+    0.87 / 0.86 ms, the HTTP echo's 0.31 / 0.30 against 0.19 / 0.20 ms, and the echo's most
+    with 16 connections 5,300-5,500 against 11,200-11,500 requests/s."""
+    return uvicorn.Config(
+        app,
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=grace,  # type: ignore[arg-type]  # a float works
+    )
+
+
 async def serve_http(
     app,
     host: str,
@@ -68,16 +87,7 @@ async def serve_http(
     """Serve ``app`` until ``stop``; then ``closing`` is set (live streams end), open requests
     get ``grace`` seconds, and whatever is left is cancelled: the return is bounded."""
     sock = sock or bind(host, port, what)
-    server = _Uvicorn(
-        uvicorn.Config(
-            app,
-            log_config=None,
-            access_log=False,
-            log_level="warning",
-            lifespan="on",
-            timeout_graceful_shutdown=grace,  # type: ignore[arg-type]  # a float works
-        )
-    )
+    server = _Uvicorn(http_config(app, grace))
     task = asyncio.create_task(server.serve(sockets=[sock]), name=f"uvicorn-{what}")
     stopped = asyncio.ensure_future(stop.wait())
     try:

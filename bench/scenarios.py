@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import json
 import random
 import sys
@@ -168,10 +169,14 @@ async def freshness(
         else:
             failures += 1
 
-    achieved = await open_loop(rate, total, send)
-    last = max(acked) if acked else 0
-    await until(lambda: _seen(visible_at, last), 60, "the status model to pass the last reschedule")
-    await listener.close()
+    try:  # the listener is closed however the run ends (cancelled by a failed query run, too)
+        achieved = await open_loop(rate, total, send)
+        last = max(acked) if acked else 0
+        await until(
+            lambda: _seen(visible_at, last), 60, "the status model to pass the last reschedule"
+        )
+    finally:
+        await listener.close()
     # checkpoints only grow, so the first notification at or past a position is found by bisection
     seen_positions = [p for p, _ in visible_at]
     lags = [
@@ -253,7 +258,9 @@ async def queries_while_the_intake_runs(
             port, projects, query_rate, seconds, tokens, only=("milestone_by_id",)
         )
     except BaseException:
-        load.cancel()
+        load.cancel()  # the reschedules end with the failed query run, their listener closed
+        with contextlib.suppress(BaseException):
+            await load
         raise
     return {"milestone_by_id": asked["milestone_by_id"], "freshness": await load}
 

@@ -708,10 +708,9 @@ async def test_milestones_rebuild_runs_with_the_replay_threshold(
     settings: Settings, intake, db_url: str
 ):
     """``milestones rebuild`` (the real command, real nats-server and PostgreSQL; the intake
-    made the log's streams) rebuilds with
-    the collector's replay threshold (``runtime.replaying``) and gives the process its own back
-    once the rebuild is done. The rebuild is the real one; the script only notes the threshold
-    it was called under."""
+    made the log's streams) rebuilds with the collector's replay threshold
+    (``runtime.replaying``) and gives the process its own back once the rebuild is done. The
+    rebuild is the real one; the script only notes the threshold it was called under."""
     from services.app.runtime import GC_YOUNG_THRESHOLD, REPLAY_GC_YOUNG_THRESHOLD
 
     script = (

@@ -11,7 +11,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -229,12 +228,6 @@ async def projections_process(settings, db_url: str, log_path: Path, ops_port: i
             stdout=asyncio.subprocess.DEVNULL,
             stderr=log,
         )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def log_lines(log_path: Path) -> list[dict]:

@@ -308,3 +308,17 @@ def test_a_port_is_the_first_free_of_flag_earlier_default_and_passwords_are_mask
     assert masked("postgresql://me:s3cret@db:5432/m") == "postgresql://me:****@db:5432/m"
     socket_url = "postgresql://postgres:@/postgres?host=/tmp/x/pg"
     assert masked(socket_url) == socket_url
+
+
+def test_a_free_port_for_a_server_lies_outside_the_ephemeral_range_and_is_given_once():
+    """An ephemeral port can go to any outgoing connection before the server binds it (a cluster
+    node's route took a node's client port in CI): the ports handed out lie below the kernel's
+    ephemeral range, are free when handed out, and never repeat in one process."""
+    low, _high = (
+        int(p) for p in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    )
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+    assert all(port < low for port in ports), [p for p in ports if p >= low]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports[-1]))  # free when handed out

@@ -26,6 +26,7 @@ from projections.db import connect
 from projections.parking import blame
 from projections.rebuild import rebuild, replay_parked
 from projections.runner import Runner
+from services.app.embedded import free_port
 from services.query.requests import ParkedParams
 from tests.conftest import cli_env, cloudevent, plan_project, request, wait_for
 from tests.faults_support import (
@@ -33,7 +34,6 @@ from tests.faults_support import (
     SteadyLoad,
     assert_equals_rebuild,
     check_quiet,
-    free_port,
     log_lines,
     lost_and_duplicated,
     positions,

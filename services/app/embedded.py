@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -36,10 +37,40 @@ if TYPE_CHECKING:  # imported late at run time: it reads XDG_RUNTIME_DIR on impo
 log = structlog.get_logger("milestones.embedded")
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LISTEN_FLOOR = 20000  # below: the fixed ports of common servers (5432, 4222, 8222, 6379, ...)
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int] | None:
+    try:
+        low, high = (int(part) for part in _EPHEMERAL_RANGE.read_text().split())
+    except (OSError, ValueError):
+        return None
+    return low, high
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port free now, for a server about to listen on it, chosen outside the kernel's ephemeral
+    range where one is known (Linux). A port from ``bind(0)`` is an ephemeral one, and between
+    this call and the server's own bind the kernel may give it to any outgoing connection as its
+    local port: a cluster node's route dialling a peer took the client port of a node not yet
+    started ("bind: address already in use", seen in CI). No port is handed out twice by one
+    process."""
+    ephemeral = _ephemeral_range()
+    if ephemeral is not None and ephemeral[0] - 1 > _LISTEN_FLOOR:
+        for _ in range(200):
+            port = random.randint(_LISTEN_FLOOR, ephemeral[0] - 1)
+            if port not in _handed_out and port_is_free(port, host):
+                _handed_out.add(port)
+                return port
+    while True:  # elsewhere, or that span full: what the kernel gives
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:

@@ -98,6 +98,7 @@ def summary(runs: list[dict]) -> dict:
         for code, n in r["refused"].items():
             refused[code] = refused.get(code, 0) + n
     median = statistics.median(rates)
+    both = [round(i + s, 4) for i, s in zip(intake_cpu, server_cpu, strict=True)]
     return {
         "per_s": rates,
         "median": round(median),
@@ -110,6 +111,9 @@ def summary(runs: list[dict]) -> dict:
         "intake_cpu_ms_per_command_median": round(statistics.median(intake_cpu), 4),
         "server_cpu_ms_per_command": server_cpu,
         "server_cpu_ms_per_command_median": round(statistics.median(server_cpu), 4),
+        # the path's CPU per command, run by run: what authentication adds is spent in these two
+        "path_cpu_ms_per_command": both,
+        "path_cpu_ms_per_command_median": round(statistics.median(both), 4),
         "messages": runs[0]["messages"],
         "refused": refused,
     }
@@ -149,6 +153,11 @@ async def auth_ab(
         if unsecured["intake_cpu_ms_per_command_median"]
         else float("nan")
     )
+    path_ratio = (
+        secured["path_cpu_ms_per_command_median"] / unsecured["path_cpu_ms_per_command_median"]
+        if unsecured["path_cpu_ms_per_command_median"]
+        else float("nan")
+    )
     return {
         "pairs": pairs,
         "projects": projects,
@@ -159,6 +168,10 @@ async def auth_ab(
         "ratio": round(ratio, 4),  # secured / unsecured, medians of commands/s
         "within_5_percent": ratio >= 0.95,
         "intake_cpu_ratio": round(cpu_ratio, 4),
+        # secured / unsecured, medians of the intake's and nats-server's CPU per command: the
+        # cost itself, where commands/s on two shared cores also carry the load's and the
+        # machine's swings (runs of one side 37-51 % apart on 2026-12-07)
+        "path_cpu_ratio": round(path_ratio, 4),
     }
 
 
@@ -173,8 +186,13 @@ def rows(ab: dict) -> list[tuple[str, str, str, str]]:
                 f"median {x['median']:,} msg/s ({x['min']:,}–{x['max']:,}, "
                 f"spread {x['spread_pct']} %)",
                 f"CPU/command: intake {x['intake_cpu_ms_per_command_median']} ms, "
-                f"nats-server {x['server_cpu_ms_per_command_median']} ms",
-                f"secured/unsecured {ab['ratio']:.1%}" if side == "secured" else "",
+                f"nats-server {x['server_cpu_ms_per_command_median']} ms, "
+                f"both {x['path_cpu_ms_per_command_median']} ms",
+                (
+                    f"secured/unsecured {ab['ratio']:.1%}, CPU {ab['path_cpu_ratio']:.1%}"
+                    if side == "secured"
+                    else ""
+                ),
             )
         )
     return out

@@ -438,6 +438,7 @@ def ratios(r: dict) -> dict:
             out[f"query_{name}_p99_vs_http_echo"] = ratio(q["p99_ms"], echo_http["p99_ms"])
     if "auth_ab" in r:
         out["intake_secured_vs_unsecured"] = r["auth_ab"]["ratio"]
+        out["intake_secured_vs_unsecured_cpu"] = r["auth_ab"]["path_cpu_ratio"]
     if "intake_commands_lazy" in r and "atomic_batch_lazy" in raw_:
         out["intake_lazy_vs_atomic_batch_lazy"] = ratio(
             r["intake_commands_lazy"]["per_s"], raw_["atomic_batch_lazy"]

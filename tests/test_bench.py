@@ -104,6 +104,15 @@ async def test_bench_reports_every_figure(database_url, tmp_path):
         assert figures["intake_cpu_ms_per_command_median"] > 0, side
     assert ab["ratio"] == round(ab["secured"]["median"] / ab["unsecured"]["median"], 4)
     assert results["ratios"]["intake_secured_vs_unsecured"] == ab["ratio"]
+    paths = {side: ab[side]["path_cpu_ms_per_command"][0] for side in ("secured", "unsecured")}
+    for side, path in paths.items():  # one run a side: the run's intake and server CPU summed
+        figures = ab[side]
+        assert path == round(
+            figures["intake_cpu_ms_per_command"][0] + figures["server_cpu_ms_per_command"][0], 4
+        )
+        assert figures["path_cpu_ms_per_command_median"] == path > 0
+    assert ab["path_cpu_ratio"] == round(paths["secured"] / paths["unsecured"], 4)
+    assert results["ratios"]["intake_secured_vs_unsecured_cpu"] == ab["path_cpu_ratio"]
     printed = table(results)
     assert "rebuild status+history+audit" in printed
     for line in (
@@ -115,3 +124,4 @@ async def test_bench_reports_every_figure(database_url, tmp_path):
     ):
         assert line in printed, line
     assert "intake, commands, secured (A/B, 1 runs)" in printed and "unsecured" in printed
+    assert f"CPU {ab['path_cpu_ratio']:.1%}" in printed

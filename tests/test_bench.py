@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from bench.auth_ab import summary
 from bench.run import Options, run, table
 
 
@@ -125,3 +126,24 @@ async def test_bench_reports_every_figure(database_url, tmp_path):
         assert line in printed, line
     assert "intake, commands, secured (A/B, 1 runs)" in printed and "unsecured" in printed
     assert f"CPU {ab['path_cpu_ratio']:.1%}" in printed
+
+
+def test_an_ab_side_sums_each_runs_cpu_before_the_median():
+    """The path's CPU per command is the intake's and nats-server's of the same run, summed run
+    by run, then the median: a sum of the two medians would mix runs (here 4 against 11)."""
+
+    def one(intake: float, server: float) -> dict:
+        return {
+            "per_s": 1000,
+            "p50_ms": 1.0,
+            "p99_ms": 2.0,
+            "intake_cpu_ms_per_command": intake,
+            "server_cpu_ms_per_command": server,
+            "messages": 10,
+            "refused": {},
+        }
+
+    side = summary([one(1, 10), one(2, 2), one(10, 1)])
+    assert side["path_cpu_ms_per_command"] == [11, 4, 11]
+    assert side["path_cpu_ms_per_command_median"] == 11
+    assert side["intake_cpu_ms_per_command_median"] + side["server_cpu_ms_per_command_median"] == 4

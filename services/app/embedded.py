@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -38,11 +39,16 @@ log = structlog.get_logger("milestones.embedded")
 
 
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
-_LISTEN_FLOOR = 20000  # below: the fixed ports of common servers (5432, 4222, 8222, 6379, ...)
+LISTEN_FLOOR = 20000  # below: the fixed ports of common servers (5432, 4222, 8222, 6379, ...)
 _handed_out: set[int] = set()
+_handing_out = threading.Lock()
+# its own generator: a test framework that reseeds the global one (Hypothesis does) must not
+# make every process pick the same ports
+_pick = random.Random()
 
 
-def _ephemeral_range() -> tuple[int, int] | None:
+def ephemeral_range() -> tuple[int, int] | None:
+    """The kernel's ephemeral port range (Linux), None where it is not known."""
     try:
         low, high = (int(part) for part in _EPHEMERAL_RANGE.read_text().split())
     except (OSError, ValueError):
@@ -50,31 +56,40 @@ def _ephemeral_range() -> tuple[int, int] | None:
     return low, high
 
 
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free now, for a server about to listen on it, chosen outside the kernel's ephemeral
-    range where one is known (Linux). A port from ``bind(0)`` is an ephemeral one, and between
-    this call and the server's own bind the kernel may give it to any outgoing connection as its
-    local port: a cluster node's route dialling a peer took the client port of a node not yet
-    started ("bind: address already in use", seen in CI). No port is handed out twice by one
-    process."""
-    ephemeral = _ephemeral_range()
-    if ephemeral is not None and ephemeral[0] - 1 > _LISTEN_FLOOR:
-        for _ in range(200):
-            port = random.randint(_LISTEN_FLOOR, ephemeral[0] - 1)
-            if port not in _handed_out and port_is_free(port, host):
+    """A port free now, for a server about to listen on it on ``host``; never one handed out
+    before by this process, and below the kernel's ephemeral range where that is known (Linux)
+    and leaves room above ``LISTEN_FLOOR``.
+
+    What ``bind(0)`` gives is neither: it is an ephemeral port, which the kernel may give to an
+    outgoing connection as its local port before the server binds it, and it repeated itself 5
+    times in 300 calls in one process. A cluster starts with nine such ports chosen before any
+    is bound, and CI saw a node fail on its client port ("bind: address already in use")."""
+    ephemeral = ephemeral_range()
+    with _handing_out:
+        if ephemeral is not None and ephemeral[0] - 1 > LISTEN_FLOOR:
+            for _ in range(200):
+                port = _pick.randint(LISTEN_FLOOR, ephemeral[0] - 1)
+                if port not in _handed_out and port_is_free(port, host):
+                    _handed_out.add(port)
+                    return port
+        while True:  # no range known, no room below it, or that span full: the kernel's pick
+            with socket.socket(_family(host)) as s:
+                s.bind((host, 0))
+                port = s.getsockname()[1]
+            if port not in _handed_out:
                 _handed_out.add(port)
                 return port
-    while True:  # elsewhere, or that span full: what the kernel gives
-        with socket.socket() as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as s:
+    """Whether a server could listen on ``host``:``port`` now (as servers do, with
+    ``SO_REUSEADDR``: a port whose last connections wait in TIME_WAIT is free)."""
+    with socket.socket(_family(host)) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))

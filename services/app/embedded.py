@@ -57,7 +57,8 @@ def ephemeral_range() -> tuple[int, int] | None:
 
 
 def _family(host: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
+    """The address family a server on ``host`` listens in (as ``serving.bind`` finds it)."""
+    return socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][0]
 
 
 def free_port(host: str = "127.0.0.1") -> int:

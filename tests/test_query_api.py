@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import datetime as dt
 import io
 import json
 import re
 
+from prometheus_client import REGISTRY
+
 from events import ENCODER
-from tests.conftest import caught_up, cli_env, cloudevent, plan_project, request
+from tests.conftest import TODAY, caught_up, cli_env, cloudevent, plan_project, request
 from tests.test_cli import run
 
 
@@ -59,6 +62,60 @@ async def test_read_your_writes(api, nc):
         await api.get("/milestones/design", params={"min_position": position + 1000, "wait_ms": 50})
     ).json()
     assert stale["stale"] is True and stale["data"]["milestone_id"] == "design"
+
+
+def judged_total(outcome: str) -> float:
+    return REGISTRY.get_sample_value("milestones_query_judged_total", {"outcome": outcome}) or 0
+
+
+async def test_a_project_judged_before_is_judged_again_after_a_write_and_on_a_new_day(
+    api, nc, system
+):
+    """The query service keeps what it judged of a project while the project's rows, target,
+    day and gap stay the same (``services.query.judged_memo``): a read after a write, or on
+    another day, is judged from what it reads, never answered from the memo."""
+    position = await seed(nc)
+    path = "/milestones/design"
+    first = (await api.get(path, params={"project_id": "apollo", "min_position": position})).json()
+    hits, misses = judged_total("hit"), judged_total("miss")
+    again = (await api.get(path, params={"project_id": "apollo"})).json()
+    assert again["data"] == first["data"]
+    assert (judged_total("hit"), judged_total("miss")) == (hits + 1, misses)
+    # the project's milestones share it: the same verdict, no judgement of their own
+    listed = (await api.get("/projects/apollo/milestones")).json()["data"]
+    assert [m for m in listed if m["milestone_id"] == "design"] == [first["data"]]
+    assert judged_total("miss") == misses
+
+    done = await request(
+        nc,
+        [
+            cloudevent(
+                "TaskCompleted",
+                {"project_id": "apollo", "milestone_id": "design", "task_id": "review"},
+            )
+        ],
+    )
+    assert done.accepted, done
+    after = (
+        await api.get(
+            path, params={"project_id": "apollo", "min_position": done.events[-1].position}
+        )
+    ).json()["data"]
+    assert judged_total("miss") == misses + 1
+    assert (after["progress"], after["health"], after["health_reasons"]) == (
+        100,
+        "achieved",
+        ["achieved 2026-11-24"],
+    )
+
+    build = "/milestones/build"
+    before = (await api.get(build, params={"project_id": "apollo"})).json()["data"]
+    assert judged_total("miss") == misses + 1  # judged with design's read just now
+    system.queries.today = lambda: TODAY + dt.timedelta(days=7)
+    later = (await api.get(build, params={"project_id": "apollo"})).json()["data"]
+    assert judged_total("miss") == misses + 2
+    days = [int(re.search(r"in (\d+) days", r["health_reasons"][-1])[1]) for r in (before, later)]
+    assert days[0] - days[1] == 7, (before["health_reasons"], later["health_reasons"])
 
 
 async def test_project_milestones_filters_sort_and_pages(api, nc):

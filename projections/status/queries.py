@@ -37,12 +37,14 @@ _PROJECT = (
 )
 
 
-async def project(conn: Executor, project_id: str) -> tuple[list[StatusRow], dt.date | None]:
-    """One project's rows in milestone order and its target finish (``load`` and ``targets``
-    in one read; a project without rows has no target read: None)."""
+async def project_texts(conn: Executor, project_id: str) -> tuple[list[str], dt.date | None]:
+    """One project's rows in milestone order, each as its JSON text (``from_json`` decodes it),
+    and its target finish (``load`` and ``targets`` in one read; a project without rows has no
+    target read: None). Texts, not rows: the query service's memo of judged projects compares
+    them with the texts it judged before (``services.query.judged_memo``)."""
     records = await conn.fetch(_PROJECT, project_id)
     target = records[0]["project_target"] if records else None
-    return [from_json(r["row"]) for r in records], target
+    return [r["row"] for r in records], target
 
 
 async def targets(conn: Executor, project_ids: list[str]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from services.domain import health, reporting
 from services.eventlog.log import EventLog
 from services.notify.redact import redact_bytes, redact_json_text
 from services.query import requests as q
+from services.query.judged_memo import Judged, JudgedMemo
 from services.query.notify_queries import NotifyQueries
 from services.query.params import (
     One,
@@ -125,6 +126,7 @@ class Queries(NotifyQueries):
         self.watcher = watcher
         self.log = log
         self.today = today  # the clock is an input: tests pin it
+        self.memo = JudgedMemo()  # projects judged before, kept while their rows are the same
 
     async def consistent(self, projection: str, p: Params) -> tuple[int, bool]:
         """The read model's position, and whether it is still short of ``min_position``."""
@@ -180,25 +182,26 @@ class Queries(NotifyQueries):
 
     async def _project_judged(self, project_id: str) -> list[dict[str, Any]]:
         """A project's rows, judged together (health depends on predecessors, floats on the
-        project's target)."""
-        rows, target = await status_queries.project(self.pool, project_id)
-        return self.judged(rows, target)
+        project's target), through the memo of projects judged before (``judged_memo``)."""
+        return [sign_off.presented(r, j) for r, j in (await self._judged(project_id)).presented()]
+
+    async def _judged(self, project_id: str) -> Judged:
+        texts, target = await status_queries.project_texts(self.pool, project_id)
+        return self.memo.judged(project_id, texts, target, self.today(), self.at_risk_gap)
 
     def judged(self, rows: list[StatusRow], target: dt.date | None) -> list[dict[str, Any]]:
         judged = health.judged(rows, self.today(), self.at_risk_gap, target)
         return [sign_off.presented(r, j) for r, j in zip(rows, judged, strict=True)]
 
-    def judged_one(
-        self, rows: list[StatusRow], milestone_id: str, target: dt.date | None
-    ) -> dict[str, Any] | None:
-        """What ``judged`` gives for one milestone of ``rows`` (None: not among them): the whole
-        project is judged (health reads the predecessors, the forecast the project's pace, the
-        float its finish), only this one is presented."""
-        row = next((r for r in rows if r.milestone_id == milestone_id), None)
+    @staticmethod
+    def judged_one(judged: Judged, milestone_id: str) -> dict[str, Any] | None:
+        """What ``judged`` gives for one milestone of a project judged whole (None: not among
+        its rows): health reads the predecessors, the forecast the project's pace, the float its
+        finish; only this one is presented."""
+        row = next((r for r in judged.rows if r.milestone_id == milestone_id), None)
         if row is None:
             return None
-        verdicts = health.judge(rows, self.today(), self.at_risk_gap, target)
-        return sign_off.presented(row, health.present(row, verdicts[milestone_id]))
+        return sign_off.presented(row, health.present(row, judged.verdicts[milestone_id]))
 
     async def milestone(self, p: q.MilestoneParams) -> One:
         position, stale = await self.consistent("status", p)
@@ -212,10 +215,10 @@ class Queries(NotifyQueries):
                     "add project_id",
                 )
             pid = owners[0] if owners else None
-        # health needs the predecessors: the whole project is judged (one indexed read), this
-        # milestone alone presented
-        rows, target = await status_queries.project(self.pool, pid) if pid else ([], None)
-        found = self.judged_one(rows, p.milestone_id, target)
+        # health needs the predecessors: the whole project is judged (one indexed read, and the
+        # judgement itself only when the project changed since it was last read: ``memo``),
+        # this milestone alone presented
+        found = self.judged_one(await self._judged(pid), p.milestone_id) if pid else None
         if found is None:
             where = f" in project {p.project_id}" if p.project_id else ""
             raise Rejected(

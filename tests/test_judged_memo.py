@@ -1,0 +1,117 @@
+"""The query service's memo of judged projects (``services.query.judged_memo``): pure logic,
+status rows in as the JSON texts the database sends; the API's side is in test_query_api."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import msgspec
+import pytest
+
+from projections.status import StatusRow
+from services.domain import health
+from services.domain.health import judge as judge_afresh  # bound before any spy
+from services.query import judged_memo
+from services.query.judged_memo import JudgedMemo
+from tests.test_health import TODAY, row
+
+
+def texts(*rows: StatusRow) -> list[str]:
+    return [msgspec.json.encode(r).decode() for r in rows]
+
+
+PROJECT = texts(
+    row("design", dt.date(2026, 7, 1), total=4, done=1),
+    row("build", dt.date(2026, 8, 1), total=2, preds={"design": 3}),
+)
+
+
+@pytest.fixture
+def judgements(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many rows each call of ``health.judge`` judged, in order."""
+    calls: list[int] = []
+    real = health.judge
+
+    def counted(rows, today, gap=health.DEFAULT_GAP, target=None):  # type: ignore[no-untyped-def]
+        rows = list(rows)
+        calls.append(len(rows))
+        return real(rows, today, gap, target)
+
+    monkeypatch.setattr(judged_memo.health, "judge", counted)
+    return calls
+
+
+def shown(judged: judged_memo.Judged) -> dict[str, tuple[str, list[str], dt.date]]:
+    return {m: (j.health, j.reasons, j.expected_finish) for m, j in judged.verdicts.items()}
+
+
+def test_the_same_texts_target_day_and_gap_are_not_judged_again(judgements: list[int]) -> None:
+    memo = JudgedMemo()
+    first = memo.judged("p", PROJECT, None, TODAY, 25)
+    again = memo.judged("p", list(PROJECT), None, TODAY, 25)  # equal texts, another list
+    assert judgements == [2]
+    assert again is first
+    assert [r.milestone_id for r in first.rows] == ["design", "build"]
+    assert shown(first) == shown(judged_memo.Judged(first.rows, judge_afresh(first.rows, TODAY)))
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["a row's text", "a new row", "a row gone", "the target", "the day", "the gap"],
+)
+def test_any_difference_is_judged_again_as_from_scratch(judgements: list[int], change: str) -> None:
+    memo = JudgedMemo()
+    memo.judged("p", PROJECT, None, TODAY, 25)
+    rows, target, today, gap = list(PROJECT), None, TODAY, 25
+    if change == "a row's text":  # a task done: the same length of text, one character apart
+        rows[0] = texts(row("design", dt.date(2026, 7, 1), total=4, done=2))[0]
+    elif change == "a new row":
+        rows += texts(row("ship", dt.date(2026, 9, 1), preds={"build": 0}))
+    elif change == "a row gone":
+        rows = rows[:1]
+    elif change == "the target":
+        target = dt.date(2026, 8, 15)
+    elif change == "the day":
+        today = TODAY + dt.timedelta(days=1)
+    else:
+        gap = 10
+    got = memo.judged("p", rows, target, today, gap)
+    assert len(judgements) == 2
+    expected = judge_afresh(got.rows, today, gap, target)
+    assert shown(got) == {m: (j.health, j.reasons, j.expected_finish) for m, j in expected.items()}
+    assert [msgspec.json.encode(r).decode() for r in got.rows] == rows
+    # and the memo now holds the new judgement
+    assert memo.judged("p", rows, target, today, gap) is got and len(judgements) == 2
+
+
+def test_it_keeps_the_projects_read_last(judgements: list[int]) -> None:
+    memo = JudgedMemo(size=2)
+    a = memo.judged("a", PROJECT, None, TODAY, 25)
+    memo.judged("b", PROJECT, None, TODAY, 25)
+    assert memo.judged("a", PROJECT, None, TODAY, 25) is a  # read again: now the latest
+    memo.judged("c", PROJECT, None, TODAY, 25)  # one too many: "b", read least recently, goes
+    assert len(memo) == 2 and len(judgements) == 3
+    assert memo.judged("a", PROJECT, None, TODAY, 25) is a
+    memo.judged("b", PROJECT, None, TODAY, 25)
+    assert len(judgements) == 4
+
+
+def test_a_project_without_rows_is_not_kept(judgements: list[int]) -> None:
+    memo = JudgedMemo(size=1)
+    kept = memo.judged("p", PROJECT, None, TODAY, 25)
+    for n in range(5):  # reads of ids that do not exist push nothing out
+        assert memo.judged(f"nothing{n}", [], None, TODAY, 25).rows == []
+    assert memo.judged("p", PROJECT, None, TODAY, 25) is kept and judgements == [2]
+
+
+def test_presented_rows_are_new_dicts_each_time() -> None:
+    judged = JudgedMemo().judged("p", PROJECT, None, TODAY, 25)
+    once, twice = judged.presented(), judged.presented()
+    assert [d for _, d in once] == [d for _, d in twice]
+    assert all(a is not b for (_, a), (_, b) in zip(once, twice, strict=True))
+    assert once[1][1]["health"] == judged.verdicts["build"].health
+
+
+def test_a_memo_holds_at_least_one_project() -> None:
+    with pytest.raises(ValueError, match="at least one project"):
+        JudgedMemo(size=0)

@@ -41,10 +41,6 @@ def judgements(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-def shown(judged: judged_memo.Judged) -> dict[str, tuple[str, list[str], dt.date]]:
-    return {m: (j.health, j.reasons, j.expected_finish) for m, j in judged.verdicts.items()}
-
-
 def test_the_same_texts_target_day_and_gap_are_not_judged_again(judgements: list[int]) -> None:
     memo = JudgedMemo()
     first = memo.judged("p", PROJECT, None, TODAY, 25)
@@ -52,7 +48,7 @@ def test_the_same_texts_target_day_and_gap_are_not_judged_again(judgements: list
     assert judgements == [2]
     assert again is first
     assert [r.milestone_id for r in first.rows] == ["design", "build"]
-    assert shown(first) == shown(judged_memo.Judged(first.rows, judge_afresh(first.rows, TODAY)))
+    assert first.verdicts == judge_afresh(first.rows, TODAY)
 
 
 @pytest.mark.parametrize(
@@ -63,55 +59,91 @@ def test_any_difference_is_judged_again_as_from_scratch(judgements: list[int], c
     memo = JudgedMemo()
     memo.judged("p", PROJECT, None, TODAY, 25)
     rows, target, today, gap = list(PROJECT), None, TODAY, 25
-    if change == "a row's text":  # a task done: the same length of text, one character apart
+    if change == "a row's text":  # a task done
         rows[0] = texts(row("design", dt.date(2026, 7, 1), total=4, done=2))[0]
     elif change == "a new row":
         rows += texts(row("ship", dt.date(2026, 9, 1), preds={"build": 0}))
     elif change == "a row gone":
         rows = rows[:1]
-    elif change == "the target":
-        target = dt.date(2026, 8, 15)
+    elif change == "the target":  # two weeks before build's due date: negative floats
+        target = dt.date(2026, 7, 18)
     elif change == "the day":
         today = TODAY + dt.timedelta(days=1)
-    else:
-        gap = 10
+    else:  # design: 25 % done with 23 % of its time gone; build: 0 % with 10 %
+        gap = 5
     got = memo.judged("p", rows, target, today, gap)
     assert len(judgements) == 2
-    expected = judge_afresh(got.rows, today, gap, target)
-    assert shown(got) == {m: (j.health, j.reasons, j.expected_finish) for m, j in expected.items()}
+    assert got.verdicts == judge_afresh(got.rows, today, gap, target)
     assert [msgspec.json.encode(r).decode() for r in got.rows] == rows
     # and the memo now holds the new judgement
     assert memo.judged("p", rows, target, today, gap) is got and len(judgements) == 2
 
 
-def test_it_keeps_the_projects_read_last(judgements: list[int]) -> None:
-    memo = JudgedMemo(size=2)
+SIZE = sum(len(t) for t in PROJECT)
+
+
+def test_it_keeps_the_projects_read_last_within_its_budget(judgements: list[int]) -> None:
+    memo = JudgedMemo(budget=2 * SIZE)
     a = memo.judged("a", PROJECT, None, TODAY, 25)
     memo.judged("b", PROJECT, None, TODAY, 25)
     assert memo.judged("a", PROJECT, None, TODAY, 25) is a  # read again: now the latest
     memo.judged("c", PROJECT, None, TODAY, 25)  # one too many: "b", read least recently, goes
-    assert len(memo) == 2 and len(judgements) == 3
+    assert (len(memo), memo.kept_chars, len(judgements)) == (2, 2 * SIZE, 3)
     assert memo.judged("a", PROJECT, None, TODAY, 25) is a
     memo.judged("b", PROJECT, None, TODAY, 25)
     assert len(judgements) == 4
 
 
+def test_a_project_judged_again_replaces_what_was_kept(judgements: list[int]) -> None:
+    memo = JudgedMemo(budget=2 * SIZE)
+    memo.judged("a", PROJECT, None, TODAY, 25)
+    memo.judged("a", PROJECT[:1], None, TODAY, 25)  # a milestone removed: less to keep
+    assert (len(memo), memo.kept_chars) == (1, len(PROJECT[0]))
+
+
+def test_a_project_larger_than_the_budget_is_judged_and_not_kept(judgements: list[int]) -> None:
+    memo = JudgedMemo(budget=SIZE)
+    kept = memo.judged("small", PROJECT, None, TODAY, 25)
+    big = PROJECT + texts(row("ship", dt.date(2026, 9, 1)))
+    assert [r.milestone_id for r in memo.judged("big", big, None, TODAY, 25).rows][-1] == "ship"
+    memo.judged("big", big, None, TODAY, 25)
+    assert len(judgements) == 3  # judged each time it was read
+    assert memo.judged("small", PROJECT, None, TODAY, 25) is kept  # and pushed nothing out
+    assert (len(memo), memo.kept_chars) == (1, SIZE)
+
+
 def test_a_project_without_rows_is_not_kept(judgements: list[int]) -> None:
-    memo = JudgedMemo(size=1)
+    memo = JudgedMemo(budget=SIZE)
     kept = memo.judged("p", PROJECT, None, TODAY, 25)
     for n in range(5):  # reads of ids that do not exist push nothing out
         assert memo.judged(f"nothing{n}", [], None, TODAY, 25).rows == []
     assert memo.judged("p", PROJECT, None, TODAY, 25) is kept and judgements == [2]
 
 
-def test_presented_rows_are_new_dicts_each_time() -> None:
-    judged = JudgedMemo().judged("p", PROJECT, None, TODAY, 25)
+def test_answers_share_nothing_they_could_change_with_the_memo() -> None:
+    late = texts(
+        row("design", dt.date(2026, 6, 5), total=4, done=1),  # missed: a blocker of build
+        row("build", dt.date(2026, 8, 1), total=2, preds={"design": 3}),
+    )
+    judged = JudgedMemo().judged("p", late, None, TODAY, 25)
     once, twice = judged.presented(), judged.presented()
     assert [d for _, d in once] == [d for _, d in twice]
-    assert all(a is not b for (_, a), (_, b) in zip(once, twice, strict=True))
+    assert once[1][1]["blocked_by"] and once[1][1]["predecessors"]
+    for (_, a), (_, b) in zip(once, twice, strict=True):
+        assert a is not b
+        for name, value in a.items():
+            if isinstance(value, list | dict):
+                assert value is not b[name], name
+                items = value if isinstance(value, list) else list(value.values())
+                others = b[name] if isinstance(value, list) else list(b[name].values())
+                assert all(
+                    x is not y
+                    for x, y in zip(items, others, strict=True)
+                    if isinstance(x, msgspec.Struct)
+                ), name
     assert once[1][1]["health"] == judged.verdicts["build"].health
 
 
-def test_a_memo_holds_at_least_one_project() -> None:
-    with pytest.raises(ValueError, match="at least one project"):
-        JudgedMemo(size=0)
+def test_a_memo_has_a_budget() -> None:
+    with pytest.raises(ValueError, match="at least one character"):
+        JudgedMemo(budget=0)

@@ -16,9 +16,12 @@ nothing can be missed: every read still reads the database, and the memo only sa
 decode and the judgement of rows it has seen. A read-your-writes read (``min_position``) is
 judged from the rows it fetched after the wait, like any other.
 
-Bounded: the ``MEMO_PROJECTS`` projects read last (least recently read out first). A project
-without rows (an unknown id) is not kept, so that reads of ids that do not exist cannot push out
-the projects people look at. Single-threaded use on the service's event loop: no lock.
+Bounded by the size of what it keeps, not by a count of projects (nothing bounds a project's
+milestones or tasks): ``MEMO_TEXT_BUDGET`` characters of row JSON in all, the projects read
+least recently out first; a project larger than the whole budget is judged and not kept. A
+project without rows (an unknown id) is not kept either, so that reads of ids that do not
+exist cannot push out the projects people look at. Single-threaded use on the service's event
+loop: no lock.
 """
 
 from __future__ import annotations
@@ -28,14 +31,16 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import msgspec
 from prometheus_client import Counter
 
 from projections.status import StatusRow, from_json
 from services.domain import health
 
-# projects kept: the benchmark's project holds about 8 KB of JSON text for its 10 milestones,
-# and its rows and judgements about twice that again, so ~12 MB at most
-MEMO_PROJECTS = 512
+# characters of row JSON kept in all. The benchmark's project (10 milestones of 10 tasks) has
+# about 7,600, and keeps about 29 KB in memory with its decoded rows and verdicts (tracemalloc):
+# about 520 such projects, 15 MB
+MEMO_TEXT_BUDGET = 4_000_000
 
 MEMO = Counter(
     "milestones_query_judged_total",
@@ -50,21 +55,37 @@ class Judged(NamedTuple):
     verdicts: dict[str, health.Judgement]  # by milestone id
 
     def presented(self) -> list[tuple[StatusRow, dict]]:
-        """Each row beside its health as the API shows it (``health.present``): a new dict each
-        call, so that no answer shares a mutable object with the memo but the verdict's own."""
-        return [(r, health.present(r, self.verdicts[r.milestone_id])) for r in self.rows]
+        """Each row beside its health as the API shows it (``health.present``)."""
+        return [(r, self.one(r)) for r in self.rows]
+
+    def one(self, row: StatusRow) -> dict:
+        """``row`` as the API shows it, in a dict of its own whose lists and dicts (tasks, due
+        dates, predecessors, reasons, blockers, ...) are copies: an answer shares with the memo
+        only what nothing changes in place (strings, numbers, dates, the frozen row)."""
+        shown = health.present(row, self.verdicts[row.milestone_id])
+        for name, value in shown.items():
+            if type(value) is dict:
+                shown[name] = dict(value)
+            elif type(value) is list:
+                shown[name] = [
+                    msgspec.structs.replace(v) if isinstance(v, msgspec.Struct) else v
+                    for v in value
+                ]
+        return shown
 
 
 _Key = tuple[tuple[str, ...], dt.date | None, dt.date, int]
-_EMPTY = Judged([], {})
 
 
 class JudgedMemo:
-    def __init__(self, size: int = MEMO_PROJECTS) -> None:
-        if size < 1:
-            raise ValueError(f"the memo holds at least one project, not {size}")
-        self.size = size
-        self._kept: collections.OrderedDict[str, tuple[_Key, Judged]] = collections.OrderedDict()
+    def __init__(self, budget: int = MEMO_TEXT_BUDGET) -> None:
+        if budget < 1:
+            raise ValueError(f"the memo's budget is at least one character, not {budget}")
+        self.budget = budget
+        self.kept_chars = 0
+        self._kept: collections.OrderedDict[str, tuple[_Key, Judged, int]] = (
+            collections.OrderedDict()
+        )
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -81,7 +102,7 @@ class JudgedMemo:
         order) and their verdicts as of ``today``: judged now, or as judged before from the
         very same texts, target, day and gap."""
         if not texts:
-            return _EMPTY
+            return Judged([], {})
         key: _Key = (tuple(texts), target, today, gap)
         found = self._kept.get(project_id)
         if found is not None and found[0] == key:
@@ -91,8 +112,14 @@ class JudgedMemo:
         _MISS.inc()
         rows = [from_json(text) for text in texts]
         made = Judged(rows, health.judge(rows, today, gap, target))
-        self._kept[project_id] = (key, made)
-        self._kept.move_to_end(project_id)
-        if len(self._kept) > self.size:
-            self._kept.popitem(last=False)
+        if found is not None:
+            del self._kept[project_id]
+            self.kept_chars -= found[2]
+        size = sum(len(text) for text in texts)
+        if size <= self.budget:
+            self._kept[project_id] = (key, made, size)
+            self.kept_chars += size
+            while self.kept_chars > self.budget:
+                _, (_, _, freed) = self._kept.popitem(last=False)
+                self.kept_chars -= freed
         return made

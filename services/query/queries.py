@@ -201,7 +201,7 @@ class Queries(NotifyQueries):
         row = next((r for r in judged.rows if r.milestone_id == milestone_id), None)
         if row is None:
             return None
-        return sign_off.presented(row, health.present(row, judged.verdicts[milestone_id]))
+        return sign_off.presented(row, judged.one(row))
 
     async def milestone(self, p: q.MilestoneParams) -> One:
         position, stale = await self.consistent("status", p)

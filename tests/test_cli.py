@@ -240,6 +240,7 @@ async def test_bad_configuration_is_one_clear_line():
     for env, says in (
         ({"MILESTONES_SCHEDULER": "maybe"}, "MILESTONES_SCHEDULER must be true or false"),
         ({"MILESTONES_HTTP_PORT": "eighty"}, "MILESTONES_HTTP_PORT must be a whole number"),
+        ({"MILESTONES_QUERY_MEMO_CHARS": "-1"}, "MILESTONES_QUERY_MEMO_CHARS must be 0 or more"),
     ):
         code, out, err = await run("projections", env=env)
         assert code == 2 and says in err and "Traceback" not in err and err.count("\n") == 1

@@ -144,6 +144,24 @@ def test_answers_share_nothing_they_could_change_with_the_memo() -> None:
     assert once[1][1]["health"] == judged.verdicts["build"].health
 
 
-def test_a_memo_has_a_budget() -> None:
-    with pytest.raises(ValueError, match="at least one character"):
-        JudgedMemo(budget=0)
+def test_a_memo_has_a_budget_and_one_of_0_keeps_nothing(judgements: list[int]) -> None:
+    with pytest.raises(ValueError, match="0 or more characters"):
+        JudgedMemo(budget=-1)
+    memo = JudgedMemo(budget=0)
+    first = memo.judged("p", PROJECT, None, TODAY, 25)
+    again = memo.judged("p", PROJECT, None, TODAY, 25)
+    assert len(memo) == 0 and memo.kept_chars == 0 and judgements == [2, 2]
+    assert again is not first and again.verdicts == first.verdicts
+
+
+def test_the_setting_is_the_memos_budget() -> None:
+    from services.app.settings import Settings
+    from services.query.judged_memo import MEMO_TEXT_BUDGET
+    from services.query.queries import Queries
+
+    assert Settings.from_env({}).query_memo_chars == MEMO_TEXT_BUDGET
+    chars = Settings.from_env({"MILESTONES_QUERY_MEMO_CHARS": "1000"}).query_memo_chars
+    assert chars == 1000
+    assert Queries(None, None, None, memo_chars=chars).memo.budget == 1000  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="MILESTONES_QUERY_MEMO_CHARS must be 0 or more, got '-1'"):
+        Settings.from_env({"MILESTONES_QUERY_MEMO_CHARS": "-1"})

@@ -28,6 +28,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     projection_batch: int = 2000
     scheduler: bool = True  # deadlines as JetStream message schedules (runs with the intake)
     at_risk_gap: int = 25  # health: at risk when progress is this many points behind elapsed time
+    # characters of status rows' JSON the query service keeps judged (services.query.judged_memo,
+    # its MEMO_TEXT_BUDGET); 0 keeps nothing
+    query_memo_chars: int = 4_000_000
     notify_max_attempts: int = 12  # webhook attempts before a delivery is marked failed
     notify_backoff_ms: int = 1000  # first retry after ~this; doubles per attempt (jittered)
     notify_backoff_max_s: int = 3600  # the longest wait between two attempts
@@ -89,6 +92,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
                     raise ValueError(
                         f"MILESTONES_{name.upper()} must be a whole number, got {raw!r}"
                     ) from None
+                if name in _AT_LEAST and int(raw) < _AT_LEAST[name]:
+                    raise ValueError(
+                        f"MILESTONES_{name.upper()} must be {_AT_LEAST[name]} or more, got {raw!r}"
+                    )
             elif field_type == "bool":
                 if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
                     raise ValueError(
@@ -104,6 +111,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         return msgspec.convert(values, cls)
 
 
+# the least value a setting takes (the environment's values are checked against it)
+_AT_LEAST = {"query_memo_chars": 0}
 _FROM_OTEL = {"traces"}  # set by the OpenTelemetry variables, never by a MILESTONES_ one
 _EXPORTERS = {"otlp", "console"}
 

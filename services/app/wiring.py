@@ -270,7 +270,13 @@ async def running(
             await watcher.start()
             closer.push("checkpoint watcher", watcher.stop, cap=1.0)
         if query:
-            run.queries = Queries(pool, watcher, EventLog(nc), at_risk_gap=settings.at_risk_gap)
+            run.queries = Queries(
+                pool,
+                watcher,
+                EventLog(nc),
+                at_risk_gap=settings.at_risk_gap,
+                memo_chars=settings.query_memo_chars,
+            )
             register_queries(broker, run.queries, run.auth)
             run.http_handlers = [
                 *query_routes(run.queries),

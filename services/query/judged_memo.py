@@ -17,11 +17,11 @@ decode and the judgement of rows it has seen. A read-your-writes read (``min_pos
 judged from the rows it fetched after the wait, like any other.
 
 Bounded by the size of what it keeps, not by a count of projects (nothing bounds a project's
-milestones or tasks): ``MEMO_TEXT_BUDGET`` characters of row JSON in all, the projects read
-least recently out first; a project larger than the whole budget is judged and not kept. A
-project without rows (an unknown id) is not kept either, so that reads of ids that do not
-exist cannot push out the projects people look at. Single-threaded use on the service's event
-loop: no lock.
+milestones or tasks): ``MEMO_TEXT_BUDGET`` characters of row JSON in all by default
+(``MILESTONES_QUERY_MEMO_CHARS``; 0 keeps nothing), the projects read least recently out
+first; a project larger than the whole budget is judged and not kept. A project without rows
+(an unknown id) is not kept either, so that reads of ids that do not exist cannot push out the
+projects people look at. Single-threaded use on the service's event loop: no lock.
 """
 
 from __future__ import annotations
@@ -79,8 +79,9 @@ _Key = tuple[tuple[str, ...], dt.date | None, dt.date, int]
 
 class JudgedMemo:
     def __init__(self, budget: int = MEMO_TEXT_BUDGET) -> None:
-        if budget < 1:
-            raise ValueError(f"the memo's budget is at least one character, not {budget}")
+        """``budget``: characters of row JSON kept in all; 0 keeps nothing (every read judged)."""
+        if budget < 0:
+            raise ValueError(f"the memo's budget is 0 or more characters, not {budget}")
         self.budget = budget
         self.kept_chars = 0
         self._kept: collections.OrderedDict[str, tuple[_Key, Judged, int]] = (

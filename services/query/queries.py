@@ -34,7 +34,7 @@ from services.domain import health, reporting
 from services.eventlog.log import EventLog
 from services.notify.redact import redact_bytes, redact_json_text
 from services.query import requests as q
-from services.query.judged_memo import Judged, JudgedMemo
+from services.query.judged_memo import MEMO_TEXT_BUDGET, Judged, JudgedMemo
 from services.query.notify_queries import NotifyQueries
 from services.query.params import (
     One,
@@ -120,13 +120,15 @@ class Queries(NotifyQueries):
         log: EventLog,
         today: Callable[[], dt.date] = today_utc,
         at_risk_gap: int = health.DEFAULT_GAP,
+        memo_chars: int = MEMO_TEXT_BUDGET,
     ) -> None:
         self.pool = pool
         self.at_risk_gap = at_risk_gap
         self.watcher = watcher
         self.log = log
         self.today = today  # the clock is an input: tests pin it
-        self.memo = JudgedMemo()  # projects judged before, kept while their rows are the same
+        # projects judged before, kept while their rows are the same (``memo_chars`` of JSON)
+        self.memo = JudgedMemo(memo_chars)
 
     async def consistent(self, projection: str, p: Params) -> tuple[int, bool]:
         """The read model's position, and whether it is still short of ``min_position``."""

@@ -118,6 +118,18 @@ async def test_a_project_judged_before_is_judged_again_after_a_write_and_on_a_ne
     assert days[0] - days[1] == 7, (before["health_reasons"], later["health_reasons"])
 
 
+async def test_the_query_service_takes_the_memo_budget_it_is_given(settings, db_url):
+    """``MILESTONES_QUERY_MEMO_CHARS`` reaches the running service's memo through the wiring
+    (0: nothing kept, every read judged; the memo's own tests show what a budget does)."""
+    import msgspec
+
+    from services.app.wiring import running
+
+    given = msgspec.structs.replace(settings, database_url=db_url, query_memo_chars=0)
+    async with running(given, query=True) as run:
+        assert run.queries is not None and run.queries.memo.budget == 0
+
+
 async def test_project_milestones_filters_sort_and_pages(api, nc):
     position = await seed(nc)
     base = {"min_position": position}
